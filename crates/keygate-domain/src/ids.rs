@@ -1,0 +1,128 @@
+//! Prefixed ULID identifiers (`acct_01J…`, `key_01J…`). Each kind of object has its own type, so
+//! a tenant id can never be passed where a key id is expected.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use ulid::Ulid;
+
+/// The string was not an id of the expected kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected an id of the form {prefix}_<26-character ULID>")]
+pub struct InvalidId {
+    pub prefix: &'static str,
+}
+
+macro_rules! prefixed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Ulid);
+
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
+
+            /// A new id, ordered by creation time.
+            #[must_use]
+            pub fn generate() -> Self {
+                Self(Ulid::generate())
+            }
+
+            #[must_use]
+            pub fn ulid(&self) -> Ulid {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}_{}", $prefix, self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(self, f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = InvalidId;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let err = InvalidId { prefix: $prefix };
+                let rest = s
+                    .strip_prefix($prefix)
+                    .and_then(|r| r.strip_prefix('_'))
+                    .ok_or(err.clone())?;
+                if rest.len() != 26 {
+                    return Err(err);
+                }
+                Ulid::from_string(rest).map(Self).map_err(|_| err)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+prefixed_id!(
+    /// A partner account (`acct_…`).
+    AccountId,
+    "acct"
+);
+prefixed_id!(
+    /// A tenant: a sub-account of an account (`ten_…`).
+    TenantId,
+    "ten"
+);
+prefixed_id!(
+    /// An API key's public id (`key_…`); never the secret.
+    KeyId,
+    "key"
+);
+prefixed_id!(
+    /// An audit event (`evt_…`).
+    EventId,
+    "evt"
+);
+prefixed_id!(
+    /// A request (`req_…`).
+    RequestId,
+    "req"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_its_string_form() {
+        let id = KeyId::generate();
+        let s = id.to_string();
+        assert!(s.starts_with("key_"));
+        assert_eq!(s.len(), 4 + 26);
+        assert_eq!(s.parse::<KeyId>(), Ok(id));
+    }
+
+    #[test]
+    fn refuses_another_kind_or_garbage() {
+        let acct = AccountId::generate().to_string();
+        assert!(acct.parse::<KeyId>().is_err());
+        assert!("key_".parse::<KeyId>().is_err());
+        assert!("key_0000000000000000000000000!".parse::<KeyId>().is_err());
+        assert!("keyx01J00000000000000000000000".parse::<KeyId>().is_err());
+    }
+}

@@ -1,0 +1,121 @@
+//! IP allowlists and client-IP resolution (SPEC §3).
+//!
+//! An allowlist holds single addresses and CIDRs, IPv4 and IPv6. An IPv4-mapped IPv6 peer
+//! (`::ffff:203.0.113.7`) is compared as the IPv4 address it is.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+/// Parses an allowlist entry: an address (`203.0.113.7`, `2001:db8::1`) or a CIDR
+/// (`10.0.0.0/8`). A CIDR with host bits set (`10.0.0.1/8`) is refused, since it is almost
+/// always a typo for something else.
+///
+/// # Errors
+/// A message fit for a validation error.
+pub fn parse_entry(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(IpNet::from(canonical(ip)));
+    }
+    let net: IpNet = s.parse().map_err(|_| format!("`{s}` is not an IP address or CIDR"))?;
+    if net.network() != net.addr() {
+        return Err(format!("`{s}` has host bits set; did you mean `{}`?", net.trunc()));
+    }
+    Ok(net)
+}
+
+/// IPv4-mapped IPv6 addresses become IPv4.
+#[must_use]
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 @ IpAddr::V4(_) => v4,
+    }
+}
+
+/// Is `ip` in any entry of `list`?
+#[must_use]
+pub fn contains(list: &[IpNet], ip: IpAddr) -> bool {
+    let ip = canonical(ip);
+    list.iter().any(|net| net.contains(&ip))
+}
+
+/// The client IP: the socket peer, unless the peer is a trusted proxy; then the right-most
+/// address in `X-Forwarded-For` that is not a trusted proxy. Entries that do not parse end the
+/// walk (nothing left of a garbage hop can be trusted), falling back to the last trusted hop.
+#[must_use]
+pub fn client_ip(peer: IpAddr, forwarded_for: &[&str], trusted: &[IpNet]) -> IpAddr {
+    let peer = canonical(peer);
+    if !contains(trusted, peer) {
+        return peer;
+    }
+    let mut last = peer;
+    for hop in forwarded_for.iter().flat_map(|h| h.split(',')).rev() {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                let ip = canonical(ip);
+                if !contains(trusted, ip) {
+                    return ip;
+                }
+                last = ip;
+            }
+            Err(_) => return last,
+        }
+    }
+    last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or_else(|_| panic!("{s}"))
+    }
+
+    fn list(entries: &[&str]) -> Vec<IpNet> {
+        entries.iter().map(|e| parse_entry(e).unwrap_or_else(|m| panic!("{m}"))).collect()
+    }
+
+    #[test]
+    fn entries_and_cidr_edges() {
+        let l = list(&["203.0.113.7", "10.0.0.0/8", "2001:db8::/32"]);
+        assert!(contains(&l, ip("203.0.113.7")));
+        assert!(!contains(&l, ip("203.0.113.8")));
+        assert!(contains(&l, ip("10.0.0.0")));
+        assert!(contains(&l, ip("10.255.255.255")));
+        assert!(!contains(&l, ip("11.0.0.0")));
+        assert!(!contains(&l, ip("9.255.255.255")));
+        assert!(contains(&l, ip("2001:db8:ffff::1")));
+        assert!(!contains(&l, ip("2001:db9::1")));
+        assert!(contains(&l, ip("::ffff:10.1.2.3")), "IPv4-mapped IPv6 is IPv4");
+        assert!(!contains(&[], ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn entry_parsing() {
+        assert!(parse_entry("10.0.0.1/8").is_err());
+        assert!(parse_entry("nope").is_err());
+        assert!(parse_entry("300.0.0.1").is_err());
+        assert_eq!(parse_entry(" ::1 ").map(|n| n.to_string()), Ok("::1/128".into()));
+    }
+
+    #[test]
+    fn client_ip_ignores_forwarded_for_from_untrusted_peers() {
+        let trusted = list(&["10.0.0.0/8"]);
+        assert_eq!(client_ip(ip("198.51.100.1"), &["1.2.3.4"], &trusted), ip("198.51.100.1"));
+        assert_eq!(client_ip(ip("198.51.100.1"), &["1.2.3.4"], &[]), ip("198.51.100.1"));
+    }
+
+    #[test]
+    fn client_ip_takes_rightmost_untrusted_hop() {
+        let trusted = list(&["10.0.0.0/8"]);
+        assert_eq!(client_ip(ip("10.0.0.2"), &["6.6.6.6, 203.0.113.9, 10.0.0.3"], &trusted), ip("203.0.113.9"));
+        assert_eq!(client_ip(ip("10.0.0.2"), &["6.6.6.6", "203.0.113.9"], &trusted), ip("203.0.113.9"));
+        assert_eq!(client_ip(ip("10.0.0.2"), &[], &trusted), ip("10.0.0.2"));
+        assert_eq!(client_ip(ip("10.0.0.2"), &["10.0.0.5"], &trusted), ip("10.0.0.5"));
+        assert_eq!(client_ip(ip("10.0.0.2"), &["2001:db8::7"], &trusted), ip("2001:db8::7"));
+        assert_eq!(client_ip(ip("10.0.0.2"), &["garbage, 10.0.0.4"], &trusted), ip("10.0.0.4"));
+    }
+}
