@@ -1,1 +1,224 @@
-//! placeholder
+//! keygate's storage: small async traits, one implementation per backend.
+//!
+//! The server and CLI talk only to [`Store`]; SQL lives in `sqlite.rs` / `postgres.rs` (which
+//! share their query text through `sql.rs`) and nowhere else. The backend is chosen by the URL
+//! scheme in [`connect`]; an unknown scheme is an error, never an empty SQLite file.
+//!
+//! Every write takes the [`AuditEvent`] that describes it and commits both, plus a row in the
+//! change log, in one transaction: nothing acknowledged is lost, and every node can follow the
+//! change log to evict what it cached.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use keygate_domain::model::{Account, ApiKey, AuditEvent, KeyStatus, Tenant, TenantStatus};
+use keygate_domain::time::Timestamp;
+use keygate_domain::{AccountId, Environment, KeyHash, KeyId, TenantId};
+
+mod sql;
+
+pub use sql::{PgStore, SqliteStore};
+
+/// What went wrong in the store. The server maps these to HTTP in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken; the string names the rule (e.g. `tenant_external_id`).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// The database could not be reached or answered with an error.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// A stored row could not be read back as a domain object.
+    #[error("stored data is not valid: {0}")]
+    Corrupt(String),
+    /// Migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Newest-first pagination: at most `limit` rows whose id sorts before `before` (an id of the
+/// same kind, taken from the last row of the previous page).
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub limit: u32,
+    pub before: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct KeyFilter {
+    /// Case-insensitive substring of the name.
+    pub name: Option<String>,
+    pub status: Option<KeyStatus>,
+    /// Keys whose tenant list contains this tenant.
+    pub tenant_id: Option<TenantId>,
+    pub environment: Option<Environment>,
+    /// Needed to tell `active` from `expired`.
+    pub now: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TenantFilter {
+    pub status: Option<TenantStatus>,
+    pub external_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub action: Option<String>,
+    pub actor_id: Option<String>,
+    pub target_id: Option<String>,
+    /// Inclusive.
+    pub since: Option<Timestamp>,
+    /// Exclusive.
+    pub until: Option<Timestamp>,
+}
+
+/// What kind of object a change-log row is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Account,
+    Tenant,
+    ApiKey,
+}
+
+impl ChangeKind {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Account => "account",
+            Self::Tenant => "tenant",
+            Self::ApiKey => "api_key",
+        }
+    }
+
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "account" => Some(Self::Account),
+            "tenant" => Some(Self::Tenant),
+            "api_key" => Some(Self::ApiKey),
+            _ => None,
+        }
+    }
+}
+
+/// One row of the change log: "this object changed". Followers evict, then reload on demand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub seq: i64,
+    pub kind: ChangeKind,
+    pub entity_id: String,
+    pub account_id: AccountId,
+    pub at: Timestamp,
+}
+
+/// One observed use of a key, written in batches off the hot path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyUsage {
+    pub key_id: KeyId,
+    pub at: Timestamp,
+    pub ip: IpAddr,
+}
+
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Creates the account and its first key together.
+    async fn create_account(&self, account: &Account, initial_key: &ApiKey, audit: &AuditEvent) -> Result<()>;
+    async fn get_account(&self, id: AccountId) -> Result<Option<Account>>;
+    /// The built-in operator account, if `keygate init` has run.
+    async fn operator_account(&self) -> Result<Option<Account>>;
+    async fn list_accounts(&self, page: &Page) -> Result<Vec<Account>>;
+    async fn update_account(&self, account: &Account, audit: &AuditEvent) -> Result<()>;
+}
+
+#[async_trait]
+pub trait TenantStore: Send + Sync {
+    /// [`StoreError::Conflict`]`("tenant_external_id")` when the account already has a tenant with
+    /// that `external_id`.
+    async fn create_tenant(&self, tenant: &Tenant, audit: &AuditEvent) -> Result<()>;
+    async fn get_tenant(&self, account: AccountId, id: TenantId) -> Result<Option<Tenant>>;
+    /// Tenants of `account` among `ids` (for validating a key's tenant scope).
+    async fn get_tenants(&self, account: AccountId, ids: &[TenantId]) -> Result<Vec<Tenant>>;
+    async fn list_tenants(&self, account: AccountId, filter: &TenantFilter, page: &Page) -> Result<Vec<Tenant>>;
+    /// Same conflict rule as `create_tenant`.
+    async fn update_tenant(&self, tenant: &Tenant, audit: &AuditEvent) -> Result<()>;
+}
+
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    async fn create_key(&self, key: &ApiKey, audit: &AuditEvent) -> Result<()>;
+    async fn get_key(&self, account: AccountId, id: KeyId) -> Result<Option<ApiKey>>;
+    /// The credential lookup: the key with this hash and its account, in one query.
+    async fn find_key_by_hash(&self, hash: &KeyHash) -> Result<Option<(ApiKey, Account)>>;
+    async fn list_keys(&self, account: AccountId, filter: &KeyFilter, page: &Page) -> Result<Vec<ApiKey>>;
+    /// Writes every mutable field of `key` (settings, revocation, expiry).
+    async fn update_key(&self, key: &ApiKey, audit: &AuditEvent) -> Result<()>;
+    /// Inserts `new` and updates `old` (its shortened expiry) together.
+    async fn roll_key(&self, old: &ApiKey, new: &ApiKey, audit: &AuditEvent) -> Result<()>;
+    /// Removes the key for good; `false` when it did not exist.
+    async fn delete_key(&self, account: AccountId, id: KeyId, audit: &AuditEvent) -> Result<bool>;
+    /// Sets `last_used_at`/`last_used_ip` for each key (the latest use wins).
+    async fn record_key_usage(&self, usage: &[KeyUsage]) -> Result<()>;
+}
+
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    async fn list_audit_events(&self, account: AccountId, filter: &AuditFilter, page: &Page) -> Result<Vec<AuditEvent>>;
+}
+
+#[async_trait]
+pub trait ChangeFeed: Send + Sync {
+    /// Changes with `seq > after`, oldest first, at most `limit`.
+    async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>>;
+    /// The highest `seq` so far (0 when empty): where a new follower starts.
+    async fn latest_change(&self) -> Result<i64>;
+    /// Deletes changes older than `before`; returns how many.
+    async fn purge_changes(&self, before: Timestamp) -> Result<u64>;
+}
+
+/// Everything keygate stores.
+#[async_trait]
+pub trait Store: AccountStore + TenantStore + KeyStore + AuditLog + ChangeFeed + 'static {
+    /// `"sqlite"` or `"postgres"` (a metrics label).
+    fn backend(&self) -> &'static str;
+    /// A cheap round trip, for `/readyz`.
+    async fn ping(&self) -> Result<()>;
+    /// Applies pending migrations (also done by [`connect`]).
+    async fn migrate(&self) -> Result<()>;
+    /// Closes the pool; later calls fail with [`StoreError::Unavailable`].
+    async fn close(&self);
+}
+
+/// Why [`connect`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(
+        "database_url has unsupported scheme `{0}`: use sqlite://path/to/keygate.db or postgres://user@host/db"
+    )]
+    UnknownScheme(String),
+    #[error("database_url is not a URL (expected sqlite://… or postgres://…)")]
+    NotAUrl,
+    #[error("cannot open the database: {0}")]
+    Open(#[source] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Opens the store named by `url` (`sqlite://…` or `postgres://…`), creating a SQLite file if
+/// needed, and applies migrations.
+///
+/// # Errors
+/// Unknown scheme, unreachable database, or failed migrations.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>, ConnectError> {
+    let scheme = url.split_once(':').map(|(s, _)| s).ok_or(ConnectError::NotAUrl)?;
+    let store: Arc<dyn Store> = match scheme {
+        "sqlite" => Arc::new(SqliteStore::open(url).await.map_err(ConnectError::Open)?),
+        "postgres" | "postgresql" => Arc::new(PgStore::open(url).await.map_err(ConnectError::Open)?),
+        other => return Err(ConnectError::UnknownScheme(other.to_owned())),
+    };
+    store.migrate().await?;
+    Ok(store)
+}
