@@ -17,32 +17,3 @@ pub fn now() -> Timestamp {
 pub fn truncate(t: Timestamp) -> Timestamp {
     t.trunc_subsecs(0)
 }
-
-/// Serde helpers that write timestamps as `2026-04-20T15:42:11Z`.
-pub mod rfc3339 {
-    use super::Timestamp;
-    use chrono::SecondsFormat;
-    use serde::Serializer;
-
-    /// # Errors
-    /// Never fails; the signature is serde's.
-    pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Secs, true))
-    }
-
-    pub mod option {
-        use super::Timestamp;
-        use chrono::SecondsFormat;
-        use serde::Serializer;
-
-        /// # Errors
-        /// Never fails; the signature is serde's.
-        #[expect(clippy::ref_option, reason = "serde's serialize_with passes &Option<T>")]
-        pub fn serialize<S: Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
-            match t {
-                Some(t) => s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Secs, true)),
-                None => s.serialize_none(),
-            }
-        }
-    }
-}

@@ -1,1 +1,39 @@
-//! placeholder
+//! keygate's HTTP server: the router, handlers, authentication and the one [`ApiError`].
+//!
+//! Layers, from the outside in: `routes` (the table of contents and thin handlers) → `auth`
+//! (credentials to a [`auth::Caller`]) → `services` (use cases, shared with the CLI) →
+//! `keygate_domain` (pure rules) and `keygate_store` (persistence behind traits).
+//! [`serve`] runs the app on a listener until a shutdown future completes, so a test starts a
+//! real server on `127.0.0.1:0` in three lines.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod routes;
+pub mod services;
+pub mod state;
+pub mod views;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+pub use config::{Config, Settings};
+pub use error::ApiError;
+pub use routes::{app, openapi};
+pub use state::{AppState, Keygate};
+
+/// Serves `app` on `listener` until `shutdown` completes, then finishes in-flight requests.
+///
+/// # Errors
+/// The listener fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,245 @@
+//! keygate's configuration: the shape of `keygate.toml` and its validation.
+//!
+//! Layering (defaults → file → `KEYGATE_*` env → flags) happens in the binary; this module only
+//! defines what the layers fill in and turns it into validated [`Settings`]. Validation reports
+//! every problem at once, each saying what to fix. Nothing here is global: the result is passed
+//! explicitly to whatever needs it.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use ipnet::IpNet;
+use keygate_domain::key::{HashSecret, KeyFormat};
+use keygate_domain::scope::{Catalog, CatalogEntry};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The whole configuration file. Unknown keys are errors, not silently ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// `sqlite://path` (default, created on start) or `postgres://…`.
+    pub database_url: String,
+    /// Redis for cluster mode (rate limits and idempotency locks).
+    pub redis_url: Option<String>,
+    /// Peers whose `X-Forwarded-For` is believed (CIDRs or addresses). In env: comma-separated.
+    #[serde(deserialize_with = "list_or_comma_string")]
+    pub trusted_proxies: Vec<String>,
+    /// HMAC secret for key hashes (≥ 32 chars). Generated into `keygate.secret` beside a SQLite
+    /// database when absent.
+    pub hash_secret: Option<SecretString>,
+    /// Key prefix: `sk` gives `sk_live_…`.
+    pub key_prefix: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    /// The scope catalog; `None` = the built-in default (SPEC §4).
+    pub scopes: Option<Vec<CatalogEntry>>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            database_url: "sqlite://keygate.db".into(),
+            redis_url: None,
+            trusted_proxies: Vec::new(),
+            hash_secret: None,
+            key_prefix: "sk".into(),
+            log_format: LogFormat::Text,
+            max_body_bytes: 1024 * 1024,
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            scopes: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Accept the deprecated `appid` query parameter as a credential.
+    pub allow_query_key: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub default_key_rate_limit_per_minute: u32,
+    pub max_key_rate_limit_per_minute: u32,
+    pub default_account_rate_limit_per_minute: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            default_key_rate_limit_per_minute: 100,
+            max_key_rate_limit_per_minute: 10_000,
+            default_account_rate_limit_per_minute: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A configured secret: `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    #[must_use]
+    pub fn new(s: String) -> Self {
+        Self(s)
+    }
+
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+fn list_or_comma_string<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        One(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::List(v) => v,
+        Either::One(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+    })
+}
+
+/// Key rate-limit bounds, used when creating and changing keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub default_key_rate_limit_per_minute: u32,
+    pub max_key_rate_limit_per_minute: u32,
+    pub default_account_rate_limit_per_minute: u32,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub trusted_proxies: Vec<IpNet>,
+    pub key_format: KeyFormat,
+    pub catalog: Catalog,
+    pub limits: Limits,
+    pub allow_query_key: bool,
+    pub max_body_bytes: usize,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Checks everything but the hash secret (resolved by the binary, which may generate it).
+    ///
+    /// # Errors
+    /// Every problem found, one message each.
+    pub fn validate(&self) -> Result<Settings, Vec<String>> {
+        let mut errors = Vec::new();
+        let listen = self
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|_| errors.push(format!("listen: `{}` is not an address like 127.0.0.1:8080", self.listen)))
+            .ok();
+        let mut trusted_proxies = Vec::new();
+        for p in &self.trusted_proxies {
+            match keygate_domain::ip::parse_entry(p) {
+                Ok(net) => trusted_proxies.push(net),
+                Err(m) => errors.push(format!("trusted_proxies: {m}")),
+            }
+        }
+        let key_format = KeyFormat::new(&self.key_prefix).map_err(|e| errors.push(format!("key_prefix: {e}"))).ok();
+        let catalog = Catalog::new(self.scopes.clone().unwrap_or_else(Catalog::default_entries))
+            .map_err(|e| errors.push(format!("scopes: {e}")))
+            .ok();
+        let l = &self.limits;
+        if l.max_key_rate_limit_per_minute == 0 {
+            errors.push("limits.max_key_rate_limit_per_minute must be at least 1".into());
+        }
+        if l.default_key_rate_limit_per_minute == 0 || l.default_key_rate_limit_per_minute > l.max_key_rate_limit_per_minute {
+            errors.push("limits.default_key_rate_limit_per_minute must be between 1 and limits.max_key_rate_limit_per_minute".into());
+        }
+        if l.default_account_rate_limit_per_minute == 0 {
+            errors.push("limits.default_account_rate_limit_per_minute must be at least 1".into());
+        }
+        if self.max_body_bytes < 1024 {
+            errors.push("max_body_bytes must be at least 1024".into());
+        }
+        if let Some(secret) = &self.hash_secret
+            && let Err(e) = HashSecret::new(secret.expose())
+        {
+            errors.push(format!("hash_secret: {e}"));
+        }
+        match (listen, key_format, catalog) {
+            (Some(listen), Some(key_format), Some(catalog)) if errors.is_empty() => Ok(Settings {
+                listen,
+                database_url: self.database_url.clone(),
+                trusted_proxies,
+                key_format,
+                catalog,
+                limits: Limits {
+                    default_key_rate_limit_per_minute: l.default_key_rate_limit_per_minute,
+                    max_key_rate_limit_per_minute: l.max_key_rate_limit_per_minute,
+                    default_account_rate_limit_per_minute: l.default_account_rate_limit_per_minute,
+                },
+                allow_query_key: self.auth.allow_query_key,
+                max_body_bytes: self.max_body_bytes,
+                log_format: self.log_format,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Config::default().validate().unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.limits.default_key_rate_limit_per_minute, 100);
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let c = Config {
+            listen: "nope".into(),
+            trusted_proxies: vec!["10.0.0.1/8".into()],
+            key_prefix: "S_K".into(),
+            hash_secret: Some(SecretString::new("short".into())),
+            ..Config::default()
+        };
+        let errors = c.validate().err().unwrap_or_default();
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(errors.iter().all(|e| !e.contains("short")), "secrets are not echoed");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = Config { hash_secret: Some(SecretString::new("supersecretsupersecretsupersecret".into())), ..Config::default() };
+        assert!(!format!("{c:?}").contains("supersecret"));
+    }
+}

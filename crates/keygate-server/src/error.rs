@@ -1,0 +1,293 @@
+//! The one error type at the edge.
+//!
+//! Policy: library code (domain, store) returns its own `thiserror` enums; use cases and
+//! handlers return [`ApiError`], and [`ApiError::into_response`] is the only place that picks an
+//! HTTP status and an error `code`. Every error is an RFC 9457 `application/problem+json` body
+//! carrying the request id. A 500 or 503 tells the client nothing but that id: the cause goes to
+//! the log, never into the body. Nothing here may format a secret.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keygate_domain::AuthFailure;
+use keygate_store::StoreError;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+
+tokio::task_local! {
+    /// The current request's id, set by the request-id middleware around every request so that
+    /// errors can name it without threading it through every call.
+    pub static REQUEST_ID: String;
+}
+
+/// The current request id, if called within a request.
+#[must_use]
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// One field that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// The field's path in the request: `name`, `scopes[2]`, `metadata.crm`.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+/// Which bound a no-escalation refusal was about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exceeds {
+    Scopes,
+    TenantIds,
+    RateLimit,
+}
+
+impl Exceeds {
+    fn field(self) -> &'static str {
+        match self {
+            Self::Scopes => "scopes",
+            Self::TenantIds => "tenant_ids",
+            Self::RateLimit => "rate_limit_per_minute",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// One of the SPEC §3 authentication/authorization checks failed.
+    #[error("{0}")]
+    Auth(#[from] AuthFailure),
+    /// The caller tried to give a key more than it holds itself.
+    #[error("escalation beyond the caller's own {}", .exceeds.field())]
+    Escalation { exceeds: Exceeds, required_scope: Option<String> },
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The object does not exist for this caller (also: it belongs to another account).
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("no route matches")]
+    RouteNotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The store could not be reached.
+    #[error("store unavailable")]
+    Unavailable(#[source] StoreError),
+    /// A bug or corrupt data. The message is logged, never sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict("tenant_external_id") => {
+                Self::Conflict("This account already has a tenant with that external_id.".into())
+            }
+            StoreError::Conflict("operator_exists") => Self::Conflict("The operator account already exists.".into()),
+            StoreError::Conflict(rule) => Self::Conflict(format!("The change conflicts with existing data ({rule}).")),
+            e @ StoreError::Unavailable(_) => Self::Unavailable(e),
+            e @ (StoreError::Corrupt(_) | StoreError::Migrate(_)) => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl ApiError {
+    /// A single-field validation error.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Auth(f) => match f {
+                AuthFailure::MissingKey
+                | AuthFailure::InvalidKey
+                | AuthFailure::Revoked
+                | AuthFailure::Expired => StatusCode::UNAUTHORIZED,
+                AuthFailure::AmbiguousCredentials => StatusCode::BAD_REQUEST,
+                AuthFailure::AccountSuspended
+                | AuthFailure::IpNotAllowed
+                | AuthFailure::InsufficientScope { .. }
+                | AuthFailure::TenantNotAllowed
+                | AuthFailure::TenantSuspended => StatusCode::FORBIDDEN,
+            },
+            Self::Escalation { .. } => StatusCode::FORBIDDEN,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Auth(f) => f.code(),
+            Self::Escalation { .. } => "insufficient_scope",
+            Self::Validation(_) => "validation_failed",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::RouteNotFound => "route_not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Unavailable(_) => "service_unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    fn title(&self) -> String {
+        let code = self.code();
+        let mut t = code.replace('_', " ");
+        if let Some(first) = t.get_mut(..1) {
+            first.make_ascii_uppercase();
+        }
+        t.replace("api key", "API key").replace("Ip not", "IP not")
+    }
+
+    /// The human sentence for the client. Never contains internals.
+    fn detail(&self) -> String {
+        match self {
+            Self::Auth(f) => f.to_string(),
+            Self::Escalation { exceeds: Exceeds::Scopes, required_scope } => match required_scope.as_deref() {
+                Some("*") | None => "A key with restricted scopes cannot create or change an unrestricted key.".into(),
+                Some(s) => format!("This key lacks {s}, so it cannot give it to another key."),
+            },
+            Self::Escalation { exceeds: Exceeds::TenantIds, .. } => {
+                "A key can only create or change keys within its own tenant scope.".into()
+            }
+            Self::Escalation { exceeds: Exceeds::RateLimit, .. } => {
+                "A key cannot create or change a key with a higher rate limit than its own.".into()
+            }
+            Self::Validation(errors) => match errors.as_slice() {
+                [one] => format!("{}: {}", one.field, one.message),
+                _ => format!("{} fields are not valid.", errors.len()),
+            },
+            Self::InvalidRequest(m) | Self::Conflict(m) => m.clone(),
+            Self::NotFound(what) => format!("No such {what}."),
+            Self::PayloadTooLarge(limit) => format!("The request body is larger than the limit of {limit} bytes."),
+            Self::RouteNotFound => "No route matches this method and path.".into(),
+            Self::MethodNotAllowed => "This path does not accept this method.".into(),
+            Self::Unavailable(_) => "The service is temporarily unavailable; retry later.".into(),
+            Self::Internal(_) => "Something went wrong on our side. Quote the request_id when reporting it.".into(),
+        }
+    }
+
+    /// The problem document (without `request_id`, which the response adds).
+    #[must_use]
+    pub fn problem(&self) -> Map<String, Value> {
+        let code = self.code();
+        let mut body = Map::new();
+        body.insert("type".into(), json!(format!("https://keygate.dev/problems/{code}")));
+        body.insert("title".into(), json!(self.title()));
+        body.insert("status".into(), json!(self.status().as_u16()));
+        body.insert("detail".into(), json!(self.detail()));
+        body.insert("code".into(), json!(code));
+        match self {
+            Self::Auth(AuthFailure::InsufficientScope { required }) => {
+                body.insert("required_scope".into(), json!(required));
+            }
+            Self::Escalation { exceeds, required_scope } => {
+                body.insert("exceeds".into(), json!(exceeds.field()));
+                if let Some(s) = required_scope {
+                    body.insert("required_scope".into(), json!(s));
+                }
+            }
+            Self::Validation(errors) => {
+                body.insert("errors".into(), json!(errors));
+            }
+            _ => {}
+        }
+        body
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            Self::Internal(_) => tracing::error!(error = %self, "internal error"),
+            Self::Unavailable(source) => tracing::error!(error = %source, "store unavailable"),
+            _ => {}
+        }
+        let mut body = self.problem();
+        if let Some(id) = current_request_id() {
+            body.insert("request_id".into(), json!(id));
+        }
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = (status, bytes).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"keygate\""));
+        }
+        if matches!(self, Self::Unavailable(_)) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response.extensions_mut().insert(ErrorCode(self.code()));
+        response
+    }
+}
+
+/// The error code of a response, for the request log.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
+/// The problem document's schema, for OpenAPI.
+#[derive(Serialize, ToSchema)]
+#[schema(title = "Problem", example = json!({
+    "type": "https://keygate.dev/problems/insufficient_scope", "title": "Insufficient scope",
+    "status": 403, "detail": "This key lacks calls:write.", "code": "insufficient_scope",
+    "request_id": "req_01JABCDEFGHJKMNPQRSTVWXYZ0", "required_scope": "calls:write"}))]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable machine-readable error code.
+    pub code: String,
+    pub request_id: String,
+    /// On `insufficient_scope`: the scope that was needed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required_scope: Option<String>,
+    /// On `validation_failed`: one entry per invalid field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_read_well() {
+        assert_eq!(ApiError::Auth(AuthFailure::InvalidKey).title(), "Invalid API key");
+        assert_eq!(ApiError::Auth(AuthFailure::IpNotAllowed).title(), "IP not allowed");
+        assert_eq!(ApiError::NotFound("key").title(), "Not found");
+    }
+
+    #[test]
+    fn internal_errors_say_nothing() {
+        let p = ApiError::Internal("db password is hunter2".into()).problem();
+        assert!(!serde_json::to_string(&p).unwrap_or_default().contains("hunter2"));
+    }
+}

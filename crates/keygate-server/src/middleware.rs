@@ -1,0 +1,104 @@
+//! Middleware around every request: the request id, one log line per request, and the
+//! fallbacks that turn unknown routes and methods into problem documents.
+//!
+//! The log line never contains a query string (the deprecated `appid` credential lives there),
+//! a header value, or a body.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use keygate_domain::{AccountId, KeyId, RequestId};
+
+use crate::error::{ApiError, ErrorCode, REQUEST_ID};
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+tokio::task_local! {
+    /// Facts learned while handling the request, for its log line and response headers.
+    pub static REQUEST_FACTS: RequestFacts;
+}
+
+/// Set once by authentication.
+#[derive(Debug, Default)]
+pub struct RequestFacts {
+    pub caller: OnceLock<(AccountId, KeyId)>,
+    /// The credential came from the deprecated `appid` query parameter.
+    pub deprecated_credential: OnceLock<()>,
+}
+
+/// Records who the authenticated caller is, for the request's log line.
+pub fn note_caller(account: AccountId, key: KeyId, deprecated: bool) {
+    let _ = REQUEST_FACTS.try_with(|f| {
+        let _ = f.caller.set((account, key));
+        if deprecated {
+            let _ = f.deprecated_credential.set(());
+        }
+    });
+}
+
+/// An incoming id is kept when it is 1–128 safe characters; otherwise a new `req_…` is made.
+fn request_id(req: &Request) -> String {
+    req.headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| {
+            !s.is_empty()
+                && s.len() <= 128
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        })
+        .map_or_else(|| RequestId::generate().to_string(), str::to_owned)
+}
+
+/// Gives the request an id, makes it available to errors, logs the request, and sets
+/// `X-Request-Id` (and `Deprecation` where a deprecated credential was used) on the response.
+pub async fn request_context(req: Request, next: Next) -> Response {
+    let id = request_id(&req);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = Instant::now();
+    let facts = RequestFacts::default();
+    let (mut response, facts) = REQUEST_FACTS
+        .scope(facts, async {
+            let response = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+            (response, REQUEST_FACTS.with(|f| (f.caller.get().copied(), f.deprecated_credential.get().is_some())))
+        })
+        .await;
+    let (caller, deprecated) = facts;
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        headers.insert(X_REQUEST_ID.clone(), v);
+    }
+    if deprecated {
+        headers.insert("deprecation", HeaderValue::from_static("true"));
+    }
+    let status = response.status().as_u16();
+    let code = response.extensions().get::<ErrorCode>().map_or("ok", |c| c.0);
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (account_id, key_id) = caller.map_or((None, None), |(a, k)| (Some(a.to_string()), Some(k.to_string())));
+    tracing::info!(
+        target: "keygate::request",
+        request_id = %id, method = %method, path = %path, status, outcome = code,
+        account_id = account_id.as_deref(), key_id = key_id.as_deref(), latency_ms,
+        "request"
+    );
+    response
+}
+
+pub async fn route_not_found() -> Response {
+    ApiError::RouteNotFound.into_response()
+}
+
+pub async fn method_not_allowed() -> Response {
+    ApiError::MethodNotAllowed.into_response()
+}
+
+/// A panic in a handler becomes a 500 with nothing in it but the request id. The panic message
+/// is not logged either: it could hold anything.
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("handler panicked");
+    ApiError::Internal("handler panicked".into()).into_response()
+}

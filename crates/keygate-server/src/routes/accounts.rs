@@ -1,0 +1,107 @@
+//! `/v1/account` (the caller's own) and `/v1/accounts` (operator only): glue over
+//! `services::accounts`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use keygate_domain::time;
+
+use crate::auth::{AccountRead, AccountWrite, AccountsRead, AccountsWrite, Scoped};
+use crate::error::{ApiError, Problem};
+use crate::extract::{Body, Path, Query};
+use crate::services::PageParams;
+use crate::services::accounts::{CreateAccountRequest, UpdateAccountRequest};
+use crate::state::AppState;
+use crate::views::{AccountList, AccountView, CreatedAccount, CreatedKey, KeyView};
+
+const OWN: &str = "Account";
+const OPERATOR: &str = "Accounts (operator)";
+
+/// The caller's own account.
+#[utoipa::path(get, path = "/v1/account", tag = OWN, responses((status = 200, body = AccountView)), security(("bearer" = [])))]
+pub async fn get_own_account(caller: Scoped<AccountRead>) -> Json<AccountView> {
+    Json(AccountView::from(&*caller.account))
+}
+
+/// Change the caller's account name or IP allowlist. The rate limit is read-only here.
+#[utoipa::path(patch, path = "/v1/account", tag = OWN, request_body = UpdateAccountRequest,
+    responses((status = 200, body = AccountView), (status = 422, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn update_own_account(
+    State(state): State<AppState>,
+    caller: Scoped<AccountWrite>,
+    Body(req): Body<UpdateAccountRequest>,
+) -> Result<Json<AccountView>, ApiError> {
+    Ok(Json(AccountView::from(&state.keygate.update_own_account(&caller.principal(), req).await?)))
+}
+
+/// Create a partner account with its first key (unrestricted, shown once).
+#[utoipa::path(post, path = "/v1/accounts", tag = OPERATOR, request_body = CreateAccountRequest,
+    responses((status = 201, body = CreatedAccount), (status = 403, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn create_account(
+    State(state): State<AppState>,
+    caller: Scoped<AccountsWrite>,
+    Body(req): Body<CreateAccountRequest>,
+) -> Result<(StatusCode, Json<CreatedAccount>), ApiError> {
+    let (account, key, plaintext) = state.keygate.create_account(&caller.principal(), req).await?;
+    let initial_key = CreatedKey { api_key: KeyView::new(&key, time::now()), key: plaintext.expose().to_owned() };
+    Ok((StatusCode::CREATED, Json(CreatedAccount { account: AccountView::from(&account), initial_key })))
+}
+
+/// List accounts, newest first.
+#[utoipa::path(get, path = "/v1/accounts", tag = OPERATOR, params(PageParams),
+    responses((status = 200, body = AccountList)), security(("bearer" = [])))]
+pub async fn list_accounts(
+    State(state): State<AppState>,
+    caller: Scoped<AccountsRead>,
+    Query(q): Query<PageParams>,
+) -> Result<Json<AccountList>, ApiError> {
+    let (rows, next_cursor) = state.keygate.list_accounts(&caller.principal(), q).await?;
+    Ok(Json(AccountList { data: rows.iter().map(AccountView::from).collect(), next_cursor }))
+}
+
+/// Get any account.
+#[utoipa::path(get, path = "/v1/accounts/{id}", tag = OPERATOR, params(("id" = String, Path, description = "acct_…")),
+    responses((status = 200, body = AccountView)), security(("bearer" = [])))]
+pub async fn get_account(
+    State(state): State<AppState>,
+    caller: Scoped<AccountsRead>,
+    Path(id): Path<String>,
+) -> Result<Json<AccountView>, ApiError> {
+    Ok(Json(AccountView::from(&state.keygate.get_account(&caller.principal(), &id).await?)))
+}
+
+/// Change any account, including its rate limit.
+#[utoipa::path(patch, path = "/v1/accounts/{id}", tag = OPERATOR, params(("id" = String, Path, description = "acct_…")),
+    request_body = UpdateAccountRequest, responses((status = 200, body = AccountView)), security(("bearer" = [])))]
+pub async fn update_account(
+    State(state): State<AppState>,
+    caller: Scoped<AccountsWrite>,
+    Path(id): Path<String>,
+    Body(req): Body<UpdateAccountRequest>,
+) -> Result<Json<AccountView>, ApiError> {
+    Ok(Json(AccountView::from(&state.keygate.update_account(&caller.principal(), &id, req).await?)))
+}
+
+/// Suspend an account: every key of it is refused with `account_suspended`.
+#[utoipa::path(post, path = "/v1/accounts/{id}/suspend", tag = OPERATOR, params(("id" = String, Path, description = "acct_…")),
+    responses((status = 200, body = AccountView)), security(("bearer" = [])))]
+pub async fn suspend_account(
+    State(state): State<AppState>,
+    caller: Scoped<AccountsWrite>,
+    Path(id): Path<String>,
+) -> Result<Json<AccountView>, ApiError> {
+    Ok(Json(AccountView::from(&state.keygate.set_account_suspended(&caller.principal(), &id, true).await?)))
+}
+
+/// Reactivate a suspended account.
+#[utoipa::path(post, path = "/v1/accounts/{id}/unsuspend", tag = OPERATOR, params(("id" = String, Path, description = "acct_…")),
+    responses((status = 200, body = AccountView)), security(("bearer" = [])))]
+pub async fn unsuspend_account(
+    State(state): State<AppState>,
+    caller: Scoped<AccountsWrite>,
+    Path(id): Path<String>,
+) -> Result<Json<AccountView>, ApiError> {
+    Ok(Json(AccountView::from(&state.keygate.set_account_suspended(&caller.principal(), &id, false).await?)))
+}

@@ -1,0 +1,111 @@
+//! The table of contents: every route keygate serves, with its OpenAPI description.
+//!
+//! Handlers live in one module per resource and are thin: extract, call a use case in
+//! `services`, render a view. Authentication and the scope each route needs are visible in the
+//! handler's signature (`Scoped<ApiKeysWrite>`).
+
+pub mod accounts;
+pub mod api_keys;
+pub mod system;
+pub mod tenants;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::response::Redirect;
+use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::middleware;
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "keygate",
+        description = "API keys for a multi-tenant API platform: issue, scope, verify, revoke. \
+            Every error is an RFC 9457 problem document with a stable `code`.",
+        license(name = "Apache-2.0")
+    ),
+    components(schemas(crate::error::Problem, crate::error::FieldError)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "API keys", description = "Create, scope, roll and revoke keys. The full key is shown once."),
+        (name = "Tenants", description = "Sub-accounts of your account."),
+        (name = "Account", description = "Your own account."),
+        (name = "Accounts (operator)", description = "Partner accounts; operator keys only."),
+        (name = "Audit", description = "Who did what."),
+        (name = "Scopes", description = "The scope catalog."),
+        (name = "System", description = "Health and readiness."),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key: `Authorization: Bearer sk_live_…` (or `X-API-Key: sk_live_…`)."))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every documented route, paired with its OpenAPI description.
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(api_keys::list_api_keys, api_keys::create_api_key))
+        .routes(routes!(api_keys::lookup_api_key))
+        .routes(routes!(api_keys::get_api_key, api_keys::update_api_key, api_keys::delete_api_key))
+        .routes(routes!(api_keys::revoke_api_key))
+        .routes(routes!(api_keys::roll_api_key))
+        .routes(routes!(tenants::list_tenants, tenants::create_tenant))
+        .routes(routes!(tenants::get_tenant, tenants::update_tenant))
+        .routes(routes!(tenants::suspend_tenant))
+        .routes(routes!(tenants::unsuspend_tenant))
+        .routes(routes!(accounts::get_own_account, accounts::update_own_account))
+        .routes(routes!(accounts::list_accounts, accounts::create_account))
+        .routes(routes!(accounts::get_account, accounts::update_account))
+        .routes(routes!(accounts::suspend_account))
+        .routes(routes!(accounts::unsuspend_account))
+        .routes(routes!(system::list_audit_events))
+        .routes(routes!(system::scope_catalog))
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::readyz))
+}
+
+/// The OpenAPI document (what `/openapi.json` serves and `keygate openapi` prints).
+#[must_use]
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = api().split_for_parts();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let max_body = state.max_body_bytes;
+    let (router, mut doc) = api().split_for_parts();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    router
+        // The interactive reference: Swagger UI's assets are compiled into the binary.
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
+        .route("/", get(|| async { Redirect::temporary("/docs/") }))
+        .fallback(middleware::route_not_found)
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn(middleware::request_context))
+}

@@ -1,0 +1,42 @@
+//! Reading the audit log of one account. Writing happens inside every other use case, in the
+//! same transaction as the change it records.
+
+use chrono::{DateTime, Utc};
+use keygate_domain::EventId;
+use keygate_domain::model::AuditEvent;
+use keygate_store::AuditFilter;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::{PageParams, Principal, paginate};
+use crate::error::ApiError;
+use crate::state::Keygate;
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListAuditParams {
+    /// Exact action, e.g. `api_key.revoked`.
+    pub action: Option<String>,
+    /// Who acted: a key id, `cli` or `system`.
+    pub actor_id: Option<String>,
+    /// The object acted on.
+    pub target_id: Option<String>,
+    /// Events at or after this time (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Events before this time (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+impl Keygate {
+    /// # Errors
+    /// 400 for a bad cursor, 422 for a bad limit.
+    pub async fn list_audit_events(&self, p: &Principal, q: ListAuditParams) -> Result<(Vec<AuditEvent>, Option<String>), ApiError> {
+        let (page, limit) = PageParams { limit: q.limit, cursor: q.cursor }.to_page(|c| c.parse::<EventId>().is_ok())?;
+        let filter = AuditFilter { action: q.action, actor_id: q.actor_id, target_id: q.target_id, since: q.since, until: q.until };
+        let rows = self.store.list_audit_events(p.account.id, &filter, &page).await?;
+        Ok(paginate(rows, limit, |e| e.id.to_string()))
+    }
+}

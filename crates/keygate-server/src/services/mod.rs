@@ -1,0 +1,196 @@
+//! Use cases: what keygate does, independent of HTTP.
+//!
+//! Handlers and the CLI both call these methods on [`Keygate`], so the rules (validation, no
+//! escalation, audit records, account isolation) live in one place. Each method takes the
+//! [`Principal`] acting, validates its input completely (every bad field reported at once),
+//! checks it against the principal's own bounds, and writes through the store together with the
+//! audit event. Objects of another account are reported as not found.
+
+pub mod accounts;
+pub mod audit;
+pub mod keys;
+pub mod tenants;
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use keygate_domain::model::{Account, Actor, AuditEvent};
+use keygate_domain::{EventId, Scope, TenantId, time};
+use keygate_store::Page;
+use serde::{Deserialize, Deserializer};
+use serde_json::{Map, Value};
+use utoipa::IntoParams;
+
+use crate::error::{ApiError, FieldError};
+
+/// Who is acting, and the most it may hand out.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub account: Account,
+    pub actor: Actor,
+    /// `None` = unrestricted.
+    pub scopes: Option<Vec<Scope>>,
+    /// `None` = all tenants.
+    pub tenant_ids: Option<Vec<TenantId>>,
+    /// `None` = up to the configured maximum.
+    pub max_rate_limit: Option<u32>,
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl Principal {
+    /// The command line: acts on `account` without bounds (it has the database already).
+    #[must_use]
+    pub fn cli(account: Account) -> Self {
+        Self {
+            account,
+            actor: Actor::Cli,
+            scopes: None,
+            tenant_ids: None,
+            max_rate_limit: None,
+            ip: None,
+            user_agent: None,
+            request_id: None,
+        }
+    }
+
+    /// An audit event for something this principal did.
+    #[must_use]
+    pub fn audit(&self, action: &str, target_type: &str, target_id: impl ToString, changes: Value) -> AuditEvent {
+        AuditEvent {
+            id: EventId::generate(),
+            account_id: self.account.id,
+            action: action.to_owned(),
+            actor_type: self.actor.kind().to_owned(),
+            actor_id: self.actor.id(),
+            target_type: target_type.to_owned(),
+            target_id: target_id.to_string(),
+            ip: self.ip,
+            user_agent: self.user_agent.clone(),
+            request_id: self.request_id.clone(),
+            changes,
+            created_at: time::now(),
+        }
+    }
+}
+
+/// Distinguishes an absent field (`None`: leave as is / default) from an explicit `null`
+/// (`Some(None)`).
+///
+/// # Errors
+/// The value does not deserialize as `T`.
+pub fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// `limit` and `cursor` of every list.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// 1–100, default 20.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageParams {
+    /// A store page asking for one row more than the limit, so the caller can tell whether
+    /// another page exists. `parse_cursor` checks the cursor is an id of the listed kind.
+    ///
+    /// # Errors
+    /// `limit` out of range (422) or a cursor that is not one of ours (400).
+    pub fn to_page(&self, parse_cursor: impl Fn(&str) -> bool) -> Result<(Page, usize), ApiError> {
+        let limit = self.limit.unwrap_or(20);
+        if !(1..=100).contains(&limit) {
+            return Err(ApiError::field("limit", "must be between 1 and 100"));
+        }
+        if let Some(c) = &self.cursor
+            && !parse_cursor(c)
+        {
+            return Err(ApiError::InvalidRequest("The cursor is not valid; use next_cursor from a previous page.".into()));
+        }
+        Ok((Page { limit: limit + 1, before: self.cursor.clone() }, limit as usize))
+    }
+}
+
+/// Cuts a page fetched with one extra row down to `limit`, returning the next cursor.
+pub fn paginate<T>(mut rows: Vec<T>, limit: usize, id: impl Fn(&T) -> String) -> (Vec<T>, Option<String>) {
+    if rows.len() > limit {
+        rows.truncate(limit);
+        let next = rows.last().map(id);
+        (rows, next)
+    } else {
+        (rows, None)
+    }
+}
+
+/// Collects field errors while validating a request.
+#[derive(Debug, Default)]
+pub struct Validator {
+    pub errors: Vec<FieldError>,
+}
+
+impl Validator {
+    pub fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(FieldError::new(field, message));
+    }
+
+    /// # Errors
+    /// 422 with every error collected.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.errors.is_empty() { Ok(()) } else { Err(ApiError::Validation(self.errors)) }
+    }
+
+    /// A display name: trimmed, 1–200 characters, no control characters.
+    pub fn name(&mut self, field: &str, name: &str) -> String {
+        let trimmed = name.trim();
+        if trimmed.is_empty() {
+            self.error(field, "must not be empty");
+        } else if trimmed.chars().count() > 200 {
+            self.error(field, "must be at most 200 characters");
+        } else if trimmed.chars().any(char::is_control) {
+            self.error(field, "must not contain control characters");
+        }
+        trimmed.to_owned()
+    }
+
+    /// Metadata as Stripe limits it: at most 50 keys of ≤ 40 characters, values ≤ 500
+    /// characters of JSON each.
+    pub fn metadata(&mut self, field: &str, metadata: &Map<String, Value>) {
+        if metadata.len() > 50 {
+            self.error(field, "may have at most 50 keys");
+        }
+        for (k, v) in metadata {
+            if k.is_empty() || k.chars().count() > 40 {
+                self.error(format!("{field}.{k}"), "keys must be 1–40 characters");
+            }
+            if v.to_string().chars().count() > 500 {
+                self.error(format!("{field}.{k}"), "values must be at most 500 characters of JSON");
+            }
+        }
+    }
+
+    /// An IP allowlist: addresses and CIDRs, at most 100.
+    pub fn ip_list(&mut self, field: &str, entries: &[String]) -> Vec<IpNet> {
+        if entries.len() > 100 {
+            self.error(field, "may have at most 100 entries");
+        }
+        let mut out = Vec::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            match keygate_domain::ip::parse_entry(e) {
+                Ok(net) if !out.contains(&net) => out.push(net),
+                Ok(_) => {}
+                Err(m) => self.error(format!("{field}[{i}]"), m),
+            }
+        }
+        out
+    }
+}
+
+/// `{"from": old, "to": new}` when they differ, for audit `changes`.
+pub fn diff(changes: &mut Map<String, Value>, field: &str, from: Value, to: Value) {
+    if from != to {
+        changes.insert(field.to_owned(), serde_json::json!({"from": from, "to": to}));
+    }
+}
