@@ -129,10 +129,8 @@ impl KeyFormat {
     /// # Errors
     /// The string is not a well-formed key of this format.
     pub fn parse(&self, s: &str) -> Result<(PlaintextKey, Environment), KeyFormatError> {
-        let rest = s
-            .strip_prefix(self.prefix.as_str())
-            .and_then(|r| r.strip_prefix('_'))
-            .ok_or(KeyFormatError::Prefix)?;
+        let rest =
+            s.strip_prefix(self.prefix.as_str()).and_then(|r| r.strip_prefix('_')).ok_or(KeyFormatError::Prefix)?;
         let (env, tail) = rest.split_at_checked(5).ok_or(KeyFormatError::Prefix)?;
         let env = match env {
             "live_" => Environment::Live,

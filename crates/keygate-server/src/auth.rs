@@ -51,8 +51,7 @@ impl Authenticator {
         if self.trusted_proxies.is_empty() {
             return keygate_domain::ip::canonical(peer);
         }
-        let hops: Vec<&str> =
-            headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+        let hops: Vec<&str> = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
         keygate_domain::ip::client_ip(peer, &hops, &self.trusted_proxies)
     }
 
@@ -78,10 +77,8 @@ impl Authenticator {
         };
         for v in headers.get_all(header::AUTHORIZATION) {
             let v = v.to_str().map_err(|_| AuthFailure::InvalidKey)?;
-            let token = v
-                .strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-                .ok_or(AuthFailure::InvalidKey)?;
+            let token =
+                v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).ok_or(AuthFailure::InvalidKey)?;
             offer(std::borrow::Cow::Borrowed(token.trim()), CredentialSource::Bearer)?;
         }
         for v in headers.get_all("x-api-key") {
@@ -157,22 +154,21 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
         let auth = &state.auth;
         let client_ip = auth.client_ip(peer, &parts.headers);
         let (presented, source) = auth.credential(&parts.headers, parts.uri.query())?;
         let (key, account) = auth.verify(&presented, client_ip).await?;
-        crate::middleware::note_caller(account.id, key.id, source == CredentialSource::Query);
+        crate::middleware::note_caller(account.id, key.id, client_ip, source == CredentialSource::Query);
         Ok(Self {
             key: Arc::new(key),
             account: Arc::new(account),
             client_ip,
-            user_agent: parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| {
-                s.chars().take(512).collect()
-            }),
+            user_agent: parts
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(512).collect()),
             request_id: current_request_id(),
             source,
         })

@@ -177,8 +177,13 @@ impl Config {
         if l.max_key_rate_limit_per_minute == 0 {
             errors.push("limits.max_key_rate_limit_per_minute must be at least 1".into());
         }
-        if l.default_key_rate_limit_per_minute == 0 || l.default_key_rate_limit_per_minute > l.max_key_rate_limit_per_minute {
-            errors.push("limits.default_key_rate_limit_per_minute must be between 1 and limits.max_key_rate_limit_per_minute".into());
+        if l.default_key_rate_limit_per_minute == 0
+            || l.default_key_rate_limit_per_minute > l.max_key_rate_limit_per_minute
+        {
+            errors.push(
+                "limits.default_key_rate_limit_per_minute must be between 1 and limits.max_key_rate_limit_per_minute"
+                    .into(),
+            );
         }
         if l.default_account_rate_limit_per_minute == 0 {
             errors.push("limits.default_account_rate_limit_per_minute must be at least 1".into());
@@ -239,7 +244,10 @@ mod tests {
 
     #[test]
     fn secrets_do_not_print() {
-        let c = Config { hash_secret: Some(SecretString::new("supersecretsupersecretsupersecret".into())), ..Config::default() };
+        let c = Config {
+            hash_secret: Some(SecretString::new("supersecretsupersecretsupersecret".into())),
+            ..Config::default()
+        };
         assert!(!format!("{c:?}").contains("supersecret"));
     }
 }

@@ -113,10 +113,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Auth(f) => match f {
-                AuthFailure::MissingKey
-                | AuthFailure::InvalidKey
-                | AuthFailure::Revoked
-                | AuthFailure::Expired => StatusCode::UNAUTHORIZED,
+                AuthFailure::MissingKey | AuthFailure::InvalidKey | AuthFailure::Revoked | AuthFailure::Expired => {
+                    StatusCode::UNAUTHORIZED
+                }
                 AuthFailure::AmbiguousCredentials => StatusCode::BAD_REQUEST,
                 AuthFailure::AccountSuspended
                 | AuthFailure::IpNotAllowed

@@ -4,10 +4,11 @@
 //! The log line never contains a query string (the deprecated `appid` credential lives there),
 //! a header value, or a body.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -25,15 +26,15 @@ tokio::task_local! {
 /// Set once by authentication.
 #[derive(Debug, Default)]
 pub struct RequestFacts {
-    pub caller: OnceLock<(AccountId, KeyId)>,
+    pub caller: OnceLock<(AccountId, KeyId, IpAddr)>,
     /// The credential came from the deprecated `appid` query parameter.
     pub deprecated_credential: OnceLock<()>,
 }
 
 /// Records who the authenticated caller is, for the request's log line.
-pub fn note_caller(account: AccountId, key: KeyId, deprecated: bool) {
+pub fn note_caller(account: AccountId, key: KeyId, client_ip: IpAddr, deprecated: bool) {
     let _ = REQUEST_FACTS.try_with(|f| {
-        let _ = f.caller.set((account, key));
+        let _ = f.caller.set((account, key, client_ip));
         if deprecated {
             let _ = f.deprecated_credential.set(());
         }
@@ -59,6 +60,7 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     let id = request_id(&req);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let started = Instant::now();
     let facts = RequestFacts::default();
     let (mut response, facts) = REQUEST_FACTS
@@ -78,11 +80,13 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     let status = response.status().as_u16();
     let code = response.extensions().get::<ErrorCode>().map_or("ok", |c| c.0);
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let (account_id, key_id) = caller.map_or((None, None), |(a, k)| (Some(a.to_string()), Some(k.to_string())));
+    let (account_id, key_id, client_ip) =
+        caller.map_or((None, None, peer), |(a, k, ip)| (Some(a.to_string()), Some(k.to_string()), Some(ip)));
     tracing::info!(
         target: "keygate::request",
         request_id = %id, method = %method, path = %path, status, outcome = code,
-        account_id = account_id.as_deref(), key_id = key_id.as_deref(), latency_ms,
+        account_id = account_id.as_deref(), key_id = key_id.as_deref(),
+        client_ip = client_ip.map(tracing::field::display), latency_ms,
         "request"
     );
     response

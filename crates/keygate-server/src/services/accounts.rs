@@ -134,7 +134,11 @@ impl Keygate {
 
     /// # Errors
     /// 403 unless operator; 400/422 for bad paging.
-    pub async fn list_accounts(&self, p: &Principal, page: PageParams) -> Result<(Vec<Account>, Option<String>), ApiError> {
+    pub async fn list_accounts(
+        &self,
+        p: &Principal,
+        page: PageParams,
+    ) -> Result<(Vec<Account>, Option<String>), ApiError> {
         require_operator(p)?;
         let (page, limit) = page.to_page(|c| c.parse::<AccountId>().is_ok())?;
         let rows = self.store.list_accounts(&page).await?;
@@ -155,7 +159,12 @@ impl Keygate {
     ///
     /// # Errors
     /// 403 unless operator; 404; 422.
-    pub async fn update_account(&self, p: &Principal, id: &str, req: UpdateAccountRequest) -> Result<Account, ApiError> {
+    pub async fn update_account(
+        &self,
+        p: &Principal,
+        id: &str,
+        req: UpdateAccountRequest,
+    ) -> Result<Account, ApiError> {
         let old = self.get_account(p, id).await?;
         self.apply_account_update(p, old, req).await
     }
@@ -172,7 +181,12 @@ impl Keygate {
         self.apply_account_update(p, current, req).await
     }
 
-    async fn apply_account_update(&self, p: &Principal, old: Account, req: UpdateAccountRequest) -> Result<Account, ApiError> {
+    async fn apply_account_update(
+        &self,
+        p: &Principal,
+        old: Account,
+        req: UpdateAccountRequest,
+    ) -> Result<Account, ApiError> {
         let mut a = old.clone();
         let mut v = Validator::default();
         if let Some(name) = &req.name {

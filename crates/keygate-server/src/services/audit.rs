@@ -33,9 +33,20 @@ pub struct ListAuditParams {
 impl Keygate {
     /// # Errors
     /// 400 for a bad cursor, 422 for a bad limit.
-    pub async fn list_audit_events(&self, p: &Principal, q: ListAuditParams) -> Result<(Vec<AuditEvent>, Option<String>), ApiError> {
-        let (page, limit) = PageParams { limit: q.limit, cursor: q.cursor }.to_page(|c| c.parse::<EventId>().is_ok())?;
-        let filter = AuditFilter { action: q.action, actor_id: q.actor_id, target_id: q.target_id, since: q.since, until: q.until };
+    pub async fn list_audit_events(
+        &self,
+        p: &Principal,
+        q: ListAuditParams,
+    ) -> Result<(Vec<AuditEvent>, Option<String>), ApiError> {
+        let (page, limit) =
+            PageParams { limit: q.limit, cursor: q.cursor }.to_page(|c| c.parse::<EventId>().is_ok())?;
+        let filter = AuditFilter {
+            action: q.action,
+            actor_id: q.actor_id,
+            target_id: q.target_id,
+            since: q.since,
+            until: q.until,
+        };
         let rows = self.store.list_audit_events(p.account.id, &filter, &page).await?;
         Ok(paginate(rows, limit, |e| e.id.to_string()))
     }

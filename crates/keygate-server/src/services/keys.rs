@@ -170,14 +170,21 @@ impl Keygate {
                         out.push(scope);
                     }
                 }
-                Ok(_) => v.error(format!("scopes[{i}]"), format!("`{s}` is not a scope in the catalog (GET /v1/scopes)")),
+                Ok(_) => {
+                    v.error(format!("scopes[{i}]"), format!("`{s}` is not a scope in the catalog (GET /v1/scopes)"))
+                }
                 Err(e) => v.error(format!("scopes[{i}]"), e.to_string()),
             }
         }
         out
     }
 
-    async fn parse_tenants(&self, v: &mut Validator, p: &Principal, list: &[String]) -> Result<Vec<TenantId>, ApiError> {
+    async fn parse_tenants(
+        &self,
+        v: &mut Validator,
+        p: &Principal,
+        list: &[String],
+    ) -> Result<Vec<TenantId>, ApiError> {
         let mut ids: Vec<TenantId> = Vec::with_capacity(list.len());
         let mut positions = Vec::with_capacity(list.len());
         for (i, s) in list.iter().enumerate() {
@@ -302,9 +309,10 @@ impl Keygate {
                 None
             })
         });
-        let tenant_id = q.tenant_id.as_deref().and_then(|s| {
-            s.parse::<TenantId>().map_err(|e| v.error("tenant_id", e.to_string())).ok()
-        });
+        let tenant_id = q
+            .tenant_id
+            .as_deref()
+            .and_then(|s| s.parse::<TenantId>().map_err(|e| v.error("tenant_id", e.to_string())).ok());
         v.finish()?;
         let page_params = PageParams { limit: q.limit, cursor: q.cursor };
         let (page, limit) = page_params.to_page(|c| c.parse::<KeyId>().is_ok())?;
@@ -421,7 +429,12 @@ impl Keygate {
     ///
     /// # Errors
     /// 404, 409 for a revoked or expired key, 422 for a bad grace period, 403 beyond bounds.
-    pub async fn roll_key(&self, p: &Principal, id: &str, grace_seconds: Option<i64>) -> Result<(ApiKey, PlaintextKey), ApiError> {
+    pub async fn roll_key(
+        &self,
+        p: &Principal,
+        id: &str,
+        grace_seconds: Option<i64>,
+    ) -> Result<(ApiKey, PlaintextKey), ApiError> {
         let mut old = self.load_key(p, id).await?;
         ensure_key_within(p, &old)?;
         let grace = grace_seconds.unwrap_or(0);
@@ -430,8 +443,12 @@ impl Keygate {
         }
         let now = time::now();
         match old.status(now) {
-            KeyStatus::Revoked => return Err(ApiError::Conflict("A revoked key cannot be rolled; create a new key.".into())),
-            KeyStatus::Expired => return Err(ApiError::Conflict("An expired key cannot be rolled; create a new key.".into())),
+            KeyStatus::Revoked => {
+                return Err(ApiError::Conflict("A revoked key cannot be rolled; create a new key.".into()));
+            }
+            KeyStatus::Expired => {
+                return Err(ApiError::Conflict("An expired key cannot be rolled; create a new key.".into()));
+            }
             KeyStatus::Active => {}
         }
         let plaintext = self.key_format.generate(old.environment);
@@ -485,7 +502,8 @@ fn created_changes(k: &ApiKey, now: chrono::DateTime<Utc>) -> Value {
 
 fn key_diff(old: &ApiKey, new: &ApiKey) -> Map<String, Value> {
     let scopes = |k: &ApiKey| to_json(&k.scopes);
-    let tenants = |k: &ApiKey| to_json(&k.tenant_ids.as_ref().map(|t| t.iter().map(ToString::to_string).collect::<Vec<_>>()));
+    let tenants =
+        |k: &ApiKey| to_json(&k.tenant_ids.as_ref().map(|t| t.iter().map(ToString::to_string).collect::<Vec<_>>()));
     let ips = |k: &ApiKey| to_json(&k.allowed_ips.as_ref().map(|l| l.iter().map(ip_entry).collect::<Vec<_>>()));
     let mut m = Map::new();
     diff(&mut m, "name", json!(old.name), json!(new.name));
@@ -493,7 +511,12 @@ fn key_diff(old: &ApiKey, new: &ApiKey) -> Map<String, Value> {
     diff(&mut m, "tenant_ids", tenants(old), tenants(new));
     diff(&mut m, "allowed_ips", ips(old), ips(new));
     diff(&mut m, "rate_limit_per_minute", json!(old.rate_limit_per_minute), json!(new.rate_limit_per_minute));
-    diff(&mut m, "expires_at", json!(old.expires_at.map(crate::views::ts)), json!(new.expires_at.map(crate::views::ts)));
+    diff(
+        &mut m,
+        "expires_at",
+        json!(old.expires_at.map(crate::views::ts)),
+        json!(new.expires_at.map(crate::views::ts)),
+    );
     diff(&mut m, "metadata", Value::Object(old.metadata.clone()), Value::Object(new.metadata.clone()));
     m
 }
@@ -514,4 +537,3 @@ mod tests {
         assert!(tenants_within(Some(&[]), Some(&[a])));
     }
 }
-

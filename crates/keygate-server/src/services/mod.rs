@@ -108,7 +108,9 @@ impl PageParams {
         if let Some(c) = &self.cursor
             && !parse_cursor(c)
         {
-            return Err(ApiError::InvalidRequest("The cursor is not valid; use next_cursor from a previous page.".into()));
+            return Err(ApiError::InvalidRequest(
+                "The cursor is not valid; use next_cursor from a previous page.".into(),
+            ));
         }
         Ok((Page { limit: limit + 1, before: self.cursor.clone() }, limit as usize))
     }

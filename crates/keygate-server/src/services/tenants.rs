@@ -105,10 +105,16 @@ impl Keygate {
 
     /// # Errors
     /// 422 for a bad filter, 400 for a bad cursor.
-    pub async fn list_tenants(&self, p: &Principal, q: ListTenantsParams) -> Result<(Vec<Tenant>, Option<String>), ApiError> {
+    pub async fn list_tenants(
+        &self,
+        p: &Principal,
+        q: ListTenantsParams,
+    ) -> Result<(Vec<Tenant>, Option<String>), ApiError> {
         let status = match q.status.as_deref() {
             None => None,
-            Some(s) => Some(TenantStatus::parse(s).ok_or_else(|| ApiError::field("status", "must be `active` or `suspended`"))?),
+            Some(s) => Some(
+                TenantStatus::parse(s).ok_or_else(|| ApiError::field("status", "must be `active` or `suspended`"))?,
+            ),
         };
         let (page, limit) =
             PageParams { limit: q.limit, cursor: q.cursor }.to_page(|c| c.parse::<TenantId>().is_ok())?;
