@@ -1,7 +1,8 @@
 //! keygate's storage: small async traits, one implementation per backend.
 //!
-//! The server and CLI talk only to [`Store`]; SQL lives in `sqlite.rs` / `postgres.rs` (which
-//! share their query text through `sql.rs`) and nowhere else. The backend is chosen by the URL
+//! The server and CLI talk only to [`Store`]; SQL lives in `sql/` (`sqlite.rs` / `postgres.rs`,
+//! which share their query text through the `sql_store!` macro in `sql/mod.rs`) and nowhere
+//! else. The backend is chosen by the URL
 //! scheme in [`connect`]; an unknown scheme is an error, never an empty SQLite file.
 //!
 //! Every write takes the [`AuditEvent`] that describes it and commits both, plus a row in the
@@ -166,7 +167,8 @@ pub trait KeyStore: Send + Sync {
 
 #[async_trait]
 pub trait AuditLog: Send + Sync {
-    async fn list_audit_events(&self, account: AccountId, filter: &AuditFilter, page: &Page) -> Result<Vec<AuditEvent>>;
+    async fn list_audit_events(&self, account: AccountId, filter: &AuditFilter, page: &Page)
+    -> Result<Vec<AuditEvent>>;
 }
 
 #[async_trait]
@@ -195,9 +197,7 @@ pub trait Store: AccountStore + TenantStore + KeyStore + AuditLog + ChangeFeed +
 /// Why [`connect`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error(
-        "database_url has unsupported scheme `{0}`: use sqlite://path/to/keygate.db or postgres://user@host/db"
-    )]
+    #[error("database_url has unsupported scheme `{0}`: use sqlite://path/to/keygate.db or postgres://user@host/db")]
     UnknownScheme(String),
     #[error("database_url is not a URL (expected sqlite://… or postgres://…)")]
     NotAUrl,

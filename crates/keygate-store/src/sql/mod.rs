@@ -1,93 +1,688 @@
-//! SQL backends (skeleton; being filled in).
+//! The SQL backends: [`SqliteStore`] and [`PgStore`].
+//!
+//! The queries are written once, in [`sql_store!`], and instantiated per backend in `sqlite.rs`
+//! and `postgres.rs`, which pass in what differs between the dialects (how to ask "does this JSON
+//! array hold this id", how a write transaction begins, the change-log lock) and own `open`.
+//! Row structs and their conversion into domain objects live in `rows.rs`. Nothing outside this
+//! module writes SQL.
+//!
+//! Every write runs in one transaction: the row change(s), the audit event and one `changes`
+//! row per changed object commit together or not at all. An update that matches no row (the
+//! object is gone, or belongs to another account) writes nothing, audit included, and returns
+//! `Ok`: the caller has already checked that the object exists, so this is a lost race.
+//!
+//! Hand-written SQL uses `$1`-style placeholders (which sqlx's SQLite driver accepts too);
+//! dynamic queries use `QueryBuilder`, which emits each backend's own.
 
-use async_trait::async_trait;
-use keygate_domain::model::{Account, ApiKey, AuditEvent, Tenant};
-use keygate_domain::time::Timestamp;
-use keygate_domain::{AccountId, KeyHash, KeyId, TenantId};
+use crate::StoreError;
 
-use crate::{
-    AccountStore, AuditFilter, AuditLog, Change, ChangeFeed, KeyFilter, KeyStore, KeyUsage, Page, Result, Store,
-    StoreError, TenantFilter, TenantStore,
-};
-
-pub struct SqliteStore {
-    pool: sqlx::SqlitePool,
-}
-
-impl SqliteStore {
-    /// # Errors
-    /// The database cannot be opened.
-    pub async fn open(url: &str) -> Result<Self, sqlx::Error> {
-        Ok(Self { pool: sqlx::SqlitePool::connect(url).await? })
+/// Maps a sqlx error to the store's: unique violations become a named [`StoreError::Conflict`],
+/// undecodable rows [`StoreError::Corrupt`], everything else (connection, pool, I/O, other
+/// database errors) [`StoreError::Unavailable`].
+fn map_err(e: sqlx::Error) -> StoreError {
+    if let Some(db) = e.as_database_error()
+        && db.is_unique_violation()
+    {
+        // PostgreSQL names the constraint; SQLite only names the columns in its message
+        // (`UNIQUE constraint failed: tenants.account_id, tenants.external_id`). Both mention
+        // the distinguishing column, so look at both.
+        let what = format!("{} {}", db.constraint().unwrap_or_default(), db.message());
+        return StoreError::Conflict(if what.contains("external_id") {
+            "tenant_external_id"
+        } else if what.contains("operator") {
+            "operator_exists"
+        } else if what.contains("key_hash") {
+            "key_hash"
+        } else {
+            // A primary key: the caller reused an id.
+            "id"
+        });
+    }
+    match e {
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(e.to_string()),
+        e => StoreError::Unavailable(e),
     }
 }
 
-pub struct PgStore {
-    pool: sqlx::PgPool,
-}
-
-impl PgStore {
-    /// # Errors
-    /// The database cannot be reached.
-    pub async fn open(url: &str) -> Result<Self, sqlx::Error> {
-        Ok(Self { pool: sqlx::PgPool::connect(url).await? })
+/// Escapes `%`, `_` and `\` so user text matches literally inside `LIKE … ESCAPE '\'`.
+fn like_pattern(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
     }
+    out.push('%');
+    out
 }
 
-fn unfinished() -> StoreError {
-    StoreError::Corrupt("not implemented yet".to_owned())
+/// `api_keys` columns in `rows::KeyRow`'s shape. Qualified and aliased so the same list works
+/// in the join with `accounts`.
+macro_rules! key_columns {
+    () => {
+        "api_keys.id AS id, api_keys.account_id AS account_id, api_keys.name AS name, \
+         api_keys.prefix AS prefix, api_keys.environment AS environment, \
+         api_keys.key_hash AS key_hash, api_keys.last4 AS last4, api_keys.scopes AS scopes, \
+         api_keys.tenant_ids AS tenant_ids, api_keys.allowed_ips AS allowed_ips, \
+         api_keys.rate_limit_per_minute AS rate_limit_per_minute, \
+         api_keys.expires_at AS expires_at, api_keys.revoked_at AS revoked_at, \
+         api_keys.revoked_reason AS revoked_reason, api_keys.last_used_at AS last_used_at, \
+         api_keys.last_used_ip AS last_used_ip, api_keys.metadata AS metadata, \
+         api_keys.created_at AS created_at, api_keys.created_by AS created_by, \
+         api_keys.updated_at AS updated_at"
+    };
 }
 
-macro_rules! skeleton {
-    ($Store:ident, $backend:literal) => {
-        #[async_trait]
-        impl AccountStore for $Store {
-            async fn create_account(&self, _: &Account, _: &ApiKey, _: &AuditEvent) -> Result<()> { Err(unfinished()) }
-            async fn get_account(&self, _: AccountId) -> Result<Option<Account>> { Err(unfinished()) }
-            async fn operator_account(&self) -> Result<Option<Account>> { Err(unfinished()) }
-            async fn list_accounts(&self, _: &Page) -> Result<Vec<Account>> { Err(unfinished()) }
-            async fn update_account(&self, _: &Account, _: &AuditEvent) -> Result<()> { Err(unfinished()) }
+macro_rules! account_columns {
+    () => {
+        "id, name, status, operator, allowed_ips, rate_limit_per_minute, created_at, updated_at"
+    };
+}
+
+macro_rules! tenant_columns {
+    () => {
+        "id, account_id, name, external_id, status, metadata, created_at, updated_at"
+    };
+}
+
+macro_rules! audit_columns {
+    () => {
+        "id, account_id, action, actor_type, actor_id, target_type, target_id, ip, user_agent, \
+         request_id, changes, created_at"
+    };
+}
+
+/// Implements every storage trait for `$store` (a struct with a `pool: Pool<$db>` field).
+///
+/// - `migrator`: the backend's embedded migrations.
+/// - `tenant_contains`: SQL before and after a bound tenant id, true when `api_keys.tenant_ids`
+///   (a JSON array) contains it.
+/// - `begin`: the statement that starts a write transaction.
+/// - `lock_changes`: run inside a write transaction just before its `changes` rows are
+///   inserted, so that `seq` order is commit order (`None` where the database already
+///   serializes writers).
+macro_rules! sql_store {
+    (
+        store: $store:ident,
+        db: $db:ty,
+        backend: $backend:literal,
+        migrator: $migrator:expr,
+        tenant_contains: ($tenant_before:literal, $tenant_after:literal),
+        begin: $begin:literal,
+        lock_changes: $lock_changes:expr $(,)?
+    ) => {
+        use std::collections::HashMap;
+
+        use async_trait::async_trait;
+        use keygate_domain::model::{Account, ApiKey, AuditEvent, KeyStatus, Tenant};
+        use keygate_domain::time::{self, Timestamp};
+        use keygate_domain::{AccountId, KeyHash, KeyId, TenantId};
+        use sqlx::types::Json;
+        use sqlx::{QueryBuilder, Transaction};
+
+        use super::rows::{
+            convert_all, rate_limit_to_db, AccountRow, AuditRow, ChangeRow, KeyAndAccountRow, KeyRow, TenantRow,
+        };
+        use super::{like_pattern, map_err};
+        use crate::{
+            AccountStore, AuditFilter, AuditLog, Change, ChangeFeed, ChangeKind, KeyFilter, KeyStore, KeyUsage,
+            Page, Result, Store, TenantFilter, TenantStore,
+        };
+
+        type Tx = Transaction<'static, $db>;
+
+        /// One `changes` row: what changed, and whose it is.
+        struct Changed<'a> {
+            kind: ChangeKind,
+            entity_id: String,
+            account_id: &'a AccountId,
         }
-        #[async_trait]
-        impl TenantStore for $Store {
-            async fn create_tenant(&self, _: &Tenant, _: &AuditEvent) -> Result<()> { Err(unfinished()) }
-            async fn get_tenant(&self, _: AccountId, _: TenantId) -> Result<Option<Tenant>> { Err(unfinished()) }
-            async fn get_tenants(&self, _: AccountId, _: &[TenantId]) -> Result<Vec<Tenant>> { Err(unfinished()) }
-            async fn list_tenants(&self, _: AccountId, _: &TenantFilter, _: &Page) -> Result<Vec<Tenant>> { Err(unfinished()) }
-            async fn update_tenant(&self, _: &Tenant, _: &AuditEvent) -> Result<()> { Err(unfinished()) }
-        }
-        #[async_trait]
-        impl KeyStore for $Store {
-            async fn create_key(&self, _: &ApiKey, _: &AuditEvent) -> Result<()> { Err(unfinished()) }
-            async fn get_key(&self, _: AccountId, _: KeyId) -> Result<Option<ApiKey>> { Err(unfinished()) }
-            async fn find_key_by_hash(&self, _: &KeyHash) -> Result<Option<(ApiKey, Account)>> { Err(unfinished()) }
-            async fn list_keys(&self, _: AccountId, _: &KeyFilter, _: &Page) -> Result<Vec<ApiKey>> { Err(unfinished()) }
-            async fn update_key(&self, _: &ApiKey, _: &AuditEvent) -> Result<()> { Err(unfinished()) }
-            async fn roll_key(&self, _: &ApiKey, _: &ApiKey, _: &AuditEvent) -> Result<()> { Err(unfinished()) }
-            async fn delete_key(&self, _: AccountId, _: KeyId, _: &AuditEvent) -> Result<bool> { Err(unfinished()) }
-            async fn record_key_usage(&self, _: &[KeyUsage]) -> Result<()> { Err(unfinished()) }
-        }
-        #[async_trait]
-        impl AuditLog for $Store {
-            async fn list_audit_events(&self, _: AccountId, _: &AuditFilter, _: &Page) -> Result<Vec<AuditEvent>> { Err(unfinished()) }
-        }
-        #[async_trait]
-        impl ChangeFeed for $Store {
-            async fn changes_since(&self, _: i64, _: u32) -> Result<Vec<Change>> { Err(unfinished()) }
-            async fn latest_change(&self) -> Result<i64> { Err(unfinished()) }
-            async fn purge_changes(&self, _: Timestamp) -> Result<u64> { Err(unfinished()) }
-        }
-        #[async_trait]
-        impl Store for $Store {
-            fn backend(&self) -> &'static str { $backend }
-            async fn ping(&self) -> Result<()> {
-                sqlx::query("SELECT 1").execute(&self.pool).await.map(drop).map_err(StoreError::Unavailable)
+
+        impl<'a> Changed<'a> {
+            fn account(account: &'a Account) -> Self {
+                Self { kind: ChangeKind::Account, entity_id: account.id.to_string(), account_id: &account.id }
             }
-            async fn migrate(&self) -> Result<()> { Ok(()) }
-            async fn close(&self) { self.pool.close().await }
+
+            fn tenant(tenant: &'a Tenant) -> Self {
+                Self { kind: ChangeKind::Tenant, entity_id: tenant.id.to_string(), account_id: &tenant.account_id }
+            }
+
+            fn key(key: &'a ApiKey) -> Self {
+                Self::key_id(&key.account_id, key.id)
+            }
+
+            fn key_id(account_id: &'a AccountId, id: KeyId) -> Self {
+                Self { kind: ChangeKind::ApiKey, entity_id: id.to_string(), account_id }
+            }
+        }
+
+        impl $store {
+            async fn begin_write(&self) -> Result<Tx> {
+                self.pool.begin_with($begin).await.map_err(map_err)
+            }
+        }
+
+        /// Appends the audit event and the change-log rows, then commits. The change rows are
+        /// stamped with the audit event's time: the moment the change was made.
+        async fn finish(mut tx: Tx, audit: &AuditEvent, changed: &[Changed<'_>]) -> Result<()> {
+            sqlx::query(concat!(
+                "INSERT INTO audit_events (",
+                audit_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            ))
+            .bind(audit.id.to_string())
+            .bind(audit.account_id.to_string())
+            .bind(audit.action.as_str())
+            .bind(audit.actor_type.as_str())
+            .bind(audit.actor_id.as_str())
+            .bind(audit.target_type.as_str())
+            .bind(audit.target_id.as_str())
+            .bind(audit.ip.map(|ip| ip.to_string()))
+            .bind(audit.user_agent.as_deref())
+            .bind(audit.request_id.as_deref())
+            .bind(Json(&audit.changes))
+            .bind(audit.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+
+            let lock: Option<&'static str> = $lock_changes;
+            if let Some(lock) = lock {
+                sqlx::query(lock).execute(&mut *tx).await.map_err(map_err)?;
+            }
+            for change in changed {
+                sqlx::query("INSERT INTO changes (kind, entity_id, account_id, at) VALUES ($1, $2, $3, $4)")
+                    .bind(change.kind.as_str())
+                    .bind(change.entity_id.as_str())
+                    .bind(change.account_id.to_string())
+                    .bind(audit.created_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+            }
+            tx.commit().await.map_err(map_err)
+        }
+
+        async fn insert_key(tx: &mut Tx, key: &ApiKey) -> Result<()> {
+            sqlx::query(
+                "INSERT INTO api_keys (id, account_id, name, prefix, environment, key_hash, last4, scopes, \
+                 tenant_ids, allowed_ips, rate_limit_per_minute, expires_at, revoked_at, revoked_reason, \
+                 last_used_at, last_used_ip, metadata, created_at, created_by, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+            )
+            .bind(key.id.to_string())
+            .bind(key.account_id.to_string())
+            .bind(key.name.as_str())
+            .bind(key.prefix.as_str())
+            .bind(key.environment.as_str())
+            .bind(key.hash.as_bytes().as_slice())
+            .bind(key.last4.as_str())
+            .bind(key.scopes.as_ref().map(Json))
+            .bind(key.tenant_ids.as_ref().map(Json))
+            .bind(key.allowed_ips.as_ref().map(Json))
+            .bind(rate_limit_to_db(key.rate_limit_per_minute))
+            .bind(key.expires_at)
+            .bind(key.revoked_at)
+            .bind(key.revoked_reason.as_deref())
+            .bind(key.last_used_at)
+            .bind(key.last_used_ip.map(|ip| ip.to_string()))
+            .bind(Json(&key.metadata))
+            .bind(key.created_at)
+            .bind(key.created_by.as_deref())
+            .bind(key.updated_at)
+            .execute(&mut **tx)
+            .await
+            .map_err(map_err)?;
+            Ok(())
+        }
+
+        /// Writes the mutable fields of `key`; `false` when it does not exist. Leaves
+        /// `last_used_*` alone: those belong to `record_key_usage`, and a stale copy of the key
+        /// must not roll them back.
+        async fn update_key_row(tx: &mut Tx, key: &ApiKey) -> Result<bool> {
+            let done = sqlx::query(
+                "UPDATE api_keys SET name = $1, scopes = $2, tenant_ids = $3, allowed_ips = $4, \
+                 rate_limit_per_minute = $5, expires_at = $6, revoked_at = $7, revoked_reason = $8, \
+                 metadata = $9, updated_at = $10 WHERE id = $11 AND account_id = $12",
+            )
+            .bind(key.name.as_str())
+            .bind(key.scopes.as_ref().map(Json))
+            .bind(key.tenant_ids.as_ref().map(Json))
+            .bind(key.allowed_ips.as_ref().map(Json))
+            .bind(rate_limit_to_db(key.rate_limit_per_minute))
+            .bind(key.expires_at)
+            .bind(key.revoked_at)
+            .bind(key.revoked_reason.as_deref())
+            .bind(Json(&key.metadata))
+            .bind(key.updated_at)
+            .bind(key.id.to_string())
+            .bind(key.account_id.to_string())
+            .execute(&mut **tx)
+            .await
+            .map_err(map_err)?;
+            Ok(done.rows_affected() > 0)
+        }
+
+        /// `AND id < $before ORDER BY id DESC LIMIT $limit`.
+        fn push_page(query: &mut QueryBuilder<$db>, page: &Page) {
+            if let Some(before) = &page.before {
+                query.push(" AND id < ").push_bind(before.clone());
+            }
+            query.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(page.limit));
+        }
+
+        #[async_trait]
+        impl AccountStore for $store {
+            async fn create_account(&self, account: &Account, initial_key: &ApiKey, audit: &AuditEvent) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(concat!(
+                    "INSERT INTO accounts (",
+                    account_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ))
+                .bind(account.id.to_string())
+                .bind(account.name.as_str())
+                .bind(account.status.as_str())
+                .bind(account.operator)
+                .bind(Json(&account.allowed_ips))
+                .bind(rate_limit_to_db(account.rate_limit_per_minute))
+                .bind(account.created_at)
+                .bind(account.updated_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                insert_key(&mut tx, initial_key).await?;
+                finish(tx, audit, &[Changed::account(account), Changed::key(initial_key)]).await
+            }
+
+            async fn get_account(&self, id: AccountId) -> Result<Option<Account>> {
+                sqlx::query_as::<_, AccountRow>(concat!("SELECT ", account_columns!(), " FROM accounts WHERE id = $1"))
+                    .bind(id.to_string())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?
+                    .map(Account::try_from)
+                    .transpose()
+            }
+
+            async fn operator_account(&self) -> Result<Option<Account>> {
+                sqlx::query_as::<_, AccountRow>(concat!("SELECT ", account_columns!(), " FROM accounts WHERE operator"))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?
+                    .map(Account::try_from)
+                    .transpose()
+            }
+
+            async fn list_accounts(&self, page: &Page) -> Result<Vec<Account>> {
+                let mut query =
+                    QueryBuilder::<$db>::new(concat!("SELECT ", account_columns!(), " FROM accounts WHERE TRUE"));
+                push_page(&mut query, page);
+                let rows: Vec<AccountRow> = query.build_query_as().fetch_all(&self.pool).await.map_err(map_err)?;
+                convert_all(rows)
+            }
+
+            async fn update_account(&self, account: &Account, audit: &AuditEvent) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query(
+                    "UPDATE accounts SET name = $1, status = $2, allowed_ips = $3, rate_limit_per_minute = $4, \
+                     updated_at = $5 WHERE id = $6",
+                )
+                .bind(account.name.as_str())
+                .bind(account.status.as_str())
+                .bind(Json(&account.allowed_ips))
+                .bind(rate_limit_to_db(account.rate_limit_per_minute))
+                .bind(account.updated_at)
+                .bind(account.id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                if done.rows_affected() == 0 {
+                    // Nothing changed, so nothing to audit: dropping `tx` rolls back.
+                    tracing::debug!(account = %account.id, "update_account: no such account");
+                    return Ok(());
+                }
+                finish(tx, audit, &[Changed::account(account)]).await
+            }
+        }
+
+        #[async_trait]
+        impl TenantStore for $store {
+            async fn create_tenant(&self, tenant: &Tenant, audit: &AuditEvent) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(concat!(
+                    "INSERT INTO tenants (",
+                    tenant_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ))
+                .bind(tenant.id.to_string())
+                .bind(tenant.account_id.to_string())
+                .bind(tenant.name.as_str())
+                .bind(tenant.external_id.as_deref())
+                .bind(tenant.status.as_str())
+                .bind(Json(&tenant.metadata))
+                .bind(tenant.created_at)
+                .bind(tenant.updated_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                finish(tx, audit, &[Changed::tenant(tenant)]).await
+            }
+
+            async fn get_tenant(&self, account: AccountId, id: TenantId) -> Result<Option<Tenant>> {
+                sqlx::query_as::<_, TenantRow>(concat!(
+                    "SELECT ",
+                    tenant_columns!(),
+                    " FROM tenants WHERE id = $1 AND account_id = $2"
+                ))
+                .bind(id.to_string())
+                .bind(account.to_string())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?
+                .map(Tenant::try_from)
+                .transpose()
+            }
+
+            async fn get_tenants(&self, account: AccountId, ids: &[TenantId]) -> Result<Vec<Tenant>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut query = QueryBuilder::<$db>::new(concat!(
+                    "SELECT ",
+                    tenant_columns!(),
+                    " FROM tenants WHERE account_id = "
+                ));
+                query.push_bind(account.to_string()).push(" AND id IN (");
+                let mut list = query.separated(", ");
+                for id in ids {
+                    list.push_bind(id.to_string());
+                }
+                query.push(") ORDER BY id");
+                let rows: Vec<TenantRow> = query.build_query_as().fetch_all(&self.pool).await.map_err(map_err)?;
+                convert_all(rows)
+            }
+
+            async fn list_tenants(
+                &self,
+                account: AccountId,
+                filter: &TenantFilter,
+                page: &Page,
+            ) -> Result<Vec<Tenant>> {
+                let mut query = QueryBuilder::<$db>::new(concat!(
+                    "SELECT ",
+                    tenant_columns!(),
+                    " FROM tenants WHERE account_id = "
+                ));
+                query.push_bind(account.to_string());
+                if let Some(status) = filter.status {
+                    query.push(" AND status = ").push_bind(status.as_str());
+                }
+                if let Some(external_id) = &filter.external_id {
+                    query.push(" AND external_id = ").push_bind(external_id.clone());
+                }
+                push_page(&mut query, page);
+                let rows: Vec<TenantRow> = query.build_query_as().fetch_all(&self.pool).await.map_err(map_err)?;
+                convert_all(rows)
+            }
+
+            async fn update_tenant(&self, tenant: &Tenant, audit: &AuditEvent) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query(
+                    "UPDATE tenants SET name = $1, external_id = $2, status = $3, metadata = $4, updated_at = $5 \
+                     WHERE id = $6 AND account_id = $7",
+                )
+                .bind(tenant.name.as_str())
+                .bind(tenant.external_id.as_deref())
+                .bind(tenant.status.as_str())
+                .bind(Json(&tenant.metadata))
+                .bind(tenant.updated_at)
+                .bind(tenant.id.to_string())
+                .bind(tenant.account_id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                if done.rows_affected() == 0 {
+                    tracing::debug!(tenant = %tenant.id, "update_tenant: no such tenant in this account");
+                    return Ok(());
+                }
+                finish(tx, audit, &[Changed::tenant(tenant)]).await
+            }
+        }
+
+        #[async_trait]
+        impl KeyStore for $store {
+            async fn create_key(&self, key: &ApiKey, audit: &AuditEvent) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                insert_key(&mut tx, key).await?;
+                finish(tx, audit, &[Changed::key(key)]).await
+            }
+
+            async fn get_key(&self, account: AccountId, id: KeyId) -> Result<Option<ApiKey>> {
+                sqlx::query_as::<_, KeyRow>(concat!(
+                    "SELECT ",
+                    key_columns!(),
+                    " FROM api_keys WHERE id = $1 AND account_id = $2"
+                ))
+                .bind(id.to_string())
+                .bind(account.to_string())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?
+                .map(ApiKey::try_from)
+                .transpose()
+            }
+
+            async fn find_key_by_hash(&self, hash: &KeyHash) -> Result<Option<(ApiKey, Account)>> {
+                sqlx::query_as::<_, KeyAndAccountRow>(concat!(
+                    "SELECT ",
+                    key_columns!(),
+                    ", accounts.id AS acct_id, accounts.name AS acct_name, accounts.status AS acct_status, \
+                     accounts.operator AS acct_operator, accounts.allowed_ips AS acct_allowed_ips, \
+                     accounts.rate_limit_per_minute AS acct_rate_limit_per_minute, \
+                     accounts.created_at AS acct_created_at, accounts.updated_at AS acct_updated_at \
+                     FROM api_keys JOIN accounts ON accounts.id = api_keys.account_id \
+                     WHERE api_keys.key_hash = $1"
+                ))
+                .bind(hash.as_bytes().as_slice())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?
+                .map(<(ApiKey, Account)>::try_from)
+                .transpose()
+            }
+
+            async fn list_keys(&self, account: AccountId, filter: &KeyFilter, page: &Page) -> Result<Vec<ApiKey>> {
+                let mut query =
+                    QueryBuilder::<$db>::new(concat!("SELECT ", key_columns!(), " FROM api_keys WHERE account_id = "));
+                query.push_bind(account.to_string());
+                if let Some(name) = &filter.name {
+                    query.push(" AND LOWER(name) LIKE LOWER(").push_bind(like_pattern(name)).push(") ESCAPE '\\'");
+                }
+                if let Some(status) = filter.status {
+                    let now = filter.now.unwrap_or_else(time::now);
+                    match status {
+                        KeyStatus::Active => {
+                            query
+                                .push(" AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ")
+                                .push_bind(now)
+                                .push(")");
+                        }
+                        KeyStatus::Revoked => {
+                            query.push(" AND revoked_at IS NOT NULL");
+                        }
+                        KeyStatus::Expired => {
+                            query.push(" AND revoked_at IS NULL AND expires_at <= ").push_bind(now);
+                        }
+                    }
+                }
+                if let Some(tenant) = filter.tenant_id {
+                    query.push(" AND ").push($tenant_before).push_bind(tenant.to_string()).push($tenant_after);
+                }
+                if let Some(environment) = filter.environment {
+                    query.push(" AND environment = ").push_bind(environment.as_str());
+                }
+                push_page(&mut query, page);
+                let rows: Vec<KeyRow> = query.build_query_as().fetch_all(&self.pool).await.map_err(map_err)?;
+                convert_all(rows)
+            }
+
+            async fn update_key(&self, key: &ApiKey, audit: &AuditEvent) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                if !update_key_row(&mut tx, key).await? {
+                    tracing::debug!(key = %key.id, "update_key: no such key in this account");
+                    return Ok(());
+                }
+                finish(tx, audit, &[Changed::key(key)]).await
+            }
+
+            async fn roll_key(&self, old: &ApiKey, new: &ApiKey, audit: &AuditEvent) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                insert_key(&mut tx, new).await?;
+                update_key_row(&mut tx, old).await?;
+                finish(tx, audit, &[Changed::key(old), Changed::key(new)]).await
+            }
+
+            async fn delete_key(&self, account: AccountId, id: KeyId, audit: &AuditEvent) -> Result<bool> {
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query("DELETE FROM api_keys WHERE id = $1 AND account_id = $2")
+                    .bind(id.to_string())
+                    .bind(account.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                if done.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                finish(tx, audit, &[Changed::key_id(&account, id)]).await?;
+                Ok(true)
+            }
+
+            async fn record_key_usage(&self, usage: &[KeyUsage]) -> Result<()> {
+                // The latest use of each key wins, within the batch and against the database.
+                let mut latest: HashMap<KeyId, &KeyUsage> = HashMap::with_capacity(usage.len());
+                for u in usage {
+                    latest.entry(u.key_id).and_modify(|l| if u.at > l.at { *l = u }).or_insert(u);
+                }
+                if latest.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.begin_write().await?;
+                for u in latest.values() {
+                    sqlx::query(
+                        "UPDATE api_keys SET last_used_at = $1, last_used_ip = $2 \
+                         WHERE id = $3 AND (last_used_at IS NULL OR last_used_at < $1)",
+                    )
+                    .bind(u.at)
+                    .bind(u.ip.to_string())
+                    .bind(u.key_id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                }
+                tx.commit().await.map_err(map_err)
+            }
+        }
+
+        #[async_trait]
+        impl AuditLog for $store {
+            async fn list_audit_events(
+                &self,
+                account: AccountId,
+                filter: &AuditFilter,
+                page: &Page,
+            ) -> Result<Vec<AuditEvent>> {
+                let mut query = QueryBuilder::<$db>::new(concat!(
+                    "SELECT ",
+                    audit_columns!(),
+                    " FROM audit_events WHERE account_id = "
+                ));
+                query.push_bind(account.to_string());
+                if let Some(action) = &filter.action {
+                    query.push(" AND action = ").push_bind(action.clone());
+                }
+                if let Some(actor_id) = &filter.actor_id {
+                    query.push(" AND actor_id = ").push_bind(actor_id.clone());
+                }
+                if let Some(target_id) = &filter.target_id {
+                    query.push(" AND target_id = ").push_bind(target_id.clone());
+                }
+                if let Some(since) = filter.since {
+                    query.push(" AND created_at >= ").push_bind(since);
+                }
+                if let Some(until) = filter.until {
+                    query.push(" AND created_at < ").push_bind(until);
+                }
+                push_page(&mut query, page);
+                let rows: Vec<AuditRow> = query.build_query_as().fetch_all(&self.pool).await.map_err(map_err)?;
+                convert_all(rows)
+            }
+        }
+
+        #[async_trait]
+        impl ChangeFeed for $store {
+            async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>> {
+                let rows: Vec<ChangeRow> = sqlx::query_as(
+                    "SELECT seq, kind, entity_id, account_id, at FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+                )
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                convert_all(rows)
+            }
+
+            async fn latest_change(&self) -> Result<i64> {
+                let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM changes")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(latest.unwrap_or(0))
+            }
+
+            async fn purge_changes(&self, before: Timestamp) -> Result<u64> {
+                let done = sqlx::query("DELETE FROM changes WHERE at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected())
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn ping(&self) -> Result<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn migrate(&self) -> Result<()> {
+                $migrator.run(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn close(&self) {
+                self.pool.close().await;
+            }
         }
     };
 }
 
-skeleton!(SqliteStore, "sqlite");
-skeleton!(PgStore, "postgres");
+// Declared after the macros above, which are in scope only below their definitions.
+mod postgres;
+mod rows;
+mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;

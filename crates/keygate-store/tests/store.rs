@@ -1,0 +1,1115 @@
+//! The store's contract, checked against real databases: every test body runs on a fresh SQLite
+//! file and on a fresh PostgreSQL database (the latter when `KEYGATE_TEST_POSTGRES_URL` names a
+//! server, e.g. `postgres://postgres@127.0.0.1:5432/test`; otherwise it is reported as ignored).
+//!
+//! No mocks: what passes here is what the server gets.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::panic::resume_unwind;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::Duration;
+use ipnet::IpNet;
+use keygate_domain::key::{HashSecret, KeyHasher};
+use keygate_domain::model::{Account, AccountStatus, ApiKey, AuditEvent, KeyStatus, Tenant};
+use keygate_domain::time::{self, Timestamp};
+use keygate_domain::{AccountId, Environment, EventId, KeyFormat, KeyId, PlaintextKey, Scope, TenantId};
+use keygate_store::{
+    AuditFilter, Change, ChangeKind, ConnectError, KeyFilter, KeyUsage, Page, SqliteStore, Store, StoreError,
+    TenantFilter, connect,
+};
+use serde_json::{Map, Value, json};
+use sqlx::Connection;
+
+// ---------------------------------------------------------------------------------------------
+// Running one body on both backends.
+
+/// `both_backends!(name)` turns `async fn name(store: Arc<dyn Store>)` into the tests
+/// `name::sqlite` and `name::postgres`.
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                crate::on_sqlite(super::$name).await;
+            }
+
+            #[tokio::test]
+            #[cfg_attr(not(keygate_pg), ignore = "set KEYGATE_TEST_POSTGRES_URL to run the PostgreSQL suite")]
+            async fn postgres() {
+                crate::on_postgres(super::$name).await;
+            }
+        }
+    };
+}
+
+/// Runs `test` on a store over a new SQLite file in a temporary directory.
+async fn on_sqlite<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("keygate.db").display());
+    let store = connect(&url).await.expect("open and migrate SQLite");
+    let outcome = tokio::spawn(test(store.clone())).await;
+    store.close().await;
+    if let Err(e) = outcome {
+        resume_unwind(e.into_panic());
+    }
+}
+
+/// Runs `test` on a store over a new PostgreSQL database, dropped afterwards (best effort, also
+/// when the test fails).
+async fn on_postgres<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let admin_url = std::env::var("KEYGATE_TEST_POSTGRES_URL").expect("KEYGATE_TEST_POSTGRES_URL is set");
+    let name = format!("keygate_t_{}", AccountId::generate().ulid().to_string().to_lowercase());
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.expect("connect to KEYGATE_TEST_POSTGRES_URL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create the test database");
+
+    let store = connect(&with_database(&admin_url, &name)).await.expect("open and migrate PostgreSQL");
+    let outcome = tokio::spawn(test(store.clone())).await;
+    store.close().await;
+
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+        .execute(&mut admin)
+        .await;
+    let _ = admin.close().await;
+    if let Err(e) = outcome {
+        resume_unwind(e.into_panic());
+    }
+}
+
+/// `url` with its database name replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{server}/{database}?{q}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures.
+
+fn hasher() -> KeyHasher {
+    KeyHasher::new(&HashSecret::new("a test hash secret that is long enough").expect("a valid secret"))
+}
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().expect("an RFC 3339 timestamp")
+}
+
+fn scope(s: &str) -> Scope {
+    s.parse().expect("a valid scope")
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().expect("a valid CIDR")
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("a valid IP")
+}
+
+fn metadata(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => panic!("metadata must be an object"),
+    }
+}
+
+fn new_account(name: &str) -> Account {
+    let now = time::now();
+    Account {
+        id: AccountId::generate(),
+        name: name.to_owned(),
+        status: AccountStatus::Active,
+        operator: false,
+        allowed_ips: vec![],
+        rate_limit_per_minute: 1000,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// A fresh key of `account` with every optional field empty, and its plaintext.
+fn new_key_with_plaintext(account: AccountId, name: &str) -> (ApiKey, PlaintextKey) {
+    let plaintext = KeyFormat::default().generate(Environment::Live);
+    let now = time::now();
+    let key = ApiKey {
+        id: KeyId::generate(),
+        account_id: account,
+        name: name.to_owned(),
+        prefix: "sk".to_owned(),
+        environment: Environment::Live,
+        hash: hasher().hash(&plaintext),
+        last4: plaintext.last4(),
+        scopes: None,
+        tenant_ids: None,
+        allowed_ips: None,
+        rate_limit_per_minute: 100,
+        expires_at: None,
+        revoked_at: None,
+        revoked_reason: None,
+        last_used_at: None,
+        last_used_ip: None,
+        metadata: Map::new(),
+        created_at: now,
+        created_by: None,
+        updated_at: now,
+    };
+    (key, plaintext)
+}
+
+fn new_key(account: AccountId, name: &str) -> ApiKey {
+    new_key_with_plaintext(account, name).0
+}
+
+fn new_tenant(account: AccountId, name: &str, external_id: Option<&str>) -> Tenant {
+    let now = time::now();
+    Tenant {
+        id: TenantId::generate(),
+        account_id: account,
+        name: name.to_owned(),
+        external_id: external_id.map(str::to_owned),
+        status: AccountStatus::Active,
+        metadata: Map::new(),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn audit(account: AccountId, action: &str, target: &str) -> AuditEvent {
+    audit_at(account, action, target, time::now())
+}
+
+fn audit_at(account: AccountId, action: &str, target: &str, at: Timestamp) -> AuditEvent {
+    AuditEvent {
+        id: EventId::generate(),
+        account_id: account,
+        action: action.to_owned(),
+        actor_type: "cli".to_owned(),
+        actor_id: "cli".to_owned(),
+        target_type: action.split('.').next().unwrap_or_default().to_owned(),
+        target_id: target.to_owned(),
+        ip: None,
+        user_agent: None,
+        request_id: None,
+        changes: json!({}),
+        created_at: at,
+    }
+}
+
+/// Creates an account (with a first key) and returns both.
+async fn seed_account(store: &Arc<dyn Store>, name: &str) -> (Account, ApiKey) {
+    let account = new_account(name);
+    let key = new_key(account.id, "initial");
+    store
+        .create_account(&account, &key, &audit(account.id, "account.created", &account.id.to_string()))
+        .await
+        .expect("create account");
+    (account, key)
+}
+
+async fn create_key(store: &Arc<dyn Store>, key: &ApiKey) {
+    store.create_key(key, &audit(key.account_id, "api_key.created", &key.id.to_string())).await.expect("create key");
+}
+
+fn page(limit: u32) -> Page {
+    Page { limit, before: None }
+}
+
+fn page_before(limit: u32, before: &str) -> Page {
+    Page { limit, before: Some(before.to_owned()) }
+}
+
+async fn all_changes(store: &Arc<dyn Store>) -> Vec<Change> {
+    store.changes_since(0, 10_000).await.expect("changes")
+}
+
+async fn all_audit(store: &Arc<dyn Store>, account: AccountId) -> Vec<AuditEvent> {
+    store.list_audit_events(account, &AuditFilter::default(), &page(100)).await.expect("audit events")
+}
+
+async fn key_ids(store: &Arc<dyn Store>, account: AccountId, filter: KeyFilter) -> Vec<KeyId> {
+    let keys = store.list_keys(account, &filter, &page(100)).await.expect("list keys");
+    keys.into_iter().map(|k| k.id).collect()
+}
+
+/// Ids newest first, as lists return them.
+fn newest_first<T: Ord + Copy>(ids: &[T]) -> Vec<T> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    ids
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accounts.
+
+both_backends!(account_round_trips_every_field);
+async fn account_round_trips_every_field(store: Arc<dyn Store>) {
+    let mut account = new_account("Acme");
+    account.allowed_ips = vec![net("203.0.113.7/32"), net("10.0.0.0/8"), net("2001:db8::/32")];
+    account.rate_limit_per_minute = 4_000_000_000;
+    account.created_at = ts("2026-01-02T03:04:05Z");
+    account.updated_at = ts("2026-01-03T03:04:05Z");
+    let key = new_key(account.id, "initial");
+    store.create_account(&account, &key, &audit(account.id, "account.created", "x")).await.expect("create");
+
+    assert_eq!(store.get_account(account.id).await.expect("get"), Some(account.clone()));
+    assert_eq!(store.get_key(account.id, key.id).await.expect("get key"), Some(key));
+    assert_eq!(store.get_account(AccountId::generate()).await.expect("get unknown"), None);
+    assert_eq!(store.operator_account().await.expect("operator"), None);
+
+    let mut changed = account.clone();
+    changed.name = "Acme Corp".to_owned();
+    changed.status = AccountStatus::Suspended;
+    changed.allowed_ips = vec![];
+    changed.rate_limit_per_minute = 5;
+    changed.updated_at = ts("2026-02-01T00:00:00Z");
+    store.update_account(&changed, &audit(account.id, "account.updated", "x")).await.expect("update");
+    assert_eq!(store.get_account(account.id).await.expect("get"), Some(changed));
+}
+
+both_backends!(there_is_at_most_one_operator_account);
+async fn there_is_at_most_one_operator_account(store: Arc<dyn Store>) {
+    let mut operator = new_account("Operator");
+    operator.operator = true;
+    let key = new_key(operator.id, "root");
+    store.create_account(&operator, &key, &audit(operator.id, "account.created", "x")).await.expect("create");
+    assert_eq!(store.operator_account().await.expect("operator"), Some(operator.clone()));
+
+    // A plain account does not disturb it.
+    seed_account(&store, "Partner").await;
+
+    let mut second = new_account("Second operator");
+    second.operator = true;
+    let second_key = new_key(second.id, "root");
+    let err = store
+        .create_account(&second, &second_key, &audit(second.id, "account.created", "x"))
+        .await
+        .expect_err("a second operator is refused");
+    assert!(matches!(err, StoreError::Conflict("operator_exists")), "{err:?}");
+
+    // Nothing of the failed transaction remains.
+    assert_eq!(store.get_account(second.id).await.expect("get"), None);
+    assert_eq!(store.find_key_by_hash(&second_key.hash).await.expect("find"), None);
+    assert!(all_audit(&store, second.id).await.is_empty());
+    assert_eq!(store.operator_account().await.expect("operator"), Some(operator));
+}
+
+both_backends!(accounts_list_newest_first_in_pages);
+async fn accounts_list_newest_first_in_pages(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(seed_account(&store, &format!("account {i}")).await.0.id);
+    }
+    let expected = newest_first(&ids);
+    let first = store.list_accounts(&page(2)).await.expect("page 1");
+    assert_eq!(first.iter().map(|a| a.id).collect::<Vec<_>>(), expected[..2]);
+    let second = store.list_accounts(&page_before(2, &first[1].id.to_string())).await.expect("page 2");
+    assert_eq!(second.iter().map(|a| a.id).collect::<Vec<_>>(), expected[2..4]);
+    let third = store.list_accounts(&page_before(2, &second[1].id.to_string())).await.expect("page 3");
+    assert_eq!(third.iter().map(|a| a.id).collect::<Vec<_>>(), expected[4..]);
+    let all = store.list_accounts(&page(100)).await.expect("all");
+    assert_eq!(all.len(), 5);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys.
+
+both_backends!(key_round_trips_every_field);
+async fn key_round_trips_every_field(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let tenant = new_tenant(account.id, "T", None);
+    store.create_tenant(&tenant, &audit(account.id, "tenant.created", "t")).await.expect("tenant");
+
+    let mut full = new_key(account.id, "Production CRM Integration");
+    full.environment = Environment::Test;
+    full.prefix = "pk".to_owned();
+    full.scopes = Some(vec![scope("tenants:write"), scope("billing:read"), scope("sms:send")]);
+    full.tenant_ids = Some(vec![tenant.id, TenantId::generate()]);
+    full.allowed_ips = Some(vec![net("203.0.113.7/32"), net("10.0.0.0/8"), net("2001:db8::/48")]);
+    full.rate_limit_per_minute = 10_000;
+    full.expires_at = Some(ts("2027-01-01T00:00:00Z"));
+    full.revoked_at = Some(ts("2026-06-01T12:00:00Z"));
+    full.revoked_reason = Some("leaked".to_owned());
+    full.last_used_at = Some(ts("2026-05-31T23:59:59Z"));
+    full.last_used_ip = Some(ip("2001:db8::1"));
+    full.metadata = metadata(json!({"crm": "hubspot", "n": 3, "nested": {"a": [1, 2.5, null, true]}, "ü": "ß"}));
+    full.created_at = ts("2026-01-01T00:00:00Z");
+    full.created_by = Some("usr_01J0000000000000000000000".to_owned());
+    full.updated_at = ts("2026-06-01T12:00:00Z");
+    create_key(&store, &full).await;
+
+    // Empty lists are not "unrestricted": each must come back as Some(vec![]).
+    let mut empty = new_key(account.id, "locked down");
+    empty.scopes = Some(vec![]);
+    empty.tenant_ids = Some(vec![]);
+    empty.allowed_ips = Some(vec![]);
+    create_key(&store, &empty).await;
+
+    let mut bare = new_key(account.id, "bare");
+    bare.last_used_ip = Some(ip("198.51.100.4"));
+    create_key(&store, &bare).await;
+
+    for key in [&full, &empty, &bare] {
+        assert_eq!(store.get_key(account.id, key.id).await.expect("get").as_ref(), Some(key));
+        let (found, owner) = store.find_key_by_hash(&key.hash).await.expect("find").expect("found by hash");
+        assert_eq!(&found, key);
+        assert_eq!(owner, account);
+    }
+    assert_eq!(store.get_key(account.id, KeyId::generate()).await.expect("get unknown"), None);
+    let unknown = hasher().hash(&KeyFormat::default().generate(Environment::Live));
+    assert_eq!(store.find_key_by_hash(&unknown).await.expect("find unknown"), None);
+}
+
+both_backends!(find_key_by_hash_returns_the_current_account);
+async fn find_key_by_hash_returns_the_current_account(store: Arc<dyn Store>) {
+    let (mut account, key) = seed_account(&store, "Acme").await;
+    account.status = AccountStatus::Suspended;
+    account.allowed_ips = vec![net("192.0.2.0/24")];
+    store.update_account(&account, &audit(account.id, "account.suspended", "x")).await.expect("update");
+    let (_, owner) = store.find_key_by_hash(&key.hash).await.expect("find").expect("found");
+    assert_eq!(owner, account);
+}
+
+both_backends!(a_duplicate_key_hash_is_a_conflict);
+async fn a_duplicate_key_hash_is_a_conflict(store: Arc<dyn Store>) {
+    let (account, first) = seed_account(&store, "Acme").await;
+    let changes_before = all_changes(&store).await;
+    let mut copy = new_key(account.id, "copy");
+    copy.hash = first.hash;
+    let err = store
+        .create_key(&copy, &audit(account.id, "api_key.created", &copy.id.to_string()))
+        .await
+        .expect_err("same hash");
+    assert!(matches!(err, StoreError::Conflict("key_hash")), "{err:?}");
+    assert_eq!(store.get_key(account.id, copy.id).await.expect("get"), None);
+    assert_eq!(all_changes(&store).await, changes_before, "a failed write leaves no change row");
+}
+
+both_backends!(update_key_writes_every_mutable_field);
+async fn update_key_writes_every_mutable_field(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let key = new_key(account.id, "before");
+    create_key(&store, &key).await;
+
+    let mut changed = key.clone();
+    changed.name = "after".to_owned();
+    changed.scopes = Some(vec![scope("calls:read")]);
+    changed.tenant_ids = Some(vec![]);
+    changed.allowed_ips = Some(vec![net("::1/128")]);
+    changed.rate_limit_per_minute = 7;
+    changed.expires_at = Some(ts("2030-01-01T00:00:00Z"));
+    changed.revoked_at = Some(ts("2026-03-03T03:03:03Z"));
+    changed.revoked_reason = Some("no longer needed".to_owned());
+    changed.metadata = metadata(json!({"k": "v"}));
+    changed.updated_at = ts("2026-03-03T03:03:03Z");
+    store.update_key(&changed, &audit(account.id, "api_key.updated", &key.id.to_string())).await.expect("update");
+    assert_eq!(store.get_key(account.id, key.id).await.expect("get"), Some(changed.clone()));
+
+    // And back to the unrestricted forms.
+    let mut reset = changed.clone();
+    reset.scopes = None;
+    reset.tenant_ids = None;
+    reset.allowed_ips = None;
+    reset.expires_at = None;
+    reset.revoked_at = None;
+    reset.revoked_reason = None;
+    reset.metadata = Map::new();
+    store.update_key(&reset, &audit(account.id, "api_key.updated", &key.id.to_string())).await.expect("update");
+    assert_eq!(store.get_key(account.id, key.id).await.expect("get"), Some(reset));
+}
+
+both_backends!(keys_list_newest_first_in_pages);
+async fn keys_list_newest_first_in_pages(store: Arc<dyn Store>) {
+    let (account, initial) = seed_account(&store, "Acme").await;
+    let (other, _) = seed_account(&store, "Other").await;
+    let mut ids = vec![initial.id];
+    for i in 0..6 {
+        let key = new_key(account.id, &format!("key {i}"));
+        create_key(&store, &key).await;
+        ids.push(key.id);
+    }
+    create_key(&store, &new_key(other.id, "someone else's")).await;
+    let expected = newest_first(&ids);
+
+    let mut seen = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let p = Page { limit: 3, before: before.clone() };
+        let keys = store.list_keys(account.id, &KeyFilter::default(), &p).await.expect("list");
+        if keys.is_empty() {
+            break;
+        }
+        assert!(keys.len() <= 3);
+        before = keys.last().map(|k| k.id.to_string());
+        seen.extend(keys.into_iter().map(|k| k.id));
+    }
+    assert_eq!(seen, expected);
+    assert!(store.list_keys(account.id, &KeyFilter::default(), &page(0)).await.expect("list").is_empty());
+}
+
+both_backends!(keys_filter_by_name_status_tenant_and_environment);
+async fn keys_filter_by_name_status_tenant_and_environment(store: Arc<dyn Store>) {
+    let (account, initial) = seed_account(&store, "Acme").await;
+    // The filters' `now`: a day behind the real clock, so the two disagree about `underscore`.
+    let now = time::now() - Duration::days(1);
+    let tenant_a = TenantId::generate();
+    let tenant_b = TenantId::generate();
+
+    let mut crm = new_key(account.id, "Production CRM Integration");
+    crm.tenant_ids = Some(vec![tenant_a, tenant_b]);
+    let mut percent = new_key(account.id, "100% uptime");
+    percent.tenant_ids = Some(vec![tenant_b]);
+    let mut underscore = new_key(account.id, "a_b");
+    underscore.environment = Environment::Test;
+    underscore.expires_at = Some(now + Duration::seconds(1));
+    let mut lookalike = new_key(account.id, "axb");
+    lookalike.revoked_at = Some(now - Duration::days(1));
+    lookalike.expires_at = Some(now - Duration::days(2));
+    let mut expired = new_key(account.id, "old crm");
+    expired.expires_at = Some(now);
+    expired.tenant_ids = Some(vec![]);
+    expired.environment = Environment::Test;
+    let mut backslash = new_key(account.id, r"back\slash");
+    backslash.revoked_at = Some(now);
+    for key in [&crm, &percent, &underscore, &lookalike, &expired, &backslash] {
+        create_key(&store, key).await;
+    }
+    let name = |n: &str| KeyFilter { name: Some(n.to_owned()), ..KeyFilter::default() };
+    let status = |s: KeyStatus| KeyFilter { status: Some(s), now: Some(now), ..KeyFilter::default() };
+
+    assert_eq!(key_ids(&store, account.id, name("crm")).await, newest_first(&[crm.id, expired.id]));
+    assert_eq!(key_ids(&store, account.id, name("PRODUCTION crm")).await, vec![crm.id]);
+    assert_eq!(key_ids(&store, account.id, name("_")).await, vec![underscore.id]);
+    assert_eq!(key_ids(&store, account.id, name("%")).await, vec![percent.id]);
+    assert_eq!(key_ids(&store, account.id, name(r"\")).await, vec![backslash.id]);
+    assert_eq!(key_ids(&store, account.id, name("a_b")).await, vec![underscore.id]);
+    assert!(key_ids(&store, account.id, name("nothing like it")).await.is_empty());
+
+    assert_eq!(
+        key_ids(&store, account.id, status(KeyStatus::Active)).await,
+        newest_first(&[initial.id, crm.id, percent.id, underscore.id])
+    );
+    assert_eq!(
+        key_ids(&store, account.id, status(KeyStatus::Revoked)).await,
+        newest_first(&[lookalike.id, backslash.id])
+    );
+    assert_eq!(key_ids(&store, account.id, status(KeyStatus::Expired)).await, vec![expired.id]);
+    // Without `now`, the store asks the clock, by which `underscore` has expired too.
+    let by_clock = KeyFilter { status: Some(KeyStatus::Expired), ..KeyFilter::default() };
+    assert_eq!(key_ids(&store, account.id, by_clock).await, newest_first(&[underscore.id, expired.id]));
+
+    let tenant = |t: TenantId| KeyFilter { tenant_id: Some(t), ..KeyFilter::default() };
+    assert_eq!(key_ids(&store, account.id, tenant(tenant_a)).await, vec![crm.id]);
+    assert_eq!(key_ids(&store, account.id, tenant(tenant_b)).await, newest_first(&[crm.id, percent.id]));
+    assert!(key_ids(&store, account.id, tenant(TenantId::generate())).await.is_empty());
+
+    let env = |e: Environment| KeyFilter { environment: Some(e), ..KeyFilter::default() };
+    assert_eq!(key_ids(&store, account.id, env(Environment::Test)).await, newest_first(&[underscore.id, expired.id]));
+    assert_eq!(key_ids(&store, account.id, env(Environment::Live)).await.len(), 5);
+
+    // Filters combine.
+    let combined = KeyFilter {
+        name: Some("CRM".to_owned()),
+        status: Some(KeyStatus::Active),
+        tenant_id: Some(tenant_b),
+        environment: Some(Environment::Live),
+        now: Some(now),
+    };
+    assert_eq!(key_ids(&store, account.id, combined).await, vec![crm.id]);
+}
+
+both_backends!(roll_key_inserts_the_new_key_and_shortens_the_old);
+async fn roll_key_inserts_the_new_key_and_shortens_the_old(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let mut old = new_key(account.id, "rolling");
+    old.scopes = Some(vec![scope("calls:write")]);
+    create_key(&store, &old).await;
+    let seq_before = store.latest_change().await.expect("latest");
+
+    let mut new = new_key(account.id, "rolling");
+    new.scopes = old.scopes.clone();
+    let mut shortened = old.clone();
+    shortened.expires_at = Some(time::now() + Duration::hours(1));
+    shortened.updated_at = time::now();
+    let event = audit(account.id, "api_key.rolled", &old.id.to_string());
+    store.roll_key(&shortened, &new, &event).await.expect("roll");
+
+    assert_eq!(store.get_key(account.id, old.id).await.expect("old"), Some(shortened));
+    assert_eq!(store.get_key(account.id, new.id).await.expect("new"), Some(new.clone()));
+    let changes = store.changes_since(seq_before, 100).await.expect("changes");
+    let mut entities: Vec<_> = changes.iter().map(|c| (c.kind, c.entity_id.clone())).collect();
+    entities.sort_by_key(|(k, e)| (k.as_str(), e.clone()));
+    let mut expected = vec![(ChangeKind::ApiKey, old.id.to_string()), (ChangeKind::ApiKey, new.id.to_string())];
+    expected.sort_by_key(|(k, e)| (k.as_str(), e.clone()));
+    assert_eq!(entities, expected);
+    assert!(all_audit(&store, account.id).await.contains(&event));
+
+    // Rolling onto an existing hash fails as a whole: the old key keeps its expiry.
+    let mut clash = new_key(account.id, "clash");
+    clash.hash = new.hash;
+    let mut shorter = old.clone();
+    shorter.expires_at = Some(time::now());
+    let err =
+        store.roll_key(&shorter, &clash, &audit(account.id, "api_key.rolled", "x")).await.expect_err("hash clash");
+    assert!(matches!(err, StoreError::Conflict("key_hash")), "{err:?}");
+    let kept = store.get_key(account.id, old.id).await.expect("old").expect("still there");
+    assert_ne!(kept.expires_at, shorter.expires_at);
+}
+
+both_backends!(delete_key_removes_it_but_keeps_the_record);
+async fn delete_key_removes_it_but_keeps_the_record(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let key = new_key(account.id, "doomed");
+    create_key(&store, &key).await;
+    let seq_before = store.latest_change().await.expect("latest");
+
+    let event = audit(account.id, "api_key.deleted", &key.id.to_string());
+    assert!(store.delete_key(account.id, key.id, &event).await.expect("delete"));
+    assert_eq!(store.get_key(account.id, key.id).await.expect("get"), None);
+    assert_eq!(store.find_key_by_hash(&key.hash).await.expect("find"), None);
+    assert!(all_audit(&store, account.id).await.contains(&event));
+    let changes = store.changes_since(seq_before, 100).await.expect("changes");
+    assert_eq!(changes.len(), 1);
+    assert_eq!((changes[0].kind, changes[0].entity_id.as_str()), (ChangeKind::ApiKey, key.id.to_string().as_str()));
+    assert_eq!(changes[0].account_id, account.id);
+
+    // A second delete finds nothing and records nothing.
+    let again = audit(account.id, "api_key.deleted", &key.id.to_string());
+    assert!(!store.delete_key(account.id, key.id, &again).await.expect("delete again"));
+    assert!(!all_audit(&store, account.id).await.contains(&again));
+    assert_eq!(store.latest_change().await.expect("latest"), changes[0].seq);
+}
+
+both_backends!(usage_is_recorded_in_batches_latest_wins);
+async fn usage_is_recorded_in_batches_latest_wins(store: Arc<dyn Store>) {
+    let (account, first) = seed_account(&store, "Acme").await;
+    let second = new_key(account.id, "second");
+    create_key(&store, &second).await;
+    let untouched = new_key(account.id, "unused");
+    create_key(&store, &untouched).await;
+    let seq_before = store.latest_change().await.expect("latest");
+    let audit_before = all_audit(&store, account.id).await;
+
+    let t = ts("2026-05-01T10:00:00Z");
+    let batch = [
+        KeyUsage { key_id: first.id, at: t, ip: ip("203.0.113.7") },
+        KeyUsage { key_id: first.id, at: t + Duration::seconds(5), ip: ip("2001:db8::7") },
+        KeyUsage { key_id: first.id, at: t + Duration::seconds(2), ip: ip("203.0.113.8") },
+        KeyUsage { key_id: second.id, at: t, ip: ip("198.51.100.1") },
+        KeyUsage { key_id: KeyId::generate(), at: t, ip: ip("198.51.100.1") },
+    ];
+    store.record_key_usage(&batch).await.expect("record");
+    store.record_key_usage(&[]).await.expect("an empty batch is fine");
+
+    let got = store.get_key(account.id, first.id).await.expect("get").expect("first");
+    assert_eq!((got.last_used_at, got.last_used_ip), (Some(t + Duration::seconds(5)), Some(ip("2001:db8::7"))));
+    assert_eq!(got.updated_at, first.updated_at, "usage is not an update");
+    let got = store.get_key(account.id, second.id).await.expect("get").expect("second");
+    assert_eq!((got.last_used_at, got.last_used_ip), (Some(t), Some(ip("198.51.100.1"))));
+    let got = store.get_key(account.id, untouched.id).await.expect("get").expect("untouched");
+    assert_eq!((got.last_used_at, got.last_used_ip), (None, None));
+
+    // An older batch arriving late does not move the time back.
+    store.record_key_usage(&[KeyUsage { key_id: first.id, at: t, ip: ip("192.0.2.1") }]).await.expect("record late");
+    let got = store.get_key(account.id, first.id).await.expect("get").expect("first");
+    assert_eq!((got.last_used_at, got.last_used_ip), (Some(t + Duration::seconds(5)), Some(ip("2001:db8::7"))));
+
+    // Nor does a settings update carrying a stale copy of the key.
+    let mut stale = first.clone();
+    stale.name = "renamed".to_owned();
+    store.update_key(&stale, &audit(account.id, "api_key.updated", "x")).await.expect("update");
+    let got = store.get_key(account.id, first.id).await.expect("get").expect("first");
+    assert_eq!(got.name, "renamed");
+    assert_eq!(got.last_used_at, Some(t + Duration::seconds(5)));
+
+    // Usage is not audited and does not flood the change feed (only the update above counts).
+    assert_eq!(store.changes_since(seq_before, 100).await.expect("changes").len(), 1);
+    assert_eq!(all_audit(&store, account.id).await.len(), audit_before.len() + 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tenants.
+
+both_backends!(tenant_round_trips_and_external_ids_are_unique_per_account);
+async fn tenant_round_trips_and_external_ids_are_unique_per_account(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let (other, _) = seed_account(&store, "Other").await;
+
+    let mut tenant = new_tenant(account.id, "Customer One", Some("crm-1"));
+    tenant.metadata = metadata(json!({"plan": "gold", "seats": 12, "tags": ["a", "b"]}));
+    tenant.created_at = ts("2026-01-01T00:00:00Z");
+    tenant.updated_at = ts("2026-01-02T00:00:00Z");
+    store.create_tenant(&tenant, &audit(account.id, "tenant.created", "t")).await.expect("create");
+    assert_eq!(store.get_tenant(account.id, tenant.id).await.expect("get"), Some(tenant.clone()));
+
+    let changes_before = all_changes(&store).await;
+    let clash = new_tenant(account.id, "Customer One again", Some("crm-1"));
+    let err = store.create_tenant(&clash, &audit(account.id, "tenant.created", "t")).await.expect_err("clash");
+    assert!(matches!(err, StoreError::Conflict("tenant_external_id")), "{err:?}");
+    assert_eq!(store.get_tenant(account.id, clash.id).await.expect("get"), None);
+    assert_eq!(all_changes(&store).await, changes_before);
+
+    // The same external id in another account, and any number of tenants without one, are fine.
+    let elsewhere = new_tenant(other.id, "Theirs", Some("crm-1"));
+    store.create_tenant(&elsewhere, &audit(other.id, "tenant.created", "t")).await.expect("other account");
+    let anon1 = new_tenant(account.id, "No external id", None);
+    let anon2 = new_tenant(account.id, "No external id either", None);
+    store.create_tenant(&anon1, &audit(account.id, "tenant.created", "t")).await.expect("anon 1");
+    store.create_tenant(&anon2, &audit(account.id, "tenant.created", "t")).await.expect("anon 2");
+    assert_eq!(store.get_tenant(account.id, anon2.id).await.expect("get"), Some(anon2.clone()));
+
+    // Updating into a taken external id is the same conflict; a free one is fine.
+    let mut renamed = anon1.clone();
+    renamed.external_id = Some("crm-1".to_owned());
+    let err = store.update_tenant(&renamed, &audit(account.id, "tenant.updated", "t")).await.expect_err("clash");
+    assert!(matches!(err, StoreError::Conflict("tenant_external_id")), "{err:?}");
+    renamed.external_id = Some("crm-2".to_owned());
+    renamed.name = "Renamed".to_owned();
+    renamed.status = AccountStatus::Suspended;
+    renamed.metadata = metadata(json!({"x": null}));
+    renamed.updated_at = ts("2026-04-04T04:04:04Z");
+    store.update_tenant(&renamed, &audit(account.id, "tenant.updated", "t")).await.expect("update");
+    assert_eq!(store.get_tenant(account.id, anon1.id).await.expect("get"), Some(renamed.clone()));
+
+    let mut got = store
+        .get_tenants(account.id, &[tenant.id, renamed.id, elsewhere.id, TenantId::generate()])
+        .await
+        .expect("get many");
+    got.sort_by_key(|t| t.id);
+    let mut expected = vec![tenant, renamed];
+    expected.sort_by_key(|t| t.id);
+    assert_eq!(got, expected);
+    assert!(store.get_tenants(account.id, &[]).await.expect("none").is_empty());
+}
+
+both_backends!(tenants_list_filters_and_pages);
+async fn tenants_list_filters_and_pages(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let (other, _) = seed_account(&store, "Other").await;
+    let mut ids = Vec::new();
+    let mut suspended = Vec::new();
+    for i in 0..5 {
+        let mut t = new_tenant(account.id, &format!("tenant {i}"), Some(&format!("ext-{i}")));
+        if i % 2 == 0 {
+            t.status = AccountStatus::Suspended;
+            suspended.push(t.id);
+        }
+        store.create_tenant(&t, &audit(account.id, "tenant.created", "t")).await.expect("create");
+        ids.push(t.id);
+    }
+    store
+        .create_tenant(&new_tenant(other.id, "theirs", Some("ext-1")), &audit(other.id, "tenant.created", "t"))
+        .await
+        .expect("create");
+
+    let list = |filter: TenantFilter, p: Page| {
+        let store = store.clone();
+        async move {
+            let tenants = store.list_tenants(account.id, &filter, &p).await.expect("list");
+            tenants.into_iter().map(|t| t.id).collect::<Vec<_>>()
+        }
+    };
+    let expected = newest_first(&ids);
+    assert_eq!(list(TenantFilter::default(), page(100)).await, expected);
+    let first = list(TenantFilter::default(), page(2)).await;
+    assert_eq!(first, expected[..2]);
+    assert_eq!(list(TenantFilter::default(), page_before(10, &first[1].to_string())).await, expected[2..]);
+
+    let by_status = TenantFilter { status: Some(AccountStatus::Suspended), ..TenantFilter::default() };
+    assert_eq!(list(by_status, page(100)).await, newest_first(&suspended));
+    let by_external = TenantFilter { external_id: Some("ext-1".to_owned()), ..TenantFilter::default() };
+    assert_eq!(list(by_external, page(100)).await, vec![ids[1]]);
+    let both = TenantFilter { status: Some(AccountStatus::Suspended), external_id: Some("ext-1".to_owned()) };
+    assert!(list(both, page(100)).await.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scoping.
+
+both_backends!(another_accounts_objects_do_not_exist);
+async fn another_accounts_objects_do_not_exist(store: Arc<dyn Store>) {
+    let (a, a_key) = seed_account(&store, "A").await;
+    let (b, _) = seed_account(&store, "B").await;
+    let a_tenant = new_tenant(a.id, "A's tenant", Some("x"));
+    store.create_tenant(&a_tenant, &audit(a.id, "tenant.created", "t")).await.expect("tenant");
+
+    assert_eq!(store.get_key(b.id, a_key.id).await.expect("get"), None);
+    assert_eq!(store.get_tenant(b.id, a_tenant.id).await.expect("get"), None);
+    assert!(store.get_tenants(b.id, &[a_tenant.id]).await.expect("get many").is_empty());
+    assert!(!key_ids(&store, b.id, KeyFilter::default()).await.contains(&a_key.id));
+    assert!(store.list_tenants(b.id, &TenantFilter::default(), &page(100)).await.expect("list").is_empty());
+
+    // B cannot delete or change A's objects by naming them.
+    assert!(!store.delete_key(b.id, a_key.id, &audit(b.id, "api_key.deleted", "x")).await.expect("delete"));
+    assert_eq!(store.get_key(a.id, a_key.id).await.expect("get"), Some(a_key.clone()));
+    let mut hijack = a_key.clone();
+    hijack.account_id = b.id;
+    hijack.name = "hijacked".to_owned();
+    store.update_key(&hijack, &audit(b.id, "api_key.updated", "x")).await.expect("update finds nothing");
+    assert_eq!(store.get_key(a.id, a_key.id).await.expect("get"), Some(a_key));
+    let mut hijack = a_tenant.clone();
+    hijack.account_id = b.id;
+    hijack.name = "hijacked".to_owned();
+    store.update_tenant(&hijack, &audit(b.id, "tenant.updated", "x")).await.expect("update finds nothing");
+    assert_eq!(store.get_tenant(a.id, a_tenant.id).await.expect("get"), Some(a_tenant));
+    // Writes that changed nothing left no trace in B's log.
+    assert_eq!(all_audit(&store, b.id).await.len(), 1, "only B's own account.created");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit log.
+
+both_backends!(audit_events_round_trip_filter_and_page);
+async fn audit_events_round_trip_filter_and_page(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let (other, _) = seed_account(&store, "Other").await;
+    let key = new_key(account.id, "k");
+    let t0 = ts("2026-03-01T00:00:00Z");
+
+    let mut full = audit_at(account.id, "api_key.created", &key.id.to_string(), t0);
+    full.actor_type = "api_key".to_owned();
+    full.actor_id = "key_01J00000000000000000000000".to_owned();
+    full.ip = Some(ip("2001:db8::42"));
+    full.user_agent = Some("curl/8.5".to_owned());
+    full.request_id = Some("req_01J00000000000000000000000".to_owned());
+    full.changes = json!({"name": {"from": null, "to": "k"}, "scopes": ["a:read"], "n": 1});
+    store.create_key(&key, &full).await.expect("create");
+
+    let tenant = new_tenant(account.id, "t", None);
+    let later = audit_at(account.id, "tenant.created", &tenant.id.to_string(), t0 + Duration::hours(1));
+    store.create_tenant(&tenant, &later).await.expect("tenant");
+    let mut suspended = tenant.clone();
+    suspended.status = AccountStatus::Suspended;
+    let latest = audit_at(account.id, "tenant.suspended", &tenant.id.to_string(), t0 + Duration::hours(2));
+    store.update_tenant(&suspended, &latest).await.expect("suspend");
+
+    let events = all_audit(&store, account.id).await;
+    assert_eq!(events.len(), 4, "account.created + 3");
+    assert!(events.contains(&full), "every field round-trips");
+    let ids: Vec<_> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, newest_first(&ids));
+    assert!(!all_audit(&store, other.id).await.iter().any(|e| events.contains(e)), "scoped to the account");
+
+    let filtered = |filter: AuditFilter| {
+        let store = store.clone();
+        async move {
+            let events = store.list_audit_events(account.id, &filter, &page(100)).await.expect("list");
+            events.into_iter().map(|e| e.id).collect::<Vec<_>>()
+        }
+    };
+    let action = AuditFilter { action: Some("tenant.created".to_owned()), ..AuditFilter::default() };
+    assert_eq!(filtered(action).await, vec![later.id]);
+    let actor = AuditFilter { actor_id: Some(full.actor_id.clone()), ..AuditFilter::default() };
+    assert_eq!(filtered(actor).await, vec![full.id]);
+    let target = AuditFilter { target_id: Some(tenant.id.to_string()), ..AuditFilter::default() };
+    assert_eq!(filtered(target).await, newest_first(&[later.id, latest.id]));
+    // since is inclusive, until exclusive.
+    let window = AuditFilter { since: Some(t0), until: Some(t0 + Duration::hours(2)), ..AuditFilter::default() };
+    assert_eq!(filtered(window).await, newest_first(&[full.id, later.id]));
+    let window = AuditFilter {
+        since: Some(t0 + Duration::hours(1)),
+        until: Some(t0 + Duration::hours(1) + Duration::seconds(1)),
+        ..AuditFilter::default()
+    };
+    assert_eq!(filtered(window).await, vec![later.id]);
+    let combined = AuditFilter {
+        action: Some("tenant.suspended".to_owned()),
+        target_id: Some(tenant.id.to_string()),
+        since: Some(t0),
+        ..AuditFilter::default()
+    };
+    assert_eq!(filtered(combined).await, vec![latest.id]);
+
+    let first = store.list_audit_events(account.id, &AuditFilter::default(), &page(3)).await.expect("page 1");
+    assert_eq!(first.iter().map(|e| e.id).collect::<Vec<_>>(), ids[..3]);
+    let rest = store
+        .list_audit_events(account.id, &AuditFilter::default(), &page_before(3, &first[2].id.to_string()))
+        .await
+        .expect("page 2");
+    assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), ids[3..]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Change feed.
+
+both_backends!(every_write_appends_to_the_change_feed_in_order);
+async fn every_write_appends_to_the_change_feed_in_order(store: Arc<dyn Store>) {
+    assert_eq!(store.latest_change().await.expect("latest"), 0);
+    assert!(store.changes_since(0, 100).await.expect("changes").is_empty());
+
+    let (mut account, initial) = seed_account(&store, "Acme").await;
+    let key = new_key(account.id, "k");
+    create_key(&store, &key).await;
+    let mut updated = key.clone();
+    updated.revoked_at = Some(time::now());
+    store.update_key(&updated, &audit(account.id, "api_key.revoked", "k")).await.expect("revoke");
+    let tenant = new_tenant(account.id, "t", None);
+    store.create_tenant(&tenant, &audit(account.id, "tenant.created", "t")).await.expect("tenant");
+    store.update_tenant(&tenant, &audit(account.id, "tenant.updated", "t")).await.expect("tenant update");
+    account.name = "Renamed".to_owned();
+    store.update_account(&account, &audit(account.id, "account.updated", "a")).await.expect("account update");
+    store.delete_key(account.id, key.id, &audit(account.id, "api_key.deleted", "k")).await.expect("delete");
+
+    let changes = all_changes(&store).await;
+    let seqs: Vec<i64> = changes.iter().map(|c| c.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "ascending seq: {seqs:?}");
+    assert!(changes.iter().all(|c| c.account_id == account.id));
+    let what: Vec<(ChangeKind, String)> = changes.iter().map(|c| (c.kind, c.entity_id.clone())).collect();
+    let (a, i, k, t) = (account.id.to_string(), initial.id.to_string(), key.id.to_string(), tenant.id.to_string());
+    // create_account writes both of its rows in one transaction, in either order.
+    let mut created: Vec<_> = what[..2].to_vec();
+    created.sort_by_key(|(k, e)| (k.as_str(), e.clone()));
+    assert_eq!(created, vec![(ChangeKind::Account, a.clone()), (ChangeKind::ApiKey, i)]);
+    assert_eq!(
+        what[2..],
+        [
+            (ChangeKind::ApiKey, k.clone()),
+            (ChangeKind::ApiKey, k.clone()),
+            (ChangeKind::Tenant, t.clone()),
+            (ChangeKind::Tenant, t),
+            (ChangeKind::Account, a),
+            (ChangeKind::ApiKey, k),
+        ]
+    );
+    assert_eq!(store.latest_change().await.expect("latest"), *seqs.last().expect("some changes"));
+
+    // Paging through the feed.
+    let first = store.changes_since(0, 3).await.expect("first 3");
+    assert_eq!(first, changes[..3]);
+    let rest = store.changes_since(first[2].seq, 100).await.expect("rest");
+    assert_eq!(rest, changes[3..]);
+    assert!(store.changes_since(*seqs.last().expect("some"), 100).await.expect("none").is_empty());
+}
+
+both_backends!(old_changes_are_purged_by_time);
+async fn old_changes_are_purged_by_time(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let t0 = ts("2026-01-01T00:00:00Z");
+    let mut seqs = Vec::new();
+    for hours in [0, 1, 2] {
+        let tenant = new_tenant(account.id, "t", None);
+        let at = t0 + Duration::hours(hours);
+        store.create_tenant(&tenant, &audit_at(account.id, "tenant.created", "t", at)).await.expect("create");
+        let latest = store.latest_change().await.expect("latest");
+        let change = store.changes_since(latest - 1, 1).await.expect("change").pop().expect("the new change");
+        assert_eq!(change.at, at, "a change is stamped with its audit event's time");
+        seqs.push(latest);
+    }
+    let latest = store.latest_change().await.expect("latest");
+
+    assert_eq!(store.purge_changes(t0 - Duration::days(1)).await.expect("purge none"), 0);
+    // `before` is exclusive: the change at exactly t0 + 1h stays. (seed_account's changes are
+    // stamped now, after 2026-01-01, so they stay too.)
+    assert_eq!(store.purge_changes(t0 + Duration::hours(1)).await.expect("purge"), 1);
+    let left: Vec<i64> = all_changes(&store).await.iter().map(|c| c.seq).collect();
+    assert!(!left.contains(&seqs[0]));
+    assert!(left.contains(&seqs[1]) && left.contains(&seqs[2]));
+    assert_eq!(store.latest_change().await.expect("latest"), latest);
+
+    // Purging everything never lets a seq be handed out twice.
+    store.purge_changes(time::now() + Duration::days(1)).await.expect("purge all");
+    assert!(all_changes(&store).await.is_empty());
+    let tenant = new_tenant(account.id, "t", None);
+    store.create_tenant(&tenant, &audit(account.id, "tenant.created", "t")).await.expect("create");
+    assert!(store.latest_change().await.expect("latest") > latest);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store itself.
+
+both_backends!(migrations_are_idempotent_and_ping_works);
+async fn migrations_are_idempotent_and_ping_works(store: Arc<dyn Store>) {
+    store.migrate().await.expect("migrate again");
+    store.migrate().await.expect("and again");
+    store.ping().await.expect("ping");
+    assert!(["sqlite", "postgres"].contains(&store.backend()));
+    // The data survives re-running migrations.
+    let (account, _) = seed_account(&store, "Acme").await;
+    store.migrate().await.expect("migrate with data");
+    assert!(store.get_account(account.id).await.expect("get").is_some());
+}
+
+both_backends!(a_closed_store_is_unavailable);
+async fn a_closed_store_is_unavailable(store: Arc<dyn Store>) {
+    store.ping().await.expect("ping");
+    store.close().await;
+    let err = store.ping().await.expect_err("closed");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    let err = store.get_account(AccountId::generate()).await.expect_err("closed");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn connect_refuses_an_unknown_scheme() {
+    match connect("mysql://x").await {
+        Err(ConnectError::UnknownScheme(scheme)) => assert_eq!(scheme, "mysql"),
+        Err(other) => panic!("expected UnknownScheme, got {other:?}"),
+        Ok(_) => panic!("mysql:// must be refused"),
+    }
+    assert!(matches!(connect("keygate.db").await, Err(ConnectError::NotAUrl)));
+}
+
+#[tokio::test]
+async fn connect_reports_an_unopenable_sqlite_file() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("missing-dir").join("keygate.db").display());
+    assert!(matches!(connect(&url).await, Err(ConnectError::Open(_))));
+}
+
+#[tokio::test]
+async fn an_in_memory_sqlite_store_works() {
+    let store = connect("sqlite::memory:").await.expect("open in memory");
+    assert_eq!(store.backend(), "sqlite");
+    let (account, key) = seed_account(&store, "Acme").await;
+    assert_eq!(store.get_key(account.id, key.id).await.expect("get"), Some(key));
+    // Concurrent callers share the one connection without deadlocking.
+    let reads = (0..8).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.get_account(account.id).await })
+    });
+    for read in reads {
+        assert!(read.await.expect("join").expect("read").is_some());
+    }
+}
+
+#[tokio::test]
+async fn the_sqlite_file_holds_the_hash_never_the_plaintext() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("keygate.db").display());
+    let store = connect(&url).await.expect("open");
+    let account = new_account("Acme");
+    let (key, plaintext) = new_key_with_plaintext(account.id, "secret holder");
+    store.create_account(&account, &key, &audit(account.id, "account.created", "x")).await.expect("create");
+    let (rolled, rolled_plaintext) = new_key_with_plaintext(account.id, "rolled");
+    store.roll_key(&key, &rolled, &audit(account.id, "api_key.rolled", "x")).await.expect("roll");
+
+    // Look at every file SQLite wrote (the database, its WAL and shared memory), open and after
+    // closing.
+    let check = |dir: &Path| {
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("list the directory") {
+            all.extend(std::fs::read(entry.expect("an entry").path()).expect("read a database file"));
+        }
+        for (stored, secret) in [(&key, &plaintext), (&rolled, &rolled_plaintext)] {
+            assert!(!contains(&all, secret.expose().as_bytes()), "plaintext found on disk");
+            // The body alone must not be there either (e.g. stored without its prefix).
+            let body = &secret.expose()[8..];
+            assert!(!contains(&all, body.as_bytes()), "key body found on disk");
+            assert!(contains(&all, stored.hash.as_bytes()), "the hash is what is stored");
+        }
+    };
+    check(dir.path());
+    store.close().await;
+    check(dir.path());
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn sqlite_store_can_be_opened_directly() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("direct.db").display());
+    let store = SqliteStore::open(&url).await.expect("open");
+    store.migrate().await.expect("migrate");
+    store.migrate().await.expect("migrate twice");
+    assert!(dir.path().join("direct.db").exists(), "the file is created");
+    store.ping().await.expect("ping");
+}
+
+#[test]
+fn test_database_urls_are_rewritten() {
+    assert_eq!(with_database("postgres://u@h:5432/test", "x"), "postgres://u@h:5432/x");
+    assert_eq!(with_database("postgres://u@h/test?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+    assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency.
+
+both_backends!(concurrent_writers_all_land_and_a_follower_misses_none);
+async fn concurrent_writers_all_land_and_a_follower_misses_none(store: Arc<dyn Store>) {
+    const WRITERS: usize = 8;
+    const KEYS_EACH: usize = 5;
+    let (account, _) = seed_account(&store, "Acme").await;
+    let start = store.latest_change().await.expect("latest");
+
+    // A follower polls the feed while the writers run, as another node would.
+    let done = Arc::new(tokio::sync::Notify::new());
+    let follower = {
+        let (store, done) = (store.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut seen: Vec<Change> = Vec::new();
+            let mut after = start;
+            let mut finished = false;
+            loop {
+                let batch = store.changes_since(after, 7).await.expect("poll");
+                if let Some(last) = batch.last() {
+                    after = last.seq;
+                } else if finished {
+                    return seen;
+                }
+                seen.extend(batch);
+                if !finished {
+                    tokio::select! {
+                        () = done.notified() => finished = true,
+                        () = tokio::time::sleep(std::time::Duration::from_millis(2)) => {}
+                    }
+                }
+            }
+        })
+    };
+
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..KEYS_EACH {
+                    let key = new_key(account.id, &format!("writer {w} key {i}"));
+                    create_key(&store, &key).await;
+                    store
+                        .record_key_usage(&[KeyUsage { key_id: key.id, at: time::now(), ip: ip("192.0.2.1") }])
+                        .await
+                        .expect("usage");
+                    ids.push(key.id);
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut written = Vec::new();
+    for writer in writers {
+        written.extend(writer.await.expect("writer"));
+    }
+    done.notify_one();
+    let seen = follower.await.expect("follower");
+
+    assert_eq!(written.len(), WRITERS * KEYS_EACH);
+    for id in &written {
+        assert!(store.get_key(account.id, *id).await.expect("get").is_some());
+    }
+    let feed = store.changes_since(start, 1000).await.expect("feed");
+    assert_eq!(feed.len(), written.len());
+    assert_eq!(seen, feed, "the follower saw every change once, in order");
+}
