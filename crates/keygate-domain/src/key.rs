@@ -206,7 +206,7 @@ impl KeyHash {
         &self.0
     }
 
-    /// Lower-case hex, as stored.
+    /// Lower-case hex (for logs of non-secret digests and tests; the store keeps raw bytes).
     #[must_use]
     pub fn to_hex(&self) -> String {
         use fmt::Write;

@@ -5,6 +5,7 @@
 //! authorization policy (SPEC §3 checks 2–10). No database, no HTTP, no clock: callers pass
 //! `now` in. That keeps the rules unit-testable and benchmarkable alone.
 
+pub mod gcra;
 pub mod ids;
 pub mod ip;
 pub mod key;

@@ -60,7 +60,8 @@ impl AuthFailure {
 #[derive(Debug, Clone, Copy)]
 pub struct RequestFacts {
     pub now: Timestamp,
-    pub client_ip: IpAddr,
+    /// `None` when unknown (a verify call that names no IP): then any allowlist refuses.
+    pub client_ip: Option<IpAddr>,
 }
 
 /// Checks 4–8: revoked, expired, account active, account allowlist, key allowlist.
@@ -77,11 +78,12 @@ pub fn check_key(key: &ApiKey, account: &Account, facts: RequestFacts) -> Result
     if account.status != AccountStatus::Active {
         return Err(AuthFailure::AccountSuspended);
     }
-    if !account.allowed_ips.is_empty() && !ip::contains(&account.allowed_ips, facts.client_ip) {
+    let allowed = |list: &[ipnet::IpNet]| facts.client_ip.is_some_and(|ip| ip::contains(list, ip));
+    if !account.allowed_ips.is_empty() && !allowed(&account.allowed_ips) {
         return Err(AuthFailure::IpNotAllowed);
     }
-    if let Some(allowed) = &key.allowed_ips
-        && !ip::contains(allowed, facts.client_ip)
+    if let Some(list) = &key.allowed_ips
+        && !allowed(list)
     {
         return Err(AuthFailure::IpNotAllowed);
     }
@@ -182,7 +184,7 @@ mod tests {
     }
 
     fn facts(ip: &str) -> RequestFacts {
-        RequestFacts { now: time::now(), client_ip: ip.parse().unwrap_or_else(|_| panic!("{ip}")) }
+        RequestFacts { now: time::now(), client_ip: Some(ip.parse().unwrap_or_else(|_| panic!("{ip}"))) }
     }
 
     fn code(r: Result<(), AuthFailure>) -> &'static str {
@@ -238,6 +240,9 @@ mod tests {
         assert_eq!(code(check_key(&k, &a, facts("10.2.0.1"))), "ip_not_allowed");
         assert_eq!(code(check_key(&k, &a, facts("11.1.2.3"))), "ip_not_allowed");
         assert_eq!(code(check_key(&k, &a, facts("::ffff:10.1.2.3"))), "ok");
+        let unknown_ip = RequestFacts { client_ip: None, ..facts("10.1.2.3") };
+        assert_eq!(code(check_key(&k, &a, unknown_ip)), "ip_not_allowed", "an unknown IP is in no allowlist");
+        assert_eq!(code(check_key(&key(&account()), &account(), unknown_ip)), "ok", "no allowlist, no IP needed");
     }
 
     #[test]

@@ -2,8 +2,13 @@
 //!
 //! Order matters and is the contract: credential present (1), well-formed with a good checksum
 //! (2, no store access), known (3, same answer as 2), then the pure policy checks 4–8. Scope (9)
-//! and tenant (10) depend on the endpoint, so handlers ask for them through [`Caller`].
+//! is stated per handler through [`Scoped`]; tenant (10) where a request names a tenant.
+//!
+//! Before any of it, an IP that has failed too often is refused (429
+//! `too_many_failed_attempts`) without touching the store. Known keys come from the credential
+//! cache ([`crate::cache`]), which revocations evict before they are acknowledged.
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Deref;
@@ -13,18 +18,29 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use ipnet::IpNet;
+use keygate_domain::key::{KeyFormat, KeyHasher};
 use keygate_domain::model::{Account, Actor, ApiKey};
 use keygate_domain::policy::{self, AuthFailure, RequestFacts};
 use keygate_domain::{Scope, time};
+use keygate_store::Store;
 
+use crate::cache::{Cache, Credential};
 use crate::config::Settings;
 use crate::error::{ApiError, current_request_id};
 use crate::services::Principal;
-use crate::state::{AppState, Keygate};
+use crate::state::AppState;
+use crate::throttle::FailureThrottle;
+use crate::usage::UsageRecorder;
 
-/// Checks credentials against the store.
+/// Checks credentials: format, cache/store, policy.
 pub struct Authenticator {
-    keygate: Arc<Keygate>,
+    key_format: KeyFormat,
+    hasher: KeyHasher,
+    cache: Arc<Cache>,
+    /// The undecorated store, read on cache misses.
+    store: Arc<dyn Store>,
+    throttle: FailureThrottle,
+    usage: Arc<UsageRecorder>,
     trusted_proxies: Vec<IpNet>,
     allow_query_key: bool,
 }
@@ -38,10 +54,32 @@ pub enum CredentialSource {
     Query,
 }
 
+/// The result of evaluating a presented key: the key if it is known, and the first failing
+/// check of 2–8 if any.
+pub struct Evaluation {
+    pub credential: Option<Credential>,
+    pub outcome: Result<(), AuthFailure>,
+}
+
 impl Authenticator {
     #[must_use]
-    pub fn new(keygate: Arc<Keygate>, settings: &Settings) -> Self {
-        Self { keygate, trusted_proxies: settings.trusted_proxies.clone(), allow_query_key: settings.allow_query_key }
+    pub fn new(
+        settings: &Settings,
+        hasher: KeyHasher,
+        cache: Arc<Cache>,
+        store: Arc<dyn Store>,
+        usage: Arc<UsageRecorder>,
+    ) -> Self {
+        Self {
+            key_format: settings.key_format.clone(),
+            hasher,
+            cache,
+            store,
+            throttle: FailureThrottle::new(settings.max_failed_attempts_per_minute),
+            usage,
+            trusted_proxies: settings.trusted_proxies.clone(),
+            allow_query_key: settings.allow_query_key,
+        }
     }
 
     /// The client's IP per SPEC §3: the peer, or the right-most untrusted `X-Forwarded-For` hop
@@ -63,9 +101,9 @@ impl Authenticator {
         &self,
         headers: &'a HeaderMap,
         query: Option<&'a str>,
-    ) -> Result<(std::borrow::Cow<'a, str>, CredentialSource), ApiError> {
-        let mut found: Option<(std::borrow::Cow<'a, str>, CredentialSource)> = None;
-        let mut offer = |value: std::borrow::Cow<'a, str>, source| -> Result<(), ApiError> {
+    ) -> Result<(Cow<'a, str>, CredentialSource), ApiError> {
+        let mut found: Option<(Cow<'a, str>, CredentialSource)> = None;
+        let mut offer = |value: Cow<'a, str>, source| -> Result<(), ApiError> {
             match &found {
                 Some((existing, _)) if *existing != value => Err(AuthFailure::AmbiguousCredentials.into()),
                 Some(_) => Ok(()),
@@ -79,11 +117,11 @@ impl Authenticator {
             let v = v.to_str().map_err(|_| AuthFailure::InvalidKey)?;
             let token =
                 v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).ok_or(AuthFailure::InvalidKey)?;
-            offer(std::borrow::Cow::Borrowed(token.trim()), CredentialSource::Bearer)?;
+            offer(Cow::Borrowed(token.trim()), CredentialSource::Bearer)?;
         }
         for v in headers.get_all("x-api-key") {
             let v = v.to_str().map_err(|_| AuthFailure::InvalidKey)?;
-            offer(std::borrow::Cow::Borrowed(v.trim()), CredentialSource::ApiKeyHeader)?;
+            offer(Cow::Borrowed(v.trim()), CredentialSource::ApiKeyHeader)?;
         }
         if self.allow_query_key
             && let Some(q) = query
@@ -97,26 +135,57 @@ impl Authenticator {
         found.ok_or_else(|| AuthFailure::MissingKey.into())
     }
 
-    /// Checks 2–8 for a presented credential.
+    /// Checks 2–8 for a presented key, with no side effects but filling the cache.
     ///
     /// # Errors
-    /// The first failing check; `service_unavailable` when the store cannot answer.
-    pub async fn verify(&self, presented: &str, client_ip: IpAddr) -> Result<(ApiKey, Account), ApiError> {
-        let (plaintext, _env) =
-            self.keygate.key_format.parse(presented).map_err(|_| ApiError::Auth(AuthFailure::InvalidKey))?;
-        let hash = self.keygate.hasher.hash(&plaintext);
-        let (key, account) =
-            self.keygate.store.find_key_by_hash(&hash).await?.ok_or(ApiError::Auth(AuthFailure::InvalidKey))?;
-        policy::check_key(&key, &account, RequestFacts { now: time::now(), client_ip })?;
-        Ok((key, account))
+    /// Only when the store cannot answer a cache miss.
+    pub async fn evaluate(&self, presented: &str, client_ip: Option<IpAddr>) -> Result<Evaluation, ApiError> {
+        let Ok((plaintext, _env)) = self.key_format.parse(presented) else {
+            return Ok(Evaluation { credential: None, outcome: Err(AuthFailure::InvalidKey) });
+        };
+        let hash = self.hasher.hash(&plaintext);
+        let Some(credential) = self.cache.credential(&hash, &*self.store).await? else {
+            return Ok(Evaluation { credential: None, outcome: Err(AuthFailure::InvalidKey) });
+        };
+        let outcome = policy::check_key(&credential.0, &credential.1, RequestFacts { now: time::now(), client_ip });
+        Ok(Evaluation { credential: Some(credential), outcome })
+    }
+
+    /// Authenticates a request's own credential: throttle, checks 2–8, failure accounting and
+    /// usage recording.
+    ///
+    /// # Errors
+    /// 429 for a throttled IP, else the first failing check.
+    pub async fn authenticate(&self, presented: &str, client_ip: IpAddr) -> Result<Credential, ApiError> {
+        if let Some(retry_after) = self.throttle.blocked(client_ip) {
+            return Err(ApiError::TooManyFailedAttempts { retry_after });
+        }
+        let Evaluation { credential, outcome } = self.evaluate(presented, Some(client_ip)).await?;
+        match (credential, outcome) {
+            (Some(credential), Ok(())) => {
+                self.usage.record(credential.0.id, client_ip);
+                Ok(credential)
+            }
+            (_, Err(failure)) => {
+                if matches!(failure, AuthFailure::InvalidKey | AuthFailure::Revoked | AuthFailure::Expired) {
+                    self.throttle.record_failure(client_ip);
+                }
+                Err(failure.into())
+            }
+            (None, Ok(())) => Err(AuthFailure::InvalidKey.into()),
+        }
+    }
+
+    /// Records a use of a key verified on behalf of another service.
+    pub fn record_usage(&self, credential: &Credential, ip: IpAddr) {
+        self.usage.record(credential.0.id, ip);
     }
 }
 
 /// An authenticated request: the key, its account, and the request's facts for audit records.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Caller {
-    pub key: Arc<ApiKey>,
-    pub account: Arc<Account>,
+    pub credential: Credential,
     pub client_ip: IpAddr,
     pub user_agent: Option<String>,
     pub request_id: Option<String>,
@@ -124,25 +193,36 @@ pub struct Caller {
 }
 
 impl Caller {
+    #[must_use]
+    pub fn key(&self) -> &ApiKey {
+        &self.credential.0
+    }
+
+    #[must_use]
+    pub fn account(&self) -> &Account {
+        &self.credential.1
+    }
+
     /// Check 9: the key holds `scope`.
     ///
     /// # Errors
     /// `insufficient_scope` naming the scope.
     pub fn require(&self, scope: &str) -> Result<&Self, ApiError> {
         let required: Scope = scope.parse().map_err(|_| ApiError::Internal(format!("bad scope literal {scope}")))?;
-        policy::check_scope(&self.key, &self.account, &required)?;
+        policy::check_scope(self.key(), self.account(), &required)?;
         Ok(self)
     }
 
     /// Who is acting, with the bounds a no-escalation check compares against.
     #[must_use]
     pub fn principal(&self) -> Principal {
+        let key = self.key();
         Principal {
-            account: (*self.account).clone(),
-            actor: Actor::ApiKey(self.key.id),
-            scopes: self.key.scopes.clone(),
-            tenant_ids: self.key.tenant_ids.clone(),
-            max_rate_limit: Some(self.key.rate_limit_per_minute),
+            account: self.account().clone(),
+            actor: Actor::ApiKey(key.id),
+            scopes: key.scopes.clone(),
+            tenant_ids: key.tenant_ids.clone(),
+            max_rate_limit: Some(key.rate_limit_per_minute),
             ip: Some(self.client_ip),
             user_agent: self.user_agent.clone(),
             request_id: self.request_id.clone(),
@@ -158,11 +238,10 @@ impl FromRequestParts<AppState> for Caller {
         let auth = &state.auth;
         let client_ip = auth.client_ip(peer, &parts.headers);
         let (presented, source) = auth.credential(&parts.headers, parts.uri.query())?;
-        let (key, account) = auth.verify(&presented, client_ip).await?;
-        crate::middleware::note_caller(account.id, key.id, client_ip, source == CredentialSource::Query);
+        let credential = auth.authenticate(&presented, client_ip).await?;
+        crate::middleware::note_caller(credential.1.id, credential.0.id, client_ip, source == CredentialSource::Query);
         Ok(Self {
-            key: Arc::new(key),
-            account: Arc::new(account),
+            credential,
             client_ip,
             user_agent: parts
                 .headers

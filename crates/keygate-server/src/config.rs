@@ -59,11 +59,20 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Accept the deprecated `appid` query parameter as a credential.
     pub allow_query_key: bool,
+    /// Failed authentications per minute tolerated from one IP before it gets 429
+    /// `too_many_failed_attempts` (burst of this many, then refilling smoothly).
+    pub max_failed_attempts_per_minute: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { allow_query_key: false, max_failed_attempts_per_minute: 30 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +155,7 @@ pub struct Settings {
     pub catalog: Catalog,
     pub limits: Limits,
     pub allow_query_key: bool,
+    pub max_failed_attempts_per_minute: u32,
     pub max_body_bytes: usize,
     pub log_format: LogFormat,
 }
@@ -188,6 +198,9 @@ impl Config {
         if l.default_account_rate_limit_per_minute == 0 {
             errors.push("limits.default_account_rate_limit_per_minute must be at least 1".into());
         }
+        if self.auth.max_failed_attempts_per_minute == 0 {
+            errors.push("auth.max_failed_attempts_per_minute must be at least 1".into());
+        }
         if self.max_body_bytes < 1024 {
             errors.push("max_body_bytes must be at least 1024".into());
         }
@@ -209,6 +222,7 @@ impl Config {
                     default_account_rate_limit_per_minute: l.default_account_rate_limit_per_minute,
                 },
                 allow_query_key: self.auth.allow_query_key,
+                max_failed_attempts_per_minute: self.auth.max_failed_attempts_per_minute,
                 max_body_bytes: self.max_body_bytes,
                 log_format: self.log_format,
             }),

@@ -70,6 +70,9 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("{0}")]
     InvalidRequest(String),
+    /// Too many failed authentications from this IP; retry after that many seconds.
+    #[error("too many failed attempts")]
+    TooManyFailedAttempts { retry_after: u64 },
     /// The object does not exist for this caller (also: it belongs to another account).
     #[error("no such {0}")]
     NotFound(&'static str),
@@ -126,6 +129,7 @@ impl ApiError {
             Self::Escalation { .. } => StatusCode::FORBIDDEN,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::TooManyFailedAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -143,6 +147,7 @@ impl ApiError {
             Self::Escalation { .. } => "insufficient_scope",
             Self::Validation(_) => "validation_failed",
             Self::InvalidRequest(_) => "invalid_request",
+            Self::TooManyFailedAttempts { .. } => "too_many_failed_attempts",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge(_) => "payload_too_large",
@@ -182,6 +187,9 @@ impl ApiError {
             },
             Self::InvalidRequest(m) | Self::Conflict(m) => m.clone(),
             Self::NotFound(what) => format!("No such {what}."),
+            Self::TooManyFailedAttempts { retry_after } => {
+                format!("Too many failed authentication attempts from this IP address; retry in {retry_after} s.")
+            }
             Self::PayloadTooLarge(limit) => format!("The request body is larger than the limit of {limit} bytes."),
             Self::RouteNotFound => "No route matches this method and path.".into(),
             Self::MethodNotAllowed => "This path does not accept this method.".into(),
@@ -238,8 +246,14 @@ impl IntoResponse for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"keygate\""));
         }
-        if matches!(self, Self::Unavailable(_)) {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match &self {
+            Self::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::TooManyFailedAttempts { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            _ => {}
         }
         response.extensions_mut().insert(ErrorCode(self.code()));
         response

@@ -7,13 +7,18 @@
 //! real server on `127.0.0.1:0` in three lines.
 
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod follower;
+pub mod metrics;
 pub mod middleware;
 pub mod routes;
 pub mod services;
 pub mod state;
+pub mod throttle;
+pub mod usage;
 pub mod views;
 
 use std::future::Future;

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -61,6 +61,7 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let started = Instant::now();
     let facts = RequestFacts::default();
     let (mut response, facts) = REQUEST_FACTS
@@ -79,7 +80,10 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     }
     let status = response.status().as_u16();
     let code = response.extensions().get::<ErrorCode>().map_or("ok", |c| c.0);
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed().as_secs_f64();
+    let latency_ms = elapsed * 1000.0;
+    metrics::counter!("keygate_requests_total", "outcome" => code, "route" => route.clone()).increment(1);
+    metrics::histogram!("keygate_request_duration_seconds").record(elapsed);
     let (account_id, key_id, client_ip) =
         caller.map_or((None, None, peer), |(a, k, ip)| (Some(a.to_string()), Some(k.to_string()), Some(ip)));
     tracing::info!(

@@ -1,16 +1,32 @@
 //! What handlers and use cases share: the store, the key format and hasher, the catalog, limits.
 //!
 //! [`Keygate`] is everything the use cases (`services`) need; the CLI builds one too, so the
-//! command line and the HTTP API run the same code. [`AppState`] adds what only HTTP needs.
+//! command line and the HTTP API run the same code. [`AppState`] adds what only a server needs:
+//! the credential cache in front of the store, the authenticator, and the background tasks
+//! (change-log follower, usage flusher, change-log purge), which [`AppState::shutdown`] stops.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use chrono::Duration as ChronoDuration;
 use keygate_domain::key::{HashSecret, KeyFormat, KeyHasher};
 use keygate_domain::scope::Catalog;
+use keygate_domain::time;
 use keygate_store::Store;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::auth::Authenticator;
+use crate::cache::{Cache, CacheConfig, CachedStore};
 use crate::config::{Limits, Settings};
+use crate::follower;
+use crate::usage::UsageRecorder;
+
+/// How often the change log is polled: revocations elsewhere reach this node within about this
+/// long plus one query.
+pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
+/// How long change-log rows are kept.
+pub const CHANGE_RETENTION: ChronoDuration = ChronoDuration::hours(1);
 
 /// The use cases' dependencies.
 pub struct Keygate {
@@ -40,13 +56,59 @@ pub struct AppState {
     pub keygate: Arc<Keygate>,
     pub auth: Arc<Authenticator>,
     pub max_body_bytes: usize,
+    background: Arc<Background>,
+}
+
+struct Background {
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl AppState {
+    /// Puts the credential cache in front of `keygate.store` and starts the background tasks.
+    /// Must be called within a Tokio runtime.
     #[must_use]
-    pub fn new(keygate: Keygate, settings: &Settings) -> Self {
-        let keygate = Arc::new(keygate);
-        let auth = Arc::new(Authenticator::new(Arc::clone(&keygate), settings));
-        Self { keygate, auth, max_body_bytes: settings.max_body_bytes }
+    pub fn new(mut keygate: Keygate, settings: &Settings) -> Self {
+        let raw = Arc::clone(&keygate.store);
+        let cache = Arc::new(Cache::new(CacheConfig::default()));
+        keygate.store = Arc::new(CachedStore::new(Arc::clone(&raw), Arc::clone(&cache)));
+        let usage = Arc::new(UsageRecorder::default());
+        let auth = Arc::new(Authenticator::new(
+            settings,
+            keygate.hasher.clone(),
+            Arc::clone(&cache),
+            Arc::clone(&raw),
+            Arc::clone(&usage),
+        ));
+        let (stop, stopped) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(follower::follow(Arc::clone(&raw), cache, FOLLOW_INTERVAL, stopped.clone())),
+            tokio::spawn(usage.run(Arc::clone(&raw), stopped.clone())),
+            tokio::spawn(purge_changes(raw, stopped)),
+        ];
+        Self {
+            keygate: Arc::new(keygate),
+            auth,
+            max_body_bytes: settings.max_body_bytes,
+            background: Arc::new(Background { stop, tasks: Mutex::new(tasks) }),
+        }
+    }
+
+    /// Stops the background tasks, flushing pending usage. Call after the server has stopped.
+    pub async fn shutdown(&self) {
+        let _ = self.background.stop.send(true);
+        let tasks = self.background.tasks.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Deletes change-log rows older than [`CHANGE_RETENTION`], every ten minutes.
+async fn purge_changes(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
+    while !follower::sleep_or_stop(&mut stop, Duration::from_secs(600)).await {
+        if let Err(e) = store.purge_changes(time::now() - CHANGE_RETENTION).await {
+            tracing::warn!(error = %e, "could not purge the change log");
+        }
     }
 }

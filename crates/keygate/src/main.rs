@@ -280,12 +280,14 @@ async fn serve(config: &Config, settings: &Settings) -> anyhow::Result<ExitCode>
     if keygate.store.operator_account().await?.is_none() {
         tracing::warn!("no operator account yet: run `keygate init` to create it and its first key");
     }
-    let app = keygate_server::app(AppState::new(keygate, settings));
+    let state = AppState::new(keygate, settings);
+    let app = keygate_server::app(state.clone());
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     tracing::info!(address = %listener.local_addr()?, database = %redacted_url(&settings.database_url), "keygate listening");
     keygate_server::serve(listener, app, shutdown_signal()).await?;
+    state.shutdown().await;
     tracing::info!("keygate stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -20,7 +20,7 @@ const OPERATOR: &str = "Accounts (operator)";
 /// The caller's own account.
 #[utoipa::path(get, path = "/v1/account", tag = OWN, responses((status = 200, body = AccountView)), security(("bearer" = [])))]
 pub async fn get_own_account(caller: Scoped<AccountRead>) -> Json<AccountView> {
-    Json(AccountView::from(&*caller.account))
+    Json(AccountView::from(caller.account()))
 }
 
 /// Change the caller's account name or IP allowlist. The rate limit is read-only here.

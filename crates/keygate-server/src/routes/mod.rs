@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod api_keys;
 pub mod system;
 pub mod tenants;
+pub mod verify;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -40,6 +41,7 @@ use crate::state::AppState;
         (name = "Accounts (operator)", description = "Partner accounts; operator keys only."),
         (name = "Audit", description = "Who did what."),
         (name = "Scopes", description = "The scope catalog."),
+        (name = "Verify", description = "Check keys from your own services (operator keys with keys:verify)."),
         (name = "System", description = "Health and readiness."),
     )
 )]
@@ -81,8 +83,10 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(accounts::unsuspend_account))
         .routes(routes!(system::list_audit_events))
         .routes(routes!(system::scope_catalog))
+        .routes(routes!(verify::verify))
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))
+        .routes(routes!(crate::metrics::render))
 }
 
 /// The OpenAPI document (what `/openapi.json` serves and `keygate openapi` prints).
@@ -95,6 +99,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
+    crate::metrics::install();
     let max_body = state.max_body_bytes;
     let (router, mut doc) = api().split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();

@@ -60,7 +60,7 @@ pub async fn scope_catalog(State(state): State<AppState>, caller: Caller) -> Jso
         description: e.description.clone(),
         group: e.group.clone(),
     };
-    Json(ScopeCatalog { data: state.keygate.catalog.visible(caller.account.operator).map(entry).collect() })
+    Json(ScopeCatalog { data: state.keygate.catalog.visible(caller.account().operator).map(entry).collect() })
 }
 
 /// The account's audit log, newest first.

@@ -1,0 +1,153 @@
+//! GCRA (the generic cell rate algorithm) as pure arithmetic.
+//!
+//! A limit of N per period admits a burst of up to N and refills smoothly at N per period: no
+//! fixed windows, so no double bursts at window edges. The whole state of one limiter is a
+//! single number, the theoretical arrival time (TAT), which makes it cheap to keep in memory
+//! and to update atomically in a shared store. Time is in nanoseconds since any fixed epoch.
+
+/// One limit: `limit` requests per `period_ns`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub limit: u32,
+    pub period_ns: u64,
+}
+
+impl Quota {
+    /// `limit` per minute.
+    #[must_use]
+    pub fn per_minute(limit: u32) -> Self {
+        Self { limit: limit.max(1), period_ns: 60_000_000_000 }
+    }
+
+    /// Time for one request's worth of capacity to refill.
+    #[must_use]
+    pub fn emission_interval_ns(self) -> u64 {
+        self.period_ns / u64::from(self.limit.max(1))
+    }
+}
+
+/// What one check decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Requests that could still be admitted right now (after this one, if admitted).
+    pub remaining: u32,
+    /// Nanoseconds until the limiter is full again (all `limit` available).
+    pub reset_after_ns: u64,
+    /// When refused: nanoseconds until a request of this cost would be admitted. 0 if allowed.
+    pub retry_after_ns: u64,
+    /// The new TAT to store (unchanged when refused).
+    pub tat_ns: u64,
+}
+
+/// Checks a request costing `cost` at time `now_ns` against a limiter whose stored TAT is
+/// `tat_ns` (0 for a fresh limiter), and returns the decision and the TAT to store.
+#[must_use]
+pub fn check(quota: Quota, tat_ns: u64, now_ns: u64, cost: u32) -> Decision {
+    let interval = quota.emission_interval_ns();
+    let burst_ns = quota.period_ns; // tolerance: a full period's worth = `limit` requests
+    let tat = tat_ns.max(now_ns);
+    let increment = interval.saturating_mul(u64::from(cost));
+    let new_tat = tat.saturating_add(increment);
+    // Admit when the new TAT is at most a burst ahead of now.
+    let allow_at = new_tat.saturating_sub(burst_ns);
+    if allow_at <= now_ns {
+        Decision {
+            allowed: true,
+            remaining: remaining(quota, new_tat, now_ns),
+            reset_after_ns: new_tat - now_ns,
+            retry_after_ns: 0,
+            tat_ns: new_tat,
+        }
+    } else {
+        Decision {
+            allowed: false,
+            remaining: remaining(quota, tat, now_ns),
+            reset_after_ns: tat - now_ns,
+            retry_after_ns: allow_at - now_ns,
+            tat_ns,
+        }
+    }
+}
+
+/// Would a request of `cost` be admitted now? Like [`check`] without consuming.
+#[must_use]
+pub fn peek(quota: Quota, tat_ns: u64, now_ns: u64, cost: u32) -> bool {
+    check(quota, tat_ns, now_ns, cost).allowed
+}
+
+fn remaining(quota: Quota, tat: u64, now: u64) -> u32 {
+    let used_ns = tat.saturating_sub(now);
+    let free_ns = quota.period_ns.saturating_sub(used_ns);
+    u32::try_from(free_ns / quota.emission_interval_ns()).unwrap_or(u32::MAX).min(quota.limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn run(quota: Quota, times: &[u64]) -> Vec<bool> {
+        let mut tat = 0;
+        times
+            .iter()
+            .map(|&t| {
+                let d = check(quota, tat, t, 1);
+                tat = d.tat_ns;
+                d.allowed
+            })
+            .collect()
+    }
+
+    #[test]
+    fn admits_a_full_burst_then_refuses() {
+        let q = Quota::per_minute(10);
+        let start = 1_000 * SEC;
+        let results = run(q, &[start; 11]);
+        assert_eq!(results.iter().filter(|a| **a).count(), 10);
+        assert!(!results[10]);
+    }
+
+    #[test]
+    fn refills_one_per_interval() {
+        let q = Quota::per_minute(60); // one per second
+        let start = 1_000 * SEC;
+        let mut tat = 0;
+        for _ in 0..60 {
+            tat = check(q, tat, start, 1).tat_ns;
+        }
+        let refused = check(q, tat, start, 1);
+        assert!(!refused.allowed);
+        assert_eq!(refused.retry_after_ns, SEC);
+        assert!(!check(q, tat, start + SEC - 1, 1).allowed);
+        let admitted = check(q, tat, start + SEC, 1);
+        assert!(admitted.allowed);
+        assert_eq!(admitted.remaining, 0);
+    }
+
+    #[test]
+    fn remaining_and_reset_count_down() {
+        let q = Quota::per_minute(100);
+        let d = check(q, 0, 10 * SEC, 1);
+        assert_eq!(d.remaining, 99);
+        assert_eq!(d.reset_after_ns, q.emission_interval_ns());
+        let d2 = check(q, d.tat_ns, 10 * SEC, 1);
+        assert_eq!(d2.remaining, 98);
+    }
+
+    #[test]
+    fn cost_above_limit_is_never_admitted_and_refusal_does_not_consume() {
+        let q = Quota::per_minute(5);
+        let d = check(q, 0, 10 * SEC, 6);
+        assert!(!d.allowed);
+        assert_eq!(d.tat_ns, 0);
+    }
+
+    #[test]
+    fn a_long_idle_period_does_not_bank_more_than_one_burst() {
+        let q = Quota::per_minute(3);
+        let results = run(q, &[SEC, 3_600 * SEC, 3_600 * SEC, 3_600 * SEC, 3_600 * SEC]);
+        assert_eq!(results, vec![true, true, true, true, false]);
+    }
+}

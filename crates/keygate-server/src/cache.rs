@@ -1,0 +1,321 @@
+//! The credential cache: a [`Store`] decorator that answers `find_key_by_hash` and `get_tenant`
+//! from memory.
+//!
+//! Revocation is pushed, not waited for. This process's own writes go through the decorator,
+//! which evicts what they touch before returning, so the response to a revoke is only sent once
+//! the cache has forgotten the key. Other processes' writes (another node, the CLI) reach us
+//! through the store's change log, which [`crate::follower`] reads and feeds to [`Cache::apply`].
+//! TTLs exist only as a safety net for memory, never as the way revocation takes effect.
+//!
+//! A read racing a write could put stale data back after the eviction; every eviction bumps a
+//! generation counter, and a read only fills the cache if no eviction happened since it began.
+//!
+//! Unknown hashes are remembered in a bounded negative cache, so a flood of well-formed but
+//! unknown keys does not become a flood of queries.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use keygate_domain::model::{Account, ApiKey, AuditEvent, Tenant};
+use keygate_domain::time::Timestamp;
+use keygate_domain::{AccountId, KeyHash, KeyId, TenantId};
+use keygate_store::{
+    AccountStore, AuditFilter, AuditLog, Change, ChangeFeed, ChangeKind, KeyFilter, KeyStore, KeyUsage, Page, Result,
+    Store, TenantFilter, TenantStore,
+};
+use moka::sync::Cache as Moka;
+
+/// A verified key with its account, shared without copying.
+pub type Credential = Arc<(ApiKey, Account)>;
+
+/// Sizes of the caches.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheConfig {
+    pub max_keys: u64,
+    pub max_unknown: u64,
+    /// Memory hygiene only; revocation never waits for it.
+    pub ttl: Duration,
+    pub unknown_ttl: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_keys: 100_000,
+            max_unknown: 100_000,
+            ttl: Duration::from_secs(600),
+            unknown_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The in-memory part, shared by the decorator and the change-log follower.
+pub struct Cache {
+    keys: Moka<KeyHash, Credential>,
+    unknown: Moka<KeyHash, ()>,
+    tenants: Moka<(AccountId, TenantId), Option<Tenant>>,
+    generation: AtomicU64,
+}
+
+impl Cache {
+    #[must_use]
+    pub fn new(config: CacheConfig) -> Self {
+        Self {
+            keys: Moka::builder()
+                .max_capacity(config.max_keys)
+                .time_to_live(config.ttl)
+                .support_invalidation_closures()
+                .build(),
+            unknown: Moka::builder().max_capacity(config.max_unknown).time_to_live(config.unknown_ttl).build(),
+            tenants: Moka::builder()
+                .max_capacity(config.max_keys)
+                .time_to_live(config.ttl)
+                .support_invalidation_closures()
+                .build(),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn evict_key(&self, id: KeyId) {
+        self.bump();
+        // Registered predicates apply to every entry inserted before this call: once it
+        // returns, `get` no longer answers them.
+        let _ = self.keys.invalidate_entries_if(move |_, c| c.0.id == id);
+    }
+
+    fn evict_account(&self, id: AccountId) {
+        self.bump();
+        let _ = self.keys.invalidate_entries_if(move |_, c| c.1.id == id);
+        let _ = self.tenants.invalidate_entries_if(move |(account, _), _| *account == id);
+    }
+
+    fn evict_tenant(&self, account: AccountId, id: TenantId) {
+        self.bump();
+        self.tenants.invalidate(&(account, id));
+    }
+
+    /// The key with this hash and its account: from memory, or from `store` (and remembered).
+    ///
+    /// # Errors
+    /// The store failed on a miss.
+    pub async fn credential(&self, hash: &KeyHash, store: &dyn Store) -> Result<Option<Credential>> {
+        if let Some(hit) = self.keys.get(hash) {
+            metrics::counter!("keygate_auth_cache_hits_total").increment(1);
+            return Ok(Some(hit));
+        }
+        if self.unknown.contains_key(hash) {
+            metrics::counter!("keygate_auth_cache_hits_total").increment(1);
+            return Ok(None);
+        }
+        metrics::counter!("keygate_auth_cache_misses_total").increment(1);
+        let generation = self.generation.load(Ordering::Acquire);
+        let found = store.find_key_by_hash(hash).await?.map(Arc::new);
+        if self.generation.load(Ordering::Acquire) == generation {
+            match &found {
+                Some(credential) => self.keys.insert(*hash, Arc::clone(credential)),
+                None => self.unknown.insert(*hash, ()),
+            }
+        }
+        Ok(found)
+    }
+
+    /// Applies one change-log row from another process.
+    pub fn apply(&self, change: &Change) {
+        match change.kind {
+            ChangeKind::ApiKey => match change.entity_id.parse() {
+                Ok(id) => self.evict_key(id),
+                Err(_) => self.evict_account(change.account_id),
+            },
+            ChangeKind::Account => self.evict_account(change.account_id),
+            ChangeKind::Tenant => match change.entity_id.parse() {
+                Ok(id) => self.evict_tenant(change.account_id, id),
+                Err(_) => self.evict_account(change.account_id),
+            },
+        }
+    }
+
+    /// Forgets everything (the follower lost track of the change log).
+    pub fn clear(&self) {
+        self.bump();
+        self.keys.invalidate_all();
+        self.unknown.invalidate_all();
+        self.tenants.invalidate_all();
+    }
+}
+
+/// A [`Store`] with the credential cache in front of it.
+pub struct CachedStore {
+    inner: Arc<dyn Store>,
+    cache: Arc<Cache>,
+}
+
+impl CachedStore {
+    #[must_use]
+    pub fn new(inner: Arc<dyn Store>, cache: Arc<Cache>) -> Self {
+        Self { inner, cache }
+    }
+
+    /// The undecorated store (for the change-log follower and cache misses).
+    #[must_use]
+    pub fn inner(&self) -> &Arc<dyn Store> {
+        &self.inner
+    }
+}
+
+#[async_trait]
+impl KeyStore for CachedStore {
+    async fn find_key_by_hash(&self, hash: &KeyHash) -> Result<Option<(ApiKey, Account)>> {
+        Ok(self.cache.credential(hash, &*self.inner).await?.map(|c| (c.0.clone(), c.1.clone())))
+    }
+
+    async fn create_key(&self, key: &ApiKey, audit: &AuditEvent) -> Result<()> {
+        self.inner.create_key(key, audit).await?;
+        self.cache.unknown.invalidate(&key.hash);
+        Ok(())
+    }
+
+    async fn get_key(&self, account: AccountId, id: KeyId) -> Result<Option<ApiKey>> {
+        self.inner.get_key(account, id).await
+    }
+
+    async fn list_keys(&self, account: AccountId, filter: &KeyFilter, page: &Page) -> Result<Vec<ApiKey>> {
+        self.inner.list_keys(account, filter, page).await
+    }
+
+    async fn update_key(&self, key: &ApiKey, audit: &AuditEvent) -> Result<()> {
+        let result = self.inner.update_key(key, audit).await;
+        self.cache.evict_key(key.id);
+        result
+    }
+
+    async fn roll_key(&self, old: &ApiKey, new: &ApiKey, audit: &AuditEvent) -> Result<()> {
+        let result = self.inner.roll_key(old, new, audit).await;
+        self.cache.evict_key(old.id);
+        self.cache.unknown.invalidate(&new.hash);
+        result
+    }
+
+    async fn delete_key(&self, account: AccountId, id: KeyId, audit: &AuditEvent) -> Result<bool> {
+        let result = self.inner.delete_key(account, id, audit).await;
+        self.cache.evict_key(id);
+        result
+    }
+
+    async fn record_key_usage(&self, usage: &[KeyUsage]) -> Result<()> {
+        self.inner.record_key_usage(usage).await
+    }
+}
+
+#[async_trait]
+impl AccountStore for CachedStore {
+    async fn create_account(&self, account: &Account, initial_key: &ApiKey, audit: &AuditEvent) -> Result<()> {
+        self.inner.create_account(account, initial_key, audit).await?;
+        self.cache.unknown.invalidate(&initial_key.hash);
+        Ok(())
+    }
+
+    async fn get_account(&self, id: AccountId) -> Result<Option<Account>> {
+        self.inner.get_account(id).await
+    }
+
+    async fn operator_account(&self) -> Result<Option<Account>> {
+        self.inner.operator_account().await
+    }
+
+    async fn list_accounts(&self, page: &Page) -> Result<Vec<Account>> {
+        self.inner.list_accounts(page).await
+    }
+
+    async fn update_account(&self, account: &Account, audit: &AuditEvent) -> Result<()> {
+        let result = self.inner.update_account(account, audit).await;
+        self.cache.evict_account(account.id);
+        result
+    }
+}
+
+#[async_trait]
+impl TenantStore for CachedStore {
+    async fn create_tenant(&self, tenant: &Tenant, audit: &AuditEvent) -> Result<()> {
+        let result = self.inner.create_tenant(tenant, audit).await;
+        self.cache.evict_tenant(tenant.account_id, tenant.id);
+        result
+    }
+
+    async fn get_tenant(&self, account: AccountId, id: TenantId) -> Result<Option<Tenant>> {
+        if let Some(hit) = self.cache.tenants.get(&(account, id)) {
+            return Ok(hit);
+        }
+        let generation = self.cache.generation.load(Ordering::Acquire);
+        let found = self.inner.get_tenant(account, id).await?;
+        if self.cache.generation.load(Ordering::Acquire) == generation {
+            self.cache.tenants.insert((account, id), found.clone());
+        }
+        Ok(found)
+    }
+
+    async fn get_tenants(&self, account: AccountId, ids: &[TenantId]) -> Result<Vec<Tenant>> {
+        self.inner.get_tenants(account, ids).await
+    }
+
+    async fn list_tenants(&self, account: AccountId, filter: &TenantFilter, page: &Page) -> Result<Vec<Tenant>> {
+        self.inner.list_tenants(account, filter, page).await
+    }
+
+    async fn update_tenant(&self, tenant: &Tenant, audit: &AuditEvent) -> Result<()> {
+        let result = self.inner.update_tenant(tenant, audit).await;
+        self.cache.evict_tenant(tenant.account_id, tenant.id);
+        result
+    }
+}
+
+#[async_trait]
+impl AuditLog for CachedStore {
+    async fn list_audit_events(
+        &self,
+        account: AccountId,
+        filter: &AuditFilter,
+        page: &Page,
+    ) -> Result<Vec<AuditEvent>> {
+        self.inner.list_audit_events(account, filter, page).await
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for CachedStore {
+    async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>> {
+        self.inner.changes_since(after, limit).await
+    }
+
+    async fn latest_change(&self) -> Result<i64> {
+        self.inner.latest_change().await
+    }
+
+    async fn purge_changes(&self, before: Timestamp) -> Result<u64> {
+        self.inner.purge_changes(before).await
+    }
+}
+
+#[async_trait]
+impl Store for CachedStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        self.inner.migrate().await
+    }
+
+    async fn close(&self) {
+        self.inner.close().await;
+    }
+}

@@ -1,0 +1,128 @@
+//! `POST /v1/verify`: for services that check keys themselves (SPEC §9).
+//!
+//! Always 200 when the caller may verify: the verdict is in the body (`valid`, `code`), with the
+//! key's public facts when the key exists. It runs exactly the checks a request through keygate
+//! would (2–10) and records the key's use. An allowlisted key verified without an `ip` is
+//! refused (`ip_not_allowed`): an unknown address is in no allowlist. The failed-attempts
+//! throttle guards the caller's own credential, not the keys it asks about.
+
+use std::net::IpAddr;
+
+use axum::Json;
+use axum::extract::State;
+use keygate_domain::policy;
+use keygate_domain::{Scope, TenantId};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::auth::{KeysVerify, Scoped};
+use crate::error::{ApiError, Problem};
+use crate::extract::Body;
+use crate::services::Validator;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The key to check.
+    #[schema(example = "sk_live_3kTMd9pQ7vXz1bN4cR8wY2hJ6fL0sA5eQ9xZ2a")]
+    pub key: String,
+    /// The permission the request needs.
+    #[schema(example = "calls:write")]
+    pub scope: Option<String>,
+    /// The tenant the request acts for.
+    pub tenant_id: Option<String>,
+    /// The end client's IP, for allowlists.
+    #[schema(example = "203.0.113.7")]
+    pub ip: Option<String>,
+}
+
+/// Public facts of a verified key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifiedKey {
+    pub id: String,
+    pub account_id: String,
+    pub name: String,
+    pub scopes: Option<Vec<String>>,
+    pub tenant_ids: Option<Vec<String>>,
+    pub environment: String,
+    #[schema(value_type = Object)]
+    pub metadata: Map<String, Value>,
+}
+
+/// The limit that applied (present once rate limits are enforced).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RateLimitInfo {
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until the limit is full again.
+    pub reset: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifyResponse {
+    pub valid: bool,
+    /// `valid`, or the code of the first failing check.
+    #[schema(example = "valid")]
+    pub code: String,
+    pub key: Option<VerifiedKey>,
+    pub ratelimit: Option<RateLimitInfo>,
+}
+
+/// Verify a key on behalf of another service.
+#[utoipa::path(post, path = "/v1/verify", tag = "Verify", request_body = VerifyRequest,
+    responses((status = 200, body = VerifyResponse),
+        (status = 403, body = Problem, content_type = "application/problem+json", description = "The caller lacks keys:verify")),
+    security(("bearer" = [])))]
+pub async fn verify(
+    State(state): State<AppState>,
+    caller: Scoped<KeysVerify>,
+    Body(req): Body<VerifyRequest>,
+) -> Result<Json<VerifyResponse>, ApiError> {
+    let mut v = Validator::default();
+    let scope = req.scope.as_deref().and_then(|s| s.parse::<Scope>().map_err(|e| v.error("scope", e.to_string())).ok());
+    let tenant_id = req
+        .tenant_id
+        .as_deref()
+        .and_then(|s| s.parse::<TenantId>().map_err(|e| v.error("tenant_id", e.to_string())).ok());
+    let ip = req
+        .ip
+        .as_deref()
+        .and_then(|s| s.trim().parse::<IpAddr>().map_err(|_| v.error("ip", "must be an IPv4 or IPv6 address")).ok());
+    v.finish()?;
+
+    let evaluation = state.auth.evaluate(&req.key, ip).await?;
+    let mut outcome = evaluation.outcome;
+    if let (Some(credential), Ok(())) = (&evaluation.credential, &outcome) {
+        let (key, account) = (&credential.0, &credential.1);
+        if let Some(scope) = &scope {
+            outcome = policy::check_scope(key, account, scope);
+        }
+        if let (Ok(()), Some(tenant_id)) = (&outcome, tenant_id) {
+            let tenant = state.keygate.store.get_tenant(key.account_id, tenant_id).await?;
+            outcome = policy::check_tenant(key, tenant.as_ref());
+        }
+        if outcome.is_ok() {
+            state.auth.record_usage(credential, ip.unwrap_or(caller.client_ip));
+        }
+    }
+    let key = evaluation.credential.as_ref().map(|c| {
+        let k = &c.0;
+        VerifiedKey {
+            id: k.id.to_string(),
+            account_id: k.account_id.to_string(),
+            name: k.name.clone(),
+            scopes: k.scopes.as_ref().map(|s| s.iter().map(ToString::to_string).collect()),
+            tenant_ids: k.tenant_ids.as_ref().map(|t| t.iter().map(ToString::to_string).collect()),
+            environment: k.environment.as_str().to_owned(),
+            metadata: k.metadata.clone(),
+        }
+    });
+    Ok(Json(VerifyResponse {
+        valid: outcome.is_ok(),
+        code: outcome.err().map_or("valid", |f| f.code()).to_owned(),
+        key,
+        ratelimit: None,
+    }))
+}
