@@ -1,0 +1,22 @@
+//! Black-box tests of the `keygate` binary: each test runs the real executable in its own
+//! temporary directory, with its `KEYGATE_*` environment set explicitly, and talks to `serve`
+//! over real HTTP.
+//!
+//! - `commands`: what each CLI command prints, human and `--json`.
+//! - `config`: the layering (defaults → `keygate.toml` / `KEYGATE_CONFIG` → env → flags) and
+//!   the start-up errors that say what to fix.
+//! - `serve`: health, `healthcheck`, SIGTERM, the interactive reference, and a CLI revocation
+//!   reaching a running server.
+//! - `shown_once`: a plaintext key appears in the one output that created it and nowhere else —
+//!   not in other responses, logs, later CLI output or the database files.
+//! - `quickstart`: the README's quickstart, step by step.
+//!
+//! Every child process is bounded in time and killed when its test ends.
+
+mod support;
+
+mod commands;
+mod config;
+mod quickstart;
+mod serve;
+mod shown_once;

@@ -1,0 +1,183 @@
+//! `keygate serve` as an operator runs it: health endpoints, `keygate healthcheck`, graceful
+//! shutdown on SIGTERM, the bundled API reference, and CLI changes reaching a running server.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::{Http, Sandbox, Server, eventually, free_port};
+
+#[test]
+fn serve_is_healthy_until_sigterm_and_then_exits_zero() {
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    let mut server = Server::start(&sandbox, &[]);
+    let http = server.http();
+    let health = http.send("GET", "/healthz", None, None);
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["status"], "ok");
+    assert!(health.header("x-request-id").is_some_and(|id| id.starts_with("req_")), "every response has an id");
+    let ready = http.send("GET", "/readyz", None, None);
+    assert_eq!(ready.status, 200, "{}", ready.text);
+
+    let check = sandbox.ok(&["healthcheck", "--url", &server.base]);
+    assert!(check.stdout.contains("healthy"), "{}", check.describe());
+    let check = sandbox.json(&["healthcheck", "--url", &server.base]);
+    assert_eq!(check["healthy"], true);
+
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM is a clean exit, got {status}\n{}", server.log());
+    assert!(server.log().contains("stopped"), "says it stopped:\n{}", server.log());
+}
+
+#[test]
+fn healthcheck_fails_against_a_closed_port() {
+    let sandbox = Sandbox::new();
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let run = sandbox.fails(&["healthcheck", "--url", &url]);
+    assert!(run.stdout.contains("unhealthy"), "{}", run.describe());
+    let run = sandbox.fails(&["--json", "healthcheck", "--url", &url]);
+    assert_eq!(run.json()["healthy"], false);
+}
+
+#[test]
+fn healthcheck_defaults_to_the_configured_listen_address() {
+    let mut sandbox = Sandbox::new();
+    sandbox.init();
+    let server = Server::start(&sandbox, &[]);
+    sandbox.set_env("KEYGATE_LISTEN", &format!("127.0.0.1:{}", server.port));
+    sandbox.ok(&["healthcheck"]);
+}
+
+#[test]
+fn listen_flag_overrides_env_and_file() {
+    let mut sandbox = Sandbox::new();
+    sandbox.init();
+    let file_port = free_port();
+    let env_port = free_port();
+    let flag_port = free_port();
+    sandbox.write("keygate.toml", &format!("listen = \"127.0.0.1:{file_port}\"\n"));
+    sandbox.set_env("KEYGATE_LISTEN", &format!("127.0.0.1:{env_port}"));
+    let listen = format!("127.0.0.1:{flag_port}");
+    let server = Server::spawn(&sandbox, &["serve", "--listen", &listen], flag_port)
+        .unwrap_or_else(|log| panic!("serve --listen {listen} did not start:\n{log}"));
+    assert_eq!(server.http().send("GET", "/healthz", None, None).status, 200);
+    for port in [file_port, env_port] {
+        let other = Http::new(&format!("http://127.0.0.1:{port}"));
+        assert!(other.try_get("/healthz").is_none(), "nothing listens on {port}");
+    }
+}
+
+#[test]
+fn env_listen_overrides_the_file() {
+    let mut sandbox = Sandbox::new();
+    sandbox.init();
+    let file_port = free_port();
+    let env_port = free_port();
+    sandbox.write("keygate.toml", &format!("listen = \"127.0.0.1:{file_port}\"\n"));
+    sandbox.set_env("KEYGATE_LISTEN", &format!("127.0.0.1:{env_port}"));
+    let server = Server::spawn(&sandbox, &["serve"], env_port)
+        .unwrap_or_else(|log| panic!("serve on KEYGATE_LISTEN did not start:\n{log}"));
+    assert_eq!(server.http().send("GET", "/healthz", None, None).status, 200);
+}
+
+#[test]
+fn serve_without_init_warns_and_still_serves() {
+    let sandbox = Sandbox::new();
+    let server = Server::start(&sandbox, &[]);
+    assert!(server.log().contains("keygate init"), "tells the operator what to do:\n{}", server.log());
+}
+
+#[test]
+fn the_interactive_reference_and_the_spec_are_served_without_a_cdn() {
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    let server = Server::start(&sandbox, &[]);
+    let http = server.http();
+    let root = http.send("GET", "/", None, None);
+    assert!((300..400).contains(&root.status), "`/` redirects: {}", root.status);
+    assert_eq!(root.header("location"), Some("/docs/"));
+    let docs = http.send("GET", "/docs/", None, None);
+    assert_eq!(docs.status, 200);
+    assert!(docs.text.to_lowercase().contains("swagger"), "{}", docs.text);
+    for cdn in ["unpkg.com", "jsdelivr", "cdnjs", "https://"] {
+        assert!(!docs.text.contains(cdn), "the reference loads nothing from {cdn}:\n{}", docs.text);
+    }
+    let spec = http.send("GET", "/openapi.json", None, None);
+    assert_eq!(spec.status, 200);
+    let printed = sandbox.json(&["openapi"]);
+    assert_eq!(spec.json(), printed, "`keygate openapi` prints what /openapi.json serves");
+}
+
+#[test]
+fn unknown_routes_are_problem_documents() {
+    let sandbox = Sandbox::new();
+    let server = Server::start(&sandbox, &[]);
+    let r = server.http().send("GET", "/v1/nothing-here", None, None);
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(r.code().as_deref(), Some("route_not_found"));
+    assert_eq!(r.json()["request_id"].as_str(), r.header("x-request-id"));
+}
+
+/// SPEC §3: a revocation made by another node — and a CLI command on the same database counts
+/// as one — takes effect on a running server within 1 second. (With no credential cache the
+/// very next request is refused; a cache may delay that, but never beyond the second.)
+#[test]
+fn a_key_revoked_by_the_cli_is_refused_by_a_running_server() {
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    let partner = sandbox.json(&["accounts", "create", "--name", "Acme"]);
+    let account_id = partner["account"]["id"].as_str().expect("account id").to_owned();
+    let key = partner["key"].as_str().expect("key").to_owned();
+    let key_id =
+        sandbox.json(&["keys", "list", "--account", &account_id])["data"][0]["id"].as_str().expect("key id").to_owned();
+
+    let server = Server::start(&sandbox, &[]);
+    let http = server.http();
+    // Use the key first, so anything the server caches about it is warm.
+    for _ in 0..3 {
+        assert_eq!(http.get("/v1/account", &key).status, 200);
+    }
+
+    sandbox.ok(&["keys", "revoke", &key_id, "--account", &account_id, "--reason", "compromised"]);
+    let revoked_at = Instant::now();
+    let first = http.get("/v1/account", &key);
+    if first.status != 401 {
+        eprintln!("note: the first request after the CLI revocation answered {}", first.status);
+    }
+    let refused = eventually(Duration::from_secs(1), "the revocation reaches the server", || {
+        let r = http.get("/v1/account", &key);
+        assert!(r.status == 200 || r.status == 401, "unexpected {} {}", r.status, r.text);
+        (r.status == 401).then_some(r)
+    });
+    assert!(revoked_at.elapsed() <= Duration::from_millis(1500));
+    assert_eq!(refused.code().as_deref(), Some("api_key_revoked"), "{}", refused.text);
+}
+
+/// The same for a roll: the old key stops (`api_key_expired`) and the new one works.
+#[test]
+fn a_key_rolled_by_the_cli_is_replaced_on_a_running_server() {
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    let partner = sandbox.json(&["accounts", "create", "--name", "Acme"]);
+    let account_id = partner["account"]["id"].as_str().expect("account id").to_owned();
+    let old_key = partner["key"].as_str().expect("key").to_owned();
+    let key_id =
+        sandbox.json(&["keys", "list", "--account", &account_id])["data"][0]["id"].as_str().expect("key id").to_owned();
+    let server = Server::start(&sandbox, &[]);
+    let http = server.http();
+    assert_eq!(http.get("/v1/account", &old_key).status, 200);
+
+    let rolled = sandbox.json(&["keys", "roll", &key_id, "--account", &account_id]);
+    let new_key = rolled["key"].as_str().expect("the new key");
+    assert_eq!(http.get("/v1/account", new_key).status, 200, "the new key works at once");
+    let refused = eventually(Duration::from_secs(1), "the roll reaches the server", || {
+        let r = http.get("/v1/account", &old_key);
+        (r.status == 401).then_some(r)
+    });
+    assert_eq!(refused.code().as_deref(), Some("api_key_expired"), "{}", refused.text);
+
+    let created = http.post("/v1/api-keys", new_key, &json!({"name": "made with the rolled key"}));
+    assert_eq!(created.status, 201, "{}", created.text);
+}
