@@ -33,7 +33,11 @@ fn first_difference(expected: &str, actual: &str) -> String {
             (None, None) => break,
             (x, y) if x == y => {}
             (x, y) => {
-                return format!("line {n}:\n  snapshot: {}\n  actual:   {}", x.unwrap_or("<end>"), y.unwrap_or("<end>"));
+                return format!(
+                    "line {n}:\n  snapshot: {}\n  actual:   {}",
+                    x.unwrap_or("<end>"),
+                    y.unwrap_or("<end>")
+                );
             }
         }
     }
