@@ -33,20 +33,18 @@ async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
 /// # Errors
 /// 400 for syntax, 422 for shape.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize(de) {
-        Ok(v) => Ok(v),
-        Err(e) => {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if inner.is_syntax() || inner.is_eof() {
-                Err(ApiError::InvalidRequest(format!("The request body is not valid JSON: {inner}")))
-            } else {
-                let field = if path == "." { unknown_field(&inner.to_string()).unwrap_or_default() } else { path };
-                Err(ApiError::field(field, clean_serde_message(&inner.to_string())))
-            }
-        }
+    // Syntax first, over the whole body: `{"name": 5` is broken JSON (400) even though a typed
+    // parse would stop earlier at the wrong type. `IgnoredAny` checks without building anything.
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+        return Err(ApiError::InvalidRequest(format!("The request body is not valid JSON: {e}")));
     }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let field = if path == "." { unknown_field(&inner.to_string()).unwrap_or_default() } else { path };
+        ApiError::field(field, clean_serde_message(&inner.to_string()))
+    })
 }
 
 /// serde names an unknown or missing field only in its message: "unknown field `x`, expected …".
@@ -148,6 +146,7 @@ mod tests {
         assert_eq!(err(r#"{"name": "x", "nmae": 1}"#), (422, "validation_failed".into(), "nmae".into()));
         assert_eq!(err(r#"{}"#), (422, "validation_failed".into(), "name".into()));
         assert_eq!(err(r#"{"name": "#).1, "invalid_request");
+        assert_eq!(err(r#"{"name": 5"#).1, "invalid_request", "broken JSON wins over a wrong type");
         assert_eq!(err("nope").1, "invalid_request");
         assert_eq!(err(r#"{"name": "x"}"#).0, 200);
     }

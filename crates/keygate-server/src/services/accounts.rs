@@ -1,6 +1,8 @@
 //! Accounts: the operator's management of partners, and each account's own settings.
 //!
-//! Rules beyond the SPEC: the operator account cannot be suspended (it would lock everyone
+//! Rules beyond the SPEC: an account's first key is unrestricted in scopes and tenants and has
+//! the maximum key rate limit, since every key the account makes later is bounded by the key
+//! that made it; the operator account cannot be suspended (it would lock everyone
 //! out); an account cannot set an IP allowlist that excludes the address making the change (it
 //! would lock itself out); a partner cannot change its own rate limit (422: the operator sets
 //! it). Audit events live in the acting account's log, so the operator's log shows the accounts
@@ -68,7 +70,9 @@ impl Keygate {
             scopes: None,
             tenant_ids: None,
             allowed_ips: None,
-            rate_limit_per_minute: self.limits.default_key_rate_limit_per_minute,
+            // The root of the account's keys: every other key is bounded by it (no escalation),
+            // so it carries the most a key may have.
+            rate_limit_per_minute: self.limits.max_key_rate_limit_per_minute,
             expires_at: None,
             revoked_at: None,
             revoked_reason: None,
