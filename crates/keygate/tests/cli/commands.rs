@@ -141,6 +141,8 @@ fn accounts_create_prints_the_new_accounts_key_once() {
     assert_eq!(data.len(), 1, "{keys}");
     assert_eq!(data[0]["name"], "Initial key");
     assert_eq!(data[0]["scopes"], Value::Null, "the first key is unrestricted");
+    assert_eq!(data[0]["tenant_ids"], Value::Null);
+    assert_eq!(data[0]["rate_limit_per_minute"], 10_000, "and has the maximum key rate limit");
     assert_eq!(data[0]["masked"], masked_of(&key));
     assert!(plaintexts(&list.all_output()).is_empty(), "listed masked only:\n{}", list.describe());
 
