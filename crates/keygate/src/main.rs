@@ -182,13 +182,12 @@ struct Out {
 }
 
 impl Out {
-    #[expect(clippy::print_stdout, reason = "the CLI's output")]
+    /// Writes the result to stdout. A closed pipe (`keygate … | head -1`) is not an error.
     fn result(&self, value: &Value, human: impl FnOnce() -> String) {
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
-        } else {
-            println!("{}", human());
-        }
+        use std::io::Write;
+        let text = if self.json { serde_json::to_string_pretty(value).unwrap_or_default() } else { human() };
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{text}").and_then(|()| stdout.flush());
     }
 
     fn note(&self, msg: &str) {

@@ -43,7 +43,11 @@ pub fn load(flags: &Overrides) -> anyhow::Result<Config> {
         }
     }
     figment = figment.merge(
-        Env::prefixed("KEYGATE_").split("__").filter(|k| k.as_str() != "config" && !k.as_str().starts_with("test_")),
+        // figment filters before it lowercases keys: compare case-insensitively.
+        Env::prefixed("KEYGATE_").split("__").filter(|k| {
+            let k = k.as_str().to_ascii_lowercase();
+            k != "config" && !k.starts_with("test_")
+        }),
     );
     if let Some(listen) = &flags.listen {
         figment = figment.merge(Serialized::default("listen", listen));
@@ -79,7 +83,12 @@ pub fn hash_secret(config: &Config) -> anyhow::Result<HashSecret> {
         return HashSecret::new(s.expose()).map_err(|e| anyhow::anyhow!("hash_secret: {e}"));
     }
     let Some(db) = sqlite_path(&config.database_url) else {
-        if config.database_url.starts_with("sqlite:") {
+        let scheme = config.database_url.split_once(':').map_or("", |(s, _)| s);
+        if !matches!(scheme, "sqlite" | "postgres" | "postgresql") {
+            // Say what is really wrong rather than asking for a secret it could not use.
+            return Err(keygate_store::ConnectError::UnknownScheme(scheme.to_owned()).into());
+        }
+        if scheme == "sqlite" {
             tracing::warn!("in-memory database without hash_secret: using a throwaway secret");
             return HashSecret::new(HashSecret::generate_hex()).map_err(|e| anyhow::anyhow!("{e}"));
         }
