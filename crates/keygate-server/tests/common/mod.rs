@@ -7,6 +7,12 @@
 //! `postgres://postgres@127.0.0.1:5432/test`; without it the PostgreSQL half is reported as
 //! ignored with the reason). `build.rs` turns that variable into `cfg(keygate_pg)`.
 //!
+//! `both_backends_with!(configure; name)` does the same with `configure(&mut Config)` applied
+//! to the server's configuration (trusted proxies, the `appid` credential, the failed-attempts
+//! throttle). [`TestApp::start_node`] starts another server on the same database (another node of
+//! a cluster, with its own cache), and [`TestApp::offline_keygate`] opens the database the way
+//! the CLI does, with no server at all.
+//!
 //! Nothing here reaches into the server's internals beyond what `keygate`'s binary does to start
 //! it: the tests see keygate the way a client does, plus the store handle (to close it, or to
 //! look at the SQLite files).
@@ -17,11 +23,12 @@ use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
 use std::panic::resume_unwind;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use keygate_domain::key::HashSecret;
 use keygate_server::config::SecretString;
-use keygate_server::{AppState, Config, Keygate};
+use keygate_server::{AppState, Config, Keygate, Settings};
 use keygate_store::Store;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder};
@@ -74,6 +81,28 @@ macro_rules! sqlite_only {
     };
 }
 
+/// `both_backends_with!(configure; name, …)`: like `both_backends!`, on a server whose
+/// configuration `fn configure(&mut Config)` (in the test file) changed first.
+#[macro_export]
+macro_rules! both_backends_with {
+    ($configure:ident; $($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    $crate::common::run_with($crate::common::Backend::Sqlite, super::$configure, super::$name).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[cfg_attr(not(keygate_pg), ignore = "set KEYGATE_TEST_POSTGRES_URL to run the PostgreSQL suite")]
+                async fn postgres() {
+                    $crate::common::run_with($crate::common::Backend::Postgres, super::$configure, super::$name).await;
+                }
+            }
+        )+
+    };
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -87,7 +116,16 @@ where
     F: FnOnce(TestApp) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let (app, cleanup) = TestApp::start(backend).await;
+    run_with(backend, |_| {}, test).await;
+}
+
+/// [`run`] on a server whose configuration `configure` changed first.
+pub async fn run_with<F, Fut>(backend: Backend, configure: impl FnOnce(&mut Config), test: F)
+where
+    F: FnOnce(TestApp) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (app, cleanup) = TestApp::start_with(backend, configure).await;
     let outcome = tokio::spawn(test(app)).await;
     cleanup.finish().await;
     if let Err(e) = outcome {
@@ -97,14 +135,25 @@ where
 
 /// What [`run`] removes after a test.
 pub struct Cleanup {
-    store: Arc<dyn Store>,
+    /// Every server started on the database and every store opened on it.
+    servers: Servers,
     /// PostgreSQL: the server's admin URL and the test database's name.
     postgres: Option<(String, String)>,
 }
 
+/// The servers' background tasks and the stores opened on the test database (the first server's,
+/// other nodes', offline `Keygate`s'), stopped and closed before the database is removed.
+type Servers = Arc<Mutex<Vec<(Option<AppState>, Arc<dyn Store>)>>>;
+
 impl Cleanup {
     async fn finish(self) {
-        self.store.close().await;
+        let servers = self.servers.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();
+        for (state, store) in servers {
+            if let Some(state) = state {
+                state.shutdown().await;
+            }
+            store.close().await;
+        }
         if let Some((admin_url, name)) = self.postgres {
             // Best effort: a leftover database is untidy, not wrong.
             if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
@@ -129,9 +178,24 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The server's store (the tests close it to prove some paths never touch it).
     pub store: Arc<dyn Store>,
+    /// The test database, for other processes on it ([`TestApp::start_node`]).
+    pub database_url: String,
     /// SQLite: the directory holding `keygate.db` (and its `-wal`/`-shm` files).
     pub db_dir: Option<TempDir>,
+    servers: Servers,
     /// Dropping it shuts the server down.
+    _shutdown: oneshot::Sender<()>,
+}
+
+/// Another keygate server on a [`TestApp`]'s database: another node, with its own cache,
+/// change-log follower and failed-attempts throttle.
+pub struct Node {
+    /// `http://127.0.0.1:<port>`.
+    pub base_url: String,
+    pub client: reqwest::Client,
+    /// This node's own store (its own connection pool on the shared database).
+    pub store: Arc<dyn Store>,
+    /// Dropping it shuts the node down.
     _shutdown: oneshot::Sender<()>,
 }
 
@@ -143,8 +207,45 @@ pub struct Partner {
     pub key_id: String,
 }
 
+/// The configuration of every test server before a test changes it.
+fn test_config() -> Config {
+    Config {
+        hash_secret: Some(SecretString::new(HASH_SECRET.into())),
+        max_body_bytes: MAX_BODY_BYTES,
+        ..Config::default()
+    }
+}
+
+fn test_settings(configure: impl FnOnce(&mut Config)) -> Settings {
+    let mut config = test_config();
+    configure(&mut config);
+    config.validate().expect("a valid test configuration")
+}
+
+fn test_secret() -> HashSecret {
+    HashSecret::new(HASH_SECRET).expect("a long enough secret")
+}
+
+/// Serves `keygate` on `127.0.0.1:0` until the returned sender is dropped.
+async fn serve(keygate: Keygate, settings: &Settings) -> (String, AppState, oneshot::Sender<()>) {
+    let state = AppState::new(keygate, settings);
+    let app = keygate_server::app(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let base_url = format!("http://{}", listener.local_addr().expect("a local address"));
+    let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+    tokio::spawn(keygate_server::serve(listener, app, async {
+        let _ = shutdown_rx.await;
+    }));
+    (base_url, state, shutdown)
+}
+
 impl TestApp {
     pub async fn start(backend: Backend) -> (Self, Cleanup) {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// A server whose configuration `configure` changed first.
+    pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> (Self, Cleanup) {
         let (url, db_dir, postgres) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("a temporary directory");
@@ -167,24 +268,12 @@ impl TestApp {
         };
         let store = keygate_store::connect(&url).await.expect("open and migrate the store");
 
-        let config = Config {
-            hash_secret: Some(SecretString::new(HASH_SECRET.into())),
-            max_body_bytes: MAX_BODY_BYTES,
-            ..Config::default()
-        };
-        let settings = config.validate().expect("a valid test configuration");
-        let secret = HashSecret::new(HASH_SECRET).expect("a long enough secret");
-        let keygate = Keygate::new(store.clone(), &settings, &secret);
+        let settings = test_settings(configure);
+        let keygate = Keygate::new(store.clone(), &settings, &test_secret());
         let (operator, key, plaintext) =
             keygate.init_operator().await.expect("init the operator").expect("a fresh database has no operator");
-        let app = keygate_server::app(AppState::new(keygate, &settings));
-
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-        let base_url = format!("http://{}", listener.local_addr().expect("a local address"));
-        let (shutdown, shutdown_rx) = oneshot::channel::<()>();
-        tokio::spawn(keygate_server::serve(listener, app, async {
-            let _ = shutdown_rx.await;
-        }));
+        let (base_url, state, shutdown) = serve(keygate, &settings).await;
+        let servers: Servers = Arc::new(Mutex::new(vec![(Some(state), store.clone())]));
 
         let app = Self {
             backend,
@@ -194,10 +283,30 @@ impl TestApp {
             operator_account_id: operator.id.to_string(),
             client: client_from(None),
             store: store.clone(),
+            database_url: url,
             db_dir,
+            servers: Arc::clone(&servers),
             _shutdown: shutdown,
         };
-        (app, Cleanup { store, postgres })
+        (app, Cleanup { servers, postgres })
+    }
+
+    /// Another server on this database, with the same hash secret and `configure`d settings.
+    pub async fn start_node(&self, configure: impl FnOnce(&mut Config)) -> Node {
+        let store = keygate_store::connect(&self.database_url).await.expect("open the store for another node");
+        let settings = test_settings(configure);
+        let (base_url, state, shutdown) =
+            serve(Keygate::new(store.clone(), &settings, &test_secret()), &settings).await;
+        self.servers.lock().expect("the cleanup list").push((Some(state), store.clone()));
+        Node { base_url, client: client_from(None), store, _shutdown: shutdown }
+    }
+
+    /// The use cases on this database with no server in between, as the CLI runs them: its own
+    /// connection, no credential cache, nothing to tell the servers but the change log.
+    pub async fn offline_keygate(&self) -> Keygate {
+        let store = keygate_store::connect(&self.database_url).await.expect("open the store like the CLI");
+        self.servers.lock().expect("the cleanup list").push((None, store.clone()));
+        Keygate::new(store, &test_settings(|_| {}), &test_secret())
     }
 
     #[must_use]
@@ -279,6 +388,46 @@ fn client_from(local: Option<IpAddr>) -> reqwest::Client {
         .local_address(local)
         .build()
         .expect("an HTTP client")
+}
+
+impl Node {
+    #[must_use]
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// A request with `key` as a Bearer token.
+    pub fn request(&self, method: Method, path: &str, key: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(key)
+    }
+
+    pub async fn get(&self, key: &str, path: &str) -> Resp {
+        send(self.request(Method::GET, path, key)).await
+    }
+
+    pub async fn post(&self, key: &str, path: &str, body: &Value) -> Resp {
+        send(self.request(Method::POST, path, key).json(body)).await
+    }
+}
+
+/// Calls `probe` every `every` until it answers `Some`, for at most `deadline`. Returns the
+/// answer and how long after the start it came, or `Err(elapsed)` when the deadline passed.
+/// The only waiting the suite does: for what the SPEC lets happen "within" a bound.
+pub async fn poll<T>(
+    deadline: Duration,
+    every: Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> Result<(T, Duration), Duration> {
+    let start = Instant::now();
+    loop {
+        if let Some(answer) = probe().await {
+            return Ok((answer, start.elapsed()));
+        }
+        if start.elapsed() >= deadline {
+            return Err(start.elapsed());
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// `url` with its database name replaced by `database`.
