@@ -52,9 +52,9 @@ fn main() {
         let Evaluation { credential, outcome } = now(state.auth.evaluate(black_box(&key), Some(ip))).expect("store");
         let credential = credential.expect("known");
         outcome.expect("valid");
-        policy::check_scope(&credential.0, &credential.1, &scope).expect("scope");
-        let tenant = now(state.keygate.store.get_tenant(credential.0.account_id, tenant_id)).expect("tenant");
-        policy::check_tenant(&credential.0, tenant.as_ref()).expect("tenant ok");
+        policy::check_scope(&credential.key, &credential.account, &scope).expect("scope");
+        let tenant = now(state.keygate.store.get_tenant(credential.key.account_id, tenant_id)).expect("tenant");
+        policy::check_tenant(&credential.key, tenant.as_ref()).expect("tenant ok");
     };
     rt.block_on(async {
         let _ = state.auth.evaluate(&key, Some(ip)).await;
@@ -76,7 +76,7 @@ fn main() {
 
 async fn parsed_account(state: &AppState, key: &str) -> keygate_domain::AccountId {
     let e = state.auth.evaluate(key, None).await.expect("store");
-    e.credential.expect("known").1.id
+    e.credential.expect("known").account.id
 }
 
 fn median_ns(name: &str) -> Option<f64> {

@@ -2,7 +2,8 @@
 //!
 //! [`Body`]: bad JSON is 400 `invalid_request`; JSON of the wrong shape is 422
 //! `validation_failed` naming the field (`scopes[1]`); an oversized body is 413. [`Query`]:
-//! unknown or malformed parameters are 422 naming the parameter.
+//! unknown or malformed parameters are 422 naming the parameter (`appid`, the deprecated
+//! credential parameter, is not a parameter of any endpoint and is skipped).
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -105,7 +106,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let q = parts.uri.query().unwrap_or_default();
-        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
+        // `appid` is the (deprecated) credential parameter, never a filter.
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
+            .filter(|(k, _)| k != "appid")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let encoded = form_urlencoded::Serializer::new(String::new()).extend_pairs(&pairs).finish();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(encoded.as_bytes()));
         serde_path_to_error::deserialize(de).map(Query).map_err(|e| {
             let path = e.path().to_string();
             let msg = e.into_inner().to_string();

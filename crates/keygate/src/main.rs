@@ -213,15 +213,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs go to stderr through a writer thread, so a request never waits on a write syscall.
+/// Lines are not dropped when it falls behind (`lossy(false)`): the request waits instead. The
+/// returned guard flushes what is queued when dropped at exit.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let (writer, guard) =
+        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
     }
+    guard
 }
 
 fn validated(config: &Config) -> anyhow::Result<Settings> {
@@ -242,7 +248,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let config = settings::load(&flags)?;
     let settings = validated(&config)?;
-    init_logging(settings.log_format);
+    let _log_guard = init_logging(settings.log_format);
 
     match cli.command {
         Command::Openapi => {

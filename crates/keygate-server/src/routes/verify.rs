@@ -95,7 +95,7 @@ pub async fn verify(
     let evaluation = state.auth.evaluate(&req.key, ip).await?;
     let mut outcome = evaluation.outcome;
     if let (Some(credential), Ok(())) = (&evaluation.credential, &outcome) {
-        let (key, account) = (&credential.0, &credential.1);
+        let (key, account) = (&credential.key, &credential.account);
         if let Some(scope) = &scope {
             outcome = policy::check_scope(key, account, scope);
         }
@@ -108,7 +108,7 @@ pub async fn verify(
         }
     }
     let key = evaluation.credential.as_ref().map(|c| {
-        let k = &c.0;
+        let k = &c.key;
         VerifiedKey {
             id: k.id.to_string(),
             account_id: k.account_id.to_string(),
