@@ -413,11 +413,17 @@ impl Node {
 /// Calls `probe` every `every` until it answers `Some`, for at most `deadline`. Returns the
 /// answer and how long after the start it came, or `Err(elapsed)` when the deadline passed.
 /// The only waiting the suite does: for what the SPEC lets happen "within" a bound.
-pub async fn poll<T>(
+///
+/// (`probe` is a closure returning a future rather than an async closure: the futures of async
+/// closures are not yet known to be `Send` for every lifetime, which the test task needs.)
+pub async fn poll<T, Fut>(
     deadline: Duration,
     every: Duration,
-    mut probe: impl AsyncFnMut() -> Option<T>,
-) -> Result<(T, Duration), Duration> {
+    mut probe: impl FnMut() -> Fut,
+) -> Result<(T, Duration), Duration>
+where
+    Fut: Future<Output = Option<T>>,
+{
     let start = Instant::now();
     loop {
         if let Some(answer) = probe().await {
