@@ -5,6 +5,8 @@
 //! Run: `cargo bench -p keygate-server --bench hot_path`. The summary at the end prints each
 //! median and its ratio to the HMAC-SHA256 baseline and to the 1 µs target.
 
+#![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
+
 #[path = "common.rs"]
 mod common;
 

@@ -6,6 +6,8 @@
 //! Run: `cargo bench -p keygate-server --bench store_verify`. PostgreSQL is included when
 //! `KEYGATE_TEST_POSTGRES_URL` is set (a scratch database is created and dropped).
 
+#![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
+
 #[path = "common.rs"]
 mod common;
 

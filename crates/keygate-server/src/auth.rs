@@ -179,7 +179,7 @@ impl Authenticator {
 
     /// Records a use of a key verified on behalf of another service.
     pub fn record_usage(&self, credential: &Credential, ip: IpAddr) {
-        if credential.note_use(time::now().timestamp()) {
+        if credential.note_use(time::now().timestamp(), ip) {
             self.usage.record(credential.key.id, ip);
         }
     }

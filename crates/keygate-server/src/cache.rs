@@ -8,13 +8,16 @@
 //! TTLs exist only as a safety net for memory, never as the way revocation takes effect.
 //!
 //! A read racing a write could put stale data back after the eviction; every eviction bumps a
-//! generation counter, and a read only fills the cache if no eviction happened since it began.
+//! generation counter, and a read only fills the cache if no eviction happened since it began,
+//! and only once the follower knows its place in the change log (a change committed before that
+//! could otherwise be cached and never evicted).
 //!
 //! Unknown hashes are remembered in a bounded negative cache, so a flood of well-formed but
 //! unknown keys does not become a flood of queries.
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,21 +35,39 @@ use moka::sync::Cache as Moka;
 pub struct Cached {
     pub key: ApiKey,
     pub account: Account,
-    /// The Unix second of the last use this process queued for `last_used_at`.
-    last_noted: AtomicI64,
+    /// The last use this process queued for `last_used_*`: its second and client IP, packed.
+    last_noted: AtomicU64,
+}
+
+/// A use packed into 64 bits: the Unix second (low 32 bits) and the IP (IPv4 exactly; IPv6
+/// folded to 32 bits, so two IPv6 clients of one key within one second may share a slot).
+fn pack_use(unix_second: i64, ip: IpAddr) -> u64 {
+    let ip32 = match ip {
+        IpAddr::V4(v4) => u32::from(v4),
+        IpAddr::V6(v6) => {
+            let b = v6.to_bits();
+            #[expect(clippy::cast_possible_truncation, reason = "folding 128 bits into 32 on purpose")]
+            let folded = (b ^ (b >> 32) ^ (b >> 64) ^ (b >> 96)) as u32;
+            folded
+        }
+    };
+    #[expect(clippy::cast_sign_loss, clippy::cast_possible_truncation, reason = "the second's low 32 bits suffice")]
+    let second = unix_second as u32;
+    (u64::from(second) << 32) | u64::from(ip32)
 }
 
 impl Cached {
     #[must_use]
     pub fn new(key: ApiKey, account: Account) -> Self {
-        Self { key, account, last_noted: AtomicI64::new(i64::MIN) }
+        Self { key, account, last_noted: AtomicU64::new(u64::MAX) }
     }
 
-    /// True at most once per second per key (and process): whether this use should be queued
-    /// for `last_used_at`. Keeps the usage queue's lock off the hot path in steady state; the
-    /// stored value is still at most a second older than the truth, well within the 5 s allowed.
-    pub fn note_use(&self, unix_second: i64) -> bool {
-        self.last_noted.swap(unix_second, Ordering::Relaxed) != unix_second
+    /// Whether this use must be queued for `last_used_at` / `last_used_ip`: not when the same
+    /// client already used the key in the same second. Keeps the usage queue's lock off the hot
+    /// path for busy keys, and loses nothing: a new second or a new IP is always queued.
+    pub fn note_use(&self, unix_second: i64, ip: IpAddr) -> bool {
+        let packed = pack_use(unix_second, ip);
+        self.last_noted.swap(packed, Ordering::Relaxed) != packed
     }
 }
 
@@ -80,6 +101,9 @@ pub struct Cache {
     unknown: Moka<KeyHash, ()>,
     tenants: Moka<(AccountId, TenantId), Option<Tenant>>,
     generation: AtomicU64,
+    /// False until the change-log follower knows where the log stands; until then nothing is
+    /// remembered, so no change can slip between filling the cache and following the log.
+    following: AtomicBool,
 }
 
 impl Cache {
@@ -98,7 +122,23 @@ impl Cache {
                 .support_invalidation_closures()
                 .build(),
             generation: AtomicU64::new(0),
+            following: AtomicBool::new(false),
         }
+    }
+
+    /// Called by the follower once it has read its starting position in the change log.
+    pub fn start_following(&self) {
+        self.following.store(true, Ordering::Release);
+    }
+
+    /// A snapshot taken before a store read: the read may fill the cache only if it is still
+    /// current afterwards (no eviction meanwhile, and the follower was already following).
+    fn fill_ticket(&self) -> Option<u64> {
+        self.following.load(Ordering::Acquire).then(|| self.generation.load(Ordering::Acquire))
+    }
+
+    fn may_fill(&self, ticket: Option<u64>) -> bool {
+        ticket.is_some_and(|g| self.generation.load(Ordering::Acquire) == g)
     }
 
     fn bump(&self) {
@@ -137,9 +177,9 @@ impl Cache {
             return Ok(None);
         }
         metrics::counter!("keygate_auth_cache_misses_total").increment(1);
-        let generation = self.generation.load(Ordering::Acquire);
+        let ticket = self.fill_ticket();
         let found = store.find_key_by_hash(hash).await?.map(|(key, account)| Arc::new(Cached::new(key, account)));
-        if self.generation.load(Ordering::Acquire) == generation {
+        if self.may_fill(ticket) {
             match &found {
                 Some(credential) => self.keys.insert(*hash, Arc::clone(credential)),
                 None => self.unknown.insert(*hash, ()),
@@ -274,9 +314,9 @@ impl TenantStore for CachedStore {
         if let Some(hit) = self.cache.tenants.get(&(account, id)) {
             return Ok(hit);
         }
-        let generation = self.cache.generation.load(Ordering::Acquire);
+        let ticket = self.cache.fill_ticket();
         let found = self.inner.get_tenant(account, id).await?;
-        if self.cache.generation.load(Ordering::Acquire) == generation {
+        if self.cache.may_fill(ticket) {
             self.cache.tenants.insert((account, id), found.clone());
         }
         Ok(found)

@@ -82,7 +82,10 @@ impl Position {
 pub async fn follow(store: Arc<dyn Store>, cache: Arc<Cache>, interval: Duration, mut stop: watch::Receiver<bool>) {
     let mut position = loop {
         match store.latest_change().await {
-            Ok(seq) => break Position::starting_at(seq),
+            Ok(seq) => {
+                cache.start_following();
+                break Position::starting_at(seq);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the change log yet");
                 if sleep_or_stop(&mut stop, interval).await {
