@@ -31,6 +31,9 @@ pub use state::{AppState, Keygate};
 
 /// Serves `app` on `listener` until `shutdown` completes, then finishes in-flight requests.
 ///
+/// Connections get `TCP_NODELAY`: a response is small and complete when written, so waiting
+/// for Nagle's algorithm only adds latency (a delayed ACK away on every response).
+///
 /// # Errors
 /// The listener fails.
 pub async fn serve(
@@ -38,6 +41,12 @@ pub async fn serve(
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await

@@ -89,7 +89,7 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     tracing::info!(
         target: "keygate::request",
         request_id = %id, method = %method, path = %path, status, outcome = code,
-        account_id = account_id.as_deref(), key_id = key_id.as_deref(),
+        account_id = account_id.map(tracing::field::display), key_id = key_id.map(tracing::field::display),
         client_ip = client_ip.map(tracing::field::display), latency_ms,
         "request"
     );

@@ -6,6 +6,11 @@
 
 mod settings;
 
+/// mimalloc instead of the system allocator: the request path makes many small, short-lived
+/// allocations on several threads, where glibc malloc's arena locking showed up in profiles.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -8,10 +8,11 @@
 
 use std::net::IpAddr;
 
-use axum::Json;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use keygate_domain::policy;
-use keygate_domain::{Scope, TenantId};
+use keygate_domain::{AccountId, Environment, KeyId, Scope, TenantId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -38,17 +39,23 @@ pub struct VerifyRequest {
     pub ip: Option<String>,
 }
 
+// Borrowed from the cached key: answering copies nothing.
 /// Public facts of a verified key.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct VerifiedKey {
-    pub id: String,
-    pub account_id: String,
-    pub name: String,
-    pub scopes: Option<Vec<String>>,
-    pub tenant_ids: Option<Vec<String>>,
-    pub environment: String,
+pub struct VerifiedKey<'a> {
+    #[schema(value_type = String)]
+    pub id: KeyId,
+    #[schema(value_type = String)]
+    pub account_id: AccountId,
+    pub name: &'a str,
+    #[schema(value_type = Option<Vec<String>>)]
+    pub scopes: Option<&'a [Scope]>,
+    #[schema(value_type = Option<Vec<String>>)]
+    pub tenant_ids: Option<&'a [TenantId]>,
+    #[schema(value_type = String)]
+    pub environment: Environment,
     #[schema(value_type = Object)]
-    pub metadata: Map<String, Value>,
+    pub metadata: &'a Map<String, Value>,
 }
 
 /// The limit that applied (present once rate limits are enforced).
@@ -61,12 +68,12 @@ pub struct RateLimitInfo {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct VerifyResponse {
+pub struct VerifyResponse<'a> {
     pub valid: bool,
     /// `valid`, or the code of the first failing check.
     #[schema(example = "valid")]
-    pub code: String,
-    pub key: Option<VerifiedKey>,
+    pub code: &'static str,
+    pub key: Option<VerifiedKey<'a>>,
     pub ratelimit: Option<RateLimitInfo>,
 }
 
@@ -79,7 +86,7 @@ pub async fn verify(
     State(state): State<AppState>,
     caller: Scoped<KeysVerify>,
     Body(req): Body<VerifyRequest>,
-) -> Result<Json<VerifyResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut v = Validator::default();
     let scope = req.scope.as_deref().and_then(|s| s.parse::<Scope>().map_err(|e| v.error("scope", e.to_string())).ok());
     let tenant_id = req
@@ -110,19 +117,22 @@ pub async fn verify(
     let key = evaluation.credential.as_ref().map(|c| {
         let k = &c.key;
         VerifiedKey {
-            id: k.id.to_string(),
-            account_id: k.account_id.to_string(),
-            name: k.name.clone(),
-            scopes: k.scopes.as_ref().map(|s| s.iter().map(ToString::to_string).collect()),
-            tenant_ids: k.tenant_ids.as_ref().map(|t| t.iter().map(ToString::to_string).collect()),
-            environment: k.environment.as_str().to_owned(),
-            metadata: k.metadata.clone(),
+            id: k.id,
+            account_id: k.account_id,
+            name: &k.name,
+            scopes: k.scopes.as_deref(),
+            tenant_ids: k.tenant_ids.as_deref(),
+            environment: k.environment,
+            metadata: &k.metadata,
         }
     });
-    Ok(Json(VerifyResponse {
+    let response = VerifyResponse {
         valid: outcome.is_ok(),
-        code: outcome.err().map_or("valid", |f| f.code()).to_owned(),
+        code: outcome.err().map_or("valid", |f| f.code()),
         key,
         ratelimit: None,
-    }))
+    };
+    // Serialized here, while the borrowed key is alive.
+    let body = serde_json::to_vec(&response).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
