@@ -3,6 +3,11 @@
 # server in the same run, so the ratio says what key verification costs over serving HTTP at
 # all. Target: verify ≥ 0.85× the trivial route's throughput.
 #
+# Reading the ratio: on a 2-core machine wrk takes about half the CPU, and most of the per-request
+# cost is HTTP and the kernel. Sending verify's POST body to /healthz (a 405 problem document)
+# measures about as slow as the full verify, so the gap to GET /healthz is mostly the cost of a
+# request and response that carry JSON documents, not of checking the keys.
+#
 # Usage: bench/http_verify.sh [seconds per run, default 10] [connections, default 32]
 # Needs wrk (Debian package; installed here if missing). Builds keygate in release mode, runs it
 # on SQLite in a temporary directory on 127.0.0.1, and stops it afterwards.
