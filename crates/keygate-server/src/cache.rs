@@ -382,3 +382,29 @@ impl Store for CachedStore {
         self.inner.close().await;
     }
 }
+
+#[async_trait]
+impl keygate_store::IdempotencyStore for CachedStore {
+    async fn begin_idempotent(
+        &self,
+        account: AccountId,
+        key: &str,
+        fingerprint: &[u8; 32],
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<keygate_store::IdempotencyBegin> {
+        self.inner.begin_idempotent(account, key, fingerprint, now, expires_at).await
+    }
+
+    async fn complete_idempotent(&self, account: AccountId, key: &str, response: &[u8]) -> Result<()> {
+        self.inner.complete_idempotent(account, key, response).await
+    }
+
+    async fn release_idempotent(&self, account: AccountId, key: &str) -> Result<()> {
+        self.inner.release_idempotent(account, key).await
+    }
+
+    async fn purge_idempotency(&self, before: Timestamp) -> Result<u64> {
+        self.inner.purge_idempotency(before).await
+    }
+}

@@ -7,7 +7,8 @@
 //!
 //! Every write takes the [`AuditEvent`] that describes it and commits both, plus a row in the
 //! change log, in one transaction: nothing acknowledged is lost, and every node can follow the
-//! change log to evict what it cached.
+//! change log to evict what it cached. The one exception is [`IdempotencyStore`]: its records
+//! are a retry cache that nothing else reads, so they are neither audited nor in the change log.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -181,9 +182,53 @@ pub trait ChangeFeed: Send + Sync {
     async fn purge_changes(&self, before: Timestamp) -> Result<u64>;
 }
 
+/// What [`IdempotencyStore::begin_idempotent`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// No live record: one was created in state pending; the caller must execute and then
+    /// `complete_idempotent` (or `release_idempotent` if it refused before executing).
+    Started,
+    /// A pending record with the same fingerprint: another request is executing it.
+    InProgress,
+    /// A record with a different fingerprint.
+    Mismatch,
+    /// A completed record with the same fingerprint: the stored response bytes.
+    Completed(Vec<u8>),
+}
+
+/// Idempotency records (SPEC §6): one per (account, `Idempotency-Key`), claimed before a request
+/// executes and holding its response afterwards. The claim is atomic across connections and
+/// nodes (it rests on the table's primary key), so of any number of concurrent requests with the
+/// same key exactly one is [`IdempotencyBegin::Started`].
+///
+/// Not audited and not in the change log. Times compare as in the rest of the store: pass whole
+/// seconds in UTC (SQLite compares them as text).
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Atomically claims (account, key) for a request with `fingerprint`, unless a live record
+    /// exists. A record whose `expires_at <= now` counts as absent (replace it).
+    async fn begin_idempotent(
+        &self,
+        account: AccountId,
+        key: &str,
+        fingerprint: &[u8; 32],
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<IdempotencyBegin>;
+    /// Stores the response and marks the record complete. Only a pending record changes: a
+    /// completed one keeps its first response, and a record that is gone (released, purged)
+    /// stays gone.
+    async fn complete_idempotent(&self, account: AccountId, key: &str, response: &[u8]) -> Result<()>;
+    /// Deletes a pending record (the request was refused before it executed). A completed
+    /// record is left alone.
+    async fn release_idempotent(&self, account: AccountId, key: &str) -> Result<()>;
+    /// Deletes records with `expires_at <= before`; returns how many.
+    async fn purge_idempotency(&self, before: Timestamp) -> Result<u64>;
+}
+
 /// Everything keygate stores.
 #[async_trait]
-pub trait Store: AccountStore + TenantStore + KeyStore + AuditLog + ChangeFeed + 'static {
+pub trait Store: AccountStore + TenantStore + KeyStore + AuditLog + ChangeFeed + IdempotencyStore + 'static {
     /// `"sqlite"` or `"postgres"` (a metrics label).
     fn backend(&self) -> &'static str;
     /// A cheap round trip, for `/readyz`.

@@ -17,8 +17,8 @@ use keygate_domain::model::{Account, AccountStatus, ApiKey, AuditEvent, KeyStatu
 use keygate_domain::time::{self, Timestamp};
 use keygate_domain::{AccountId, Environment, EventId, KeyFormat, KeyId, PlaintextKey, Scope, TenantId};
 use keygate_store::{
-    AuditFilter, Change, ChangeKind, ConnectError, KeyFilter, KeyUsage, Page, SqliteStore, Store, StoreError,
-    TenantFilter, connect,
+    AuditFilter, Change, ChangeKind, ConnectError, IdempotencyBegin, KeyFilter, KeyUsage, Page, SqliteStore, Store,
+    StoreError, TenantFilter, connect,
 };
 use serde_json::{Map, Value, json};
 use sqlx::Connection;
@@ -27,16 +27,23 @@ use sqlx::Connection;
 // Running one body on both backends.
 
 /// `both_backends!(name)` turns `async fn name(store: Arc<dyn Store>)` into the tests
-/// `name::sqlite` and `name::postgres`.
+/// `name::sqlite` and `name::postgres`; `both_backends!(name, multi_thread)` runs them on a
+/// multi-threaded runtime, for tests whose tasks must really run in parallel.
 macro_rules! both_backends {
     ($name:ident) => {
+        both_backends!(@tests $name, #[tokio::test]);
+    };
+    ($name:ident, multi_thread) => {
+        both_backends!(@tests $name, #[tokio::test(flavor = "multi_thread", worker_threads = 4)]);
+    };
+    (@tests $name:ident, #[$test:meta]) => {
         mod $name {
-            #[tokio::test]
+            #[$test]
             async fn sqlite() {
                 crate::on_sqlite(super::$name).await;
             }
 
-            #[tokio::test]
+            #[$test]
             #[cfg_attr(not(keygate_pg), ignore = "set KEYGATE_TEST_POSTGRES_URL to run the PostgreSQL suite")]
             async fn postgres() {
                 crate::on_postgres(super::$name).await;
@@ -1042,6 +1049,199 @@ fn test_database_urls_are_rewritten() {
     assert_eq!(with_database("postgres://u@h:5432/test", "x"), "postgres://u@h:5432/x");
     assert_eq!(with_database("postgres://u@h/test?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
     assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idempotency records.
+
+const FP_A: [u8; 32] = [0xA1; 32];
+const FP_B: [u8; 32] = [0xB2; 32];
+const T0: &str = "2026-04-20T12:00:00Z";
+const IN_A_DAY: &str = "2026-04-21T12:00:00Z";
+
+/// Claims `key` for `account` at `T0`, live for a day.
+async fn begin_at_t0(
+    store: &Arc<dyn Store>,
+    account: AccountId,
+    key: &str,
+    fingerprint: &[u8; 32],
+) -> IdempotencyBegin {
+    store.begin_idempotent(account, key, fingerprint, ts(T0), ts(IN_A_DAY)).await.expect("begin")
+}
+
+/// Bytes no text encoding would survive: every byte value, twice, and a zero at each end.
+fn opaque_response() -> Vec<u8> {
+    let mut bytes: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+    bytes.insert(0, 0);
+    bytes.push(0);
+    bytes
+}
+
+both_backends!(idempotency_started_then_completed_replays_the_bytes);
+async fn idempotency_started_then_completed_replays_the_bytes(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let changes_before = all_changes(&store).await;
+    let audit_before = all_audit(&store, account.id).await;
+
+    assert_eq!(begin_at_t0(&store, account.id, "order-1", &FP_A).await, IdempotencyBegin::Started);
+    assert_eq!(begin_at_t0(&store, account.id, "order-1", &FP_A).await, IdempotencyBegin::InProgress);
+
+    let response = opaque_response();
+    store.complete_idempotent(account.id, "order-1", &response).await.expect("complete");
+    assert_eq!(begin_at_t0(&store, account.id, "order-1", &FP_A).await, IdempotencyBegin::Completed(response.clone()));
+    // Replaying changes nothing: still the same bytes.
+    assert_eq!(begin_at_t0(&store, account.id, "order-1", &FP_A).await, IdempotencyBegin::Completed(response.clone()));
+
+    // A completed record keeps its first response, and releasing it does nothing.
+    store.complete_idempotent(account.id, "order-1", b"a second response").await.expect("complete again");
+    store.release_idempotent(account.id, "order-1").await.expect("release a completed record");
+    assert_eq!(begin_at_t0(&store, account.id, "order-1", &FP_A).await, IdempotencyBegin::Completed(response));
+
+    // An empty response is a response, and a large one survives intact.
+    assert_eq!(begin_at_t0(&store, account.id, "empty", &FP_A).await, IdempotencyBegin::Started);
+    store.complete_idempotent(account.id, "empty", b"").await.expect("complete empty");
+    assert_eq!(begin_at_t0(&store, account.id, "empty", &FP_A).await, IdempotencyBegin::Completed(Vec::new()));
+    let large: Vec<u8> = (0..256 * 1024).map(|i: u32| (i % 251) as u8).collect();
+    assert_eq!(begin_at_t0(&store, account.id, "large", &FP_A).await, IdempotencyBegin::Started);
+    store.complete_idempotent(account.id, "large", &large).await.expect("complete large");
+    assert_eq!(begin_at_t0(&store, account.id, "large", &FP_A).await, IdempotencyBegin::Completed(large));
+
+    // Completing a record that does not exist is a lost race, not an error, and creates nothing.
+    store.complete_idempotent(account.id, "never-begun", b"x").await.expect("complete unknown");
+    assert_eq!(begin_at_t0(&store, account.id, "never-begun", &FP_A).await, IdempotencyBegin::Started);
+
+    // Not audited, not in the change log.
+    assert_eq!(all_changes(&store).await, changes_before);
+    assert_eq!(all_audit(&store, account.id).await, audit_before);
+}
+
+both_backends!(idempotency_another_fingerprint_is_a_mismatch);
+async fn idempotency_another_fingerprint_is_a_mismatch(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    assert_eq!(begin_at_t0(&store, account.id, "k", &FP_A).await, IdempotencyBegin::Started);
+    // While pending.
+    assert_eq!(begin_at_t0(&store, account.id, "k", &FP_B).await, IdempotencyBegin::Mismatch);
+    assert_eq!(begin_at_t0(&store, account.id, "k", &FP_A).await, IdempotencyBegin::InProgress);
+    // When complete.
+    store.complete_idempotent(account.id, "k", b"done").await.expect("complete");
+    assert_eq!(begin_at_t0(&store, account.id, "k", &FP_B).await, IdempotencyBegin::Mismatch);
+    assert_eq!(begin_at_t0(&store, account.id, "k", &FP_A).await, IdempotencyBegin::Completed(b"done".to_vec()));
+}
+
+both_backends!(idempotency_release_frees_the_key);
+async fn idempotency_release_frees_the_key(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    assert_eq!(begin_at_t0(&store, account.id, "k", &FP_A).await, IdempotencyBegin::Started);
+    store.release_idempotent(account.id, "k").await.expect("release");
+    // Free again, for any fingerprint.
+    assert_eq!(begin_at_t0(&store, account.id, "k", &FP_B).await, IdempotencyBegin::Started);
+    assert_eq!(begin_at_t0(&store, account.id, "k", &FP_B).await, IdempotencyBegin::InProgress);
+    // Releasing what is not there is fine.
+    store.release_idempotent(account.id, "absent").await.expect("release unknown");
+}
+
+both_backends!(idempotency_an_expired_record_is_replaced);
+async fn idempotency_an_expired_record_is_replaced(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let (t1, t2, t3) = (ts(IN_A_DAY), ts("2026-04-22T12:00:00Z"), ts("2026-04-23T12:00:00Z"));
+
+    // A pending record expiring at t1: still live just before, absent at t1 exactly.
+    assert_eq!(begin_at_t0(&store, account.id, "pending", &FP_A).await, IdempotencyBegin::Started);
+    let just_before = ts("2026-04-21T11:59:59Z");
+    let found = store.begin_idempotent(account.id, "pending", &FP_A, just_before, t2).await.expect("begin");
+    assert_eq!(found, IdempotencyBegin::InProgress);
+    let found = store.begin_idempotent(account.id, "pending", &FP_B, t1, t2).await.expect("begin");
+    assert_eq!(found, IdempotencyBegin::Started);
+    // The new record is FP_B's, pending, expiring at t2.
+    let found = store.begin_idempotent(account.id, "pending", &FP_B, t1, t3).await.expect("begin");
+    assert_eq!(found, IdempotencyBegin::InProgress);
+    let found = store.begin_idempotent(account.id, "pending", &FP_A, t1, t3).await.expect("begin");
+    assert_eq!(found, IdempotencyBegin::Mismatch);
+
+    // A completed record is replaced the same way, and its response is gone.
+    assert_eq!(begin_at_t0(&store, account.id, "complete", &FP_A).await, IdempotencyBegin::Started);
+    store.complete_idempotent(account.id, "complete", b"old response").await.expect("complete");
+    let found = store.begin_idempotent(account.id, "complete", &FP_A, t2, t3).await.expect("begin");
+    assert_eq!(found, IdempotencyBegin::Started);
+    let found = store.begin_idempotent(account.id, "complete", &FP_A, t2, t3).await.expect("begin");
+    assert_eq!(found, IdempotencyBegin::InProgress);
+}
+
+both_backends!(idempotency_keys_of_two_accounts_never_collide);
+async fn idempotency_keys_of_two_accounts_never_collide(store: Arc<dyn Store>) {
+    let (acme, _) = seed_account(&store, "Acme").await;
+    let (globex, _) = seed_account(&store, "Globex").await;
+    assert_eq!(begin_at_t0(&store, acme.id, "shared", &FP_A).await, IdempotencyBegin::Started);
+    // Same key, same or another fingerprint: Globex's own record, never Acme's.
+    assert_eq!(begin_at_t0(&store, globex.id, "shared", &FP_A).await, IdempotencyBegin::Started);
+    store.complete_idempotent(acme.id, "shared", b"acme's response").await.expect("complete");
+    assert_eq!(begin_at_t0(&store, globex.id, "shared", &FP_A).await, IdempotencyBegin::InProgress);
+    assert_eq!(
+        begin_at_t0(&store, acme.id, "shared", &FP_A).await,
+        IdempotencyBegin::Completed(b"acme's response".to_vec())
+    );
+    // Releasing Globex's leaves Acme's alone.
+    store.release_idempotent(globex.id, "shared").await.expect("release");
+    assert_eq!(begin_at_t0(&store, globex.id, "shared", &FP_B).await, IdempotencyBegin::Started);
+    assert_eq!(
+        begin_at_t0(&store, acme.id, "shared", &FP_A).await,
+        IdempotencyBegin::Completed(b"acme's response".to_vec())
+    );
+}
+
+both_backends!(idempotency_records_are_purged_at_expiry);
+async fn idempotency_records_are_purged_at_expiry(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let expiries = ["2026-04-21T00:00:00Z", "2026-04-22T00:00:00Z", "2026-04-23T00:00:00Z"];
+    for (i, expires) in expiries.iter().enumerate() {
+        let found = store.begin_idempotent(account.id, &format!("k{i}"), &FP_A, ts(T0), ts(expires)).await;
+        assert_eq!(found.expect("begin"), IdempotencyBegin::Started);
+    }
+    store.complete_idempotent(account.id, "k0", b"done").await.expect("complete");
+
+    // `expires_at <= before`: the first two, pending or complete.
+    assert_eq!(store.purge_idempotency(ts(expiries[1])).await.expect("purge"), 2);
+    assert_eq!(store.purge_idempotency(ts(expiries[1])).await.expect("purge again"), 0);
+    assert_eq!(begin_at_t0(&store, account.id, "k0", &FP_B).await, IdempotencyBegin::Started);
+    assert_eq!(begin_at_t0(&store, account.id, "k1", &FP_B).await, IdempotencyBegin::Started);
+    assert_eq!(begin_at_t0(&store, account.id, "k2", &FP_B).await, IdempotencyBegin::Mismatch);
+}
+
+both_backends!(idempotency_concurrent_claims_have_one_winner, multi_thread);
+async fn idempotency_concurrent_claims_have_one_winner(store: Arc<dyn Store>) {
+    const CLAIMS: usize = 16;
+    let (account, _) = seed_account(&store, "Acme").await;
+
+    /// `CLAIMS` requests begin `key` at `now` at once; returns how many got each answer.
+    async fn race(store: &Arc<dyn Store>, account: AccountId, key: &'static str, now: Timestamp) -> (usize, usize) {
+        let barrier = Arc::new(tokio::sync::Barrier::new(CLAIMS));
+        let claims: Vec<_> = (0..CLAIMS)
+            .map(|_| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.begin_idempotent(account, key, &FP_A, now, now + Duration::hours(24)).await.expect("begin")
+                })
+            })
+            .collect();
+        let (mut started, mut in_progress) = (0, 0);
+        for claim in claims {
+            match claim.await.expect("claim") {
+                IdempotencyBegin::Started => started += 1,
+                IdempotencyBegin::InProgress => in_progress += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        (started, in_progress)
+    }
+
+    // A key nobody has used.
+    assert_eq!(race(&store, account.id, "fresh", ts(T0)).await, (1, CLAIMS - 1));
+
+    // A key whose record has expired: all of them see it expired, one replaces it.
+    assert_eq!(begin_at_t0(&store, account.id, "stale", &FP_B).await, IdempotencyBegin::Started);
+    store.complete_idempotent(account.id, "stale", b"old").await.expect("complete");
+    assert_eq!(race(&store, account.id, "stale", ts("2026-04-22T00:00:00Z")).await, (1, CLAIMS - 1));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,9 +7,10 @@
 //! module writes SQL.
 //!
 //! Every write runs in one transaction: the row change(s), the audit event and one `changes`
-//! row per changed object commit together or not at all. An update that matches no row (the
-//! object is gone, or belongs to another account) writes nothing, audit included, and returns
-//! `Ok`: the caller has already checked that the object exists, so this is a lost race.
+//! row per changed object commit together or not at all (idempotency records excepted: they are
+//! neither audited nor followed). An update that matches no row (the object is gone, or belongs
+//! to another account) writes nothing, audit included, and returns `Ok`: the caller has already
+//! checked that the object exists, so this is a lost race.
 //!
 //! Hand-written SQL uses `$1`-style placeholders (which sqlx's SQLite driver accepts too);
 //! dynamic queries use `QueryBuilder`, which emits each backend's own.
@@ -126,12 +127,13 @@ macro_rules! sql_store {
         use sqlx::{QueryBuilder, Transaction};
 
         use super::rows::{
-            convert_all, rate_limit_to_db, AccountRow, AuditRow, ChangeRow, KeyAndAccountRow, KeyRow, TenantRow,
+            convert_all, rate_limit_to_db, AccountRow, AuditRow, ChangeRow, IdempotencyRow, KeyAndAccountRow, KeyRow,
+            TenantRow,
         };
         use super::{like_pattern, map_err};
         use crate::{
-            AccountStore, AuditFilter, AuditLog, Change, ChangeFeed, ChangeKind, KeyFilter, KeyStore, KeyUsage,
-            Page, Result, Store, TenantFilter, TenantStore,
+            AccountStore, AuditFilter, AuditLog, Change, ChangeFeed, ChangeKind, IdempotencyBegin, IdempotencyStore,
+            KeyFilter, KeyStore, KeyUsage, Page, Result, Store, TenantFilter, TenantStore,
         };
 
         type Tx = Transaction<'static, $db>;
@@ -648,6 +650,120 @@ macro_rules! sql_store {
 
             async fn purge_changes(&self, before: Timestamp) -> Result<u64> {
                 let done = sqlx::query("DELETE FROM changes WHERE at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected())
+            }
+        }
+
+        #[async_trait]
+        impl IdempotencyStore for $store {
+            async fn begin_idempotent(
+                &self,
+                account: AccountId,
+                key: &str,
+                fingerprint: &[u8; 32],
+                now: Timestamp,
+                expires_at: Timestamp,
+            ) -> Result<IdempotencyBegin> {
+                // The primary key makes the claim atomic: of concurrent inserts (any connection,
+                // any node) exactly one affects a row. On a conflict, read what is there; an
+                // expired record is deleted (only if still expired: another request may have
+                // replaced it meanwhile) and the insert tried once more, in the same transaction.
+                // On PostgreSQL a conflicting insert waits for the other transaction to finish,
+                // and each statement sees what committed before it, so the read finds the winner.
+                let account = account.to_string();
+                let mut tx = self.begin_write().await?;
+                for _ in 0..2 {
+                    let inserted = sqlx::query(
+                        "INSERT INTO idempotency_records \
+                         (account_id, idempotency_key, fingerprint, state, response, created_at, expires_at) \
+                         VALUES ($1, $2, $3, 'pending', NULL, $4, $5) \
+                         ON CONFLICT (account_id, idempotency_key) DO NOTHING",
+                    )
+                    .bind(account.as_str())
+                    .bind(key)
+                    .bind(fingerprint.as_slice())
+                    .bind(now)
+                    .bind(expires_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                    if inserted.rows_affected() > 0 {
+                        tx.commit().await.map_err(map_err)?;
+                        return Ok(IdempotencyBegin::Started);
+                    }
+                    let existing: Option<IdempotencyRow> = sqlx::query_as(
+                        "SELECT fingerprint, state, response, expires_at FROM idempotency_records \
+                         WHERE account_id = $1 AND idempotency_key = $2",
+                    )
+                    .bind(account.as_str())
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                    match existing {
+                        // Released or purged between the two statements: claim it again.
+                        None => {}
+                        Some(row) if row.expires_at <= now => {
+                            sqlx::query(
+                                "DELETE FROM idempotency_records \
+                                 WHERE account_id = $1 AND idempotency_key = $2 AND expires_at <= $3",
+                            )
+                            .bind(account.as_str())
+                            .bind(key)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(map_err)?;
+                        }
+                        Some(row) => {
+                            tx.commit().await.map_err(map_err)?;
+                            return row.outcome(fingerprint);
+                        }
+                    }
+                }
+                // The record changed under us twice (other requests claiming and releasing the
+                // same key): someone else is at work on it. Never claim what we could not see.
+                tx.commit().await.map_err(map_err)?;
+                tracing::debug!(account = %account, "begin_idempotent: record kept changing; reporting in progress");
+                Ok(IdempotencyBegin::InProgress)
+            }
+
+            async fn complete_idempotent(&self, account: AccountId, key: &str, response: &[u8]) -> Result<()> {
+                let done = sqlx::query(
+                    "UPDATE idempotency_records SET state = 'complete', response = $1 \
+                     WHERE account_id = $2 AND idempotency_key = $3 AND state = 'pending'",
+                )
+                .bind(response)
+                .bind(account.to_string())
+                .bind(key)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                if done.rows_affected() == 0 {
+                    tracing::debug!(account = %account, "complete_idempotent: no pending record");
+                }
+                Ok(())
+            }
+
+            async fn release_idempotent(&self, account: AccountId, key: &str) -> Result<()> {
+                sqlx::query(
+                    "DELETE FROM idempotency_records \
+                     WHERE account_id = $1 AND idempotency_key = $2 AND state = 'pending'",
+                )
+                .bind(account.to_string())
+                .bind(key)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn purge_idempotency(&self, before: Timestamp) -> Result<u64> {
+                let done = sqlx::query("DELETE FROM idempotency_records WHERE expires_at <= $1")
                     .bind(before)
                     .execute(&self.pool)
                     .await

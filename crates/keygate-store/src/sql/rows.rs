@@ -15,7 +15,7 @@ use keygate_domain::{AccountId, Environment, EventId, KeyHash, KeyId, Scope, Ten
 use serde_json::{Map, Value};
 use sqlx::types::Json;
 
-use crate::{Change, ChangeKind, StoreError};
+use crate::{Change, ChangeKind, IdempotencyBegin, StoreError};
 
 /// `accounts`, as selected by `ACCOUNT_COLUMNS`.
 #[derive(Debug, sqlx::FromRow)]
@@ -260,6 +260,30 @@ impl TryFrom<ChangeRow> for Change {
             account_id: parse("changes.account_id", &row.account_id)?,
             at: row.at,
         })
+    }
+}
+
+/// `idempotency_records`, as `begin_idempotent` reads an existing record.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct IdempotencyRow {
+    pub fingerprint: Vec<u8>,
+    pub state: String,
+    pub response: Option<Vec<u8>>,
+    pub expires_at: Timestamp,
+}
+
+impl IdempotencyRow {
+    /// What this live record means for a request with `fingerprint`.
+    pub(super) fn outcome(self, fingerprint: &[u8; 32]) -> Result<IdempotencyBegin, StoreError> {
+        if self.fingerprint.as_slice() != fingerprint.as_slice() {
+            return Ok(IdempotencyBegin::Mismatch);
+        }
+        match (self.state.as_str(), self.response) {
+            ("pending", _) => Ok(IdempotencyBegin::InProgress),
+            ("complete", Some(response)) => Ok(IdempotencyBegin::Completed(response)),
+            ("complete", None) => Err(StoreError::Corrupt("idempotency_records.response is NULL when complete".into())),
+            (state, _) => Err(corrupt("idempotency_records.state", state)),
+        }
     }
 }
 
