@@ -18,6 +18,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use ipnet::IpNet;
+use keygate_domain::gcra::Quota;
 use keygate_domain::key::{KeyFormat, KeyHasher};
 use keygate_domain::model::{Account, Actor, ApiKey};
 use keygate_domain::policy::{self, AuthFailure, RequestFacts};
@@ -27,6 +28,7 @@ use keygate_store::Store;
 use crate::cache::{Cache, Credential};
 use crate::config::Settings;
 use crate::error::{ApiError, current_request_id};
+use crate::ratelimit::{self, LimitKey};
 use crate::services::Principal;
 use crate::state::AppState;
 use crate::throttle::FailureThrottle;
@@ -232,10 +234,9 @@ impl Caller {
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+impl Caller {
+    /// Checks 1–8 for a request.
+    async fn authenticate(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
         let auth = &state.auth;
         let client_ip = auth.client_ip(peer, &parts.headers);
@@ -259,6 +260,39 @@ impl FromRequestParts<AppState> for Caller {
             source,
         })
     }
+
+    /// Check 11: spends one request of the key's and the account's allowances, and notes the
+    /// tightest for the response headers.
+    ///
+    /// # Errors
+    /// 429 `rate_limited` naming the limit that refused.
+    pub async fn spend(&self, state: &AppState) -> Result<(), ApiError> {
+        let checks = [
+            (LimitKey::Key(self.key().id), Quota::per_minute(self.key().rate_limit_per_minute)),
+            (LimitKey::Account(self.account().id), Quota::per_minute(self.account().rate_limit_per_minute)),
+        ];
+        match ratelimit::enforce(&*state.limiter, &*state.clock, &checks, 1).await {
+            Ok(Ok(status)) => {
+                if let Some(status) = status {
+                    crate::middleware::note_ratelimit(status);
+                }
+                Ok(())
+            }
+            Ok(Err(refused)) => Err(ApiError::RateLimited(refused)),
+            Err(e) => Err(ApiError::LimiterUnavailable(e.0)),
+        }
+    }
+}
+
+/// An authenticated caller on a route that needs no particular scope: checks 1–8 and 11.
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = Self::authenticate(parts, state).await?;
+        caller.spend(state).await?;
+        Ok(caller)
+    }
 }
 
 /// A scope an endpoint needs (check 9), named by a marker type.
@@ -267,8 +301,9 @@ pub trait RequiredScope {
     fn scope() -> &'static Scope;
 }
 
-/// A [`Caller`] whose key holds `S::SCOPE`: checks 1–9 run before the body is even read, so a
-/// key without the scope learns nothing from validation errors.
+/// A [`Caller`] whose key holds `S::scope()`: checks 1–9 and 11 run before the body is even
+/// read, so a key without the scope learns nothing from validation errors, and a refused request
+/// spends no allowance.
 pub struct Scoped<S>(pub Caller, PhantomData<S>);
 
 impl<S> Deref for Scoped<S> {
@@ -283,8 +318,9 @@ impl<S: RequiredScope + Send + Sync> FromRequestParts<AppState> for Scoped<S> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let caller = Caller::from_request_parts(parts, state).await?;
+        let caller = Caller::authenticate(parts, state).await?;
         caller.require(S::scope())?;
+        caller.spend(state).await?;
         Ok(Self(caller, PhantomData))
     }
 }

@@ -70,6 +70,9 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("{0}")]
     InvalidRequest(String),
+    /// A rate limit refused the request (check 11).
+    #[error("rate limited by the {0}")]
+    RateLimited(crate::ratelimit::RateLimitStatus),
     /// Too many failed authentications from this IP; retry after that many seconds.
     #[error("too many failed attempts")]
     TooManyFailedAttempts { retry_after: u64 },
@@ -84,6 +87,9 @@ pub enum ApiError {
     RouteNotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The shared rate limiter could not decide (cluster mode: Redis unreachable).
+    #[error("rate limiter unavailable: {0}")]
+    LimiterUnavailable(String),
     /// The store could not be reached.
     #[error("store unavailable")]
     Unavailable(#[source] StoreError),
@@ -129,12 +135,12 @@ impl ApiError {
             Self::Escalation { .. } => StatusCode::FORBIDDEN,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            Self::TooManyFailedAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyFailedAttempts { .. } | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::LimiterUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -148,12 +154,13 @@ impl ApiError {
             Self::Validation(_) => "validation_failed",
             Self::InvalidRequest(_) => "invalid_request",
             Self::TooManyFailedAttempts { .. } => "too_many_failed_attempts",
+            Self::RateLimited(_) => "rate_limited",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::RouteNotFound => "route_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
-            Self::Unavailable(_) => "service_unavailable",
+            Self::Unavailable(_) | Self::LimiterUnavailable(_) => "service_unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -190,10 +197,18 @@ impl ApiError {
             Self::TooManyFailedAttempts { retry_after } => {
                 format!("Too many failed authentication attempts from this IP address; retry in {retry_after} s.")
             }
+            Self::RateLimited(s) => format!(
+                "The {} limit of {} requests per minute is used up; retry in {} s.",
+                s.scope.as_str(),
+                s.limit,
+                s.retry_after.unwrap_or(1)
+            ),
             Self::PayloadTooLarge(limit) => format!("The request body is larger than the limit of {limit} bytes."),
             Self::RouteNotFound => "No route matches this method and path.".into(),
             Self::MethodNotAllowed => "This path does not accept this method.".into(),
-            Self::Unavailable(_) => "The service is temporarily unavailable; retry later.".into(),
+            Self::Unavailable(_) | Self::LimiterUnavailable(_) => {
+                "The service is temporarily unavailable; retry later.".into()
+            }
             Self::Internal(_) => "Something went wrong on our side. Quote the request_id when reporting it.".into(),
         }
     }
@@ -221,6 +236,11 @@ impl ApiError {
             Self::Validation(errors) => {
                 body.insert("errors".into(), json!(errors));
             }
+            Self::RateLimited(s) => {
+                body.insert("limit_scope".into(), json!(s.scope.as_str()));
+                body.insert("limit".into(), json!(s.limit));
+                body.insert("retry_after".into(), json!(s.retry_after.unwrap_or(1)));
+            }
             _ => {}
         }
         body
@@ -233,6 +253,7 @@ impl IntoResponse for ApiError {
         match &self {
             Self::Internal(_) => tracing::error!(error = %self, "internal error"),
             Self::Unavailable(source) => tracing::error!(error = %source, "store unavailable"),
+            Self::LimiterUnavailable(e) => tracing::error!(error = %e, "rate limiter unavailable"),
             _ => {}
         }
         let mut body = self.problem();
@@ -247,12 +268,13 @@ impl IntoResponse for ApiError {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"keygate\""));
         }
         match &self {
-            Self::Unavailable(_) => {
+            Self::Unavailable(_) | Self::LimiterUnavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Self::TooManyFailedAttempts { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
+            Self::RateLimited(status) => status.write_headers(headers),
             _ => {}
         }
         response.extensions_mut().insert(ErrorCode(self.code()));
@@ -285,6 +307,9 @@ pub struct Problem {
     /// On `validation_failed`: one entry per invalid field.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldError>>,
+    /// On `rate_limited`: which limit refused (`key`, `account` or `ip`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_scope: Option<String>,
 }
 
 #[cfg(test)]

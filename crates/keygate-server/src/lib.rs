@@ -14,6 +14,7 @@ pub mod extract;
 pub mod follower;
 pub mod metrics;
 pub mod middleware;
+pub mod ratelimit;
 pub mod routes;
 pub mod services;
 pub mod state;

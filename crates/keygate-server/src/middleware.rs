@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use keygate_domain::{AccountId, KeyId, RequestId};
 
 use crate::error::{ApiError, ErrorCode, REQUEST_ID};
+use crate::ratelimit::RateLimitStatus;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -29,6 +30,13 @@ pub struct RequestFacts {
     pub caller: OnceLock<(AccountId, KeyId, IpAddr)>,
     /// The credential came from the deprecated `appid` query parameter.
     pub deprecated_credential: OnceLock<()>,
+    /// The rate limit that applied, for the response's headers.
+    pub ratelimit: OnceLock<RateLimitStatus>,
+}
+
+/// Records the rate limit that applied to this request, for its response headers.
+pub fn note_ratelimit(status: RateLimitStatus) {
+    let _ = REQUEST_FACTS.try_with(|f| f.ratelimit.set(status));
 }
 
 /// Records who the authenticated caller is, for the request's log line.
@@ -67,11 +75,19 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     let (mut response, facts) = REQUEST_FACTS
         .scope(facts, async {
             let response = REQUEST_ID.scope(id.clone(), next.run(req)).await;
-            (response, REQUEST_FACTS.with(|f| (f.caller.get().copied(), f.deprecated_credential.get().is_some())))
+            let facts = REQUEST_FACTS.with(|f| {
+                (f.caller.get().copied(), f.deprecated_credential.get().is_some(), f.ratelimit.get().copied())
+            });
+            (response, facts)
         })
         .await;
-    let (caller, deprecated) = facts;
+    let (caller, deprecated, ratelimit) = facts;
     let headers = response.headers_mut();
+    if let Some(status) = ratelimit
+        && !headers.contains_key("x-ratelimit-limit")
+    {
+        status.write_headers(headers);
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         headers.insert(X_REQUEST_ID.clone(), v);
     }

@@ -2,7 +2,8 @@
 //!
 //! [`Keygate`] is everything the use cases (`services`) need; the CLI builds one too, so the
 //! command line and the HTTP API run the same code. [`AppState`] adds what only a server needs:
-//! the credential cache in front of the store, the authenticator, and the background tasks
+//! the credential cache in front of the store, the authenticator, the rate limiter and its
+//! clock, and the background tasks
 //! (change-log follower, usage flusher, change-log purge), which [`AppState::shutdown`] stops.
 
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,7 @@ use crate::auth::Authenticator;
 use crate::cache::{Cache, CacheConfig, CachedStore};
 use crate::config::{Limits, Settings};
 use crate::follower;
+use crate::ratelimit::{Clock, InProcessLimiter, RateLimiter, SystemClock};
 use crate::usage::UsageRecorder;
 
 /// How often the change log is polled: revocations elsewhere reach this node within about this
@@ -55,6 +57,8 @@ impl Keygate {
 pub struct AppState {
     pub keygate: Arc<Keygate>,
     pub auth: Arc<Authenticator>,
+    pub limiter: Arc<dyn RateLimiter>,
+    pub clock: Arc<dyn Clock>,
     pub max_body_bytes: usize,
     background: Arc<Background>,
 }
@@ -68,7 +72,13 @@ impl AppState {
     /// Puts the credential cache in front of `keygate.store` and starts the background tasks.
     /// Must be called within a Tokio runtime.
     #[must_use]
-    pub fn new(mut keygate: Keygate, settings: &Settings) -> Self {
+    pub fn new(keygate: Keygate, settings: &Settings) -> Self {
+        Self::with_clock(keygate, settings, Arc::new(SystemClock))
+    }
+
+    /// As [`AppState::new`], with rate limits timed by `clock` (tests pass a manual one).
+    #[must_use]
+    pub fn with_clock(mut keygate: Keygate, settings: &Settings, clock: Arc<dyn Clock>) -> Self {
         let raw = Arc::clone(&keygate.store);
         let cache = Arc::new(Cache::new(CacheConfig::default()));
         keygate.store = Arc::new(CachedStore::new(Arc::clone(&raw), Arc::clone(&cache)));
@@ -89,6 +99,8 @@ impl AppState {
         Self {
             keygate: Arc::new(keygate),
             auth,
+            limiter: Arc::new(InProcessLimiter::default()),
+            clock,
             max_body_bytes: settings.max_body_bytes,
             background: Arc::new(Background { stop, tasks: Mutex::new(tasks) }),
         }

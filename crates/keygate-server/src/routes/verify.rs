@@ -2,7 +2,8 @@
 //!
 //! Always 200 when the caller may verify: the verdict is in the body (`valid`, `code`), with the
 //! key's public facts when the key exists. It runs exactly the checks a request through keygate
-//! would (2–10) and records the key's use. An allowlisted key verified without an `ip` is
+//! would (2–11: the verified key's own and its account's rate limits are spent, and a spent one
+//! answers `rate_limited`) and records the key's use. An allowlisted key verified without an `ip` is
 //! refused (`ip_not_allowed`): an unknown address is in no allowlist. The failed-attempts
 //! throttle guards the caller's own credential, not the keys it asks about.
 
@@ -11,6 +12,7 @@ use std::net::IpAddr;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use keygate_domain::gcra::Quota;
 use keygate_domain::policy;
 use keygate_domain::{AccountId, Environment, KeyId, Scope, TenantId};
 use serde::{Deserialize, Serialize};
@@ -20,6 +22,7 @@ use utoipa::ToSchema;
 use crate::auth::{KeysVerify, Scoped};
 use crate::error::{ApiError, Problem};
 use crate::extract::Body;
+use crate::ratelimit::{self, LimitKey};
 use crate::services::Validator;
 use crate::state::AppState;
 
@@ -58,7 +61,7 @@ pub struct VerifiedKey<'a> {
     pub metadata: &'a Map<String, Value>,
 }
 
-/// The limit that applied (present once rate limits are enforced).
+/// The tightest limit of the verified key that applied (or the one that refused).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RateLimitInfo {
     pub limit: u32,
@@ -101,6 +104,8 @@ pub async fn verify(
 
     let evaluation = state.auth.evaluate(&req.key, ip).await?;
     let mut outcome = evaluation.outcome;
+    let mut ratelimit_info = None;
+    let mut rate_limited = false;
     if let (Some(credential), Ok(())) = (&evaluation.credential, &outcome) {
         let (key, account) = (&credential.key, &credential.account);
         if let Some(scope) = &scope {
@@ -111,7 +116,23 @@ pub async fn verify(
             outcome = policy::check_tenant(key, tenant.as_ref());
         }
         if outcome.is_ok() {
-            state.auth.record_usage(credential, ip.unwrap_or(caller.client_ip));
+            let checks = [
+                (LimitKey::Key(key.id), Quota::per_minute(key.rate_limit_per_minute)),
+                (LimitKey::Account(account.id), Quota::per_minute(account.rate_limit_per_minute)),
+            ];
+            match ratelimit::enforce(&*state.limiter, &*state.clock, &checks, 1)
+                .await
+                .map_err(|e| ApiError::LimiterUnavailable(e.0))?
+            {
+                Ok(status) => ratelimit_info = status,
+                Err(refused) => {
+                    ratelimit_info = Some(refused);
+                    rate_limited = true;
+                }
+            }
+            if !rate_limited {
+                state.auth.record_usage(credential, ip.unwrap_or(caller.client_ip));
+            }
         }
     }
     let key = evaluation.credential.as_ref().map(|c| {
@@ -126,12 +147,14 @@ pub async fn verify(
             metadata: &k.metadata,
         }
     });
-    let response = VerifyResponse {
-        valid: outcome.is_ok(),
-        code: outcome.err().map_or("valid", |f| f.code()),
-        key,
-        ratelimit: None,
+    let code = match outcome {
+        Err(failure) => failure.code(),
+        Ok(()) if rate_limited => "rate_limited",
+        Ok(()) => "valid",
     };
+    let ratelimit =
+        ratelimit_info.map(|s| RateLimitInfo { limit: s.limit, remaining: s.remaining, reset: s.reset_after });
+    let response = VerifyResponse { valid: code == "valid", code, key, ratelimit };
     // Serialized here, while the borrowed key is alive.
     let body = serde_json::to_vec(&response).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())

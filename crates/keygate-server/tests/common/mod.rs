@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use keygate_domain::key::HashSecret;
 use keygate_server::config::SecretString;
+use keygate_server::ratelimit::ManualClock;
 use keygate_server::{AppState, Config, Keygate, Settings};
 use keygate_store::Store;
 use reqwest::header::HeaderMap;
@@ -180,6 +181,9 @@ pub struct TestApp {
     pub store: Arc<dyn Store>,
     /// The test database, for other processes on it ([`TestApp::start_node`]).
     pub database_url: String,
+    /// The clock rate limits run on (shared with nodes started from this app): frozen unless a
+    /// test advances it.
+    pub clock: Arc<ManualClock>,
     /// SQLite: the directory holding `keygate.db` (and its `-wal`/`-shm` files).
     pub db_dir: Option<TempDir>,
     servers: Servers,
@@ -226,9 +230,14 @@ fn test_secret() -> HashSecret {
     HashSecret::new(HASH_SECRET).expect("a long enough secret")
 }
 
-/// Serves `keygate` on `127.0.0.1:0` until the returned sender is dropped.
-async fn serve(keygate: Keygate, settings: &Settings) -> (String, AppState, oneshot::Sender<()>) {
-    let state = AppState::new(keygate, settings);
+/// Serves `keygate` on `127.0.0.1:0` until the returned sender is dropped. Rate limits run on
+/// `clock`, which only the test moves.
+async fn serve(
+    keygate: Keygate,
+    settings: &Settings,
+    clock: Arc<ManualClock>,
+) -> (String, AppState, oneshot::Sender<()>) {
+    let state = AppState::with_clock(keygate, settings, clock);
     let app = keygate_server::app(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
     let base_url = format!("http://{}", listener.local_addr().expect("a local address"));
@@ -272,7 +281,8 @@ impl TestApp {
         let keygate = Keygate::new(store.clone(), &settings, &test_secret());
         let (operator, key, plaintext) =
             keygate.init_operator().await.expect("init the operator").expect("a fresh database has no operator");
-        let (base_url, state, shutdown) = serve(keygate, &settings).await;
+        let clock = Arc::new(ManualClock::at(chrono::Utc::now().timestamp().unsigned_abs()));
+        let (base_url, state, shutdown) = serve(keygate, &settings, Arc::clone(&clock)).await;
         let servers: Servers = Arc::new(Mutex::new(vec![(Some(state), store.clone())]));
 
         let app = Self {
@@ -284,6 +294,7 @@ impl TestApp {
             client: client_from(None),
             store: store.clone(),
             database_url: url,
+            clock,
             db_dir,
             servers: Arc::clone(&servers),
             _shutdown: shutdown,
@@ -296,7 +307,7 @@ impl TestApp {
         let store = keygate_store::connect(&self.database_url).await.expect("open the store for another node");
         let settings = test_settings(configure);
         let (base_url, state, shutdown) =
-            serve(Keygate::new(store.clone(), &settings, &test_secret()), &settings).await;
+            serve(Keygate::new(store.clone(), &settings, &test_secret()), &settings, Arc::clone(&self.clock)).await;
         self.servers.lock().expect("the cleanup list").push((Some(state), store.clone()));
         Node { base_url, client: client_from(None), store, _shutdown: shutdown }
     }

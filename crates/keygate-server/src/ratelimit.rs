@@ -1,0 +1,349 @@
+//! Rate limits (SPEC §5, check 11): per key, per account across its keys, and per route and
+//! client IP where a route configures one.
+//!
+//! The arithmetic is GCRA from `keygate_domain::gcra`; this module keeps the limiters' state.
+//! [`RateLimiter`] is one call per check — (limit key, quota, cost) → decision — so a shared
+//! implementation (Redis, one atomic script call) can replace [`InProcessLimiter`] without
+//! touching callers. Time comes from a [`Clock`], so tests control it instead of sleeping.
+//!
+//! A request is checked against its limits from the most specific to the least (key, then IP,
+//! then account) and stops at the first refusal; allowances already spent by the earlier checks
+//! stay spent, as with nginx's `limit_req` zones. The response describes the tightest limit that
+//! applied (fewest requests remaining), or the one that refused.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use axum::http::{HeaderMap, HeaderValue};
+use keygate_domain::gcra::{self, Decision, Quota};
+use keygate_domain::{AccountId, KeyId};
+use moka::sync::Cache;
+
+/// Wall-clock time in nanoseconds since the Unix epoch.
+pub trait Clock: Send + Sync {
+    fn now_ns(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ns(&self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+/// A clock that only moves when told to: for deterministic tests.
+#[derive(Debug)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    /// Starts at `unix_seconds`.
+    #[must_use]
+    pub fn at(unix_seconds: u64) -> Self {
+        Self(AtomicU64::new(unix_seconds * 1_000_000_000))
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(u64::try_from(by.as_nanos()).unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+
+    /// The current time in whole Unix seconds.
+    #[must_use]
+    pub fn now_seconds(&self) -> u64 {
+        self.now_ns() / 1_000_000_000
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ns(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Which limit a decision is about; also the `limit_scope` of a 429.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitScope {
+    Key,
+    Account,
+    Ip,
+}
+
+impl LimitScope {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Key => "key",
+            Self::Account => "account",
+            Self::Ip => "ip",
+        }
+    }
+}
+
+/// Whose allowance a check spends.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LimitKey {
+    Key(KeyId),
+    Account(AccountId),
+    /// A route (by its configured path) and a client IP.
+    RouteIp(Arc<str>, IpAddr),
+}
+
+impl LimitKey {
+    #[must_use]
+    pub fn scope(&self) -> LimitScope {
+        match self {
+            Self::Key(_) => LimitScope::Key,
+            Self::Account(_) => LimitScope::Account,
+            Self::RouteIp(..) => LimitScope::Ip,
+        }
+    }
+}
+
+/// The limiter could not decide (a shared store is down).
+#[derive(Debug, thiserror::Error)]
+#[error("rate limiter unavailable: {0}")]
+pub struct LimiterError(pub String);
+
+/// One call per check: spends `cost` from `key`'s allowance under `quota` if it admits.
+#[async_trait]
+pub trait RateLimiter: Send + Sync {
+    async fn check(&self, key: &LimitKey, quota: Quota, cost: u32, now_ns: u64) -> Result<Decision, LimiterError>;
+}
+
+/// Limiters in this process's memory: one atomic TAT per limit key, updated by compare-and-swap,
+/// so concurrent requests on one key admit exactly what GCRA allows.
+pub struct InProcessLimiter {
+    tats: Cache<LimitKey, Arc<AtomicU64>>,
+}
+
+impl Default for InProcessLimiter {
+    fn default() -> Self {
+        // A limiter idle for longer than its period is full again, so forgetting it is exact:
+        // the largest period is a minute.
+        Self { tats: Cache::builder().max_capacity(1_000_000).time_to_idle(Duration::from_secs(120)).build() }
+    }
+}
+
+#[async_trait]
+impl RateLimiter for InProcessLimiter {
+    async fn check(&self, key: &LimitKey, quota: Quota, cost: u32, now_ns: u64) -> Result<Decision, LimiterError> {
+        Ok(self.check_now(key, quota, cost, now_ns))
+    }
+}
+
+impl InProcessLimiter {
+    /// The synchronous core of [`RateLimiter::check`].
+    #[must_use]
+    pub fn check_now(&self, key: &LimitKey, quota: Quota, cost: u32, now_ns: u64) -> Decision {
+        let tat = match self.tats.get(key) {
+            Some(tat) => tat,
+            None => self.tats.get_with(key.clone(), || Arc::new(AtomicU64::new(0))),
+        };
+        let mut current = tat.load(Ordering::Acquire);
+        loop {
+            let decision = gcra::check(quota, current, now_ns, cost);
+            if !decision.allowed {
+                return decision;
+            }
+            match tat.compare_exchange_weak(current, decision.tat_ns, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return decision,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
+/// The limit a response reports: the tightest that applied, or the one that refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitStatus {
+    pub scope: LimitScope,
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until the limit is full again (rounded up).
+    pub reset_after: u64,
+    /// Unix seconds at which it is full again.
+    pub reset_at: u64,
+    /// On refusal: whole seconds (≥ 1, rounded up) until a retry can be admitted.
+    pub retry_after: Option<u64>,
+}
+
+impl RateLimitStatus {
+    fn new(scope: LimitScope, quota: Quota, d: &Decision, now_ns: u64) -> Self {
+        let reset_after = d.reset_after_ns.div_ceil(1_000_000_000);
+        Self {
+            scope,
+            limit: quota.limit,
+            remaining: d.remaining,
+            reset_after,
+            reset_at: now_ns / 1_000_000_000 + reset_after,
+            retry_after: (!d.allowed).then(|| d.retry_after_ns.div_ceil(1_000_000_000).max(1)),
+        }
+    }
+
+    /// GitHub's `X-RateLimit-*` and the IETF `RateLimit-Policy` / `RateLimit` fields.
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
+        let scope = self.scope.as_str();
+        headers.insert("x-ratelimit-limit", HeaderValue::from(self.limit));
+        headers.insert("x-ratelimit-remaining", HeaderValue::from(self.remaining));
+        headers.insert("x-ratelimit-reset", HeaderValue::from(self.reset_at));
+        if let Ok(v) = HeaderValue::from_str(&format!("\"{scope}\";q={};w=60", self.limit)) {
+            headers.insert("ratelimit-policy", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("\"{scope}\";r={};t={}", self.remaining, self.reset_after)) {
+            headers.insert("ratelimit", v);
+        }
+        if let Some(retry) = self.retry_after {
+            headers.insert(axum::http::header::RETRY_AFTER, HeaderValue::from(retry));
+        }
+    }
+}
+
+impl fmt::Display for RateLimitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} limit of {}/min", self.scope.as_str(), self.limit)
+    }
+}
+
+/// Checks a request's limits in order. `Ok` carries the tightest limit that applied; `Err` the
+/// one that refused.
+///
+/// # Errors
+/// The refusing limit's status, or the limiter's own failure.
+pub async fn enforce(
+    limiter: &dyn RateLimiter,
+    clock: &dyn Clock,
+    checks: &[(LimitKey, Quota)],
+    cost: u32,
+) -> Result<Result<Option<RateLimitStatus>, RateLimitStatus>, LimiterError> {
+    let now = clock.now_ns();
+    let mut tightest: Option<RateLimitStatus> = None;
+    for (key, quota) in checks {
+        let decision = limiter.check(key, *quota, cost, now).await?;
+        let status = RateLimitStatus::new(key.scope(), *quota, &decision, now);
+        if !decision.allowed {
+            metrics::counter!("keygate_ratelimit_rejections_total", "limit_scope" => key.scope().as_str()).increment(1);
+            return Ok(Err(status));
+        }
+        let tighter = tightest.is_none_or(|t| (status.remaining, status.limit) < (t.remaining, t.limit));
+        if tighter {
+            tightest = Some(status);
+        }
+    }
+    Ok(Ok(tightest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_800_000_000;
+
+    fn run(
+        limiter: &InProcessLimiter,
+        clock: &ManualClock,
+        checks: &[(LimitKey, Quota)],
+    ) -> Result<Option<RateLimitStatus>, RateLimitStatus> {
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        rt.block_on(enforce(limiter, clock, checks, 1)).expect("in-process never fails")
+    }
+
+    #[test]
+    fn a_burst_of_the_limit_then_retry_after_exactly_one_interval() {
+        let limiter = InProcessLimiter::default();
+        let clock = ManualClock::at(T0);
+        let key = [(LimitKey::Key(KeyId::generate()), Quota::per_minute(60))];
+        for i in 0..60 {
+            let s = run(&limiter, &clock, &key).expect("admitted").expect("a limit applied");
+            assert_eq!(s.remaining, 59 - i);
+        }
+        let refused = run(&limiter, &clock, &key).expect_err("refused");
+        assert_eq!(
+            (refused.scope, refused.limit, refused.remaining, refused.retry_after),
+            (LimitScope::Key, 60, 0, Some(1))
+        );
+        clock.advance(Duration::from_millis(999));
+        assert!(run(&limiter, &clock, &key).is_err(), "not a moment early");
+        clock.advance(Duration::from_millis(1));
+        assert!(run(&limiter, &clock, &key).is_ok(), "exactly when Retry-After said");
+    }
+
+    #[test]
+    fn the_account_limit_is_shared_by_its_keys_and_named_when_it_refuses() {
+        let limiter = InProcessLimiter::default();
+        let clock = ManualClock::at(T0);
+        let account = LimitKey::Account(AccountId::generate());
+        let k1 =
+            [(LimitKey::Key(KeyId::generate()), Quota::per_minute(100)), (account.clone(), Quota::per_minute(150))];
+        let k2 = [(LimitKey::Key(KeyId::generate()), Quota::per_minute(100)), (account, Quota::per_minute(150))];
+        for _ in 0..100 {
+            assert!(run(&limiter, &clock, &k1).is_ok());
+        }
+        for _ in 0..50 {
+            assert!(run(&limiter, &clock, &k2).is_ok());
+        }
+        let refused = run(&limiter, &clock, &k2).expect_err("the account is spent");
+        assert_eq!(refused.scope, LimitScope::Account);
+        assert_eq!(refused.retry_after, Some(1));
+    }
+
+    #[test]
+    fn the_tightest_limit_is_reported() {
+        let limiter = InProcessLimiter::default();
+        let clock = ManualClock::at(T0);
+        let checks = [
+            (LimitKey::Key(KeyId::generate()), Quota::per_minute(100)),
+            (LimitKey::RouteIp("/v1/sms/send".into(), [203, 0, 113, 7].into()), Quota::per_minute(30)),
+            (LimitKey::Account(AccountId::generate()), Quota::per_minute(1000)),
+        ];
+        let s = run(&limiter, &clock, &checks).expect("admitted").expect("some limit");
+        assert_eq!((s.scope, s.limit, s.remaining), (LimitScope::Ip, 30, 29));
+        assert_eq!(s.reset_at, T0 + 2, "one interval of 2 s to refill the one spent");
+    }
+
+    #[test]
+    fn concurrent_requests_admit_exactly_the_limit() {
+        let limiter = Arc::new(InProcessLimiter::default());
+        let key = LimitKey::Key(KeyId::generate());
+        let quota = Quota::per_minute(500);
+        let now = T0 * 1_000_000_000;
+        let admitted = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..200 {
+                        if limiter.check_now(&key, quota, 1, now).allowed {
+                            admitted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(admitted.load(Ordering::Relaxed), 500);
+    }
+
+    #[test]
+    fn headers() {
+        let s = RateLimitStatus {
+            scope: LimitScope::Key,
+            limit: 100,
+            remaining: 57,
+            reset_after: 26,
+            reset_at: T0 + 26,
+            retry_after: None,
+        };
+        let mut h = HeaderMap::new();
+        s.write_headers(&mut h);
+        assert_eq!(h["x-ratelimit-limit"], "100");
+        assert_eq!(h["x-ratelimit-remaining"], "57");
+        assert_eq!(h["x-ratelimit-reset"], (T0 + 26).to_string().as_str());
+        assert_eq!(h["ratelimit-policy"], "\"key\";q=100;w=60");
+        assert_eq!(h["ratelimit"], "\"key\";r=57;t=26");
+        assert!(h.get("retry-after").is_none());
+    }
+}
