@@ -37,6 +37,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
+    /// How long an `Idempotency-Key` and its stored response are kept, in seconds.
+    pub idempotency_retention_seconds: u64,
     /// The scope catalog; `None` = the built-in default (SPEC §4).
     pub scopes: Option<Vec<CatalogEntry>>,
 }
@@ -54,6 +56,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
+            idempotency_retention_seconds: 86_400,
             scopes: None,
         }
     }
@@ -157,6 +160,7 @@ pub struct Settings {
     pub allow_query_key: bool,
     pub max_failed_attempts_per_minute: u32,
     pub max_body_bytes: usize,
+    pub idempotency_retention_seconds: u64,
     pub log_format: LogFormat,
 }
 
@@ -201,6 +205,9 @@ impl Config {
         if self.auth.max_failed_attempts_per_minute == 0 {
             errors.push("auth.max_failed_attempts_per_minute must be at least 1".into());
         }
+        if !(60..=30 * 86_400).contains(&self.idempotency_retention_seconds) {
+            errors.push("idempotency_retention_seconds must be between 60 and 2592000 (30 days)".into());
+        }
         if self.max_body_bytes < 1024 {
             errors.push("max_body_bytes must be at least 1024".into());
         }
@@ -224,6 +231,7 @@ impl Config {
                 allow_query_key: self.auth.allow_query_key,
                 max_failed_attempts_per_minute: self.auth.max_failed_attempts_per_minute,
                 max_body_bytes: self.max_body_bytes,
+                idempotency_retention_seconds: self.idempotency_retention_seconds,
                 log_format: self.log_format,
             }),
             _ => Err(errors),

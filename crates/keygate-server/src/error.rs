@@ -87,6 +87,12 @@ pub enum ApiError {
     RouteNotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// Another request with this Idempotency-Key is still executing.
+    #[error("idempotency key in use")]
+    IdempotencyInProgress,
+    /// This Idempotency-Key was used with a different request.
+    #[error("idempotency key reused")]
+    IdempotencyKeyReused,
     /// The shared rate limiter could not decide (cluster mode: Redis unreachable).
     #[error("rate limiter unavailable: {0}")]
     LimiterUnavailable(String),
@@ -137,7 +143,8 @@ impl ApiError {
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::TooManyFailedAttempts { .. } | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::IdempotencyInProgress => StatusCode::CONFLICT,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable(_) | Self::LimiterUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -157,6 +164,8 @@ impl ApiError {
             Self::RateLimited(_) => "rate_limited",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
+            Self::IdempotencyInProgress => "idempotency_in_progress",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::RouteNotFound => "route_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -194,6 +203,12 @@ impl ApiError {
             },
             Self::InvalidRequest(m) | Self::Conflict(m) => m.clone(),
             Self::NotFound(what) => format!("No such {what}."),
+            Self::IdempotencyInProgress => {
+                "A request with this Idempotency-Key is still being processed; retry shortly.".into()
+            }
+            Self::IdempotencyKeyReused => {
+                "This Idempotency-Key was already used with a different request (method, path, query or body).".into()
+            }
             Self::TooManyFailedAttempts { retry_after } => {
                 format!("Too many failed authentication attempts from this IP address; retry in {retry_after} s.")
             }

@@ -20,7 +20,11 @@ pub struct Body<T>(pub T);
 /// A JSON body that may be absent (an empty body means `T::default()`).
 pub struct OptionalBody<T>(pub T);
 
-async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+/// The request body, within the configured size limit.
+///
+/// # Errors
+/// 413 beyond the limit; 400 when it cannot be read.
+pub async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|e| match e {
         BytesRejection::FailedToBufferBody(inner) if inner.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::PayloadTooLarge(state.max_body_bytes)

@@ -21,6 +21,7 @@ use crate::auth::Authenticator;
 use crate::cache::{Cache, CacheConfig, CachedStore};
 use crate::config::{Limits, Settings};
 use crate::follower;
+use crate::idempotency::{self, Sealer};
 use crate::ratelimit::{Clock, InProcessLimiter, RateLimiter, SystemClock};
 use crate::usage::UsageRecorder;
 
@@ -59,6 +60,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub limiter: Arc<dyn RateLimiter>,
     pub clock: Arc<dyn Clock>,
+    pub sealer: Arc<Sealer>,
+    pub idempotency_retention: ChronoDuration,
     pub max_body_bytes: usize,
     background: Arc<Background>,
 }
@@ -91,6 +94,7 @@ impl AppState {
             Arc::clone(&usage),
         ));
         let (stop, stopped) = watch::channel(false);
+        let sealer_key = keygate.hasher.derive("idempotency-responses-v1");
         let tasks = vec![
             tokio::spawn(follower::follow(Arc::clone(&raw), cache, FOLLOW_INTERVAL, stopped.clone())),
             tokio::spawn(usage.run(Arc::clone(&raw), stopped.clone())),
@@ -101,6 +105,8 @@ impl AppState {
             auth,
             limiter: Arc::new(InProcessLimiter::default()),
             clock,
+            sealer: Arc::new(Sealer::new(sealer_key)),
+            idempotency_retention: idempotency::retention(settings.idempotency_retention_seconds),
             max_body_bytes: settings.max_body_bytes,
             background: Arc::new(Background { stop, tasks: Mutex::new(tasks) }),
         }
@@ -116,11 +122,15 @@ impl AppState {
     }
 }
 
-/// Deletes change-log rows older than [`CHANGE_RETENTION`], every ten minutes.
+/// Every ten minutes: deletes change-log rows older than [`CHANGE_RETENTION`] and expired
+/// idempotency records (with the responses they sealed).
 async fn purge_changes(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
     while !follower::sleep_or_stop(&mut stop, Duration::from_secs(600)).await {
         if let Err(e) = store.purge_changes(time::now() - CHANGE_RETENTION).await {
             tracing::warn!(error = %e, "could not purge the change log");
+        }
+        if let Err(e) = store.purge_idempotency(time::now()).await {
+            tracing::warn!(error = %e, "could not purge expired idempotency records");
         }
     }
 }

@@ -4,11 +4,13 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use keygate_domain::time;
 
 use crate::auth::{AccountRead, AccountWrite, AccountsRead, AccountsWrite, Scoped};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Body, Path, Query};
+use crate::idempotency::{Claim, Idempotent};
 use crate::services::PageParams;
 use crate::services::accounts::{CreateAccountRequest, UpdateAccountRequest};
 use crate::state::AppState;
@@ -36,17 +38,29 @@ pub async fn update_own_account(
 }
 
 /// Create a partner account with its first key (unrestricted, shown once).
-#[utoipa::path(post, path = "/v1/accounts", tag = OPERATOR, request_body = CreateAccountRequest,
+#[utoipa::path(post, path = "/v1/accounts", tag = OPERATOR, params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key replays the first response (24 h).")), request_body = CreateAccountRequest,
     responses((status = 201, body = CreatedAccount), (status = 403, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn create_account(
     State(state): State<AppState>,
     caller: Scoped<AccountsWrite>,
-    Body(req): Body<CreateAccountRequest>,
-) -> Result<(StatusCode, Json<CreatedAccount>), ApiError> {
-    let (account, key, plaintext) = state.keygate.create_account(&caller.principal(), req).await?;
-    let initial_key = CreatedKey { api_key: KeyView::new(&key, time::now()), key: plaintext.expose().to_owned() };
-    Ok((StatusCode::CREATED, Json(CreatedAccount { account: AccountView::from(&account), initial_key })))
+    body: Idempotent,
+) -> Result<Response, ApiError> {
+    let req: CreateAccountRequest = body.json()?;
+    let ticket = match body.claim(&state, caller.account().id).await? {
+        Claim::Replay(stored) => return Ok(stored),
+        Claim::Proceed(ticket) => ticket,
+    };
+    let response = match state.keygate.create_account(&caller.principal(), req).await {
+        Ok((account, key, plaintext)) => {
+            let initial_key =
+                CreatedKey { api_key: KeyView::new(&key, time::now()), key: plaintext.expose().to_owned() };
+            let created = CreatedAccount { account: AccountView::from(&account), initial_key };
+            (StatusCode::CREATED, Json(created)).into_response()
+        }
+        Err(e) => e.into_response(),
+    };
+    Ok(ticket.finish(&state, response).await)
 }
 
 /// List accounts, newest first.

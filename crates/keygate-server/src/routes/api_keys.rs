@@ -3,11 +3,13 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use keygate_domain::time;
 
 use crate::auth::{ApiKeysRead, ApiKeysWrite, Scoped};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Body, OptionalBody, Path, Query};
+use crate::idempotency::{Claim, Idempotent};
 use crate::services::keys::{
     CreateKeyRequest, ListKeysParams, LookupKeyRequest, RevokeKeyRequest, RollKeyRequest, UpdateKeyRequest,
 };
@@ -21,7 +23,7 @@ fn created(key: &keygate_domain::ApiKey, plaintext: &keygate_domain::PlaintextKe
 }
 
 /// Create an API key. The response is the only time the full key is shown.
-#[utoipa::path(post, path = "/v1/api-keys", tag = TAG, request_body = CreateKeyRequest,
+#[utoipa::path(post, path = "/v1/api-keys", tag = TAG, params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key replays the first response (24 h).")), request_body = CreateKeyRequest,
     responses((status = 201, body = CreatedKey),
         (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json")),
@@ -29,10 +31,18 @@ fn created(key: &keygate_domain::ApiKey, plaintext: &keygate_domain::PlaintextKe
 pub async fn create_api_key(
     State(state): State<AppState>,
     caller: Scoped<ApiKeysWrite>,
-    Body(req): Body<CreateKeyRequest>,
-) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
-    let (key, plaintext) = state.keygate.create_key(&caller.principal(), req).await?;
-    Ok((StatusCode::CREATED, Json(created(&key, &plaintext))))
+    body: Idempotent,
+) -> Result<Response, ApiError> {
+    let req: CreateKeyRequest = body.json()?;
+    let ticket = match body.claim(&state, caller.account().id).await? {
+        Claim::Replay(stored) => return Ok(stored),
+        Claim::Proceed(ticket) => ticket,
+    };
+    let response = match state.keygate.create_key(&caller.principal(), req).await {
+        Ok((key, plaintext)) => (StatusCode::CREATED, Json(created(&key, &plaintext))).into_response(),
+        Err(e) => e.into_response(),
+    };
+    Ok(ticket.finish(&state, response).await)
 }
 
 /// List API keys (masked), newest first.
@@ -100,16 +110,24 @@ pub async fn revoke_api_key(
 }
 
 /// Roll a key: a new key with the same settings; the old one expires after the grace period.
-#[utoipa::path(post, path = "/v1/api-keys/{id}/roll", tag = TAG, params(("id" = String, Path, description = "key_…")),
+#[utoipa::path(post, path = "/v1/api-keys/{id}/roll", tag = TAG, params(("id" = String, Path, description = "key_…"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key replays the first response (24 h).")),
     request_body(content = Option<RollKeyRequest>), responses((status = 201, body = CreatedKey)), security(("bearer" = [])))]
 pub async fn roll_api_key(
     State(state): State<AppState>,
     caller: Scoped<ApiKeysWrite>,
     Path(id): Path<String>,
-    OptionalBody(req): OptionalBody<RollKeyRequest>,
-) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
-    let (key, plaintext) = state.keygate.roll_key(&caller.principal(), &id, req.grace_period_seconds).await?;
-    Ok((StatusCode::CREATED, Json(created(&key, &plaintext))))
+    body: Idempotent,
+) -> Result<Response, ApiError> {
+    let req: RollKeyRequest = body.json_or_default()?;
+    let ticket = match body.claim(&state, caller.account().id).await? {
+        Claim::Replay(stored) => return Ok(stored),
+        Claim::Proceed(ticket) => ticket,
+    };
+    let response = match state.keygate.roll_key(&caller.principal(), &id, req.grace_period_seconds).await {
+        Ok((key, plaintext)) => (StatusCode::CREATED, Json(created(&key, &plaintext))).into_response(),
+        Err(e) => e.into_response(),
+    };
+    Ok(ticket.finish(&state, response).await)
 }
 
 /// Find a key of this account by its value. The key travels in the body, never the URL.

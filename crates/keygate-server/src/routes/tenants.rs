@@ -3,10 +3,12 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 
 use crate::auth::{Scoped, TenantsRead, TenantsWrite};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Body, Path, Query};
+use crate::idempotency::{Claim, Idempotent};
 use crate::services::tenants::{CreateTenantRequest, ListTenantsParams, UpdateTenantRequest};
 use crate::state::AppState;
 use crate::views::{TenantList, TenantView};
@@ -14,16 +16,24 @@ use crate::views::{TenantList, TenantView};
 const TAG: &str = "Tenants";
 
 /// Create a tenant.
-#[utoipa::path(post, path = "/v1/tenants", tag = TAG, request_body = CreateTenantRequest,
+#[utoipa::path(post, path = "/v1/tenants", tag = TAG, params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key replays the first response (24 h).")), request_body = CreateTenantRequest,
     responses((status = 201, body = TenantView), (status = 409, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn create_tenant(
     State(state): State<AppState>,
     caller: Scoped<TenantsWrite>,
-    Body(req): Body<CreateTenantRequest>,
-) -> Result<(StatusCode, Json<TenantView>), ApiError> {
-    let t = state.keygate.create_tenant(&caller.principal(), req).await?;
-    Ok((StatusCode::CREATED, Json(TenantView::from(&t))))
+    body: Idempotent,
+) -> Result<Response, ApiError> {
+    let req: CreateTenantRequest = body.json()?;
+    let ticket = match body.claim(&state, caller.account().id).await? {
+        Claim::Replay(stored) => return Ok(stored),
+        Claim::Proceed(ticket) => ticket,
+    };
+    let response = match state.keygate.create_tenant(&caller.principal(), req).await {
+        Ok(t) => (StatusCode::CREATED, Json(TenantView::from(&t))).into_response(),
+        Err(e) => e.into_response(),
+    };
+    Ok(ticket.finish(&state, response).await)
 }
 
 /// List tenants, newest first.

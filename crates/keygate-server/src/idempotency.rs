@@ -1,0 +1,273 @@
+//! `Idempotency-Key` (SPEC §6): retried POSTs that change state execute once.
+//!
+//! A request carrying the header is fingerprinted (method, path, query, SHA-256 of the body) and
+//! claims the record (account, key) in the store before it executes: the claim is atomic in the
+//! database, so it holds across nodes. Then:
+//! - a completed record with the same fingerprint is replayed (`Idempotent-Replayed: true`),
+//!   byte for byte, without executing anything;
+//! - a pending one answers 409 `idempotency_in_progress`; a different fingerprint 422
+//!   `idempotency_key_reused`;
+//! - otherwise the request executes and its response is stored — whatever the status, 5xx
+//!   included, so a retry never executes twice — except a 4xx, which keygate only answers when it
+//!   refused before executing (validation, conflict, not found): that claim is released and a
+//!   retry executes normally. Refusals earlier still (401/403/429, bad JSON) never claim.
+//! - A request that dies mid-execution leaves its record pending: retries get 409 until the
+//!   record expires. That is the price of never executing twice.
+//!
+//! A stored response can hold a created key's plaintext, so it is sealed with
+//! ChaCha20-Poly1305 under a key derived from the hash secret, bound to the (account, key) pair
+//! it belongs to: only that account's retry can open it, a database dump alone opens nothing, and
+//! records are purged when they expire (default 24 h).
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use chrono::Duration;
+use keygate_domain::{AccountId, time};
+use keygate_store::IdempotencyBegin;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::extract::{body_bytes, parse_json};
+use crate::state::AppState;
+
+/// The header's rules: 1–255 printable ASCII characters.
+fn valid_key(s: &str) -> bool {
+    (1..=255).contains(&s.len()) && s.bytes().all(|b| (0x20..=0x7e).contains(&b))
+}
+
+/// A state-changing POST body, with what idempotency needs to know about the request.
+pub struct Idempotent {
+    bytes: Bytes,
+    /// The `Idempotency-Key` and the request's fingerprint, when the header was sent.
+    claim: Option<(String, [u8; 32])>,
+}
+
+impl FromRequest<AppState> for Idempotent {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let key = match req.headers().get("idempotency-key") {
+            None => None,
+            Some(v) => match v.to_str() {
+                Ok(s) if valid_key(s) => Some(s.to_owned()),
+                _ => {
+                    return Err(ApiError::InvalidRequest(
+                        "Idempotency-Key must be 1–255 printable ASCII characters.".into(),
+                    ));
+                }
+            },
+        };
+        let method = req.method().as_str().to_owned();
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().unwrap_or_default().to_owned();
+        let bytes = body_bytes(req, state).await?;
+        let claim = key.map(|key| {
+            let mut h = Sha256::new();
+            for part in [method.as_bytes(), path.as_bytes(), query.as_bytes()] {
+                h.update(part);
+                h.update([0]);
+            }
+            h.update(Sha256::digest(&bytes));
+            (key, h.finalize().into())
+        });
+        Ok(Self { bytes, claim })
+    }
+}
+
+/// What the handler does next.
+pub enum Claim {
+    /// Answer this stored response; execute nothing.
+    Replay(Response),
+    /// Execute, then pass the response to [`Ticket::finish`].
+    Proceed(Ticket),
+}
+
+/// A claimed (or unclaimed, without the header) execution.
+pub struct Ticket {
+    claimed: Option<(AccountId, String)>,
+}
+
+impl Idempotent {
+    /// The body as JSON.
+    ///
+    /// # Errors
+    /// 400 for an empty or broken body, 422 naming the field for a wrong shape.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if self.bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::InvalidRequest("This endpoint needs a JSON body.".into()));
+        }
+        parse_json(&self.bytes)
+    }
+
+    /// The body as JSON, or `T::default()` when it is empty.
+    ///
+    /// # Errors
+    /// As [`Idempotent::json`].
+    pub fn json_or_default<T: DeserializeOwned + Default>(&self) -> Result<T, ApiError> {
+        if self.bytes.iter().all(u8::is_ascii_whitespace) { Ok(T::default()) } else { parse_json(&self.bytes) }
+    }
+
+    /// Claims the key for `account` (call after parsing the body: a body refused as invalid
+    /// never claims).
+    ///
+    /// # Errors
+    /// 409 `idempotency_in_progress`, 422 `idempotency_key_reused`, or a store failure.
+    pub async fn claim(&self, state: &AppState, account: AccountId) -> Result<Claim, ApiError> {
+        let Some((key, fingerprint)) = &self.claim else {
+            return Ok(Claim::Proceed(Ticket { claimed: None }));
+        };
+        let now = time::now();
+        let expires_at = now + state.idempotency_retention;
+        match state.keygate.store.begin_idempotent(account, key, fingerprint, now, expires_at).await? {
+            IdempotencyBegin::Started => Ok(Claim::Proceed(Ticket { claimed: Some((account, key.clone())) })),
+            IdempotencyBegin::InProgress => Err(ApiError::IdempotencyInProgress),
+            IdempotencyBegin::Mismatch => Err(ApiError::IdempotencyKeyReused),
+            IdempotencyBegin::Completed(sealed) => {
+                let stored = state.sealer.open(account, key, &sealed)?;
+                metrics::counter!("keygate_idempotency_replays_total").increment(1);
+                Ok(Claim::Replay(stored.into_response()))
+            }
+        }
+    }
+}
+
+impl Ticket {
+    /// Stores `response` for replays (or releases the claim after a 4xx refusal) and returns it.
+    pub async fn finish(self, state: &AppState, response: Response) -> Response {
+        let Some((account, key)) = self.claimed else { return response };
+        let store = &state.keygate.store;
+        if response.status().is_client_error() {
+            if let Err(e) = store.release_idempotent(account, &key).await {
+                tracing::warn!(error = %e, "could not release an idempotency claim");
+            }
+            return response;
+        }
+        let (parts, body) = response.into_parts();
+        let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+            Ok(b) => b,
+            Err(e) => return ApiError::Internal(format!("reading a response to store it: {e}")).into_response(),
+        };
+        let stored = StoredResponse {
+            status: parts.status.as_u16(),
+            content_type: parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned),
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        };
+        match state.sealer.seal(account, &key, &stored) {
+            Ok(sealed) => {
+                if let Err(e) = store.complete_idempotent(account, &key, &sealed).await {
+                    // The work is done and acknowledged; a retry will see the claim pending (409),
+                    // never a second execution.
+                    tracing::error!(error = %e, "could not store an idempotent response");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not seal an idempotent response"),
+        }
+        Response::from_parts(parts, Body::from(bytes))
+    }
+}
+
+/// What is kept of a response: status, content type and body.
+#[derive(Serialize, Deserialize)]
+struct StoredResponse {
+    status: u16,
+    content_type: Option<String>,
+    body: String,
+}
+
+impl IntoResponse for StoredResponse {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, self.body).into_response();
+        let headers = response.headers_mut();
+        if let Some(ct) = self.content_type.and_then(|ct| HeaderValue::from_str(&ct).ok()) {
+            headers.insert(header::CONTENT_TYPE, ct);
+        }
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response
+    }
+}
+
+/// Seals stored responses to the (account, Idempotency-Key) they belong to.
+pub struct Sealer {
+    cipher: ChaCha20Poly1305,
+}
+
+impl Sealer {
+    /// `key` must be secret: derive it from the hash secret.
+    #[must_use]
+    pub fn new(key: [u8; 32]) -> Self {
+        Self { cipher: ChaCha20Poly1305::new(&Key::from(key)) }
+    }
+
+    fn aad(account: AccountId, key: &str) -> Vec<u8> {
+        format!("keygate-idempotency-v1\0{account}\0{key}").into_bytes()
+    }
+
+    fn seal(&self, account: AccountId, key: &str, stored: &StoredResponse) -> Result<Vec<u8>, ApiError> {
+        let msg = serde_json::to_vec(stored).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut nonce).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let aad = Self::aad(account, key);
+        let sealed = self
+            .cipher
+            .encrypt(&Nonce::from(nonce), Payload { msg: &msg, aad: &aad })
+            .map_err(|_| ApiError::Internal("sealing failed".into()))?;
+        Ok([nonce.as_slice(), &sealed].concat())
+    }
+
+    fn open(&self, account: AccountId, key: &str, sealed: &[u8]) -> Result<StoredResponse, ApiError> {
+        let (nonce, ciphertext) =
+            sealed.split_at_checked(12).ok_or_else(|| ApiError::Internal("short record".into()))?;
+        let nonce: [u8; 12] = nonce.try_into().map_err(|_| ApiError::Internal("short nonce".into()))?;
+        let aad = Self::aad(account, key);
+        let msg = self
+            .cipher
+            .decrypt(&Nonce::from(nonce), Payload { msg: ciphertext, aad: &aad })
+            .map_err(|_| ApiError::Internal("a stored idempotent response does not open (secret changed?)".into()))?;
+        serde_json::from_slice(&msg).map_err(|e| ApiError::Internal(e.to_string()))
+    }
+}
+
+/// How long records are kept, from the config.
+#[must_use]
+pub fn retention(seconds: u64) -> Duration {
+    Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_rules() {
+        assert!(valid_key("a"));
+        assert!(valid_key(&"x".repeat(255)));
+        assert!(!valid_key(""));
+        assert!(!valid_key(&"x".repeat(256)));
+        assert!(!valid_key("tab\there"));
+        assert!(!valid_key("é"));
+    }
+
+    #[test]
+    fn sealed_responses_open_only_for_their_own_account_and_key() {
+        let sealer = Sealer::new([7; 32]);
+        let a = AccountId::generate();
+        let stored = StoredResponse {
+            status: 201,
+            content_type: Some("application/json".into()),
+            body: "{\"key\":\"sk_live_x\"}".into(),
+        };
+        let sealed = sealer.seal(a, "k1", &stored).unwrap_or_default();
+        assert!(!sealed.windows(9).any(|w| w == b"sk_live_x"), "the plaintext is not visible");
+        assert!(sealer.open(a, "k1", &sealed).is_ok());
+        assert!(sealer.open(a, "k2", &sealed).is_err(), "another key");
+        assert!(sealer.open(AccountId::generate(), "k1", &sealed).is_err(), "another account");
+        assert!(Sealer::new([8; 32]).open(a, "k1", &sealed).is_err(), "another secret");
+    }
+}
