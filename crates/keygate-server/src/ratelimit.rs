@@ -19,9 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use axum::http::{HeaderMap, HeaderValue};
+use dashmap::DashMap;
 use keygate_domain::gcra::{self, Decision, Quota};
 use keygate_domain::{AccountId, KeyId};
-use moka::sync::Cache;
 
 /// Wall-clock time in nanoseconds since the Unix epoch.
 pub trait Clock: Send + Sync {
@@ -116,17 +116,21 @@ pub trait RateLimiter: Send + Sync {
     async fn check(&self, key: &LimitKey, quota: Quota, cost: u32, now_ns: u64) -> Result<Decision, LimiterError>;
 }
 
-/// Limiters in this process's memory: one atomic TAT per limit key, updated by compare-and-swap,
-/// so concurrent requests on one key admit exactly what GCRA allows.
+/// Limiters in this process's memory: one atomic TAT per limit key in a sharded map, updated by
+/// compare-and-swap, so concurrent requests on one key admit exactly what GCRA allows.
+///
+/// A limiter whose TAT has passed is full, exactly as if it did not exist, so forgetting it loses
+/// nothing: when the map grows past [`SWEEP_ABOVE`] entries, those are swept out.
 pub struct InProcessLimiter {
-    tats: Cache<LimitKey, Arc<AtomicU64>>,
+    tats: DashMap<LimitKey, AtomicU64>,
 }
+
+/// Entries above which an insert first sweeps out full limiters.
+pub const SWEEP_ABOVE: usize = 100_000;
 
 impl Default for InProcessLimiter {
     fn default() -> Self {
-        // A limiter idle for longer than its period is full again, so forgetting it is exact:
-        // the largest period is a minute.
-        Self { tats: Cache::builder().max_capacity(1_000_000).time_to_idle(Duration::from_secs(120)).build() }
+        Self { tats: DashMap::new() }
     }
 }
 
@@ -141,10 +145,28 @@ impl InProcessLimiter {
     /// The synchronous core of [`RateLimiter::check`].
     #[must_use]
     pub fn check_now(&self, key: &LimitKey, quota: Quota, cost: u32, now_ns: u64) -> Decision {
-        let tat = match self.tats.get(key) {
-            Some(tat) => tat,
-            None => self.tats.get_with(key.clone(), || Arc::new(AtomicU64::new(0))),
-        };
+        if let Some(tat) = self.tats.get(key) {
+            return Self::spend(&tat, quota, cost, now_ns);
+        }
+        if self.tats.len() >= SWEEP_ABOVE {
+            self.tats.retain(|_, tat| tat.load(Ordering::Acquire) > now_ns);
+        }
+        let tat = self.tats.entry(key.clone()).or_insert_with(|| AtomicU64::new(0));
+        Self::spend(&tat, quota, cost, now_ns)
+    }
+
+    /// How many limiters are held (full ones included until the next sweep).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.tats.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.tats.is_empty()
+    }
+
+    fn spend(tat: &AtomicU64, quota: Quota, cost: u32, now_ns: u64) -> Decision {
         let mut current = tat.load(Ordering::Acquire);
         loop {
             let decision = gcra::check(quota, current, now_ns, cost);
@@ -325,6 +347,25 @@ mod tests {
             }
         });
         assert_eq!(admitted.load(Ordering::Relaxed), 500);
+    }
+
+    #[test]
+    fn full_limiters_are_swept_when_the_map_is_large() {
+        let limiter = InProcessLimiter::default();
+        let quota = Quota::per_minute(60);
+        let t = T0 * 1_000_000_000;
+        for _ in 0..SWEEP_ABOVE {
+            let _ = limiter.check_now(&LimitKey::Key(KeyId::generate()), quota, 1, t);
+        }
+        // 1/min: this one refills for a whole minute.
+        let busy = LimitKey::Key(KeyId::generate());
+        let _ = limiter.check_now(&busy, Quota::per_minute(1), 1, t);
+        assert_eq!(limiter.len(), SWEEP_ABOVE + 1, "nothing was full yet");
+        // 30 s later the 60/min limiters (full after 1 s) are swept; the busy one is kept.
+        let later = t + 30_000_000_000;
+        let _ = limiter.check_now(&LimitKey::Key(KeyId::generate()), quota, 1, later);
+        assert_eq!(limiter.len(), 2, "the busy limiter and the new one");
+        assert!(!limiter.check_now(&busy, Quota::per_minute(1), 1, later).allowed, "its state was kept");
     }
 
     #[test]
