@@ -236,7 +236,7 @@ impl Caller {
 
 impl Caller {
     /// Checks 1–8 for a request.
-    async fn authenticate(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
+    pub(crate) async fn authenticate(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
         let auth = &state.auth;
         let client_ip = auth.client_ip(peer, &parts.headers);
@@ -267,10 +267,19 @@ impl Caller {
     /// # Errors
     /// 429 `rate_limited` naming the limit that refused.
     pub async fn spend(&self, state: &AppState) -> Result<(), ApiError> {
-        let checks = [
-            (LimitKey::Key(self.key().id), Quota::per_minute(self.key().rate_limit_per_minute)),
-            (LimitKey::Account(self.account().id), Quota::per_minute(self.account().rate_limit_per_minute)),
-        ];
+        self.spend_with(state, None).await
+    }
+
+    /// As [`Caller::spend`], with a route's per-IP limit checked between the key's and the
+    /// account's.
+    ///
+    /// # Errors
+    /// 429 `rate_limited` naming the limit that refused.
+    pub async fn spend_with(&self, state: &AppState, route_ip: Option<(LimitKey, Quota)>) -> Result<(), ApiError> {
+        let mut checks = Vec::with_capacity(3);
+        checks.push((LimitKey::Key(self.key().id), Quota::per_minute(self.key().rate_limit_per_minute)));
+        checks.extend(route_ip);
+        checks.push((LimitKey::Account(self.account().id), Quota::per_minute(self.account().rate_limit_per_minute)));
         match ratelimit::enforce(&*state.limiter, &*state.clock, &checks, 1).await {
             Ok(Ok(status)) => {
                 if let Some(status) = status {

@@ -41,6 +41,54 @@ pub struct Config {
     pub idempotency_retention_seconds: u64,
     /// The scope catalog; `None` = the built-in default (SPEC §4).
     pub scopes: Option<Vec<CatalogEntry>>,
+    /// Put keygate in front of an upstream API (SPEC §10).
+    pub gateway: Option<GatewayConfig>,
+}
+
+/// `[gateway]`: the upstream and the routes keygate forwards to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// `http://host:port` of the API behind keygate.
+    pub upstream: String,
+    pub connect_timeout_ms: u64,
+    /// Time allowed until the upstream's response headers.
+    pub timeout_ms: u64,
+    /// Largest request body forwarded.
+    pub max_body_bytes: usize,
+    pub routes: Vec<RouteConfig>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            upstream: String::new(),
+            connect_timeout_ms: 2_000,
+            timeout_ms: 30_000,
+            max_body_bytes: 10 * 1024 * 1024,
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// `[[gateway.routes]]`: one forwarded endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub method: String,
+    /// Under `/v1/`, with `{params}`.
+    pub path: String,
+    /// The scope a key needs.
+    pub scope: String,
+    /// The path parameter carrying the tenant; without it, the `X-Tenant-Id` header.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Whether `Idempotency-Key` applies; default: true for POST.
+    #[serde(default)]
+    pub idempotent: Option<bool>,
+    /// A per-client-IP limit on this route.
+    #[serde(default)]
+    pub ip_rate_limit_per_minute: Option<u32>,
 }
 
 impl Default for Config {
@@ -58,6 +106,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             idempotency_retention_seconds: 86_400,
             scopes: None,
+            gateway: None,
         }
     }
 }
@@ -162,6 +211,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub idempotency_retention_seconds: u64,
     pub log_format: LogFormat,
+    /// The compiled gateway, when configured.
+    pub gateway: Option<std::sync::Arc<crate::gateway::Gateway>>,
 }
 
 impl Config {
@@ -216,6 +267,13 @@ impl Config {
         {
             errors.push(format!("hash_secret: {e}"));
         }
+        let gateway = match (&self.gateway, &catalog) {
+            (Some(g), Some(catalog)) => crate::gateway::Gateway::compile(g, catalog)
+                .map_err(|e| errors.extend(e.into_iter().map(|m| format!("gateway: {m}"))))
+                .ok()
+                .map(std::sync::Arc::new),
+            _ => None,
+        };
         match (listen, key_format, catalog) {
             (Some(listen), Some(key_format), Some(catalog)) if errors.is_empty() => Ok(Settings {
                 listen,
@@ -233,6 +291,7 @@ impl Config {
                 max_body_bytes: self.max_body_bytes,
                 idempotency_retention_seconds: self.idempotency_retention_seconds,
                 log_format: self.log_format,
+                gateway,
             }),
             _ => Err(errors),
         }

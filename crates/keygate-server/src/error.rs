@@ -93,6 +93,12 @@ pub enum ApiError {
     /// This Idempotency-Key was used with a different request.
     #[error("idempotency key reused")]
     IdempotencyKeyReused,
+    /// The upstream could not be reached (or dropped the connection).
+    #[error("upstream unavailable")]
+    UpstreamUnavailable,
+    /// The upstream did not answer in time.
+    #[error("upstream timeout")]
+    UpstreamTimeout,
     /// The shared rate limiter could not decide (cluster mode: Redis unreachable).
     #[error("rate limiter unavailable: {0}")]
     LimiterUnavailable(String),
@@ -149,6 +155,8 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable(_) | Self::LimiterUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -171,6 +179,8 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Unavailable(_) | Self::LimiterUnavailable(_) => "service_unavailable",
             Self::Internal(_) => "internal",
+            Self::UpstreamUnavailable => "upstream_unavailable",
+            Self::UpstreamTimeout => "upstream_timeout",
         }
     }
 
@@ -225,6 +235,8 @@ impl ApiError {
                 "The service is temporarily unavailable; retry later.".into()
             }
             Self::Internal(_) => "Something went wrong on our side. Quote the request_id when reporting it.".into(),
+            Self::UpstreamUnavailable => "The upstream API could not be reached.".into(),
+            Self::UpstreamTimeout => "The upstream API did not answer in time.".into(),
         }
     }
 

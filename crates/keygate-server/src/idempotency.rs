@@ -21,7 +21,7 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
@@ -48,35 +48,46 @@ pub struct Idempotent {
     claim: Option<(String, [u8; 32])>,
 }
 
-impl FromRequest<AppState> for Idempotent {
-    type Rejection = ApiError;
+/// The request's `Idempotency-Key`, if it sent one.
+///
+/// # Errors
+/// 400 `invalid_request` for a value that is not 1–255 printable ASCII characters.
+pub fn key_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => match v.to_str() {
+            Ok(s) if valid_key(s) => Ok(Some(s.to_owned())),
+            _ => Err(ApiError::InvalidRequest("Idempotency-Key must be 1–255 printable ASCII characters.".into())),
+        },
+    }
+}
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let key = match req.headers().get("idempotency-key") {
-            None => None,
-            Some(v) => match v.to_str() {
-                Ok(s) if valid_key(s) => Some(s.to_owned()),
-                _ => {
-                    return Err(ApiError::InvalidRequest(
-                        "Idempotency-Key must be 1–255 printable ASCII characters.".into(),
-                    ));
-                }
-            },
-        };
-        let method = req.method().as_str().to_owned();
-        let path = req.uri().path().to_owned();
-        let query = req.uri().query().unwrap_or_default().to_owned();
-        let bytes = body_bytes(req, state).await?;
+impl Idempotent {
+    /// A request's body with its fingerprint (method, path, query, SHA-256 of the body).
+    #[must_use]
+    pub fn new(key: Option<String>, method: &Method, uri: &Uri, bytes: Bytes) -> Self {
         let claim = key.map(|key| {
             let mut h = Sha256::new();
-            for part in [method.as_bytes(), path.as_bytes(), query.as_bytes()] {
-                h.update(part);
+            for part in [method.as_str(), uri.path(), uri.query().unwrap_or_default()] {
+                h.update(part.as_bytes());
                 h.update([0]);
             }
             h.update(Sha256::digest(&bytes));
             (key, h.finalize().into())
         });
-        Ok(Self { bytes, claim })
+        Self { bytes, claim }
+    }
+}
+
+impl FromRequest<AppState> for Idempotent {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let key = key_header(req.headers())?;
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let bytes = body_bytes(req, state).await?;
+        Ok(Self::new(key, &method, &uri, bytes))
     }
 }
 
@@ -138,16 +149,30 @@ impl Idempotent {
 }
 
 impl Ticket {
-    /// Stores `response` for replays (or releases the claim after a 4xx refusal) and returns it.
+    /// For keygate's own endpoints, where a 4xx is always a refusal before executing: releases
+    /// the claim after a 4xx, stores anything else.
     pub async fn finish(self, state: &AppState, response: Response) -> Response {
+        if response.status().is_client_error() {
+            self.release(state).await;
+            response
+        } else {
+            self.complete(state, response).await
+        }
+    }
+
+    /// Gives the claim up: nothing executed, a retry runs normally.
+    pub async fn release(self, state: &AppState) {
+        if let Some((account, key)) = self.claimed
+            && let Err(e) = state.keygate.store.release_idempotent(account, &key).await
+        {
+            tracing::warn!(error = %e, "could not release an idempotency claim");
+        }
+    }
+
+    /// Stores `response` for replays, whatever its status, and returns it.
+    pub async fn complete(self, state: &AppState, response: Response) -> Response {
         let Some((account, key)) = self.claimed else { return response };
         let store = &state.keygate.store;
-        if response.status().is_client_error() {
-            if let Err(e) = store.release_idempotent(account, &key).await {
-                tracing::warn!(error = %e, "could not release an idempotency claim");
-            }
-            return response;
-        }
         let (parts, body) = response.into_parts();
         let bytes = match axum::body::to_bytes(body, usize::MAX).await {
             Ok(b) => b,

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod follower;
+pub mod gateway;
 pub mod idempotency;
 pub mod metrics;
 pub mod middleware;

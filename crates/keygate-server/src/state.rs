@@ -21,6 +21,7 @@ use crate::auth::Authenticator;
 use crate::cache::{Cache, CacheConfig, CachedStore};
 use crate::config::{Limits, Settings};
 use crate::follower;
+use crate::gateway::Gateway;
 use crate::idempotency::{self, Sealer};
 use crate::ratelimit::{Clock, InProcessLimiter, RateLimiter, SystemClock};
 use crate::usage::UsageRecorder;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub limiter: Arc<dyn RateLimiter>,
     pub clock: Arc<dyn Clock>,
     pub sealer: Arc<Sealer>,
+    /// The compiled `[gateway]`, when configured.
+    pub gateway: Option<Arc<Gateway>>,
     pub idempotency_retention: ChronoDuration,
     pub max_body_bytes: usize,
     background: Arc<Background>,
@@ -106,6 +109,7 @@ impl AppState {
             limiter: Arc::new(InProcessLimiter::default()),
             clock,
             sealer: Arc::new(Sealer::new(sealer_key)),
+            gateway: settings.gateway.clone(),
             idempotency_retention: idempotency::retention(settings.idempotency_retention_seconds),
             max_body_bytes: settings.max_body_bytes,
             background: Arc::new(Background { stop, tasks: Mutex::new(tasks) }),

@@ -107,7 +107,8 @@ pub fn app(state: AppState) -> Router {
         // The interactive reference: Swagger UI's assets are compiled into the binary.
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .route("/", get(|| async { Redirect::temporary("/docs/") }))
-        .fallback(middleware::route_not_found)
+        // Everything else: the gateway's routes when one is configured, else 404 route_not_found.
+        .fallback(crate::gateway::fallback)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))

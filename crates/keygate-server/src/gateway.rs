@@ -1,0 +1,468 @@
+//! The gateway (SPEC §10): keygate in front of an upstream API.
+//!
+//! Every `/v1/*` request that is not keygate's own endpoint is matched against the configured
+//! routes (compiled once at start into `matchit` routers, one per method) and fails closed: no
+//! route, 404 `route_not_found`; the path under another method, 405. A matched request runs SPEC
+//! §3 in order with the route's scope (9) and tenant (10, from the route's path parameter or
+//! `X-Tenant-Id`; a tenant-scoped key must name one), then its limits (11: key, the route's
+//! per-IP limit, account), then `Idempotency-Key` on idempotent routes, and is forwarded with a
+//! pooled hyper client, bodies streamed both ways.
+//!
+//! What the upstream sees: the request without the credential (`Authorization`, `X-API-Key`, or
+//! the `appid` parameter that carried it), without hop-by-hop headers and without any incoming
+//! `X-Keygate-*` (a client cannot forge identity), plus `X-Keygate-Account-Id`,
+//! `X-Keygate-Key-Id`, `X-Keygate-Tenant-Id` (when the request names a tenant),
+//! `X-Keygate-Scopes` (comma-separated; `*` for an unrestricted key), keygate's `X-Request-Id`,
+//! and `X-Forwarded-For` set to the client IP keygate resolved (an incoming chain is not passed
+//! on: the upstream should trust keygate's view, not the client's claim).
+//!
+//! Idempotent routes (POST by default) buffer the body (to fingerprint it) and store whatever the
+//! upstream answered, its 4xx and 5xx included; a 502 where the upstream could not be reached is
+//! not stored, so a retry executes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::request::Parts;
+use axum::http::{Method, Uri};
+use axum::response::{IntoResponse, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use keygate_domain::gcra::Quota;
+use keygate_domain::policy::{self, AuthFailure};
+use keygate_domain::scope::Catalog;
+use keygate_domain::{Scope, TenantId};
+
+use crate::auth::{Caller, CredentialSource};
+use crate::config::GatewayConfig;
+use crate::error::ApiError;
+use crate::idempotency::{self, Claim, Idempotent};
+use crate::ratelimit::LimitKey;
+use crate::state::AppState;
+
+/// One compiled route.
+#[derive(Debug)]
+pub struct Route {
+    pub method: Method,
+    /// As configured; also names the route's per-IP limiter.
+    pub path: Arc<str>,
+    pub scope: Scope,
+    pub tenant: Option<String>,
+    pub idempotent: bool,
+    pub ip_rate_limit_per_minute: Option<u32>,
+}
+
+/// The compiled `[gateway]`: the route table and the upstream client.
+pub struct Gateway {
+    /// `http://host:port`, no trailing slash.
+    upstream: String,
+    timeout: Duration,
+    pub max_body_bytes: usize,
+    routes: Vec<Route>,
+    by_method: HashMap<Method, matchit::Router<usize>>,
+    /// Every route's path (parameters renamed), to tell 405 from 404.
+    any_method: matchit::Router<()>,
+    client: Client<HttpConnector, Body>,
+}
+
+impl fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gateway")
+            .field("upstream", &self.upstream)
+            .field("routes", &self.routes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `/v1/x/{a}/y/{b}` → `/v1/x/{p0}/y/{p1}`: the same shape whatever the parameters are called.
+fn normalized(path: &str) -> String {
+    let mut n = 0;
+    path.split('/')
+        .map(|seg| {
+            if seg.starts_with('{') && seg.ends_with('}') {
+                n += 1;
+                format!("{{p{}}}", n - 1)
+            } else {
+                seg.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A concrete path the template matches (parameters filled with `x`).
+fn sample(path: &str) -> String {
+    path.split('/').map(|seg| if seg.starts_with('{') { "x" } else { seg }).collect::<Vec<_>>().join("/")
+}
+
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+impl Gateway {
+    /// Validates and compiles the configuration.
+    ///
+    /// # Errors
+    /// Every problem, each naming its route.
+    pub fn compile(config: &GatewayConfig, catalog: &Catalog) -> Result<Self, Vec<String>> {
+        let mut errors = Vec::new();
+        let upstream = match config.upstream.parse::<Uri>() {
+            Ok(uri)
+                if uri.scheme_str() == Some("http")
+                    && uri.authority().is_some()
+                    && matches!(uri.path(), "" | "/")
+                    && uri.query().is_none() =>
+            {
+                format!("http://{}", uri.authority().map(ToString::to_string).unwrap_or_default())
+            }
+            _ => {
+                errors.push(format!(
+                    "upstream `{}` must be http://host:port (no path; https upstreams are not supported yet)",
+                    config.upstream
+                ));
+                String::new()
+            }
+        };
+        if config.timeout_ms == 0 || config.connect_timeout_ms == 0 {
+            errors.push("timeout_ms and connect_timeout_ms must be at least 1".into());
+        }
+        if config.max_body_bytes == 0 {
+            errors.push("max_body_bytes must be at least 1".into());
+        }
+        let mut own = matchit::Router::new();
+        for path in crate::routes::openapi().paths.paths.keys() {
+            let _ = own.insert(normalized(path), ());
+        }
+        let mut routes = Vec::new();
+        let mut by_method: HashMap<Method, matchit::Router<usize>> = HashMap::new();
+        let mut any_method = matchit::Router::new();
+        for (i, r) in config.routes.iter().enumerate() {
+            let label = format!("routes[{i}] ({} {})", r.method, r.path);
+            let method_name = r.method.to_ascii_uppercase();
+            let Some(method) = METHODS
+                .contains(&method_name.as_str())
+                .then(|| Method::from_bytes(method_name.as_bytes()).ok())
+                .flatten()
+            else {
+                errors.push(format!("{label}: method must be one of {}", METHODS.join(", ")));
+                continue;
+            };
+            if !r.path.starts_with("/v1/") {
+                errors.push(format!("{label}: path must start with /v1/"));
+                continue;
+            }
+            if own.at(&sample(&r.path)).is_ok() || own.at(&r.path).is_ok() {
+                errors.push(format!("{label}: collides with one of keygate's own endpoints"));
+                continue;
+            }
+            let scope = match r.scope.parse::<Scope>() {
+                Ok(s) if catalog.allows(&s, true) => s,
+                _ => {
+                    errors.push(format!("{label}: scope `{}` is not in the scope catalog", r.scope));
+                    continue;
+                }
+            };
+            if let Some(param) = &r.tenant
+                && !r.path.split('/').any(|seg| seg == format!("{{{param}}}"))
+            {
+                errors.push(format!("{label}: tenant names `{param}`, which is not a parameter of the path"));
+                continue;
+            }
+            if r.ip_rate_limit_per_minute == Some(0) {
+                errors.push(format!("{label}: ip_rate_limit_per_minute must be at least 1"));
+                continue;
+            }
+            let router = by_method.entry(method.clone()).or_default();
+            if let Err(e) = router.insert(r.path.clone(), routes.len()) {
+                errors.push(format!("{label}: {e}"));
+                continue;
+            }
+            let _ = any_method.insert(normalized(&r.path), ());
+            routes.push(Route {
+                idempotent: r.idempotent.unwrap_or(method == Method::POST),
+                method,
+                path: r.path.as_str().into(),
+                scope,
+                tenant: r.tenant.clone(),
+                ip_rate_limit_per_minute: r.ip_rate_limit_per_minute,
+            });
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
+        Ok(Self {
+            upstream,
+            timeout: Duration::from_millis(config.timeout_ms),
+            max_body_bytes: config.max_body_bytes,
+            routes,
+            by_method,
+            any_method,
+            client,
+        })
+    }
+
+    /// The route for this request and its path parameters.
+    fn find(&self, method: &Method, path: &str) -> Option<(&Route, Vec<(String, String)>)> {
+        let m = self.by_method.get(method)?.at(path).ok()?;
+        let params = m.params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        Some((&self.routes[*m.value], params))
+    }
+}
+
+/// The fallback for everything keygate's own router does not serve.
+pub async fn fallback(State(state): State<AppState>, req: Request) -> Response {
+    match &state.gateway {
+        Some(gateway) if req.uri().path().starts_with("/v1/") => {
+            let gateway = Arc::clone(gateway);
+            proxy(&state, &gateway, req).await.unwrap_or_else(IntoResponse::into_response)
+        }
+        _ => ApiError::RouteNotFound.into_response(),
+    }
+}
+
+async fn proxy(state: &AppState, gw: &Gateway, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let Some((route, params)) = gw.find(&parts.method, parts.uri.path()) else {
+        return Err(if gw.any_method.at(parts.uri.path()).is_ok() {
+            ApiError::MethodNotAllowed
+        } else {
+            ApiError::RouteNotFound
+        });
+    };
+    let caller = Caller::authenticate(&parts, state).await?;
+    caller.require(&route.scope)?;
+    let tenant = tenant_of(state, &caller, route, &params, &parts.headers).await?;
+    let ip_limit = route
+        .ip_rate_limit_per_minute
+        .map(|n| (LimitKey::RouteIp(Arc::clone(&route.path), caller.client_ip), Quota::per_minute(n)));
+    caller.spend_with(state, ip_limit).await?;
+
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > gw.max_body_bytes as u64) {
+        return Err(ApiError::PayloadTooLarge(gw.max_body_bytes));
+    }
+
+    let key_header = if route.idempotent { idempotency::key_header(&parts.headers)? } else { None };
+    let Some(idem_key) = key_header else {
+        let body = Body::new(http_body_util::Limited::new(body, gw.max_body_bytes));
+        return forward(gw, &parts, body, &caller, tenant).await.map_err(ApiError::from);
+    };
+    let bytes = axum::body::to_bytes(body, gw.max_body_bytes)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(gw.max_body_bytes))?;
+    let idem = Idempotent::new(Some(idem_key), &parts.method, &parts.uri, bytes.clone());
+    let ticket = match idem.claim(state, caller.account().id).await? {
+        Claim::Replay(stored) => return Ok(stored),
+        Claim::Proceed(ticket) => ticket,
+    };
+    match forward(gw, &parts, Body::from(bytes), &caller, tenant).await {
+        Ok(response) => Ok(ticket.complete(state, response).await),
+        Err(UpstreamError::Unreachable) => {
+            ticket.release(state).await;
+            Err(UpstreamError::Unreachable.into())
+        }
+        Err(e) => Ok(ticket.complete(state, ApiError::from(e).into_response()).await),
+    }
+}
+
+/// Check 10 for a gateway request: the tenant it names, if any, and whether the key may act on it.
+async fn tenant_of(
+    state: &AppState,
+    caller: &Caller,
+    route: &Route,
+    params: &[(String, String)],
+    headers: &HeaderMap,
+) -> Result<Option<TenantId>, ApiError> {
+    let named = match &route.tenant {
+        Some(param) => params.iter().find(|(k, _)| k == param).map(|(_, v)| v.clone()),
+        None => headers.get("x-tenant-id").and_then(|v| v.to_str().ok()).map(str::to_owned),
+    };
+    let Some(named) = named else {
+        return if caller.key().tenant_ids.is_some() { Err(AuthFailure::TenantNotAllowed.into()) } else { Ok(None) };
+    };
+    let id: TenantId = named.trim().parse().map_err(|_| ApiError::Auth(AuthFailure::TenantNotAllowed))?;
+    let tenant = state.keygate.store.get_tenant(caller.account().id, id).await?;
+    policy::check_tenant(caller.key(), tenant.as_ref())?;
+    Ok(Some(id))
+}
+
+/// Why forwarding failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// No connection could be made: nothing reached the upstream.
+    Unreachable,
+    /// No response headers within the timeout.
+    Timeout,
+    /// The request body grew past the limit while streaming.
+    BodyTooLarge(usize),
+    /// The connection failed after the request was sent.
+    Broken,
+}
+
+impl From<UpstreamError> for ApiError {
+    fn from(e: UpstreamError) -> Self {
+        let kind = match e {
+            UpstreamError::Unreachable => "unreachable",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::BodyTooLarge(_) => "body_too_large",
+            UpstreamError::Broken => "broken",
+        };
+        metrics::counter!("keygate_upstream_errors_total", "kind" => kind).increment(1);
+        match e {
+            UpstreamError::Timeout => Self::UpstreamTimeout,
+            UpstreamError::BodyTooLarge(limit) => Self::PayloadTooLarge(limit),
+            UpstreamError::Unreachable | UpstreamError::Broken => Self::UpstreamUnavailable,
+        }
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove("proxy-connection");
+}
+
+/// The query string without the `appid` credential parameter.
+fn query_without_credential(query: &str) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k != "appid"))
+        .finish()
+}
+
+async fn forward(
+    gw: &Gateway,
+    parts: &Parts,
+    body: Body,
+    caller: &Caller,
+    tenant: Option<TenantId>,
+) -> Result<Response, UpstreamError> {
+    let mut path_and_query = parts.uri.path().to_owned();
+    if let Some(q) = parts.uri.query() {
+        let q = if caller.source == CredentialSource::Query { query_without_credential(q) } else { q.to_owned() };
+        if !q.is_empty() {
+            path_and_query.push('?');
+            path_and_query.push_str(&q);
+        }
+    }
+    let uri: Uri = format!("{}{path_and_query}", gw.upstream).parse().map_err(|_| UpstreamError::Broken)?;
+
+    let mut headers = parts.headers.clone();
+    strip_hop_by_hop(&mut headers);
+    let forged: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("x-keygate-")).cloned().collect();
+    for name in forged {
+        headers.remove(name);
+    }
+    for name in [header::HOST, header::AUTHORIZATION] {
+        headers.remove(name);
+    }
+    headers.remove("x-api-key");
+    let set = |headers: &mut HeaderMap, name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    };
+    let key = caller.key();
+    set(&mut headers, "x-keygate-account-id", caller.account().id.to_string());
+    set(&mut headers, "x-keygate-key-id", key.id.to_string());
+    if let Some(t) = tenant {
+        set(&mut headers, "x-keygate-tenant-id", t.to_string());
+    }
+    let scopes = key
+        .scopes
+        .as_ref()
+        .map_or_else(|| "*".to_owned(), |s| s.iter().map(Scope::as_str).collect::<Vec<_>>().join(","));
+    set(&mut headers, "x-keygate-scopes", scopes);
+    if let Some(id) = &caller.request_id {
+        set(&mut headers, "x-request-id", id.clone());
+    }
+    set(&mut headers, "x-forwarded-for", ip_string(caller.client_ip));
+
+    let mut request = hyper::Request::builder().method(parts.method.clone()).uri(uri);
+    if let Some(h) = request.headers_mut() {
+        *h = headers;
+    }
+    let request = request.body(body).map_err(|_| UpstreamError::Broken)?;
+    let response = match tokio::time::timeout(gw.timeout, gw.client.request(request)).await {
+        Err(_) => return Err(UpstreamError::Timeout),
+        Ok(Err(e)) => return Err(classify(&e, gw.max_body_bytes)),
+        Ok(Ok(r)) => r,
+    };
+    let (mut head, incoming) = response.into_parts();
+    strip_hop_by_hop(&mut head.headers);
+    // Answer in the client's HTTP version, not the upstream's (an HTTP/1.0 upstream must not
+    // turn keygate's own connection into HTTP/1.0).
+    head.version = parts.version;
+    Ok(Response::from_parts(head, Body::new(incoming)))
+}
+
+fn ip_string(ip: IpAddr) -> String {
+    ip.to_string()
+}
+
+/// Tells a refused connection from a body that grew too large from a connection lost midway.
+fn classify(e: &hyper_util::client::legacy::Error, limit: usize) -> UpstreamError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return UpstreamError::BodyTooLarge(limit);
+        }
+        source = s.source();
+    }
+    if e.is_connect() { UpstreamError::Unreachable } else { UpstreamError::Broken }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes() {
+        assert_eq!(normalized("/v1/tenants/{tenant_id}/extensions/{id}"), "/v1/tenants/{p0}/extensions/{p1}");
+        assert_eq!(sample("/v1/tenants/{tenant_id}/extensions"), "/v1/tenants/x/extensions");
+        assert_eq!(query_without_credential("appid=sk_live_x&a=1&b=two%20words"), "a=1&b=two+words");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}
