@@ -408,3 +408,33 @@ impl keygate_store::IdempotencyStore for CachedStore {
         self.inner.purge_idempotency(before).await
     }
 }
+
+#[async_trait]
+impl keygate_store::RequestLog for CachedStore {
+    async fn record_requests(&self, records: &[keygate_store::RequestRecord]) -> Result<()> {
+        self.inner.record_requests(records).await
+    }
+
+    async fn key_usage(
+        &self,
+        account: AccountId,
+        key_id: KeyId,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<keygate_store::UsageRow>> {
+        self.inner.key_usage(account, key_id, since, until).await
+    }
+
+    async fn list_requests(
+        &self,
+        account: AccountId,
+        filter: &keygate_store::RequestFilter,
+        page: &Page,
+    ) -> Result<Vec<keygate_store::RequestRecord>> {
+        self.inner.list_requests(account, filter, page).await
+    }
+
+    async fn purge_requests(&self, before: Timestamp) -> Result<u64> {
+        self.inner.purge_requests(before).await
+    }
+}

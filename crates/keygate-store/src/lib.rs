@@ -9,9 +9,10 @@
 //! change log, in one transaction: nothing acknowledged is lost, and every node can follow the
 //! change log to evict what it cached. The one exception is [`IdempotencyStore`]: its records
 //! are a retry cache that nothing else reads, so they are neither audited nor in the change log.
+//! Nor is the [`RequestLog`]: it records requests, not changes, and is written in batches.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use keygate_domain::model::{Account, ApiKey, AuditEvent, KeyStatus, Tenant, TenantStatus};
@@ -226,9 +227,101 @@ pub trait IdempotencyStore: Send + Sync {
     async fn purge_idempotency(&self, before: Timestamp) -> Result<u64>;
 }
 
+/// One authenticated request, as the request log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// `rl_<ULID>`, made by [`RequestRecord::generate_id`]: unique and ordered by time, unlike
+    /// `request_id`, which a client may choose.
+    pub id: String,
+    /// The request's `X-Request-Id`.
+    pub request_id: String,
+    pub at: Timestamp,
+    pub account_id: AccountId,
+    pub key_id: Option<KeyId>,
+    pub tenant_id: Option<TenantId>,
+    /// The matched route template (`/v1/api-keys/{id}`), or the path of a gateway request.
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+    /// The error code, or `ok`.
+    pub outcome: String,
+    pub client_ip: Option<IpAddr>,
+    pub latency_us: u64,
+}
+
+impl RequestRecord {
+    pub const ID_PREFIX: &'static str = "rl_";
+
+    /// A new record id, `rl_<ULID>`, ordered by creation time; within this process strictly
+    /// increasing, also within one millisecond (the listing's order is the id's).
+    #[must_use]
+    pub fn generate_id() -> String {
+        static GENERATOR: Mutex<ulid::Generator> = Mutex::new(ulid::Generator::new());
+        let next = GENERATOR.lock().ok().and_then(|mut generator| generator.generate().ok());
+        // Overflow (2^80 ids in one millisecond) or a poisoned lock: a plain new id.
+        let ulid = next.unwrap_or_else(ulid::Ulid::generate);
+        format!("{}{ulid}", Self::ID_PREFIX)
+    }
+
+    /// Whether `s` has the shape of a record id (for checking a cursor).
+    #[must_use]
+    pub fn is_id(s: &str) -> bool {
+        s.strip_prefix(Self::ID_PREFIX)
+            .is_some_and(|rest| rest.len() == 26 && rest.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()))
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RequestFilter {
+    pub key_id: Option<KeyId>,
+    pub status: Option<u16>,
+    /// Inclusive.
+    pub since: Option<Timestamp>,
+    /// Exclusive.
+    pub until: Option<Timestamp>,
+}
+
+/// How many requests a key made on one day (UTC) with one outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    /// `YYYY-MM-DD`, in UTC.
+    pub day: String,
+    pub outcome: String,
+    pub count: u64,
+}
+
+/// The request log (SPEC §8): one row per authenticated request, written in batches off the
+/// hot path, read per key (daily counts) and per account (a listing), purged by age. Not audited
+/// and not in the change log.
+#[async_trait]
+pub trait RequestLog: Send + Sync {
+    /// Inserts the records, all or none.
+    async fn record_requests(&self, records: &[RequestRecord]) -> Result<()>;
+    /// Requests of `key_id` (in `account`) with `since <= at < until`, counted per UTC day and
+    /// outcome: newest day first, outcomes alphabetically.
+    async fn key_usage(
+        &self,
+        account: AccountId,
+        key_id: KeyId,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<UsageRow>>;
+    /// The account's requests, newest first, paged by record id.
+    async fn list_requests(
+        &self,
+        account: AccountId,
+        filter: &RequestFilter,
+        page: &Page,
+    ) -> Result<Vec<RequestRecord>>;
+    /// Deletes records with `at < before`; returns how many.
+    async fn purge_requests(&self, before: Timestamp) -> Result<u64>;
+}
+
 /// Everything keygate stores.
 #[async_trait]
-pub trait Store: AccountStore + TenantStore + KeyStore + AuditLog + ChangeFeed + IdempotencyStore + 'static {
+pub trait Store:
+    AccountStore + TenantStore + KeyStore + AuditLog + ChangeFeed + IdempotencyStore + RequestLog + 'static
+{
     /// `"sqlite"` or `"postgres"` (a metrics label).
     fn backend(&self) -> &'static str;
     /// A cheap round trip, for `/readyz`.

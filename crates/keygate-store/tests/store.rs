@@ -17,8 +17,8 @@ use keygate_domain::model::{Account, AccountStatus, ApiKey, AuditEvent, KeyStatu
 use keygate_domain::time::{self, Timestamp};
 use keygate_domain::{AccountId, Environment, EventId, KeyFormat, KeyId, PlaintextKey, Scope, TenantId};
 use keygate_store::{
-    AuditFilter, Change, ChangeKind, ConnectError, IdempotencyBegin, KeyFilter, KeyUsage, Page, SqliteStore, Store,
-    StoreError, TenantFilter, connect,
+    AuditFilter, Change, ChangeKind, ConnectError, IdempotencyBegin, KeyFilter, KeyUsage, Page, RequestFilter,
+    RequestRecord, SqliteStore, Store, StoreError, TenantFilter, UsageRow, connect,
 };
 use serde_json::{Map, Value, json};
 use sqlx::Connection;
@@ -938,6 +938,167 @@ async fn old_changes_are_purged_by_time(store: Arc<dyn Store>) {
     let tenant = new_tenant(account.id, "t", None);
     store.create_tenant(&tenant, &audit(account.id, "tenant.created", "t")).await.expect("create");
     assert!(store.latest_change().await.expect("latest") > latest);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The request log.
+
+fn request(account: AccountId, key: Option<KeyId>, at: Timestamp, status: u16, outcome: &str) -> RequestRecord {
+    RequestRecord {
+        id: RequestRecord::generate_id(),
+        // Clients choose their own X-Request-Id: the same one twice must be fine.
+        request_id: "req_same".to_owned(),
+        at,
+        account_id: account,
+        key_id: key,
+        tenant_id: None,
+        route: "/v1/tenants/{id}".to_owned(),
+        method: "GET".to_owned(),
+        status,
+        outcome: outcome.to_owned(),
+        client_ip: Some(ip("203.0.113.7")),
+        latency_us: 1234,
+    }
+}
+
+fn usage_row(day: &str, outcome: &str, count: u64) -> UsageRow {
+    UsageRow { day: day.to_owned(), outcome: outcome.to_owned(), count }
+}
+
+both_backends!(request_records_round_trip_and_list_newest_first);
+async fn request_records_round_trip_and_list_newest_first(store: Arc<dyn Store>) {
+    let account = AccountId::generate();
+    let key = KeyId::generate();
+    let tenant = TenantId::generate();
+    let mut first = request(account, Some(key), ts("2026-11-24T10:00:00Z"), 200, "ok");
+    first.tenant_id = Some(tenant);
+    first.client_ip = Some(ip("2001:db8::1"));
+    first.latency_us = u64::from(u32::MAX) + 7;
+    let mut records = vec![first];
+    for (i, (status, outcome)) in [(403, "insufficient_scope"), (404, "not_found"), (200, "ok")].into_iter().enumerate()
+    {
+        let mut r =
+            request(account, Some(key), ts("2026-11-24T10:00:01Z") + Duration::seconds(i as i64), status, outcome);
+        r.client_ip = None;
+        records.push(r);
+    }
+    store.record_requests(&records).await.expect("record");
+    store.record_requests(&[]).await.expect("an empty batch is fine");
+
+    let listed = store.list_requests(account, &RequestFilter::default(), &page(100)).await.expect("list");
+    let mut expected = records.clone();
+    expected.reverse();
+    assert_eq!(listed, expected, "every field round-trips, newest first");
+
+    // Pages by record id.
+    let first_page = store.list_requests(account, &RequestFilter::default(), &page(2)).await.expect("page 1");
+    assert_eq!(first_page, expected[..2]);
+    let rest = store
+        .list_requests(account, &RequestFilter::default(), &page_before(10, &first_page[1].id))
+        .await
+        .expect("page 2");
+    assert_eq!(rest, expected[2..]);
+
+    // Filters.
+    let list = |filter: RequestFilter| {
+        let store = Arc::clone(&store);
+        async move { store.list_requests(account, &filter, &page(100)).await.expect("list") }
+    };
+    let statuses = |rows: Vec<RequestRecord>| rows.into_iter().map(|r| r.status).collect::<Vec<_>>();
+    assert_eq!(statuses(list(RequestFilter { status: Some(200), ..Default::default() }).await), [200, 200]);
+    assert_eq!(
+        statuses(list(RequestFilter { key_id: Some(KeyId::generate()), ..Default::default() }).await),
+        [0u16; 0]
+    );
+    assert_eq!(statuses(list(RequestFilter { key_id: Some(key), ..Default::default() }).await).len(), 4);
+    let window = RequestFilter {
+        since: Some(ts("2026-11-24T10:00:01Z")),
+        until: Some(ts("2026-11-24T10:00:03Z")),
+        ..Default::default()
+    };
+    assert_eq!(statuses(list(window).await), [404, 403], "since inclusive, until exclusive");
+
+    // Another account sees nothing.
+    let other = store.list_requests(AccountId::generate(), &RequestFilter::default(), &page(100)).await.expect("list");
+    assert!(other.is_empty());
+}
+
+both_backends!(key_usage_counts_per_utc_day_and_outcome);
+async fn key_usage_counts_per_utc_day_and_outcome(store: Arc<dyn Store>) {
+    let account = AccountId::generate();
+    let key = KeyId::generate();
+    let other_key = KeyId::generate();
+    let records = vec![
+        request(account, Some(key), ts("2026-11-23T23:59:59Z"), 200, "ok"),
+        request(account, Some(key), ts("2026-11-24T00:00:00Z"), 200, "ok"),
+        request(account, Some(key), ts("2026-11-24T12:00:00Z"), 200, "ok"),
+        request(account, Some(key), ts("2026-11-24T12:00:01Z"), 404, "not_found"),
+        request(account, Some(key), ts("2026-11-24T23:59:59Z"), 403, "insufficient_scope"),
+        request(account, Some(other_key), ts("2026-11-24T12:00:00Z"), 200, "ok"),
+        request(AccountId::generate(), Some(key), ts("2026-11-24T12:00:00Z"), 200, "ok"),
+    ];
+    store.record_requests(&records).await.expect("record");
+
+    let usage =
+        store.key_usage(account, key, ts("2026-11-01T00:00:00Z"), ts("2026-12-01T00:00:00Z")).await.expect("usage");
+    assert_eq!(
+        usage,
+        [
+            usage_row("2026-11-24", "insufficient_scope", 1),
+            usage_row("2026-11-24", "not_found", 1),
+            usage_row("2026-11-24", "ok", 2),
+            usage_row("2026-11-23", "ok", 1),
+        ]
+    );
+    // `since` inclusive, `until` exclusive.
+    let usage =
+        store.key_usage(account, key, ts("2026-11-24T00:00:00Z"), ts("2026-11-24T12:00:01Z")).await.expect("usage");
+    assert_eq!(usage, [usage_row("2026-11-24", "ok", 2)]);
+    // Another account's key of the same id counts nothing here, and vice versa.
+    let none = store
+        .key_usage(AccountId::generate(), key, ts("2026-11-01T00:00:00Z"), ts("2026-12-01T00:00:00Z"))
+        .await
+        .expect("usage");
+    assert!(none.is_empty());
+}
+
+both_backends!(large_request_batches_are_written_whole);
+async fn large_request_batches_are_written_whole(store: Arc<dyn Store>) {
+    let account = AccountId::generate();
+    let at = ts("2026-11-24T10:00:00Z");
+    let records: Vec<RequestRecord> = (0..1200).map(|_| request(account, None, at, 200, "ok")).collect();
+    store.record_requests(&records).await.expect("record");
+    let mut count = 0;
+    let mut before: Option<String> = None;
+    loop {
+        let page = Page { limit: 100, before: before.clone() };
+        let rows = store.list_requests(account, &RequestFilter::default(), &page).await.expect("list");
+        if rows.is_empty() {
+            break;
+        }
+        count += rows.len();
+        before = rows.last().map(|r| r.id.clone());
+    }
+    assert_eq!(count, 1200);
+
+    // A batch with a duplicate record id is refused whole.
+    let again = vec![request(account, None, at, 200, "ok"), records[0].clone()];
+    assert!(store.record_requests(&again).await.is_err());
+    assert_eq!(store.purge_requests(time::now()).await.expect("purge"), 1200, "the refused batch left nothing");
+}
+
+both_backends!(old_request_records_are_purged_by_time);
+async fn old_request_records_are_purged_by_time(store: Arc<dyn Store>) {
+    let account = AccountId::generate();
+    let t0 = ts("2026-01-01T00:00:00Z");
+    let records: Vec<RequestRecord> =
+        (0..3).map(|h| request(account, None, t0 + Duration::hours(h), 200, "ok")).collect();
+    store.record_requests(&records).await.expect("record");
+    assert_eq!(store.purge_requests(t0).await.expect("purge none"), 0);
+    // `before` is exclusive: the record at exactly t0 + 1h stays.
+    assert_eq!(store.purge_requests(t0 + Duration::hours(1)).await.expect("purge"), 1);
+    let left = store.list_requests(account, &RequestFilter::default(), &page(100)).await.expect("list");
+    assert_eq!(left.iter().map(|r| r.at).collect::<Vec<_>>(), [t0 + Duration::hours(2), t0 + Duration::hours(1)]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -98,6 +98,16 @@ macro_rules! audit_columns {
     };
 }
 
+macro_rules! request_columns {
+    () => {
+        "id, request_id, at, account_id, key_id, tenant_id, route, method, status, outcome, client_ip, latency_us"
+    };
+}
+
+/// Rows per `INSERT` of the request log: 12 binds each stays far below either backend's limit
+/// on bound parameters (SQLite 32766, PostgreSQL 65535).
+const REQUEST_INSERT_CHUNK: usize = 500;
+
 /// Implements every storage trait for `$store` (a struct with a `pool: Pool<$db>` field).
 ///
 /// - `migrator`: the backend's embedded migrations.
@@ -107,6 +117,7 @@ macro_rules! audit_columns {
 /// - `lock_changes`: run inside a write transaction just before its `changes` rows are
 ///   inserted, so that `seq` order is commit order (`None` where the database already
 ///   serializes writers).
+/// - `utc_day`: an expression giving `request_log.at`'s day in UTC as `YYYY-MM-DD` text.
 macro_rules! sql_store {
     (
         store: $store:ident,
@@ -115,7 +126,8 @@ macro_rules! sql_store {
         migrator: $migrator:expr,
         tenant_contains: ($tenant_before:literal, $tenant_after:literal),
         begin: $begin:literal,
-        lock_changes: $lock_changes:expr $(,)?
+        lock_changes: $lock_changes:expr,
+        utc_day: $utc_day:literal $(,)?
     ) => {
         use std::collections::HashMap;
 
@@ -128,12 +140,13 @@ macro_rules! sql_store {
 
         use super::rows::{
             convert_all, rate_limit_to_db, AccountRow, AuditRow, ChangeRow, IdempotencyRow, KeyAndAccountRow, KeyRow,
-            TenantRow,
+            RequestRow, TenantRow, UsageCountRow,
         };
-        use super::{like_pattern, map_err};
+        use super::{like_pattern, map_err, REQUEST_INSERT_CHUNK};
         use crate::{
             AccountStore, AuditFilter, AuditLog, Change, ChangeFeed, ChangeKind, IdempotencyBegin, IdempotencyStore,
-            KeyFilter, KeyStore, KeyUsage, Page, Result, Store, TenantFilter, TenantStore,
+            KeyFilter, KeyStore, KeyUsage, Page, RequestFilter, RequestLog, RequestRecord, Result, Store, TenantFilter,
+            TenantStore, UsageRow,
         };
 
         type Tx = Transaction<'static, $db>;
@@ -764,6 +777,96 @@ macro_rules! sql_store {
 
             async fn purge_idempotency(&self, before: Timestamp) -> Result<u64> {
                 let done = sqlx::query("DELETE FROM idempotency_records WHERE expires_at <= $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected())
+            }
+        }
+
+        #[async_trait]
+        impl RequestLog for $store {
+            async fn record_requests(&self, records: &[RequestRecord]) -> Result<()> {
+                if records.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.begin_write().await?;
+                for chunk in records.chunks(REQUEST_INSERT_CHUNK) {
+                    let mut query =
+                        QueryBuilder::<$db>::new(concat!("INSERT INTO request_log (", request_columns!(), ") "));
+                    query.push_values(chunk, |mut row, r| {
+                        row.push_bind(r.id.clone())
+                            .push_bind(r.request_id.clone())
+                            .push_bind(r.at)
+                            .push_bind(r.account_id.to_string())
+                            .push_bind(r.key_id.map(|k| k.to_string()))
+                            .push_bind(r.tenant_id.map(|t| t.to_string()))
+                            .push_bind(r.route.clone())
+                            .push_bind(r.method.clone())
+                            .push_bind(i32::from(r.status))
+                            .push_bind(r.outcome.clone())
+                            .push_bind(r.client_ip.map(|ip| ip.to_string()))
+                            .push_bind(i64::try_from(r.latency_us).unwrap_or(i64::MAX));
+                    });
+                    query.build().execute(&mut *tx).await.map_err(map_err)?;
+                }
+                tx.commit().await.map_err(map_err)
+            }
+
+            async fn key_usage(
+                &self,
+                account: AccountId,
+                key_id: KeyId,
+                since: Timestamp,
+                until: Timestamp,
+            ) -> Result<Vec<UsageRow>> {
+                let rows: Vec<UsageCountRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $utc_day,
+                    " AS day, outcome, COUNT(*) AS count FROM request_log                      WHERE account_id = $1 AND key_id = $2 AND at >= $3 AND at < $4                      GROUP BY 1, 2 ORDER BY 1 DESC, 2"
+                ))
+                .bind(account.to_string())
+                .bind(key_id.to_string())
+                .bind(since)
+                .bind(until)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                convert_all(rows)
+            }
+
+            async fn list_requests(
+                &self,
+                account: AccountId,
+                filter: &RequestFilter,
+                page: &Page,
+            ) -> Result<Vec<RequestRecord>> {
+                let mut query = QueryBuilder::<$db>::new(concat!(
+                    "SELECT ",
+                    request_columns!(),
+                    " FROM request_log WHERE account_id = "
+                ));
+                query.push_bind(account.to_string());
+                if let Some(key_id) = filter.key_id {
+                    query.push(" AND key_id = ").push_bind(key_id.to_string());
+                }
+                if let Some(status) = filter.status {
+                    query.push(" AND status = ").push_bind(i32::from(status));
+                }
+                if let Some(since) = filter.since {
+                    query.push(" AND at >= ").push_bind(since);
+                }
+                if let Some(until) = filter.until {
+                    query.push(" AND at < ").push_bind(until);
+                }
+                push_page(&mut query, page);
+                let rows: Vec<RequestRow> = query.build_query_as().fetch_all(&self.pool).await.map_err(map_err)?;
+                convert_all(rows)
+            }
+
+            async fn purge_requests(&self, before: Timestamp) -> Result<u64> {
+                let done = sqlx::query("DELETE FROM request_log WHERE at < $1")
                     .bind(before)
                     .execute(&self.pool)
                     .await

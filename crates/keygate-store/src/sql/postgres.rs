@@ -43,4 +43,5 @@ sql_store! {
     // transaction-scoped lock from the change insert to commit makes seq order commit order.
     // (The constant is arbitrary: "keyg" in ASCII.)
     lock_changes: Some("SELECT pg_advisory_xact_lock(1801812327)"),
+    utc_day: "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
 }

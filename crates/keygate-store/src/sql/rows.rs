@@ -15,7 +15,7 @@ use keygate_domain::{AccountId, Environment, EventId, KeyHash, KeyId, Scope, Ten
 use serde_json::{Map, Value};
 use sqlx::types::Json;
 
-use crate::{Change, ChangeKind, IdempotencyBegin, StoreError};
+use crate::{Change, ChangeKind, IdempotencyBegin, RequestRecord, StoreError, UsageRow};
 
 /// `accounts`, as selected by `ACCOUNT_COLUMNS`.
 #[derive(Debug, sqlx::FromRow)]
@@ -109,6 +109,31 @@ pub(super) struct ChangeRow {
     pub entity_id: String,
     pub account_id: String,
     pub at: Timestamp,
+}
+
+/// `request_log`, as selected by `request_columns!`.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct RequestRow {
+    pub id: String,
+    pub request_id: String,
+    pub at: Timestamp,
+    pub account_id: String,
+    pub key_id: Option<String>,
+    pub tenant_id: Option<String>,
+    pub route: String,
+    pub method: String,
+    pub status: i32,
+    pub outcome: String,
+    pub client_ip: Option<String>,
+    pub latency_us: i64,
+}
+
+/// One group of `key_usage`.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct UsageCountRow {
+    pub day: String,
+    pub outcome: String,
+    pub count: i64,
 }
 
 fn corrupt(column: &str, value: &str) -> StoreError {
@@ -288,6 +313,37 @@ impl IdempotencyRow {
 }
 
 /// Converts every row, failing on the first that is not valid.
+impl TryFrom<RequestRow> for RequestRecord {
+    type Error = StoreError;
+
+    fn try_from(row: RequestRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: row.id,
+            request_id: row.request_id,
+            at: row.at,
+            account_id: parse("request_log.account_id", &row.account_id)?,
+            key_id: row.key_id.map(|k| parse("request_log.key_id", &k)).transpose()?,
+            tenant_id: row.tenant_id.map(|t| parse("request_log.tenant_id", &t)).transpose()?,
+            route: row.route,
+            method: row.method,
+            status: u16::try_from(row.status).map_err(|_| corrupt("request_log.status", &row.status.to_string()))?,
+            outcome: row.outcome,
+            client_ip: row.client_ip.map(|ip| parse::<IpAddr>("request_log.client_ip", &ip)).transpose()?,
+            latency_us: u64::try_from(row.latency_us)
+                .map_err(|_| corrupt("request_log.latency_us", &row.latency_us.to_string()))?,
+        })
+    }
+}
+
+impl TryFrom<UsageCountRow> for UsageRow {
+    type Error = StoreError;
+
+    fn try_from(row: UsageCountRow) -> Result<Self, StoreError> {
+        let count = u64::try_from(row.count).map_err(|_| corrupt("count", &row.count.to_string()))?;
+        Ok(Self { day: row.day, outcome: row.outcome, count })
+    }
+}
+
 pub(super) fn convert_all<R, T>(rows: Vec<R>) -> Result<Vec<T>, StoreError>
 where
     T: TryFrom<R, Error = StoreError>,

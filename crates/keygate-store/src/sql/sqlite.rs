@@ -57,4 +57,6 @@ sql_store! {
     begin: "BEGIN IMMEDIATE",
     // SQLite has one writer at a time, so seq order is already commit order.
     lock_changes: None,
+    // `at` is RFC 3339 text in UTC: its first ten characters are the day.
+    utc_day: "substr(at, 1, 10)",
 }
