@@ -39,6 +39,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// How long an `Idempotency-Key` and its stored response are kept, in seconds.
     pub idempotency_retention_seconds: u64,
+    /// How many days request-log records are kept (1–3650).
+    pub request_log_retention_days: u32,
     /// The scope catalog; `None` = the built-in default (SPEC §4).
     pub scopes: Option<Vec<CatalogEntry>>,
     /// Put keygate in front of an upstream API (SPEC §10).
@@ -105,6 +107,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             idempotency_retention_seconds: 86_400,
+            request_log_retention_days: 30,
             scopes: None,
             gateway: None,
         }
@@ -210,6 +213,7 @@ pub struct Settings {
     pub max_failed_attempts_per_minute: u32,
     pub max_body_bytes: usize,
     pub idempotency_retention_seconds: u64,
+    pub request_log_retention_days: u32,
     pub log_format: LogFormat,
     /// The compiled gateway, when configured.
     pub gateway: Option<std::sync::Arc<crate::gateway::Gateway>>,
@@ -259,6 +263,9 @@ impl Config {
         if !(60..=30 * 86_400).contains(&self.idempotency_retention_seconds) {
             errors.push("idempotency_retention_seconds must be between 60 and 2592000 (30 days)".into());
         }
+        if !(1..=3650).contains(&self.request_log_retention_days) {
+            errors.push("request_log_retention_days must be between 1 and 3650".into());
+        }
         if self.max_body_bytes < 1024 {
             errors.push("max_body_bytes must be at least 1024".into());
         }
@@ -290,6 +297,7 @@ impl Config {
                 max_failed_attempts_per_minute: self.auth.max_failed_attempts_per_minute,
                 max_body_bytes: self.max_body_bytes,
                 idempotency_retention_seconds: self.idempotency_retention_seconds,
+                request_log_retention_days: self.request_log_retention_days,
                 log_format: self.log_format,
                 gateway,
             }),
@@ -316,10 +324,11 @@ mod tests {
             trusted_proxies: vec!["10.0.0.1/8".into()],
             key_prefix: "S_K".into(),
             hash_secret: Some(SecretString::new("short".into())),
+            request_log_retention_days: 0,
             ..Config::default()
         };
         let errors = c.validate().err().unwrap_or_default();
-        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert_eq!(errors.len(), 5, "{errors:?}");
         assert!(errors.iter().all(|e| !e.contains("short")), "secrets are not echoed");
     }
 

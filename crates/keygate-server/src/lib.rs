@@ -17,6 +17,7 @@ pub mod idempotency;
 pub mod metrics;
 pub mod middleware;
 pub mod ratelimit;
+pub mod requestlog;
 pub mod routes;
 pub mod services;
 pub mod state;

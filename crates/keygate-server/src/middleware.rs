@@ -1,21 +1,24 @@
-//! Middleware around every request: the request id, one log line per request, and the
-//! fallbacks that turn unknown routes and methods into problem documents.
+//! Middleware around every request: the request id, one log line per request, one request-log
+//! record per authenticated request, and the fallbacks that turn unknown routes and methods into
+//! problem documents.
 //!
 //! The log line never contains a query string (the deprecated `appid` credential lives there),
 //! a header value, or a body.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use keygate_domain::{AccountId, KeyId, RequestId};
+use keygate_domain::{AccountId, KeyId, RequestId, TenantId, time};
+use keygate_store::RequestRecord;
 
 use crate::error::{ApiError, ErrorCode, REQUEST_ID};
 use crate::ratelimit::RateLimitStatus;
+use crate::requestlog::RequestRecorder;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -32,6 +35,13 @@ pub struct RequestFacts {
     pub deprecated_credential: OnceLock<()>,
     /// The rate limit that applied, for the response's headers.
     pub ratelimit: OnceLock<RateLimitStatus>,
+    /// The tenant the request acted for, when one is known (for the request log).
+    pub tenant: OnceLock<TenantId>,
+}
+
+/// Records the tenant this request acts for, for its request-log record.
+pub fn note_tenant(tenant: TenantId) {
+    let _ = REQUEST_FACTS.try_with(|f| f.tenant.set(tenant));
 }
 
 /// Records the rate limit that applied to this request, for its response headers.
@@ -62,26 +72,34 @@ fn request_id(req: &Request) -> String {
         .map_or_else(|| RequestId::generate().to_string(), str::to_owned)
 }
 
-/// Gives the request an id, makes it available to errors, logs the request, and sets
-/// `X-Request-Id` (and `Deprecation` where a deprecated credential was used) on the response.
-pub async fn request_context(req: Request, next: Next) -> Response {
+/// Gives the request an id, makes it available to errors, logs the request, queues its
+/// request-log record when it was authenticated, and sets `X-Request-Id` (and `Deprecation`
+/// where a deprecated credential was used) on the response.
+pub async fn request_context(State(recorder): State<Arc<RequestRecorder>>, req: Request, next: Next) -> Response {
     let id = request_id(&req);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let matched = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let route = matched.clone().unwrap_or_else(|| "unmatched".to_owned());
+    let at = time::truncate(time::now());
     let started = Instant::now();
     let facts = RequestFacts::default();
     let (mut response, facts) = REQUEST_FACTS
         .scope(facts, async {
             let response = REQUEST_ID.scope(id.clone(), next.run(req)).await;
             let facts = REQUEST_FACTS.with(|f| {
-                (f.caller.get().copied(), f.deprecated_credential.get().is_some(), f.ratelimit.get().copied())
+                (
+                    f.caller.get().copied(),
+                    f.deprecated_credential.get().is_some(),
+                    f.ratelimit.get().copied(),
+                    f.tenant.get().copied(),
+                )
             });
             (response, facts)
         })
         .await;
-    let (caller, deprecated, ratelimit) = facts;
+    let (caller, deprecated, ratelimit, tenant) = facts;
     let headers = response.headers_mut();
     if let Some(status) = ratelimit
         && !headers.contains_key("x-ratelimit-limit")
@@ -96,7 +114,8 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     }
     let status = response.status().as_u16();
     let code = response.extensions().get::<ErrorCode>().map_or("ok", |c| c.0);
-    let elapsed = started.elapsed().as_secs_f64();
+    let latency = started.elapsed();
+    let elapsed = latency.as_secs_f64();
     let latency_ms = elapsed * 1000.0;
     metrics::counter!("keygate_requests_total", "outcome" => code, "route" => route.clone()).increment(1);
     metrics::histogram!("keygate_request_duration_seconds").record(elapsed);
@@ -109,6 +128,23 @@ pub async fn request_context(req: Request, next: Next) -> Response {
         client_ip = client_ip.map(tracing::field::display), latency_ms,
         "request"
     );
+    if let Some((account, key, ip)) = caller {
+        recorder.record(RequestRecord {
+            id: RequestRecord::generate_id(),
+            request_id: id,
+            at,
+            account_id: account,
+            key_id: Some(key),
+            tenant_id: tenant,
+            // A gateway request has no matched route here: its path stands in for now.
+            route: matched.unwrap_or(path),
+            method: method.as_str().to_owned(),
+            status,
+            outcome: code.to_owned(),
+            client_ip: Some(ip),
+            latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+        });
+    }
     response
 }
 

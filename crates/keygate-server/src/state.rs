@@ -4,10 +4,11 @@
 //! command line and the HTTP API run the same code. [`AppState`] adds what only a server needs:
 //! the credential cache in front of the store, the authenticator, the rate limiter and its
 //! clock, and the background tasks
-//! (change-log follower, usage flusher, change-log purge), which [`AppState::shutdown`] stops.
+//! (change-log follower, usage and request-log flushers, purge), which [`AppState::shutdown`]
+//! stops.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Duration as ChronoDuration;
 use keygate_domain::key::{HashSecret, KeyFormat, KeyHasher};
@@ -24,6 +25,7 @@ use crate::follower;
 use crate::gateway::Gateway;
 use crate::idempotency::{self, Sealer};
 use crate::ratelimit::{Clock, InProcessLimiter, RateLimiter, SystemClock};
+use crate::requestlog::RequestRecorder;
 use crate::usage::UsageRecorder;
 
 /// How often the change log is polled: revocations elsewhere reach this node within about this
@@ -31,6 +33,8 @@ use crate::usage::UsageRecorder;
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
 /// How long change-log rows are kept.
 pub const CHANGE_RETENTION: ChronoDuration = ChronoDuration::hours(1);
+/// How often old request-log records are purged.
+const REQUEST_LOG_PURGE_INTERVAL: Duration = Duration::from_secs(86_400);
 
 /// The use cases' dependencies.
 pub struct Keygate {
@@ -66,6 +70,8 @@ pub struct AppState {
     pub gateway: Option<Arc<Gateway>>,
     pub idempotency_retention: ChronoDuration,
     pub max_body_bytes: usize,
+    /// The request log's in-memory queue, written to the store every second.
+    pub requests: Arc<RequestRecorder>,
     background: Arc<Background>,
 }
 
@@ -96,12 +102,15 @@ impl AppState {
             Arc::clone(&raw),
             Arc::clone(&usage),
         ));
+        let requests = Arc::new(RequestRecorder::default());
         let (stop, stopped) = watch::channel(false);
         let sealer_key = keygate.hasher.derive("idempotency-responses-v1");
+        let request_log_retention = ChronoDuration::days(i64::from(settings.request_log_retention_days));
         let tasks = vec![
             tokio::spawn(follower::follow(Arc::clone(&raw), cache, FOLLOW_INTERVAL, stopped.clone())),
             tokio::spawn(usage.run(Arc::clone(&raw), stopped.clone())),
-            tokio::spawn(purge_changes(raw, stopped)),
+            tokio::spawn(Arc::clone(&requests).run(Arc::clone(&raw), stopped.clone())),
+            tokio::spawn(purge_changes(raw, request_log_retention, stopped)),
         ];
         Self {
             keygate: Arc::new(keygate),
@@ -112,11 +121,13 @@ impl AppState {
             gateway: settings.gateway.clone(),
             idempotency_retention: idempotency::retention(settings.idempotency_retention_seconds),
             max_body_bytes: settings.max_body_bytes,
+            requests,
             background: Arc::new(Background { stop, tasks: Mutex::new(tasks) }),
         }
     }
 
-    /// Stops the background tasks, flushing pending usage. Call after the server has stopped.
+    /// Stops the background tasks, flushing pending usage and request-log records. Call after
+    /// the server has stopped.
     pub async fn shutdown(&self) {
         let _ = self.background.stop.send(true);
         let tasks = self.background.tasks.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
@@ -127,9 +138,20 @@ impl AppState {
 }
 
 /// Every ten minutes: deletes change-log rows older than [`CHANGE_RETENTION`] and expired
-/// idempotency records (with the responses they sealed).
-async fn purge_changes(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
+/// idempotency records (with the responses they sealed). Once a day (first ten minutes after
+/// start): request-log records older than `request_log_retention`.
+async fn purge_changes(store: Arc<dyn Store>, request_log_retention: ChronoDuration, mut stop: watch::Receiver<bool>) {
+    let mut last_request_purge: Option<Instant> = None;
     while !follower::sleep_or_stop(&mut stop, Duration::from_secs(600)).await {
+        if last_request_purge.is_none_or(|t| t.elapsed() >= REQUEST_LOG_PURGE_INTERVAL) {
+            match store.purge_requests(time::now() - request_log_retention).await {
+                Ok(n) => {
+                    last_request_purge = Some(Instant::now());
+                    tracing::debug!(records = n, "purged old request-log records");
+                }
+                Err(e) => tracing::warn!(error = %e, "could not purge the request log"),
+            }
+        }
         if let Err(e) = store.purge_changes(time::now() - CHANGE_RETENTION).await {
             tracing::warn!(error = %e, "could not purge the change log");
         }

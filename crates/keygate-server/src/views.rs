@@ -7,6 +7,7 @@ use chrono::SecondsFormat;
 use ipnet::IpNet;
 use keygate_domain::model::{Account, ApiKey, AuditEvent, Tenant};
 use keygate_domain::time::Timestamp;
+use keygate_store::{RequestRecord, UsageRow};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -205,6 +206,78 @@ impl From<&AuditEvent> for AuditEventView {
     }
 }
 
+/// Requests made with one key on one day (UTC) with one outcome.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = KeyUsage)]
+pub struct KeyUsageView {
+    #[schema(example = "2026-11-24")]
+    pub date: String,
+    /// `ok`, or the error code the request was answered with.
+    #[schema(example = "ok")]
+    pub outcome: String,
+    #[schema(example = 12)]
+    pub count: u64,
+}
+
+impl From<UsageRow> for KeyUsageView {
+    fn from(r: UsageRow) -> Self {
+        Self { date: r.day, outcome: r.outcome, count: r.count }
+    }
+}
+
+/// A key's usage, newest day first.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = KeyUsageList)]
+pub struct KeyUsageList {
+    pub data: Vec<KeyUsageView>,
+}
+
+/// One authenticated request.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Request)]
+pub struct RequestView {
+    #[schema(example = "rl_01JABCDEFGHJKMNPQRSTVWXYZ0")]
+    pub id: String,
+    /// The request's `X-Request-Id`.
+    pub request_id: String,
+    pub at: String,
+    pub key_id: Option<String>,
+    pub tenant_id: Option<String>,
+    #[schema(example = "GET")]
+    pub method: String,
+    /// The route template, e.g. `/v1/api-keys/{id}`.
+    #[schema(example = "/v1/api-keys/{id}")]
+    pub route: String,
+    #[schema(example = 200)]
+    pub status: u16,
+    /// `ok`, or the error code the request was answered with.
+    #[schema(example = "ok")]
+    pub outcome: String,
+    pub client_ip: Option<String>,
+    #[schema(example = 1.25)]
+    pub latency_ms: f64,
+}
+
+impl From<&RequestRecord> for RequestView {
+    fn from(r: &RequestRecord) -> Self {
+        // Exact: a latency is far below 2^52 microseconds.
+        let latency_ms = r.latency_us as f64 / 1000.0;
+        Self {
+            id: r.id.clone(),
+            request_id: r.request_id.clone(),
+            at: ts(r.at),
+            key_id: r.key_id.map(|k| k.to_string()),
+            tenant_id: r.tenant_id.map(|t| t.to_string()),
+            method: r.method.clone(),
+            route: r.route.clone(),
+            status: r.status,
+            outcome: r.outcome.clone(),
+            client_ip: r.client_ip.map(|ip| ip.to_string()),
+            latency_ms,
+        }
+    }
+}
+
 macro_rules! list_type {
     ($name:ident, $item:ty, $schema:ident) => {
         /// One page, newest first.
@@ -222,3 +295,4 @@ list_type!(KeyList, KeyView, ApiKeyList);
 list_type!(TenantList, TenantView, TenantList);
 list_type!(AccountList, AccountView, AccountList);
 list_type!(AuditEventList, AuditEventView, AuditEventList);
+list_type!(RequestList, RequestView, RequestList);

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod api_keys;
+pub mod requests;
 pub mod system;
 pub mod tenants;
 pub mod verify;
@@ -40,6 +41,7 @@ use crate::state::AppState;
         (name = "Account", description = "Your own account."),
         (name = "Accounts (operator)", description = "Partner accounts; operator keys only."),
         (name = "Audit", description = "Who did what."),
+        (name = "Requests", description = "The request log: what each key did, and per-day usage."),
         (name = "Scopes", description = "The scope catalog."),
         (name = "Verify", description = "Check keys from your own services (operator keys with keys:verify)."),
         (name = "System", description = "Health and readiness."),
@@ -72,6 +74,8 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(api_keys::get_api_key, api_keys::update_api_key, api_keys::delete_api_key))
         .routes(routes!(api_keys::revoke_api_key))
         .routes(routes!(api_keys::roll_api_key))
+        .routes(routes!(requests::api_key_usage))
+        .routes(routes!(requests::list_requests))
         .routes(routes!(tenants::list_tenants, tenants::create_tenant))
         .routes(routes!(tenants::get_tenant, tenants::update_tenant))
         .routes(routes!(tenants::suspend_tenant))
@@ -101,6 +105,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn app(state: AppState) -> Router {
     crate::metrics::install();
     let max_body = state.max_body_bytes;
+    let recorder = std::sync::Arc::clone(&state.requests);
     let (router, mut doc) = api().split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     router
@@ -113,5 +118,5 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
-        .layer(axum::middleware::from_fn(middleware::request_context))
+        .layer(axum::middleware::from_fn_with_state(recorder, middleware::request_context))
 }

@@ -1,0 +1,113 @@
+//! The request log: `GET /v1/api-keys/{id}/usage` (per-day counts for one key) and
+//! `GET /v1/requests` (the account's requests, newest first). Records are written by
+//! `middleware::request_context` through `requestlog`; this module only reads them.
+//!
+//! The use cases sit here with their handlers, on [`Keygate`] like every other use case, because
+//! they are reads with no rules beyond visibility: a key's usage is shown to whoever may see the
+//! key (`Keygate::get_key`), the listing to any `audit:read` key of the account.
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Duration, Utc};
+use keygate_domain::{KeyId, time};
+use keygate_store::{RequestFilter, RequestRecord, UsageRow};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::auth::{ApiKeysRead, AuditRead, Scoped};
+use crate::error::{ApiError, Problem};
+use crate::extract::{Path, Query};
+use crate::services::{PageParams, Principal, paginate};
+use crate::state::{AppState, Keygate};
+use crate::views::{KeyUsageList, KeyUsageView, RequestList, RequestView};
+
+const TAG: &str = "Requests";
+
+/// The window `/usage` covers when `since` is not given.
+const DEFAULT_USAGE_WINDOW: Duration = Duration::days(30);
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct KeyUsageParams {
+    /// Requests at or after this time (RFC 3339); default 30 days before `until`.
+    pub since: Option<DateTime<Utc>>,
+    /// Requests before this time (RFC 3339); default now.
+    pub until: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListRequestsParams {
+    /// Requests made with this key (`key_…`).
+    pub key_id: Option<String>,
+    /// Requests answered with this HTTP status.
+    pub status: Option<u16>,
+    /// Requests at or after this time (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Requests before this time (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+impl Keygate {
+    /// Requests of one visible key per UTC day and outcome, newest day first.
+    ///
+    /// # Errors
+    /// 404 when the key is not visible to `p`, 422 when `since` is not before `until`.
+    pub async fn key_usage(&self, p: &Principal, id: &str, q: KeyUsageParams) -> Result<Vec<UsageRow>, ApiError> {
+        let key = self.get_key(p, id).await?;
+        let until = q.until.unwrap_or_else(time::now);
+        let since = q.since.unwrap_or(until - DEFAULT_USAGE_WINDOW);
+        if since >= until {
+            return Err(ApiError::field("since", "must be before until"));
+        }
+        Ok(self.store.key_usage(p.account.id, key.id, since, until).await?)
+    }
+
+    /// The account's request log, newest first.
+    ///
+    /// # Errors
+    /// 400 for a bad cursor, 422 for a bad limit, key id or time window.
+    pub async fn list_requests(
+        &self,
+        p: &Principal,
+        q: ListRequestsParams,
+    ) -> Result<(Vec<RequestRecord>, Option<String>), ApiError> {
+        let (page, limit) = PageParams { limit: q.limit, cursor: q.cursor }.to_page(RequestRecord::is_id)?;
+        let key_id =
+            q.key_id.map(|k| k.parse::<KeyId>().map_err(|e| ApiError::field("key_id", e.to_string()))).transpose()?;
+        let filter = RequestFilter { key_id, status: q.status, since: q.since, until: q.until };
+        let rows = self.store.list_requests(p.account.id, &filter, &page).await?;
+        Ok(paginate(rows, limit, |r| r.id.clone()))
+    }
+}
+
+/// Requests made with one key, counted per day (UTC) and outcome, newest day first.
+#[utoipa::path(get, path = "/v1/api-keys/{id}/usage", tag = TAG,
+    params(("id" = String, Path, description = "key_…"), KeyUsageParams),
+    responses((status = 200, body = KeyUsageList), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn api_key_usage(
+    State(state): State<AppState>,
+    caller: Scoped<ApiKeysRead>,
+    Path(id): Path<String>,
+    Query(q): Query<KeyUsageParams>,
+) -> Result<Json<KeyUsageList>, ApiError> {
+    let rows = state.keygate.key_usage(&caller.principal(), &id, q).await?;
+    Ok(Json(KeyUsageList { data: rows.into_iter().map(KeyUsageView::from).collect() }))
+}
+
+/// The account's request log, newest first: one record per authenticated request.
+#[utoipa::path(get, path = "/v1/requests", tag = TAG, params(ListRequestsParams),
+    responses((status = 200, body = RequestList)), security(("bearer" = [])))]
+pub async fn list_requests(
+    State(state): State<AppState>,
+    caller: Scoped<AuditRead>,
+    Query(q): Query<ListRequestsParams>,
+) -> Result<Json<RequestList>, ApiError> {
+    let (rows, next_cursor) = state.keygate.list_requests(&caller.principal(), q).await?;
+    Ok(Json(RequestList { data: rows.iter().map(RequestView::from).collect(), next_cursor }))
+}

@@ -1,0 +1,231 @@
+//! The request log: `/v1/api-keys/{id}/usage` counts a key's requests per day and outcome, and
+//! `/v1/requests` lists them, newest first, filtered and paged, for the key's account only.
+//! Records are written within about a second of the request, so reads poll (deadline 5 s).
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    Partner, TestApp, assert_invalid_fields, assert_problem, ids, is_id, is_timestamp, list_data, poll, str_of,
+};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const DEADLINE: Duration = Duration::from_secs(5);
+const EVERY: Duration = Duration::from_millis(100);
+
+both_backends!(
+    usage_counts_a_keys_requests_per_day_and_outcome,
+    requests_are_listed_newest_first_with_filters_and_pages,
+    another_account_sees_none_of_them,
+    bad_parameters_are_refused,
+);
+
+/// A key that may read tenants and nothing else, and what it did: two 200s, a 403 (no
+/// `api_keys:read`) and a 404 (a tenant that does not exist).
+struct Traffic {
+    key: String,
+    key_id: String,
+    /// The request ids of the four requests, oldest first.
+    request_ids: Vec<String>,
+}
+
+async fn make_traffic(app: &TestApp, p: &Partner) -> Traffic {
+    let created = app.create_key(&p.key, json!({"name": "reader", "scopes": ["tenants:read"]})).await;
+    let key = str_of(&created["key"]);
+    let key_id = str_of(&created["id"]);
+    let mut request_ids = Vec::new();
+    for _ in 0..2 {
+        let r = app.get(&key, "/v1/tenants").await;
+        assert_eq!(r.status, 200, "{r:?}");
+        request_ids.push(r.request_id().to_owned());
+    }
+    let r = app.get(&key, "/v1/api-keys").await;
+    assert_problem(&r, 403, "insufficient_scope");
+    request_ids.push(r.request_id().to_owned());
+    let r = app.get(&key, "/v1/tenants/ten_01JABCDEFGHJKMNPQRSTVWXYZ0").await;
+    assert_problem(&r, 404, "not_found");
+    request_ids.push(r.request_id().to_owned());
+    Traffic { key, key_id, request_ids }
+}
+
+/// Polls `/v1/requests?key_id=…` until it holds `n` records.
+async fn requests_of(app: &TestApp, p: &Partner, key_id: &str, n: usize) -> Vec<Value> {
+    let probe = || async {
+        let r = common::send(app.request(Method::GET, "/v1/requests", &p.key).query(&[("key_id", key_id)])).await;
+        let items = list_data(r.expect_status(200));
+        (items.len() >= n).then_some(items)
+    };
+    poll(DEADLINE, EVERY, probe).await.unwrap_or_else(|t| panic!("{n} records of {key_id} not listed after {t:?}")).0
+}
+
+async fn usage_counts_a_keys_requests_per_day_and_outcome(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let t = make_traffic(&app, &p).await;
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let path = format!("/v1/api-keys/{}/usage", t.key_id);
+    let expected = json!([
+        {"date": today, "outcome": "insufficient_scope", "count": 1},
+        {"date": today, "outcome": "not_found", "count": 1},
+        {"date": today, "outcome": "ok", "count": 2},
+    ]);
+    let probe = || async {
+        let body = app.get(&p.key, &path).await.expect_status(200);
+        (body["data"] == expected).then_some(body)
+    };
+    let (body, _) =
+        poll(DEADLINE, EVERY, probe).await.unwrap_or_else(|e| panic!("usage at {path} not {expected} after {e:?}"));
+    assert_eq!(body.as_object().map(|o| o.len()), Some(1), "only `data`: {body}");
+
+    // A window that ends before the requests counts none of them.
+    let r = common::send(
+        app.request(Method::GET, &path, &p.key)
+            .query(&[("since", "2020-01-01T00:00:00Z"), ("until", "2020-02-01T00:00:00Z")]),
+    )
+    .await;
+    assert_eq!(r.expect_status(200), json!({"data": []}));
+
+    // Reading usage needs api_keys:read, as reading the key does.
+    assert_problem(&app.get(&t.key, &format!("/v1/api-keys/{}/usage", t.key_id)).await, 403, "insufficient_scope");
+    // A key that does not exist has no usage.
+    assert_problem(&app.get(&p.key, "/v1/api-keys/key_01JABCDEFGHJKMNPQRSTVWXYZ0/usage").await, 404, "not_found");
+}
+
+async fn requests_are_listed_newest_first_with_filters_and_pages(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let t = make_traffic(&app, &p).await;
+    let items = requests_of(&app, &p, &t.key_id, 4).await;
+    assert_eq!(items.len(), 4, "{items:?}");
+
+    // Newest first: the request ids in reverse order of sending.
+    let listed: Vec<String> = items.iter().map(|i| str_of(&i["request_id"])).collect();
+    let mut sent = t.request_ids.clone();
+    sent.reverse();
+    assert_eq!(listed, sent);
+
+    let mut fields: Vec<&str> = items[0].as_object().expect("an item").keys().map(String::as_str).collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "at",
+            "client_ip",
+            "id",
+            "key_id",
+            "latency_ms",
+            "method",
+            "outcome",
+            "request_id",
+            "route",
+            "status",
+            "tenant_id"
+        ]
+    );
+    for item in &items {
+        assert!(is_id(&str_of(&item["id"]), "rl"), "{item}");
+        assert!(is_timestamp(&str_of(&item["at"])), "{item}");
+        assert_eq!(item["key_id"], t.key_id.as_str(), "{item}");
+        assert_eq!(item["tenant_id"], Value::Null, "{item}");
+        assert_eq!(item["method"], "GET", "{item}");
+        assert_eq!(item["client_ip"], "127.0.0.1", "{item}");
+        assert!(item["latency_ms"].as_f64().is_some_and(|l| l >= 0.0), "{item}");
+    }
+    let summary: Vec<(String, u64, String)> = items
+        .iter()
+        .rev()
+        .map(|i| (str_of(&i["route"]), i["status"].as_u64().expect("a status"), str_of(&i["outcome"])))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("/v1/tenants".to_owned(), 200, "ok".to_owned()),
+            ("/v1/tenants".to_owned(), 200, "ok".to_owned()),
+            ("/v1/api-keys".to_owned(), 403, "insufficient_scope".to_owned()),
+            ("/v1/tenants/{id}".to_owned(), 404, "not_found".to_owned()),
+        ]
+    );
+
+    // Filters: status, key, time.
+    let (app_ref, key) = (&app, p.key.as_str());
+    let list = move |query: Vec<(&'static str, String)>| async move {
+        let r = common::send(app_ref.request(Method::GET, "/v1/requests", key).query(&query)).await;
+        r.expect_status(200)
+    };
+    let only_404 = list_data(list(vec![("key_id", t.key_id.clone()), ("status", "404".into())]).await);
+    assert_eq!(ids(&only_404), [str_of(&items[0]["id"])]);
+    let only_200 = list_data(list(vec![("key_id", t.key_id.clone()), ("status", "200".into())]).await);
+    assert_eq!(only_200.len(), 2);
+    let future = list_data(list(vec![("since", "2100-01-01T00:00:00Z".into())]).await);
+    assert!(future.is_empty(), "{future:?}");
+    let past = list_data(list(vec![("key_id", t.key_id.clone()), ("until", "2020-01-01T00:00:00Z".into())]).await);
+    assert!(past.is_empty(), "{past:?}");
+    // The partner's own key made requests too (creating the key, reading the log).
+    let own = list_data(list(vec![("key_id", p.key_id.clone()), ("limit", "100".into())]).await);
+    assert!(own.iter().any(|i| i["route"] == "/v1/api-keys" && i["method"] == "POST" && i["status"] == 201), "{own:?}");
+
+    // Pages of two, by cursor.
+    let first = list(vec![("key_id", t.key_id.clone()), ("limit", "2".into())]).await;
+    let cursor = str_of(&first["next_cursor"]);
+    let second = list(vec![("key_id", t.key_id.clone()), ("limit", "2".into()), ("cursor", cursor)]).await;
+    assert_eq!(second["next_cursor"], Value::Null);
+    let mut paged = ids(&list_data(first));
+    paged.extend(ids(&list_data(second)));
+    assert_eq!(paged, ids(&items));
+
+    // Reading the log needs audit:read.
+    assert_problem(&app.get(&t.key, "/v1/requests").await, 403, "insufficient_scope");
+}
+
+async fn another_account_sees_none_of_them(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let other = app.partner("Globex").await;
+    let t = make_traffic(&app, &p).await;
+    requests_of(&app, &p, &t.key_id, 4).await;
+
+    let usage = format!("/v1/api-keys/{}/usage", t.key_id);
+    assert_problem(&app.get(&other.key, &usage).await, 404, "not_found");
+    let r = common::send(app.request(Method::GET, "/v1/requests", &other.key).query(&[("key_id", &t.key_id)])).await;
+    assert_eq!(list_data(r.expect_status(200)), Vec::<Value>::new());
+    let all = list_data(
+        common::send(app.request(Method::GET, "/v1/requests", &other.key).query(&[("limit", "100")]))
+            .await
+            .expect_status(200),
+    );
+    assert!(all.iter().all(|i| i["key_id"] == other.key_id.as_str()), "only the other account's own: {all:?}");
+
+    // No record holds a plaintext key, in any field.
+    let mine = list_data(
+        common::send(app.request(Method::GET, "/v1/requests", &p.key).query(&[("limit", "100")]))
+            .await
+            .expect_status(200),
+    );
+    let text = serde_json::to_string(&mine).expect("JSON");
+    for secret in [&t.key, &p.key, &other.key] {
+        assert!(!text.contains(secret.as_str()), "a plaintext key in the request log");
+    }
+    assert!(!text.contains("sk_live_") && !text.contains("sk_test_"), "{text}");
+}
+
+async fn bad_parameters_are_refused(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let get = |path: &'static str, query: Vec<(&'static str, &'static str)>| {
+        let request = app.request(Method::GET, path, &p.key).query(&query);
+        async move { common::send(request).await }
+    };
+    assert_invalid_fields(&get("/v1/requests", vec![("key_id", "nope")]).await, &["key_id"]);
+    assert_invalid_fields(&get("/v1/requests", vec![("limit", "0")]).await, &["limit"]);
+    assert_problem(
+        &get("/v1/requests", vec![("cursor", "key_01JABCDEFGHJKMNPQRSTVWXYZ0")]).await,
+        400,
+        "invalid_request",
+    );
+    let usage = format!("/v1/api-keys/{}/usage", p.key_id);
+    let r = common::send(
+        app.request(Method::GET, &usage, &p.key)
+            .query(&[("since", "2026-02-01T00:00:00Z"), ("until", "2026-01-01T00:00:00Z")]),
+    )
+    .await;
+    assert_invalid_fields(&r, &["since"]);
+}
