@@ -354,11 +354,17 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
-/// The query string without the `appid` credential parameter.
+/// The query string without the `appid` credential parameter; every other parameter is kept
+/// exactly as the client wrote it.
 fn query_without_credential(query: &str) -> String {
-    form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k != "appid"))
-        .finish()
+    query
+        .split('&')
+        .filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            form_urlencoded::parse(name.as_bytes()).next().is_none_or(|(k, _)| k != "appid")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 async fn forward(
@@ -451,7 +457,11 @@ mod tests {
     fn shapes() {
         assert_eq!(normalized("/v1/tenants/{tenant_id}/extensions/{id}"), "/v1/tenants/{p0}/extensions/{p1}");
         assert_eq!(sample("/v1/tenants/{tenant_id}/extensions"), "/v1/tenants/x/extensions");
-        assert_eq!(query_without_credential("appid=sk_live_x&a=1&b=two%20words"), "a=1&b=two+words");
+        assert_eq!(query_without_credential("appid=sk_live_x&a=1&b=two%20words"), "a=1&b=two%20words");
+        assert_eq!(
+            query_without_credential("flag&b=two%20words&app%69d=x&c=%7E&d=1+2"),
+            "flag&b=two%20words&c=%7E&d=1+2"
+        );
     }
 
     #[test]

@@ -29,7 +29,6 @@ use chrono::Duration;
 use keygate_domain::{AccountId, time};
 use keygate_store::IdempotencyBegin;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -174,14 +173,21 @@ impl Ticket {
         let Some((account, key)) = self.claimed else { return response };
         let store = &state.keygate.store;
         let (parts, body) = response.into_parts();
-        let bytes = match axum::body::to_bytes(body, usize::MAX).await {
-            Ok(b) => b,
-            Err(e) => return ApiError::Internal(format!("reading a response to store it: {e}")).into_response(),
+        let (parts, bytes) = match axum::body::to_bytes(body, usize::MAX).await {
+            Ok(bytes) => (parts, bytes),
+            // The body broke off (an upstream dropped the connection midway). The outcome is
+            // still final and must be stored, or retries would wait on a claim forever: store
+            // what the client gets, a 502.
+            Err(_) => {
+                let (parts, _) = ApiError::UpstreamUnavailable.into_response().into_parts();
+                let body = serde_json::to_vec(&ApiError::UpstreamUnavailable.problem()).unwrap_or_default();
+                (parts, Bytes::from(body))
+            }
         };
         let stored = StoredResponse {
             status: parts.status.as_u16(),
             content_type: parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned),
-            body: String::from_utf8_lossy(&bytes).into_owned(),
+            body: bytes.clone(),
         };
         match state.sealer.seal(account, &key, &stored) {
             Ok(sealed) => {
@@ -197,12 +203,33 @@ impl Ticket {
     }
 }
 
-/// What is kept of a response: status, content type and body.
-#[derive(Serialize, Deserialize)]
+/// What is kept of a response: status, content type and body, byte for byte.
 struct StoredResponse {
     status: u16,
     content_type: Option<String>,
-    body: String,
+    body: Bytes,
+}
+
+impl StoredResponse {
+    /// `status (u16 BE) | content-type length (u16 BE) | content-type | body`.
+    fn encode(&self) -> Vec<u8> {
+        let ct = self.content_type.as_deref().unwrap_or_default().as_bytes();
+        let ct = &ct[..ct.len().min(usize::from(u16::MAX))];
+        let mut out = Vec::with_capacity(4 + ct.len() + self.body.len());
+        out.extend_from_slice(&self.status.to_be_bytes());
+        out.extend_from_slice(&u16::try_from(ct.len()).unwrap_or(u16::MAX).to_be_bytes());
+        out.extend_from_slice(ct);
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let status = u16::from_be_bytes(bytes.get(0..2)?.try_into().ok()?);
+        let ct_len = usize::from(u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?));
+        let ct = std::str::from_utf8(bytes.get(4..4 + ct_len)?).ok()?;
+        let body = Bytes::copy_from_slice(bytes.get(4 + ct_len..)?);
+        Some(Self { status, content_type: (!ct.is_empty()).then(|| ct.to_owned()), body })
+    }
 }
 
 impl IntoResponse for StoredResponse {
@@ -235,7 +262,7 @@ impl Sealer {
     }
 
     fn seal(&self, account: AccountId, key: &str, stored: &StoredResponse) -> Result<Vec<u8>, ApiError> {
-        let msg = serde_json::to_vec(stored).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let msg = stored.encode();
         let mut nonce = [0u8; 12];
         getrandom::fill(&mut nonce).map_err(|e| ApiError::Internal(e.to_string()))?;
         let aad = Self::aad(account, key);
@@ -255,7 +282,8 @@ impl Sealer {
             .cipher
             .decrypt(&Nonce::from(nonce), Payload { msg: ciphertext, aad: &aad })
             .map_err(|_| ApiError::Internal("a stored idempotent response does not open (secret changed?)".into()))?;
-        serde_json::from_slice(&msg).map_err(|e| ApiError::Internal(e.to_string()))
+        StoredResponse::decode(&msg)
+            .ok_or_else(|| ApiError::Internal("a stored idempotent response is malformed".into()))
     }
 }
 
@@ -290,7 +318,8 @@ mod tests {
         };
         let sealed = sealer.seal(a, "k1", &stored).unwrap_or_default();
         assert!(!sealed.windows(9).any(|w| w == b"sk_live_x"), "the plaintext is not visible");
-        assert!(sealer.open(a, "k1", &sealed).is_ok());
+        let opened = sealer.open(a, "k1", &sealed).ok();
+        assert_eq!(opened.as_ref().map(|o| (o.status, o.body.clone())), Some((201, stored.body.clone())), "bytes kept");
         assert!(sealer.open(a, "k2", &sealed).is_err(), "another key");
         assert!(sealer.open(AccountId::generate(), "k1", &sealed).is_err(), "another account");
         assert!(Sealer::new([8; 32]).open(a, "k1", &sealed).is_err(), "another secret");

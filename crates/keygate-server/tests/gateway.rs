@@ -384,6 +384,8 @@ macro_rules! gateway_tests {
 }
 
 gateway_tests!(
+    a_binary_response_is_replayed_byte_for_byte,
+    an_upstream_breaking_off_does_not_wedge_the_idempotency_key,
     method_path_query_headers_and_body_are_forwarded,
     a_large_streamed_body_arrives_intact_both_ways,
     the_upstream_receives_exact_identity_headers,
@@ -407,7 +409,11 @@ gateway_tests!(
     concurrent_duplicates_reach_the_upstream_once,
     the_query_is_part_of_the_fingerprint,
 );
-gateway_tests!(with query_keys; the_appid_credential_is_removed_from_the_query);
+gateway_tests!(
+    with query_keys;
+    the_appid_credential_is_removed_from_the_query,
+    only_appid_is_removed_and_the_rest_of_the_query_is_kept_as_sent
+);
 gateway_tests!(with behind_a_proxy; the_forwarded_for_is_the_client_ip_a_trusted_proxy_names);
 gateway_tests!(with small_bodies; a_body_over_the_gateway_limit_is_413);
 gateway_tests!(
@@ -1245,4 +1251,40 @@ async fn the_forwarded_for_is_the_client_ip_a_trusted_proxy_names(app: TestApp, 
         &send(app.request(Method::POST, "/v1/sms/send", &p.key).header("x-forwarded-for", "198.51.100.8").json(&sms))
             .await,
     );
+}
+
+async fn a_binary_response_is_replayed_byte_for_byte(app: TestApp, up: Upstream) {
+    let p = app.partner("Acme").await;
+    let size = 100_000;
+    let request =
+        || app.request(Method::POST, &format!("/v1/recordings/{size}"), &p.key).header("idempotency-key", "bin");
+    let (status, _, first) = send_bytes(request()).await;
+    assert_eq!(status, 200);
+    assert_eq!(first, pattern(size));
+    let (status, headers, again) = send_bytes(request()).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers.get("idempotent-replayed").map(|v| v.as_bytes()), Some(&b"true"[..]));
+    assert!(again == first, "the replay is byte-identical ({} bytes vs {})", again.len(), first.len());
+    assert_eq!(up.calls(), 1);
+}
+
+async fn an_upstream_breaking_off_does_not_wedge_the_idempotency_key(app: TestApp, up: Upstream) {
+    let p = app.partner("Acme").await;
+    let request = || app.request(Method::POST, "/v1/broken", &p.key).header("idempotency-key", "broken");
+    let first = send(request()).await;
+    assert!(first.status >= 500, "{first:?}");
+    let again = send(request()).await;
+    assert_ne!(again.status, 409, "the key is not left in progress for its whole retention: {again:?}");
+    assert_eq!(again.status, first.status, "{again:?}");
+    assert_eq!(again.header("idempotent-replayed"), Some("true"), "execution began: the outcome is stored");
+    assert_eq!(up.calls(), 1);
+}
+
+// only_appid_is_removed_and_the_rest_of_the_query_is_kept_as_sent);
+
+async fn only_appid_is_removed_and_the_rest_of_the_query_is_kept_as_sent(app: TestApp, _up: Upstream) {
+    let p = app.partner("Acme").await;
+    let r =
+        send(app.client.get(app.url(&format!("/v1/calls/c-1?flag&b=two%20words&appid={}&c=%7E&d=1+2", p.key)))).await;
+    assert_eq!(echo(&r)["query"], "flag&b=two%20words&c=%7E&d=1+2", "byte for byte, but for appid");
 }
