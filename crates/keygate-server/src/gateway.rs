@@ -292,6 +292,7 @@ async fn tenant_of(
     let id: TenantId = named.trim().parse().map_err(|_| ApiError::Auth(AuthFailure::TenantNotAllowed))?;
     let tenant = state.keygate.store.get_tenant(caller.account().id, id).await?;
     policy::check_tenant(caller.key(), tenant.as_ref())?;
+    crate::middleware::note_tenant(id);
     Ok(Some(id))
 }
 
