@@ -10,6 +10,7 @@
 # Needs nginx and wrk (Debian packages; installed if missing). Everything listens on 127.0.0.1
 # and is stopped afterwards. On a 2-core machine wrk shares the cores with the proxy under test.
 set -euo pipefail
+[ -n "${BENCH_DEBUG:-}" ] && set -x
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
 CONNECTIONS="${2:-32}"
@@ -19,7 +20,7 @@ need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -
 need wrk wrk
 need nginx nginx
 cargo build --release -p keygate --quiet
-BIN="$PWD/target/release/keygate"
+BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/keygate"
 WORK="$(mktemp -d)"
 cleanup() {
   [ -n "${KG_PID:-}" ] && kill "$KG_PID" 2>/dev/null

@@ -19,7 +19,7 @@ PORT="${KEYGATE_BENCH_PORT:-18088}"
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 cargo build --release -p keygate --quiet
-BIN="$PWD/target/release/keygate"
+BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/keygate"
 WORK="$(mktemp -d)"
 cleanup() { [ -n "${SERVER:-}" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
