@@ -61,6 +61,7 @@ error_log $WORK/nginx-error.log;
 events { worker_connections 4096; }
 http {
   access_log off;
+  map_hash_bucket_size 128;
   map \$http_authorization \$api_key_valid { "Bearer $KEY" 1; default 0; }
   limit_req_zone \$http_authorization zone=per_key:10m rate=60000000r/m;
   upstream api { server 127.0.0.1:$UP_PORT; keepalive 64; }
