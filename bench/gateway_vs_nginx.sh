@@ -67,6 +67,7 @@ http {
   upstream api { server 127.0.0.1:$UP_PORT; keepalive 64; }
   server {
     listen 127.0.0.1:$UP_PORT;
+    keepalive_requests 1000000;
     location / { default_type application/json; return 200 '{"calls":[],"ok":true}'; }
   }
   server {
