@@ -92,6 +92,8 @@ pub enum LimitKey {
     Account(AccountId),
     /// A route (by its configured path) and a client IP.
     RouteIp(Arc<str>, IpAddr),
+    /// Failed authentications from a client IP (see `throttle.rs`).
+    FailedAuth(IpAddr),
 }
 
 impl LimitKey {
@@ -100,7 +102,7 @@ impl LimitKey {
         match self {
             Self::Key(_) => LimitScope::Key,
             Self::Account(_) => LimitScope::Account,
-            Self::RouteIp(..) => LimitScope::Ip,
+            Self::RouteIp(..) | Self::FailedAuth(_) => LimitScope::Ip,
         }
     }
 }
@@ -153,6 +155,13 @@ impl InProcessLimiter {
         }
         let tat = self.tats.entry(key.clone()).or_insert_with(|| AtomicU64::new(0));
         Self::spend(&tat, quota, cost, now_ns)
+    }
+
+    /// What a check would decide now, without spending anything or remembering `key`.
+    #[must_use]
+    pub fn peek(&self, key: &LimitKey, quota: Quota, cost: u32, now_ns: u64) -> Decision {
+        let tat = self.tats.get(key).map_or(0, |tat| tat.load(Ordering::Acquire));
+        gcra::check(quota, tat, now_ns, cost)
     }
 
     /// How many limiters are held (full ones included until the next sweep).
