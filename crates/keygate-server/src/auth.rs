@@ -276,19 +276,14 @@ impl Caller {
     /// # Errors
     /// 429 `rate_limited` naming the limit that refused.
     pub async fn spend_with(&self, state: &AppState, route_ip: Option<(LimitKey, Quota)>) -> Result<(), ApiError> {
-        let mut checks = Vec::with_capacity(3);
-        checks.push((LimitKey::Key(self.key().id), Quota::per_minute(self.key().rate_limit_per_minute)));
-        checks.extend(route_ip);
-        checks.push((LimitKey::Account(self.account().id), Quota::per_minute(self.account().rate_limit_per_minute)));
-        match ratelimit::enforce(&*state.limiter, &*state.clock, &checks, 1).await {
-            Ok(Ok(status)) => {
+        match ratelimit::spend_key(state, self.key(), self.account(), route_ip).await? {
+            Ok(status) => {
                 if let Some(status) = status {
                     crate::middleware::note_ratelimit(status);
                 }
                 Ok(())
             }
-            Ok(Err(refused)) => Err(ApiError::RateLimited(refused)),
-            Err(e) => Err(ApiError::LimiterUnavailable(e.0)),
+            Err(refused) => Err(ApiError::RateLimited(refused)),
         }
     }
 }

@@ -241,6 +241,26 @@ impl fmt::Display for RateLimitStatus {
     }
 }
 
+/// Spends one request of a key's limits: the key's own, then `route_ip` if the route has one,
+/// then its account's. `Ok(Ok(tightest))` when admitted, `Ok(Err(refusing))` when refused.
+///
+/// # Errors
+/// The limiter's own failure (a shared store down).
+pub async fn spend_key(
+    state: &crate::state::AppState,
+    key: &keygate_domain::ApiKey,
+    account: &keygate_domain::Account,
+    route_ip: Option<(LimitKey, Quota)>,
+) -> Result<Result<Option<RateLimitStatus>, RateLimitStatus>, crate::error::ApiError> {
+    let mut checks = Vec::with_capacity(3);
+    checks.push((LimitKey::Key(key.id), Quota::per_minute(key.rate_limit_per_minute)));
+    checks.extend(route_ip);
+    checks.push((LimitKey::Account(account.id), Quota::per_minute(account.rate_limit_per_minute)));
+    enforce(&*state.limiter, &*state.clock, &checks, 1)
+        .await
+        .map_err(|e| crate::error::ApiError::LimiterUnavailable(e.0))
+}
+
 /// Checks a request's limits in order. `Ok` carries the tightest limit that applied; `Err` the
 /// one that refused.
 ///

@@ -12,7 +12,6 @@ use std::net::IpAddr;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use keygate_domain::gcra::Quota;
 use keygate_domain::policy;
 use keygate_domain::{AccountId, Environment, KeyId, Scope, TenantId};
 use serde::{Deserialize, Serialize};
@@ -22,7 +21,7 @@ use utoipa::ToSchema;
 use crate::auth::{KeysVerify, Scoped};
 use crate::error::{ApiError, Problem};
 use crate::extract::Body;
-use crate::ratelimit::{self, LimitKey};
+use crate::ratelimit;
 use crate::services::Validator;
 use crate::state::AppState;
 
@@ -116,14 +115,7 @@ pub async fn verify(
             outcome = policy::check_tenant(key, tenant.as_ref());
         }
         if outcome.is_ok() {
-            let checks = [
-                (LimitKey::Key(key.id), Quota::per_minute(key.rate_limit_per_minute)),
-                (LimitKey::Account(account.id), Quota::per_minute(account.rate_limit_per_minute)),
-            ];
-            match ratelimit::enforce(&*state.limiter, &*state.clock, &checks, 1)
-                .await
-                .map_err(|e| ApiError::LimiterUnavailable(e.0))?
-            {
+            match ratelimit::spend_key(&state, key, account, None).await? {
                 Ok(status) => ratelimit_info = status,
                 Err(refused) => {
                     ratelimit_info = Some(refused);
