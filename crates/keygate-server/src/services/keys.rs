@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{PageParams, Principal, Validator, diff, double_option, paginate};
+use super::{PageParams, Principal, Validator, diff, double_option, merge_metadata, paginate};
 use crate::error::{ApiError, Exceeds};
 use crate::state::Keygate;
 use crate::views::{KeyView, ip_entry};
@@ -365,13 +365,7 @@ impl Keygate {
             key.expires_at = expires_at;
         }
         if let Some(patch) = req.metadata {
-            for (k, val) in patch {
-                if val.is_null() {
-                    key.metadata.remove(&k);
-                } else {
-                    key.metadata.insert(k, val);
-                }
-            }
+            merge_metadata(&mut key.metadata, patch);
             v.metadata("metadata", &key.metadata);
         }
         v.finish()?;

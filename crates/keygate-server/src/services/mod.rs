@@ -190,6 +190,18 @@ impl Validator {
     }
 }
 
+/// Merges a PATCH's `metadata` the way Stripe does: given keys are set, a key set to `null` is
+/// removed.
+pub fn merge_metadata(metadata: &mut Map<String, Value>, patch: Map<String, Value>) {
+    for (k, val) in patch {
+        if val.is_null() {
+            metadata.remove(&k);
+        } else {
+            metadata.insert(k, val);
+        }
+    }
+}
+
 /// `{"from": old, "to": new}` when they differ, for audit `changes`.
 pub fn diff(changes: &mut Map<String, Value>, field: &str, from: Value, to: Value) {
     if from != to {

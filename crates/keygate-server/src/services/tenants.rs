@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{PageParams, Principal, Validator, diff, double_option, paginate};
+use super::{PageParams, Principal, Validator, diff, double_option, merge_metadata, paginate};
 use crate::error::ApiError;
 use crate::state::Keygate;
 
@@ -144,13 +144,7 @@ impl Keygate {
             t.external_id = ext.as_deref().map(|e| external_id(&mut v, e));
         }
         if let Some(patch) = req.metadata {
-            for (k, val) in patch {
-                if val.is_null() {
-                    t.metadata.remove(&k);
-                } else {
-                    t.metadata.insert(k, val);
-                }
-            }
+            merge_metadata(&mut t.metadata, patch);
             v.metadata("metadata", &t.metadata);
         }
         v.finish()?;
