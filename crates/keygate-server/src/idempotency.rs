@@ -123,6 +123,26 @@ impl Idempotent {
         if self.bytes.iter().all(u8::is_ascii_whitespace) { Ok(T::default()) } else { parse_json(&self.bytes) }
     }
 
+    /// For keygate's own endpoints: claims the key, runs `execute` unless a stored response is
+    /// replayed, and stores or releases the outcome ([`Ticket::finish`]). Call after parsing the
+    /// body: a body refused as invalid never claims.
+    ///
+    /// # Errors
+    /// As [`Idempotent::claim`].
+    pub async fn execute<F, Fut>(&self, state: &AppState, account: AccountId, execute: F) -> Result<Response, ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Response, ApiError>>,
+    {
+        match self.claim(state, account).await? {
+            Claim::Replay(stored) => Ok(stored),
+            Claim::Proceed(ticket) => {
+                let response = execute().await.unwrap_or_else(IntoResponse::into_response);
+                Ok(ticket.finish(state, response).await)
+            }
+        }
+    }
+
     /// Claims the key for `account` (call after parsing the body: a body refused as invalid
     /// never claims).
     ///

@@ -10,7 +10,7 @@ use keygate_domain::time;
 use crate::auth::{AccountRead, AccountWrite, AccountsRead, AccountsWrite, Scoped};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Body, Path, Query};
-use crate::idempotency::{Claim, Idempotent};
+use crate::idempotency::Idempotent;
 use crate::services::PageParams;
 use crate::services::accounts::{CreateAccountRequest, UpdateAccountRequest};
 use crate::state::AppState;
@@ -47,20 +47,13 @@ pub async fn create_account(
     body: Idempotent,
 ) -> Result<Response, ApiError> {
     let req: CreateAccountRequest = body.json()?;
-    let ticket = match body.claim(&state, caller.account().id).await? {
-        Claim::Replay(stored) => return Ok(stored),
-        Claim::Proceed(ticket) => ticket,
-    };
-    let response = match state.keygate.create_account(&caller.principal(), req).await {
-        Ok((account, key, plaintext)) => {
-            let initial_key =
-                CreatedKey { api_key: KeyView::new(&key, time::now()), key: plaintext.expose().to_owned() };
-            let created = CreatedAccount { account: AccountView::from(&account), initial_key };
-            (StatusCode::CREATED, Json(created)).into_response()
-        }
-        Err(e) => e.into_response(),
-    };
-    Ok(ticket.finish(&state, response).await)
+    body.execute(&state, caller.account().id, || async {
+        let (account, key, plaintext) = state.keygate.create_account(&caller.principal(), req).await?;
+        let initial_key = CreatedKey { api_key: KeyView::new(&key, time::now()), key: plaintext.expose().to_owned() };
+        let created = CreatedAccount { account: AccountView::from(&account), initial_key };
+        Ok((StatusCode::CREATED, Json(created)).into_response())
+    })
+    .await
 }
 
 /// List accounts, newest first.

@@ -9,7 +9,7 @@ use keygate_domain::time;
 use crate::auth::{ApiKeysRead, ApiKeysWrite, Scoped};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Body, OptionalBody, Path, Query};
-use crate::idempotency::{Claim, Idempotent};
+use crate::idempotency::Idempotent;
 use crate::services::keys::{
     CreateKeyRequest, ListKeysParams, LookupKeyRequest, RevokeKeyRequest, RollKeyRequest, UpdateKeyRequest,
 };
@@ -34,15 +34,11 @@ pub async fn create_api_key(
     body: Idempotent,
 ) -> Result<Response, ApiError> {
     let req: CreateKeyRequest = body.json()?;
-    let ticket = match body.claim(&state, caller.account().id).await? {
-        Claim::Replay(stored) => return Ok(stored),
-        Claim::Proceed(ticket) => ticket,
-    };
-    let response = match state.keygate.create_key(&caller.principal(), req).await {
-        Ok((key, plaintext)) => (StatusCode::CREATED, Json(created(&key, &plaintext))).into_response(),
-        Err(e) => e.into_response(),
-    };
-    Ok(ticket.finish(&state, response).await)
+    body.execute(&state, caller.account().id, || async {
+        let (key, plaintext) = state.keygate.create_key(&caller.principal(), req).await?;
+        Ok((StatusCode::CREATED, Json(created(&key, &plaintext))).into_response())
+    })
+    .await
 }
 
 /// List API keys (masked), newest first.
@@ -119,15 +115,11 @@ pub async fn roll_api_key(
     body: Idempotent,
 ) -> Result<Response, ApiError> {
     let req: RollKeyRequest = body.json_or_default()?;
-    let ticket = match body.claim(&state, caller.account().id).await? {
-        Claim::Replay(stored) => return Ok(stored),
-        Claim::Proceed(ticket) => ticket,
-    };
-    let response = match state.keygate.roll_key(&caller.principal(), &id, req.grace_period_seconds).await {
-        Ok((key, plaintext)) => (StatusCode::CREATED, Json(created(&key, &plaintext))).into_response(),
-        Err(e) => e.into_response(),
-    };
-    Ok(ticket.finish(&state, response).await)
+    body.execute(&state, caller.account().id, || async {
+        let (key, plaintext) = state.keygate.roll_key(&caller.principal(), &id, req.grace_period_seconds).await?;
+        Ok((StatusCode::CREATED, Json(created(&key, &plaintext))).into_response())
+    })
+    .await
 }
 
 /// Find a key of this account by its value. The key travels in the body, never the URL.

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use crate::auth::{Scoped, TenantsRead, TenantsWrite};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Body, Path, Query};
-use crate::idempotency::{Claim, Idempotent};
+use crate::idempotency::Idempotent;
 use crate::services::tenants::{CreateTenantRequest, ListTenantsParams, UpdateTenantRequest};
 use crate::state::AppState;
 use crate::views::{TenantList, TenantView};
@@ -25,15 +25,11 @@ pub async fn create_tenant(
     body: Idempotent,
 ) -> Result<Response, ApiError> {
     let req: CreateTenantRequest = body.json()?;
-    let ticket = match body.claim(&state, caller.account().id).await? {
-        Claim::Replay(stored) => return Ok(stored),
-        Claim::Proceed(ticket) => ticket,
-    };
-    let response = match state.keygate.create_tenant(&caller.principal(), req).await {
-        Ok(t) => (StatusCode::CREATED, Json(TenantView::from(&t))).into_response(),
-        Err(e) => e.into_response(),
-    };
-    Ok(ticket.finish(&state, response).await)
+    body.execute(&state, caller.account().id, || async {
+        let t = state.keygate.create_tenant(&caller.principal(), req).await?;
+        Ok((StatusCode::CREATED, Json(TenantView::from(&t))).into_response())
+    })
+    .await
 }
 
 /// List tenants, newest first.
