@@ -22,7 +22,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,7 +101,8 @@ fn sample(path: &str) -> String {
     path.split('/').map(|seg| if seg.starts_with('{') { "x" } else { seg }).collect::<Vec<_>>().join("/")
 }
 
-const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+const METHODS: [Method; 7] =
+    [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::HEAD, Method::OPTIONS];
 
 impl Gateway {
     /// Validates and compiles the configuration.
@@ -144,12 +144,9 @@ impl Gateway {
         for (i, r) in config.routes.iter().enumerate() {
             let label = format!("routes[{i}] ({} {})", r.method, r.path);
             let method_name = r.method.to_ascii_uppercase();
-            let Some(method) = METHODS
-                .contains(&method_name.as_str())
-                .then(|| Method::from_bytes(method_name.as_bytes()).ok())
-                .flatten()
-            else {
-                errors.push(format!("{label}: method must be one of {}", METHODS.join(", ")));
+            let Some(method) = METHODS.iter().find(|m| m.as_str() == method_name).cloned() else {
+                let known: Vec<&str> = METHODS.iter().map(Method::as_str).collect();
+                errors.push(format!("{label}: method must be one of {}", known.join(", ")));
                 continue;
             };
             if !r.path.starts_with("/v1/") {
@@ -414,7 +411,7 @@ async fn forward(
     if let Some(id) = &caller.request_id {
         set(&mut headers, "x-request-id", id.clone());
     }
-    set(&mut headers, "x-forwarded-for", ip_string(caller.client_ip));
+    set(&mut headers, "x-forwarded-for", caller.client_ip.to_string());
 
     let mut request = hyper::Request::builder().method(parts.method.clone()).uri(uri);
     if let Some(h) = request.headers_mut() {
@@ -432,10 +429,6 @@ async fn forward(
     // turn keygate's own connection into HTTP/1.0).
     head.version = parts.version;
     Ok(Response::from_parts(head, Body::new(incoming)))
-}
-
-fn ip_string(ip: IpAddr) -> String {
-    ip.to_string()
 }
 
 /// Tells a refused connection from a body that grew too large from a connection lost midway.

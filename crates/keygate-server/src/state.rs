@@ -110,7 +110,7 @@ impl AppState {
             tokio::spawn(follower::follow(Arc::clone(&raw), cache, FOLLOW_INTERVAL, stopped.clone())),
             tokio::spawn(usage.run(Arc::clone(&raw), stopped.clone())),
             tokio::spawn(Arc::clone(&requests).run(Arc::clone(&raw), stopped.clone())),
-            tokio::spawn(purge_changes(raw, request_log_retention, stopped)),
+            tokio::spawn(purge_expired(raw, request_log_retention, stopped)),
         ];
         Self {
             keygate: Arc::new(keygate),
@@ -140,7 +140,7 @@ impl AppState {
 /// Every ten minutes: deletes change-log rows older than [`CHANGE_RETENTION`] and expired
 /// idempotency records (with the responses they sealed). Once a day (first ten minutes after
 /// start): request-log records older than `request_log_retention`.
-async fn purge_changes(store: Arc<dyn Store>, request_log_retention: ChronoDuration, mut stop: watch::Receiver<bool>) {
+async fn purge_expired(store: Arc<dyn Store>, request_log_retention: ChronoDuration, mut stop: watch::Receiver<bool>) {
     let mut last_request_purge: Option<Instant> = None;
     while !follower::sleep_or_stop(&mut stop, Duration::from_secs(600)).await {
         if last_request_purge.is_none_or(|t| t.elapsed() >= REQUEST_LOG_PURGE_INTERVAL) {

@@ -1161,31 +1161,12 @@ async fn the_key_limit_refuses_before_the_upstream(app: TestApp, up: Upstream) {
     assert_eq!(up.calls(), 2);
 }
 
-async fn futures_join<F: Future<Output = Resp>>(futures: Vec<F>) -> Vec<Resp> {
-    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<Resp>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, slot) in pinned.iter_mut().zip(out.iter_mut()) {
-            if slot.is_none() {
-                match f.as_mut().poll(cx) {
-                    Poll::Ready(v) => *slot = Some(v),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending { Poll::Pending } else { Poll::Ready(()) }
-    })
-    .await;
-    out.into_iter().map(|r| r.expect("finished")).collect()
-}
-
 async fn concurrent_duplicates_reach_the_upstream_once(app: TestApp, up: Upstream) {
     let p = app.partner("Acme").await;
     // The upstream takes 2 s: every duplicate arrives while the first is running.
     let requests: Vec<_> =
         (0..6).map(|_| send(app.request(Method::POST, "/v1/slow", &p.key).header("idempotency-key", "dup"))).collect();
-    let results = futures_join(requests).await;
+    let results = common::join_all(requests).await;
     let executed: Vec<&Resp> = results.iter().filter(|r| r.status == 200).collect();
     assert_eq!(executed.len(), 1, "{results:?}");
     for r in results.iter().filter(|r| r.status != 200) {

@@ -54,7 +54,7 @@ async fn concurrent_duplicates_execute_once(app: TestApp) {
     let p = app.partner("Acme").await;
     let body = json!({"name": "parallel"});
     let requests: Vec<_> = (0..12).map(|_| post_idem(&app, &p.key, "/v1/api-keys", "same-key", &body)).collect();
-    let results = futures_join(requests).await;
+    let results = common::join_all(requests).await;
     let created: Vec<&Resp> = results.iter().filter(|r| r.status == 201).collect();
     assert!(!created.is_empty());
     for r in &results {
@@ -67,25 +67,6 @@ async fn concurrent_duplicates_execute_once(app: TestApp) {
     assert_eq!(keys_named(&app, &p.key, "parallel").await, 1, "exactly one execution");
     let events = app.audit_events(&p.key, &[("action", "api_key.created")]).await;
     assert_eq!(events.iter().filter(|e| e["changes"]["name"] == "parallel").count(), 1);
-}
-
-async fn futures_join<F: Future<Output = Resp>>(futures: Vec<F>) -> Vec<Resp> {
-    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<Resp>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, slot) in pinned.iter_mut().zip(out.iter_mut()) {
-            if slot.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *slot = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
-    })
-    .await;
-    out.into_iter().map(|r| r.expect("finished")).collect()
 }
 
 async fn the_same_key_with_another_request_is_refused(app: TestApp) {

@@ -153,11 +153,7 @@ async fn concurrent_clients_get_the_limit_and_no_more(app: TestApp) {
 }
 
 async fn futures_count_ok<F: Future<Output = Resp>>(futures: Vec<F>) -> usize {
-    let mut set = Vec::with_capacity(futures.len());
-    for f in futures {
-        set.push(f);
-    }
-    let results = join_all(set).await;
+    let results = common::join_all(futures).await;
     let mut ok = 0;
     for r in results {
         match r.status {
@@ -167,27 +163,4 @@ async fn futures_count_ok<F: Future<Output = Resp>>(futures: Vec<F>) -> usize {
         }
     }
     ok
-}
-
-/// Runs futures concurrently (a tiny join_all, to avoid a dependency for one use).
-async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut handles = Vec::with_capacity(futures.len());
-    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if handles.len() <= i {
-                handles.push(None);
-            }
-            if handles[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => handles[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
-    })
-    .await;
-    handles.into_iter().map(|h| h.expect("every future finished")).collect()
 }

@@ -590,3 +590,24 @@ pub fn is_plaintext_key(key: &str) -> bool {
     let rest = key.strip_prefix("sk_live_").or_else(|| key.strip_prefix("sk_test_"));
     rest.is_some_and(|r| r.len() == 36 && r.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
+
+/// Polls `futures` together on the current task (real parallel requests through the client's
+/// pool) and returns their outputs in order.
+pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in pinned.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    out.into_iter().map(|r| r.expect("every future finished")).collect()
+}
