@@ -68,7 +68,10 @@ pub struct Gateway {
     by_method: HashMap<Method, matchit::Router<usize>>,
     /// Every route's path (parameters renamed), to tell 405 from 404.
     any_method: matchit::Router<()>,
-    client: Client<HttpConnector, Body>,
+    /// One connection pool per thread: a request is forwarded on connections whose tasks run on
+    /// its own thread, so no wake-up crosses threads (see [`crate::serve_per_core`]).
+    clients: thread_local::ThreadLocal<Client<HttpConnector, Body>>,
+    connect_timeout: Duration,
 }
 
 impl fmt::Debug for Gateway {
@@ -192,10 +195,6 @@ impl Gateway {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
         Ok(Self {
             upstream,
             timeout: Duration::from_millis(config.timeout_ms),
@@ -203,7 +202,8 @@ impl Gateway {
             routes,
             by_method,
             any_method,
-            client,
+            clients: thread_local::ThreadLocal::new(),
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
         })
     }
 
@@ -418,7 +418,7 @@ async fn forward(
         *h = headers;
     }
     let request = request.body(body).map_err(|_| UpstreamError::Broken)?;
-    let response = match tokio::time::timeout(gw.timeout, gw.client.request(request)).await {
+    let response = match tokio::time::timeout(gw.timeout, gw.client().request(request)).await {
         Err(_) => return Err(UpstreamError::Timeout),
         Ok(Err(e)) => return Err(classify(&e, gw.max_body_bytes)),
         Ok(Ok(r)) => r,
@@ -429,6 +429,18 @@ async fn forward(
     // turn keygate's own connection into HTTP/1.0).
     head.version = parts.version;
     Ok(Response::from_parts(head, Body::new(incoming)))
+}
+
+impl Gateway {
+    /// This thread's upstream client.
+    fn client(&self) -> &Client<HttpConnector, Body> {
+        self.clients.get_or(|| {
+            let mut connector = HttpConnector::new();
+            connector.set_connect_timeout(Some(self.connect_timeout));
+            connector.set_nodelay(true);
+            Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector)
+        })
+    }
 }
 
 /// Tells a refused connection from a body that grew too large from a connection lost midway.

@@ -4,7 +4,8 @@
 //! (credentials to a [`auth::Caller`]) → `services` (use cases, shared with the CLI) →
 //! `keygate_domain` (pure rules) and `keygate_store` (persistence behind traits).
 //! [`serve`] runs the app on a listener until a shutdown future completes, so a test starts a
-//! real server on `127.0.0.1:0` in three lines.
+//! real server on `127.0.0.1:0` in three lines; `keygate serve` runs it on one thread per core
+//! with [`serve_per_core`].
 
 pub mod auth;
 pub mod cache;
@@ -24,6 +25,7 @@ pub mod state;
 pub mod throttle;
 pub mod usage;
 pub mod views;
+pub mod workers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,6 +34,7 @@ pub use config::{Config, Settings};
 pub use error::ApiError;
 pub use routes::{app, openapi};
 pub use state::{AppState, Keygate};
+pub use workers::serve_per_core;
 
 /// Serves `app` on `listener` until `shutdown` completes, then finishes in-flight requests.
 ///
@@ -41,7 +44,7 @@ pub use state::{AppState, Keygate};
 /// # Errors
 /// The listener fails.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr>,
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {

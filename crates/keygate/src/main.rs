@@ -225,8 +225,10 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard) =
-        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
+    // The writer thread flushes whenever its queue is empty, so the buffer batches the lines of
+    // a busy moment into one write syscall without holding any line back.
+    let stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(stderr);
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -295,9 +297,9 @@ async fn serve(config: &Config, settings: &Settings) -> anyhow::Result<ExitCode>
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    tracing::info!(address = %listener.local_addr()?, database = %redacted_url(&settings.database_url), "keygate listening");
-    keygate_server::serve(listener, app, shutdown_signal()).await?;
-    state.shutdown().await;
+    let workers = std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN);
+    tracing::info!(address = %listener.local_addr()?, workers, database = %redacted_url(&settings.database_url), "keygate listening");
+    keygate_server::serve_per_core(listener, workers, app, shutdown_signal(), state.shutdown()).await?;
     tracing::info!("keygate stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -181,3 +181,26 @@ fn a_key_rolled_by_the_cli_is_replaced_on_a_running_server() {
     let created = http.post("/v1/api-keys", new_key, &json!({"name": "made with the rolled key"}));
     assert_eq!(created.status, 201, "{}", created.text);
 }
+
+#[test]
+fn a_use_answered_just_before_sigterm_is_flushed_on_the_way_out() {
+    let sandbox = Sandbox::new();
+    let (_, operator) = sandbox.init();
+    let mut server = Server::start(&sandbox, &[]);
+    let http = server.http();
+    let created = http.post("/v1/api-keys", &operator, &json!({"name": "used once", "scopes": ["api_keys:read"]}));
+    assert_eq!(created.status, 201, "{}", created.text);
+    let created = created.json();
+    let key = created["key"].as_str().expect("a created key has its plaintext").to_owned();
+    let id = created["id"].as_str().expect("a created key has an id").to_owned();
+
+    // Served by a worker thread; its last use waits in memory for the next batch (every second).
+    let used = http.get("/v1/api-keys", &key);
+    assert_eq!(used.status, 200, "{}", used.text);
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM is a clean exit, got {status}\n{}", server.log());
+
+    let stored = sandbox.json(&["keys", "get", &id]);
+    assert!(stored["last_used_at"].is_string(), "the last use was written at shutdown: {stored}");
+    assert_eq!(stored["last_used_ip"], "127.0.0.1", "{stored}");
+}
