@@ -344,6 +344,11 @@ const X_KEYGATE_TENANT_ID: HeaderName = HeaderName::from_static("x-keygate-tenan
 const X_KEYGATE_SCOPES: HeaderName = HeaderName::from_static("x-keygate-scopes");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
+/// Whether `name` is one of the fixed hop-by-hop headers.
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)

@@ -3,8 +3,8 @@
 //! A request carrying the header is fingerprinted (method, path, query, SHA-256 of the body) and
 //! claims the record (account, key) in the store before it executes: the claim is atomic in the
 //! database, so it holds across nodes. Then:
-//! - a completed record with the same fingerprint is replayed (`Idempotent-Replayed: true`),
-//!   byte for byte, without executing anything;
+//! - a completed record with the same fingerprint is replayed (`Idempotent-Replayed: true`):
+//!   status, headers and body, byte for byte, without executing anything;
 //! - a pending one answers 409 `idempotency_in_progress`; a different fingerprint 422
 //!   `idempotency_key_reused`;
 //! - otherwise the request executes and its response is stored — whatever the status, 5xx
@@ -21,7 +21,7 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
@@ -204,11 +204,7 @@ impl Ticket {
                 (parts, Bytes::from(body))
             }
         };
-        let stored = StoredResponse {
-            status: parts.status.as_u16(),
-            content_type: parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned),
-            body: bytes.clone(),
-        };
+        let stored = StoredResponse::new(parts.status, &parts.headers, bytes.clone());
         match state.sealer.seal(account, &key, &stored) {
             Ok(sealed) => {
                 if let Err(e) = store.complete_idempotent(account, &key, &sealed).await {
@@ -223,32 +219,89 @@ impl Ticket {
     }
 }
 
-/// What is kept of a response: status, content type and body, byte for byte.
+/// What is kept of a response: its status, its headers and its body, byte for byte.
+///
+/// Headers that describe one transmission rather than the response are not kept: `Date` and
+/// `Content-Length` (set afresh when replayed), `X-Request-Id` (the retry has its own) and
+/// hop-by-hop headers (the gateway strips them before a response gets here).
 struct StoredResponse {
     status: u16,
-    content_type: Option<String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
     body: Bytes,
 }
 
+/// The first byte of the current encoding. Version 1 (status and content type only) began with
+/// the status, whose first byte is at most 0x03, so the two cannot be confused.
+const FORMAT_V2: u8 = 0xF2;
+
 impl StoredResponse {
-    /// `status (u16 BE) | content-type length (u16 BE) | content-type | body`.
+    fn new(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Self {
+        let transient = |name: &HeaderName| {
+            matches!(name.as_str(), "date" | "content-length" | "x-request-id" | "idempotent-replayed")
+                || crate::gateway::is_hop_by_hop(name)
+        };
+        let headers = headers
+            .iter()
+            .filter(|(name, value)| !transient(name) && value.len() <= usize::from(u16::MAX))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        Self { status: status.as_u16(), headers, body }
+    }
+
+    /// `0xF2 | status (u16 BE) | header count (u16 BE) | per header: name length (u16 BE), name,
+    /// value length (u16 BE), value | body`.
     fn encode(&self) -> Vec<u8> {
-        let ct = self.content_type.as_deref().unwrap_or_default().as_bytes();
-        let ct = &ct[..ct.len().min(usize::from(u16::MAX))];
-        let mut out = Vec::with_capacity(4 + ct.len() + self.body.len());
+        let size = self.headers.iter().map(|(n, v)| 4 + n.as_str().len() + v.len()).sum::<usize>();
+        let mut out = Vec::with_capacity(5 + size + self.body.len());
+        out.push(FORMAT_V2);
         out.extend_from_slice(&self.status.to_be_bytes());
-        out.extend_from_slice(&u16::try_from(ct.len()).unwrap_or(u16::MAX).to_be_bytes());
-        out.extend_from_slice(ct);
+        let count = u16::try_from(self.headers.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&count.to_be_bytes());
+        for (name, value) in self.headers.iter().take(usize::from(count)) {
+            for part in [name.as_str().as_bytes(), value.as_bytes()] {
+                // Names and values were filtered to fit in a u16 when kept.
+                out.extend_from_slice(&u16::try_from(part.len()).unwrap_or(u16::MAX).to_be_bytes());
+                out.extend_from_slice(part);
+            }
+        }
         out.extend_from_slice(&self.body);
         out
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.first() == Some(&FORMAT_V2) {
+            return Self::decode_v2(&bytes[1..]);
+        }
+        // Version 1: `status (u16 BE) | content-type length (u16 BE) | content-type | body`.
         let status = u16::from_be_bytes(bytes.get(0..2)?.try_into().ok()?);
         let ct_len = usize::from(u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?));
-        let ct = std::str::from_utf8(bytes.get(4..4 + ct_len)?).ok()?;
+        let ct = bytes.get(4..4 + ct_len)?;
         let body = Bytes::copy_from_slice(bytes.get(4 + ct_len..)?);
-        Some(Self { status, content_type: (!ct.is_empty()).then(|| ct.to_owned()), body })
+        let headers =
+            if ct.is_empty() { Vec::new() } else { vec![(header::CONTENT_TYPE, HeaderValue::from_bytes(ct).ok()?)] };
+        Some(Self { status, headers, body })
+    }
+
+    fn decode_v2(mut bytes: &[u8]) -> Option<Self> {
+        fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, rest) = bytes.split_at_checked(n)?;
+            *bytes = rest;
+            Some(head)
+        }
+        fn take_u16(bytes: &mut &[u8]) -> Option<u16> {
+            Some(u16::from_be_bytes(take(bytes, 2)?.try_into().ok()?))
+        }
+        let status = take_u16(&mut bytes)?;
+        let count = take_u16(&mut bytes)?;
+        let mut headers = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let len = take_u16(&mut bytes)?;
+            let name = HeaderName::from_bytes(take(&mut bytes, usize::from(len))?).ok()?;
+            let len = take_u16(&mut bytes)?;
+            let value = HeaderValue::from_bytes(take(&mut bytes, usize::from(len))?).ok()?;
+            headers.push((name, value));
+        }
+        Some(Self { status, headers, body: Bytes::copy_from_slice(bytes) })
     }
 }
 
@@ -257,8 +310,10 @@ impl IntoResponse for StoredResponse {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, self.body).into_response();
         let headers = response.headers_mut();
-        if let Some(ct) = self.content_type.and_then(|ct| HeaderValue::from_str(&ct).ok()) {
-            headers.insert(header::CONTENT_TYPE, ct);
+        // The body's own default content type goes: the stored one (or none) is the truth.
+        headers.remove(header::CONTENT_TYPE);
+        for (name, value) in self.headers {
+            headers.append(name, value);
         }
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
         response
@@ -331,11 +386,9 @@ mod tests {
     fn sealed_responses_open_only_for_their_own_account_and_key() {
         let sealer = Sealer::new([7; 32]);
         let a = AccountId::generate();
-        let stored = StoredResponse {
-            status: 201,
-            content_type: Some("application/json".into()),
-            body: "{\"key\":\"sk_live_x\"}".into(),
-        };
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let stored = StoredResponse::new(StatusCode::CREATED, &headers, "{\"key\":\"sk_live_x\"}".into());
         let sealed = sealer.seal(a, "k1", &stored).unwrap_or_default();
         assert!(!sealed.windows(9).any(|w| w == b"sk_live_x"), "the plaintext is not visible");
         let opened = sealer.open(a, "k1", &sealed).ok();
@@ -343,5 +396,47 @@ mod tests {
         assert!(sealer.open(a, "k2", &sealed).is_err(), "another key");
         assert!(sealer.open(AccountId::generate(), "k1", &sealed).is_err(), "another account");
         assert!(Sealer::new([8; 32]).open(a, "k1", &sealed).is_err(), "another secret");
+    }
+
+    fn replayed(stored: StoredResponse) -> Response {
+        StoredResponse::decode(&stored.encode()).expect("decodes").into_response()
+    }
+
+    #[test]
+    fn headers_are_kept_in_order_with_repeats_and_transient_ones_dropped() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"));
+        headers.insert(header::LOCATION, HeaderValue::from_static("/v1/calls/c-9"));
+        headers.append(header::SET_COOKIE, HeaderValue::from_static("a=1"));
+        headers.append(header::SET_COOKIE, HeaderValue::from_static("b=2"));
+        for transient in ["date", "content-length", "x-request-id", "connection", "keep-alive"] {
+            headers.insert(HeaderName::from_static(transient), HeaderValue::from_static("x"));
+        }
+        let response = replayed(StoredResponse::new(StatusCode::ACCEPTED, &headers, Bytes::from_static(b"a,b\n")));
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let h = response.headers();
+        assert_eq!(h.get_all(header::CONTENT_TYPE).iter().collect::<Vec<_>>(), ["text/csv"]);
+        assert_eq!(h.get(header::LOCATION).map(HeaderValue::as_bytes), Some(&b"/v1/calls/c-9"[..]));
+        assert_eq!(h.get_all(header::SET_COOKIE).iter().collect::<Vec<_>>(), ["a=1", "b=2"]);
+        for transient in ["date", "x-request-id", "connection", "keep-alive"] {
+            assert!(h.get(transient).is_none(), "{transient} is not replayed");
+        }
+        assert_eq!(h.get("idempotent-replayed").map(HeaderValue::as_bytes), Some(&b"true"[..]));
+    }
+
+    #[test]
+    fn a_response_stored_in_the_first_format_still_replays() {
+        let mut v1 = 201u16.to_be_bytes().to_vec();
+        v1.extend_from_slice(&16u16.to_be_bytes());
+        v1.extend_from_slice(b"application/json");
+        v1.extend_from_slice(b"{\"id\":1}");
+        let stored = StoredResponse::decode(&v1).expect("a version 1 record decodes");
+        assert_eq!((stored.status, stored.body.as_ref()), (201, &b"{\"id\":1}"[..]));
+        let response = stored.into_response();
+        assert_eq!(
+            response.headers().get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
+            Some(&b"application/json"[..])
+        );
+        assert!(StoredResponse::decode(&[FORMAT_V2, 0, 200, 0, 1, 0, 9]).is_none(), "a truncated record is refused");
     }
 }

@@ -908,6 +908,11 @@ async fn an_idempotent_retry_replays_without_calling_the_upstream(app: TestApp, 
     assert_eq!(again.text, first.text, "byte-identical");
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
     assert_eq!(again.header("content-type"), Some("application/json"));
+    assert_eq!(again.header("x-upstream"), Some("yes"), "the upstream's own headers are replayed");
+    let cookies: Vec<&str> = again.headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).collect();
+    assert_eq!(cookies, ["a=1", "b=2"], "repeated headers, in order");
+    assert!(again.header("keep-alive").is_none(), "hop-by-hop headers are not");
+    assert_ne!(again.header("x-request-id"), first.header("x-request-id"), "the retry has its own request id");
     assert_eq!(up.calls(), 1, "the upstream executed once");
 
     let reused = post_idem(&app, &p.key, "/v1/calls", "call-1", &json!({"to": "+15555550111"})).await;
