@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 
 use ipnet::IpNet;
 use keygate_domain::key::{HashSecret, KeyFormat};
@@ -35,6 +36,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Threads serving requests; 0 = one per core keygate may use.
+    pub workers: u16,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     /// How long an `Idempotency-Key` and its stored response are kept, in seconds.
@@ -104,6 +107,7 @@ impl Default for Config {
             key_prefix: "sk".into(),
             log_format: LogFormat::Text,
             max_body_bytes: 1024 * 1024,
+            workers: 0,
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             idempotency_retention_seconds: 86_400,
@@ -212,6 +216,8 @@ pub struct Settings {
     pub allow_query_key: bool,
     pub max_failed_attempts_per_minute: u32,
     pub max_body_bytes: usize,
+    /// Threads serving requests (`workers`, 0 resolved to the cores available).
+    pub workers: NonZeroUsize,
     pub idempotency_retention_seconds: u64,
     pub request_log_retention_days: u32,
     pub log_format: LogFormat,
@@ -269,6 +275,11 @@ impl Config {
         if self.max_body_bytes < 1024 {
             errors.push("max_body_bytes must be at least 1024".into());
         }
+        if self.workers > 1024 {
+            errors.push("workers must be between 0 (one per core) and 1024".into());
+        }
+        let workers = NonZeroUsize::new(usize::from(self.workers))
+            .unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
         if let Some(secret) = &self.hash_secret
             && let Err(e) = HashSecret::new(secret.expose())
         {
@@ -296,6 +307,7 @@ impl Config {
                 allow_query_key: self.auth.allow_query_key,
                 max_failed_attempts_per_minute: self.auth.max_failed_attempts_per_minute,
                 max_body_bytes: self.max_body_bytes,
+                workers,
                 idempotency_retention_seconds: self.idempotency_retention_seconds,
                 request_log_retention_days: self.request_log_retention_days,
                 log_format: self.log_format,
@@ -315,6 +327,9 @@ mod tests {
         let s = Config::default().validate().unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.limits.default_key_rate_limit_per_minute, 100);
+        assert_eq!(Some(s.workers), std::thread::available_parallelism().ok(), "0 workers: one per core");
+        let s = Config { workers: 3, ..Config::default() }.validate().unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(s.workers.get(), 3);
     }
 
     #[test]
@@ -325,10 +340,11 @@ mod tests {
             key_prefix: "S_K".into(),
             hash_secret: Some(SecretString::new("short".into())),
             request_log_retention_days: 0,
+            workers: 1025,
             ..Config::default()
         };
         let errors = c.validate().err().unwrap_or_default();
-        assert_eq!(errors.len(), 5, "{errors:?}");
+        assert_eq!(errors.len(), 6, "{errors:?}");
         assert!(errors.iter().all(|e| !e.contains("short")), "secrets are not echoed");
     }
 

@@ -204,3 +204,24 @@ fn a_use_answered_just_before_sigterm_is_flushed_on_the_way_out() {
     assert!(stored["last_used_at"].is_string(), "the last use was written at shutdown: {stored}");
     assert_eq!(stored["last_used_ip"], "127.0.0.1", "{stored}");
 }
+
+#[test]
+fn workers_sets_how_many_threads_serve_and_every_connection_is_answered() {
+    let mut sandbox = Sandbox::new();
+    let (_, operator) = sandbox.init();
+    sandbox.set_env("KEYGATE_WORKERS", "3");
+    let mut server = Server::start(&sandbox, &[]);
+    // Each client is its own connection: handed to the three workers in turn.
+    for n in 0..7 {
+        let listed = server.http().get("/v1/api-keys", &operator);
+        assert_eq!(listed.status, 200, "connection {n}: {}", listed.text);
+        assert_eq!(listed.json()["data"].as_array().map(Vec::len), Some(1), "connection {n}: {}", listed.text);
+    }
+    let status = server.terminate();
+    assert!(status.success(), "{status}\n{}", server.log());
+    assert!(server.log().contains("workers=3"), "says how many threads serve:\n{}", server.log());
+
+    sandbox.set_env("KEYGATE_WORKERS", "5000");
+    let run = sandbox.fails(&["serve", "--listen", "127.0.0.1:0"]);
+    assert!(run.stderr.contains("workers must be between 0 (one per core) and 1024"), "{}", run.describe());
+}
