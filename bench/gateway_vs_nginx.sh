@@ -8,14 +8,16 @@
 # The upstream is nginx returning a small JSON body, so it is never the bottleneck.
 # Goal: keygate ≥ 1.0× nginx's throughput with p99 ≤ 1.2× nginx's.
 #
-# Usage: bench/gateway_vs_nginx.sh [seconds per run, default 10] [connections, default 32]
+# Usage: bench/gateway_vs_nginx.sh [seconds per run, default 5] [connections, default 32] [rounds, default 3]
 # Needs nginx and wrk (Debian packages; installed if missing). Everything listens on 127.0.0.1
 # and is stopped afterwards. On a 2-core machine wrk shares the cores with the proxy under test.
 set -euo pipefail
 [ -n "${BENCH_DEBUG:-}" ] && set -x
 cd "$(dirname "$0")/.."
-DURATION="${1:-10}"
+DURATION="${1:-5}"
 CONNECTIONS="${2:-32}"
+ROUNDS="${3:-3}"
+source bench/lib.sh
 UP_PORT=19100; NGINX_PORT=19200; NGINX_LOG_PORT=19201; KG_PORT=19300
 
 need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2"; }; }
@@ -95,36 +97,31 @@ NGINX
 nginx -c "$WORK/nginx.conf" -p "$WORK"
 sleep 0.5
 
-run() { # url -> "rps p99"
-  local out rps p99 non2xx
-  out="$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Authorization: Bearer $KEY" "$1")"
-  rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
-  p99="$(awk '$1=="99%" {print $2}' <<<"$out")"
-  non2xx="$(awk '/Non-2xx/ {print $NF}' <<<"$out")"
-  [ -z "$non2xx" ] || { echo "unexpected non-2xx responses from $1: $non2xx" >&2; exit 1; }
-  echo "$rps $p99"
-}
-ms() { python3 -c "
-v='$1'
-print(float(v[:-2]) if v.endswith('ms') else float(v[:-2])/1000 if v.endswith('us') else float(v[:-1])*1000)"; }
-
 curl -sf "http://127.0.0.1:$KG_PORT/v1/calls" -H "Authorization: Bearer $KEY" >/dev/null
 curl -sf "http://127.0.0.1:$NGINX_PORT/v1/calls" -H "Authorization: Bearer $KEY" >/dev/null
 curl -sf "http://127.0.0.1:$NGINX_LOG_PORT/v1/calls" -H "Authorization: Bearer $KEY" >/dev/null
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$NGINX_PORT/v1/calls" -H 'Authorization: Bearer nope')" = 401 ]
 wrk -t1 -c4 -d2s -H "Authorization: Bearer $KEY" "http://127.0.0.1:$KG_PORT/v1/calls" >/dev/null
 
-read -r UP_RPS UP_P99 < <(run "http://127.0.0.1:$UP_PORT/v1/calls")
-read -r NG_RPS NG_P99 < <(run "http://127.0.0.1:$NGINX_PORT/v1/calls")
-read -r NL_RPS NL_P99 < <(run "http://127.0.0.1:$NGINX_LOG_PORT/v1/calls")
-read -r KG_RPS KG_P99 < <(run "http://127.0.0.1:$KG_PORT/v1/calls")
+RESULTS="$WORK/results"
+for _ in $(seq 1 "$ROUNDS"); do
+  measure upstream "http://127.0.0.1:$UP_PORT/v1/calls" -H "Authorization: Bearer $KEY"
+  measure nginx_log "http://127.0.0.1:$NGINX_LOG_PORT/v1/calls" -H "Authorization: Bearer $KEY"
+  measure nginx "http://127.0.0.1:$NGINX_PORT/v1/calls" -H "Authorization: Bearer $KEY"
+  measure keygate "http://127.0.0.1:$KG_PORT/v1/calls" -H "Authorization: Bearer $KEY"
+done
 
-printf '\nGateway load, %ss per run, %s connections, 2 wrk threads, same machine and run:\n' "$DURATION" "$CONNECTIONS"
-printf '  upstream directly          %10.0f req/s   p99 %s\n' "$UP_RPS" "$UP_P99"
-printf '  nginx, access log         %10.0f req/s   p99 %s\n' "$NL_RPS" "$NL_P99"
-printf '  nginx, no log              %10.0f req/s   p99 %s\n' "$NG_RPS" "$NG_P99"
-printf '  keygate gateway            %10.0f req/s   p99 %s\n' "$KG_RPS" "$KG_P99"
-python3 -c "
-print(f'  keygate / upstream directly: {$KG_RPS/$UP_RPS:.2f}x throughput')
-print(f'  keygate / nginx, access log: {$KG_RPS/$NL_RPS:.2f}x throughput (goal >= 1.0x), p99 {$(ms "$KG_P99")/$(ms "$NL_P99"):.2f}x (goal <= 1.2x)')
-print(f'  keygate / nginx, no log:     {$KG_RPS/$NG_RPS:.2f}x throughput, p99 {$(ms "$KG_P99")/$(ms "$NG_P99"):.2f}x')"
+printf '\nGateway load, %s rounds of %ss per target, %s connections, 2 wrk threads, same machine (medians):\n' \
+  "$ROUNDS" "$DURATION" "$CONNECTIONS"
+summarize | python3 -c "
+import sys
+rows = {l.split()[0]: l.split() for l in sys.stdin}
+names = {'upstream': 'upstream directly', 'nginx_log': 'nginx, access log', 'nginx': 'nginx, no log', 'keygate': 'keygate gateway'}
+for label, name in names.items():
+    r = rows[label]
+    print(f'  {name:<18} {float(r[1]):10.0f} req/s   p99 {float(r[2]):6.2f} ms   (runs: {\" \".join(r[3:])})')
+rps = {k: float(v[1]) for k, v in rows.items()}
+p99 = {k: float(v[2]) for k, v in rows.items()}
+print(f'  keygate / upstream directly: {rps[\"keygate\"]/rps[\"upstream\"]:.2f}x throughput')
+print(f'  keygate / nginx, access log: {rps[\"keygate\"]/rps[\"nginx_log\"]:.2f}x throughput (goal >= 1.0x), p99 {p99[\"keygate\"]/p99[\"nginx_log\"]:.2f}x (goal <= 1.2x)')
+print(f'  keygate / nginx, no log:     {rps[\"keygate\"]/rps[\"nginx\"]:.2f}x throughput, p99 {p99[\"keygate\"]/p99[\"nginx\"]:.2f}x')"
