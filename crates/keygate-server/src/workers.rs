@@ -80,7 +80,7 @@ pub async fn serve_per_core<F: Future>(
         for worker in handoffs.iter().cycle() {
             let (stream, peer) = Listener::accept(&mut listener).await;
             match stream.into_std() {
-                // A closed handoff means its worker is gone: stop, and let shutdown report why.
+                // A closed handoff means its worker is gone: stop serving.
                 Ok(stream) => {
                     if worker.send((stream, peer)).await.is_err() {
                         return;
@@ -94,7 +94,8 @@ pub async fn serve_per_core<F: Future>(
     let mut finished = 0;
     tokio::select! {
         () = shutdown => {},
-        () = accept => {},
+        // Only ends when a worker is gone without saying why (it panicked).
+        () = accept => result = Err(std::io::Error::other("a worker thread stopped unexpectedly")),
         Some(served) = done_rx.recv() => {
             finished += 1;
             result = served;
