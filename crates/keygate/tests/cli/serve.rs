@@ -225,3 +225,44 @@ fn workers_sets_how_many_threads_serve_and_every_connection_is_answered() {
     let run = sandbox.fails(&["serve", "--listen", "127.0.0.1:0"]);
     assert!(run.stderr.contains("workers must be between 0 (one per core) and 1024"), "{}", run.describe());
 }
+
+#[test]
+fn sigterm_lets_a_forwarded_request_in_flight_finish() {
+    use std::io::{Read, Write};
+    // An upstream that answers its one request a second late.
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the upstream");
+    let upstream_addr = upstream.local_addr().expect("the upstream's address");
+    let upstream = std::thread::spawn(move || {
+        let (mut conn, _) = upstream.accept().expect("keygate connects");
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).expect("read the request");
+            assert!(n > 0, "the request was cut off");
+            request.extend_from_slice(&buf[..n]);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 8\r\n\r\nfinished")
+            .expect("answer");
+    });
+    let sandbox = Sandbox::new();
+    let (_, operator) = sandbox.init();
+    sandbox.write(
+        "keygate.toml",
+        &format!(
+            "[gateway]\nupstream = \"http://{upstream_addr}\"\n[[gateway.routes]]\nmethod = \"GET\"\npath = \"/v1/slow\"\nscope = \"calls:read\"\n"
+        ),
+    );
+    let mut server = Server::start(&sandbox, &[]);
+    let base = server.base.clone();
+    let in_flight = std::thread::spawn(move || crate::support::Http::new(&base).get("/v1/slow", &operator));
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Instant::now();
+    let status = server.terminate();
+    let answered = in_flight.join().expect("the client thread");
+    assert_eq!(answered.status, 200, "{}", answered.text);
+    assert_eq!(answered.text, "finished");
+    assert!(status.success(), "{status}\n{}", server.log());
+    assert!(sent.elapsed() >= Duration::from_millis(500), "the server waited for the request before exiting");
+    upstream.join().expect("the upstream thread");
+}
