@@ -13,6 +13,8 @@
 //!   retry executes normally. Refusals earlier still (401/403/429, bad JSON) never claim.
 //! - A request that dies mid-execution leaves its record pending: retries get 409 until the
 //!   record expires. That is the price of never executing twice.
+//! - A response body over [`MAX_STORED_RESPONSE_BYTES`] is not buffered whole: the client gets
+//!   it streamed, and retries get 409 `conflict` saying the request completed.
 //!
 //! A stored response can hold a created key's plaintext, so it is sealed with
 //! ChaCha20-Poly1305 under a key derived from the hash secret, bound to the (account, key) pair
@@ -189,25 +191,38 @@ impl Ticket {
     }
 
     /// Stores `response` for replays, whatever its status, and returns it.
+    ///
+    /// A body larger than [`MAX_STORED_RESPONSE_BYTES`] is not kept: the client still gets all of
+    /// it (the part read so far, then the rest, streamed), and retries get 409 `conflict` saying
+    /// the request completed. Never a second execution, never an unbounded buffer.
     pub async fn complete(self, state: &AppState, response: Response) -> Response {
         let Some((account, key)) = self.claimed else { return response };
-        let store = &state.keygate.store;
         let (parts, body) = response.into_parts();
-        let (parts, bytes) = match axum::body::to_bytes(body, usize::MAX).await {
-            Ok(bytes) => (parts, bytes),
+        let (response, stored) = match read_capped(body, MAX_STORED_RESPONSE_BYTES).await {
+            Read::Whole(bytes) => {
+                let stored = StoredResponse::new(parts.status, &parts.headers, bytes.clone());
+                (Response::from_parts(parts, Body::from(bytes)), stored)
+            }
+            Read::TooLarge(rest) => {
+                let note = ApiError::Conflict(format!(
+                    "The request with this Idempotency-Key completed with status {}, but its response was \
+                     larger than {MAX_STORED_RESPONSE_BYTES} bytes and was not kept for replay. It will not \
+                     be executed again.",
+                    parts.status.as_u16()
+                ));
+                (Response::from_parts(parts, rest), StoredResponse::problem(&note))
+            }
             // The body broke off (an upstream dropped the connection midway). The outcome is
             // still final and must be stored, or retries would wait on a claim forever: store
             // what the client gets, a 502.
-            Err(_) => {
-                let (parts, _) = ApiError::UpstreamUnavailable.into_response().into_parts();
-                let body = serde_json::to_vec(&ApiError::UpstreamUnavailable.problem()).unwrap_or_default();
-                (parts, Bytes::from(body))
+            Read::Broken => {
+                let stored = StoredResponse::problem(&ApiError::UpstreamUnavailable);
+                (ApiError::UpstreamUnavailable.into_response(), stored)
             }
         };
-        let stored = StoredResponse::new(parts.status, &parts.headers, bytes.clone());
         match state.sealer.seal(account, &key, &stored) {
             Ok(sealed) => {
-                if let Err(e) = store.complete_idempotent(account, &key, &sealed).await {
+                if let Err(e) = state.keygate.store.complete_idempotent(account, &key, &sealed).await {
                     // The work is done and acknowledged; a retry will see the claim pending (409),
                     // never a second execution.
                     tracing::error!(error = %e, "could not store an idempotent response");
@@ -215,7 +230,57 @@ impl Ticket {
             }
             Err(e) => tracing::error!(error = %e, "could not seal an idempotent response"),
         }
-        Response::from_parts(parts, Body::from(bytes))
+        response
+    }
+}
+
+/// The largest response body kept for replays (10 MiB).
+pub const MAX_STORED_RESPONSE_BYTES: usize = 10 * 1024 * 1024;
+
+/// A response body, read up to a limit.
+enum Read {
+    Whole(Bytes),
+    /// Over the limit: the whole body still, what was read followed by the rest.
+    TooLarge(Body),
+    /// The body failed midway.
+    Broken,
+}
+
+async fn read_capped(body: Body, limit: usize) -> Read {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut read = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return Read::Broken };
+        // Trailers are not kept (nothing keygate forwards sends them).
+        let Ok(data) = frame.into_data() else { continue };
+        if read.len() + data.len() > limit {
+            read.extend_from_slice(&data);
+            return Read::TooLarge(Body::new(Prefixed { prefix: Some(read.into()), rest: body }));
+        }
+        read.extend_from_slice(&data);
+    }
+    Read::Whole(read.into())
+}
+
+/// `prefix`, then whatever `rest` still yields.
+struct Prefixed {
+    prefix: Option<Bytes>,
+    rest: Body,
+}
+
+impl hyper::body::Body for Prefixed {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        if let Some(prefix) = self.prefix.take() {
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(prefix))));
+        }
+        std::pin::Pin::new(&mut self.rest).poll_frame(cx)
     }
 }
 
@@ -246,6 +311,14 @@ impl StoredResponse {
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
         Self { status: status.as_u16(), headers, body }
+    }
+
+    /// `error`'s problem document (without a request id: each replay has its own).
+    fn problem(error: &ApiError) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        let body = serde_json::to_vec(&error.problem()).unwrap_or_default();
+        Self::new(error.status(), &headers, Bytes::from(body))
     }
 
     /// `0xF2 | status (u16 BE) | header count (u16 BE) | per header: name length (u16 BE), name,

@@ -385,6 +385,7 @@ macro_rules! gateway_tests {
 
 gateway_tests!(
     a_binary_response_is_replayed_byte_for_byte,
+    a_response_too_large_to_keep_still_arrives_and_is_never_executed_twice,
     an_upstream_breaking_off_does_not_wedge_the_idempotency_key,
     method_path_query_headers_and_body_are_forwarded,
     a_large_streamed_body_arrives_intact_both_ways,
@@ -1252,6 +1253,26 @@ async fn a_binary_response_is_replayed_byte_for_byte(app: TestApp, up: Upstream)
     assert_eq!(headers.get("idempotent-replayed").map(|v| v.as_bytes()), Some(&b"true"[..]));
     assert!(again == first, "the replay is byte-identical ({} bytes vs {})", again.len(), first.len());
     assert_eq!(up.calls(), 1);
+}
+
+async fn a_response_too_large_to_keep_still_arrives_and_is_never_executed_twice(app: TestApp, up: Upstream) {
+    let p = app.partner("Acme").await;
+    let size = keygate_server::idempotency::MAX_STORED_RESPONSE_BYTES + 1;
+    let request =
+        || app.request(Method::POST, &format!("/v1/recordings/{size}"), &p.key).header("idempotency-key", "huge");
+    let (status, headers, first) = send_bytes(request()).await;
+    assert_eq!(status, 200);
+    assert!(first == pattern(size), "the client gets the whole response ({} bytes of {size})", first.len());
+    assert!(headers.get("idempotent-replayed").is_none());
+
+    // A stored note, replayed as stored: a problem document without a request id of its own.
+    let again = send(request()).await;
+    assert_eq!((again.status, str_of(&again.body["code"])), (409, "conflict".to_owned()), "{again:?}");
+    assert_eq!(again.header("content-type"), Some("application/problem+json"));
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    let detail = str_of(&again.body["detail"]);
+    assert!(detail.contains("completed with status 200") && detail.contains("not be executed again"), "{detail}");
+    assert_eq!(up.calls(), 1, "the upstream executed once");
 }
 
 async fn an_upstream_breaking_off_does_not_wedge_the_idempotency_key(app: TestApp, up: Upstream) {
