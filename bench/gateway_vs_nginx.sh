@@ -49,13 +49,8 @@ path = "/v1/calls"
 scope = "calls:read"
 TOML
 export KEYGATE_CONFIG="$WORK/keygate.toml"
-OPERATOR="$("$BIN" --json init 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
-"$BIN" serve --listen "127.0.0.1:$KG_PORT" >/dev/null 2>"$WORK/keygate.log" &
-KG_PID=$!
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$KG_PORT/healthz" >/dev/null && break; sleep 0.1; done
-KEY="$(curl -sf -X POST "http://127.0.0.1:$KG_PORT/v1/api-keys" -H "Authorization: Bearer $OPERATOR" \
-  -d '{"name":"bench","scopes":["calls:read"],"rate_limit_per_minute":4000000000}' \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
+start_keygate "$KG_PORT"
+KEY="$(create_key "$KG_PORT" '{"name":"bench","scopes":["calls:read"],"rate_limit_per_minute":4000000000}')"
 
 # nginx: the upstream and the key-checking proxy, in one master with two servers.
 cat > nginx.conf <<NGINX

@@ -26,7 +26,7 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk;
 cargo build --release -p keygate --quiet
 BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/keygate"
 WORK="$(mktemp -d)"
-cleanup() { [ -n "${SERVER:-}" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
+cleanup() { [ -n "${KG_PID:-}" ] && kill "$KG_PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 cd "$WORK"
 
@@ -35,13 +35,8 @@ export KEYGATE_DATABASE_URL="sqlite://$WORK/keygate.db"
 # them (verify spends the operator key's and the verified key's allowances on every call).
 export KEYGATE_LIMITS__MAX_KEY_RATE_LIMIT_PER_MINUTE=4000000000
 export KEYGATE_LIMITS__DEFAULT_ACCOUNT_RATE_LIMIT_PER_MINUTE=4000000000
-OPERATOR="$("$BIN" --json init 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
-"$BIN" serve --listen "127.0.0.1:$PORT" >/dev/null 2>"$WORK/serve.log" &
-SERVER=$!
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
-KEY="$(curl -sf -X POST "http://127.0.0.1:$PORT/v1/api-keys" -H "Authorization: Bearer $OPERATOR" \
-  -d '{"name":"bench","scopes":["calls:write"],"allowed_ips":["127.0.0.0/8"],"rate_limit_per_minute":4000000000}' \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
+start_keygate "$PORT"
+KEY="$(create_key "$PORT" '{"name":"bench","scopes":["calls:write"],"allowed_ips":["127.0.0.0/8"],"rate_limit_per_minute":4000000000}')"
 
 cat > verify.lua <<LUA
 wrk.method = "POST"

@@ -1,5 +1,9 @@
 # Shared by the HTTP load scripts (sourced, not run).
 #
+# start_keygate PORT: `keygate init` in the current directory (sets OPERATOR to the operator
+# key), then `keygate serve` on 127.0.0.1:PORT in the background (sets KG_PID; its stderr goes to
+# keygate.log), and waits until /healthz answers. Uses $BIN and the KEYGATE_* environment.
+# create_key PORT JSON: creates a key with the operator key; prints its plaintext.
 # measure LABEL URL [wrk args...]: one wrk run (2 threads, $CONNECTIONS connections,
 # $DURATION seconds); appends "LABEL req/s p99-in-ms" to $RESULTS. Fails on any non-2xx answer.
 # summarize: the median throughput and median p99 of each label over its runs, as a table.
@@ -32,4 +36,19 @@ for label, rs in runs.items():
     print(label, statistics.median(r for r, _ in rs), statistics.median(p for _, p in rs),
           " ".join(f"{r:.0f}" for r, _ in rs))
 PY
+}
+
+json_key() { python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'; }
+
+start_keygate() {
+  local port="$1"
+  OPERATOR="$("$BIN" --json init 2>/dev/null | json_key)"
+  "$BIN" serve --listen "127.0.0.1:$port" >/dev/null 2>keygate.log &
+  KG_PID=$!
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return; sleep 0.1; done
+  echo "keygate did not start:" >&2; cat keygate.log >&2; exit 1
+}
+
+create_key() {
+  curl -sf -X POST "http://127.0.0.1:$1/v1/api-keys" -H "Authorization: Bearer $OPERATOR" -d "$2" | json_key
 }
