@@ -169,14 +169,12 @@ impl Cleanup {
 /// A running keygate with an operator key.
 pub struct TestApp {
     pub backend: Backend,
-    /// `http://127.0.0.1:<port>`.
-    pub base_url: String,
+    /// The server's address and a client for it (`app.get(…)`, `app.base_url` through `Deref`).
+    pub endpoint: Endpoint,
     /// The operator account's first key (unrestricted, holds `accounts:*`).
     pub operator_key: String,
     pub operator_key_id: String,
     pub operator_account_id: String,
-    /// Sends `User-Agent: keygate-tests/1.0`; follows no redirects.
-    pub client: reqwest::Client,
     /// The server's store (the tests close it to prove some paths never touch it).
     pub store: Arc<dyn Store>,
     /// The test database, for other processes on it ([`TestApp::start_node`]).
@@ -194,13 +192,59 @@ pub struct TestApp {
 /// Another keygate server on a [`TestApp`]'s database: another node, with its own cache,
 /// change-log follower and failed-attempts throttle.
 pub struct Node {
-    /// `http://127.0.0.1:<port>`.
-    pub base_url: String,
-    pub client: reqwest::Client,
+    pub endpoint: Endpoint,
     /// This node's own store (its own connection pool on the shared database).
     pub store: Arc<dyn Store>,
     /// Dropping it shuts the node down.
     _shutdown: oneshot::Sender<()>,
+}
+
+/// A server's address and a client for it: what [`TestApp`] and [`Node`] send requests through.
+pub struct Endpoint {
+    /// `http://127.0.0.1:<port>`.
+    pub base_url: String,
+    /// Sends `User-Agent: keygate-tests/1.0`; follows no redirects.
+    pub client: reqwest::Client,
+}
+
+impl Endpoint {
+    fn new(base_url: String) -> Self {
+        Self { base_url, client: client_from(None) }
+    }
+
+    #[must_use]
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// A request with `key` as a Bearer token.
+    pub fn request(&self, method: Method, path: &str, key: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(key)
+    }
+
+    pub async fn get(&self, key: &str, path: &str) -> Resp {
+        send(self.request(Method::GET, path, key)).await
+    }
+
+    pub async fn post(&self, key: &str, path: &str, body: &Value) -> Resp {
+        send(self.request(Method::POST, path, key).json(body)).await
+    }
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Endpoint;
+
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}
+
+impl std::ops::Deref for Node {
+    type Target = Endpoint;
+
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
 }
 
 /// A partner account and its unrestricted first key.
@@ -287,11 +331,10 @@ impl TestApp {
 
         let app = Self {
             backend,
-            base_url,
+            endpoint: Endpoint::new(base_url),
             operator_key: plaintext.expose().to_owned(),
             operator_key_id: key.id.to_string(),
             operator_account_id: operator.id.to_string(),
-            client: client_from(None),
             store: store.clone(),
             database_url: url,
             clock,
@@ -309,7 +352,7 @@ impl TestApp {
         let (base_url, state, shutdown) =
             serve(Keygate::new(store.clone(), &settings, &test_secret()), &settings, Arc::clone(&self.clock)).await;
         self.servers.lock().expect("the cleanup list").push((Some(state), store.clone()));
-        Node { base_url, client: client_from(None), store, _shutdown: shutdown }
+        Node { endpoint: Endpoint::new(base_url), store, _shutdown: shutdown }
     }
 
     /// The use cases on this database with no server in between, as the CLI runs them: its own
@@ -320,29 +363,11 @@ impl TestApp {
         Keygate::new(store, &test_settings(|_| {}), &test_secret())
     }
 
-    #[must_use]
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base_url)
-    }
-
     /// A client whose requests come from `local` (any 127.0.0.0/8 address reaches the server),
     /// for allowlist tests: the default client is 127.0.0.1.
     #[must_use]
     pub fn client_from(&self, local: IpAddr) -> reqwest::Client {
         client_from(Some(local))
-    }
-
-    /// A request with `key` as a Bearer token.
-    pub fn request(&self, method: Method, path: &str, key: &str) -> RequestBuilder {
-        self.client.request(method, self.url(path)).bearer_auth(key)
-    }
-
-    pub async fn get(&self, key: &str, path: &str) -> Resp {
-        send(self.request(Method::GET, path, key)).await
-    }
-
-    pub async fn post(&self, key: &str, path: &str, body: &Value) -> Resp {
-        send(self.request(Method::POST, path, key).json(body)).await
     }
 
     /// A POST without a body.
@@ -399,26 +424,6 @@ fn client_from(local: Option<IpAddr>) -> reqwest::Client {
         .local_address(local)
         .build()
         .expect("an HTTP client")
-}
-
-impl Node {
-    #[must_use]
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base_url)
-    }
-
-    /// A request with `key` as a Bearer token.
-    pub fn request(&self, method: Method, path: &str, key: &str) -> RequestBuilder {
-        self.client.request(method, self.url(path)).bearer_auth(key)
-    }
-
-    pub async fn get(&self, key: &str, path: &str) -> Resp {
-        send(self.request(Method::GET, path, key)).await
-    }
-
-    pub async fn post(&self, key: &str, path: &str, body: &Value) -> Resp {
-        send(self.request(Method::POST, path, key).json(body)).await
-    }
 }
 
 /// Calls `probe` every `every` until it answers `Some`, for at most `deadline`. Returns the
