@@ -80,8 +80,7 @@ pub async fn request_context(State(recorder): State<Arc<RequestRecorder>>, req: 
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let matched = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
-    let route = matched.clone().unwrap_or_else(|| "unmatched".to_owned());
+    let matched = req.extensions().get::<MatchedPath>().cloned();
     let at = time::truncate(time::now());
     let started = Instant::now();
     let facts = RequestFacts::default();
@@ -117,14 +116,16 @@ pub async fn request_context(State(recorder): State<Arc<RequestRecorder>>, req: 
     let latency = started.elapsed();
     let elapsed = latency.as_secs_f64();
     let latency_ms = elapsed * 1000.0;
-    metrics::counter!("keygate_requests_total", "outcome" => code, "route" => route.clone()).increment(1);
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str).to_owned();
+    metrics::counter!("keygate_requests_total", "outcome" => code, "route" => route).increment(1);
     metrics::histogram!("keygate_request_duration_seconds").record(elapsed);
-    let (account_id, key_id, client_ip) =
-        caller.map_or((None, None, peer), |(a, k, ip)| (Some(a.to_string()), Some(k.to_string()), Some(ip)));
+    // The ids are formatted by the log line itself, only when it is enabled.
+    let client_ip = caller.map_or(peer, |(_, _, ip)| Some(ip));
     tracing::info!(
         target: "keygate::request",
         request_id = %id, method = %method, path = %path, status, outcome = code,
-        account_id = account_id.map(tracing::field::display), key_id = key_id.map(tracing::field::display),
+        account_id = caller.map(|(a, _, _)| tracing::field::display(a)),
+        key_id = caller.map(|(_, k, _)| tracing::field::display(k)),
         client_ip = client_ip.map(tracing::field::display), latency_ms,
         "request"
     );
@@ -137,7 +138,7 @@ pub async fn request_context(State(recorder): State<Arc<RequestRecorder>>, req: 
             key_id: Some(key),
             tenant_id: tenant,
             // A gateway request has no matched route here: its path stands in for now.
-            route: matched.unwrap_or(path),
+            route: matched.map_or(path, |m| m.as_str().to_owned()),
             method: method.as_str().to_owned(),
             status,
             outcome: code.to_owned(),
