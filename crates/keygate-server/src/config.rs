@@ -216,13 +216,22 @@ pub struct Settings {
     pub allow_query_key: bool,
     pub max_failed_attempts_per_minute: u32,
     pub max_body_bytes: usize,
-    /// Threads serving requests (`workers`, 0 resolved to the cores available).
-    pub workers: NonZeroUsize,
+    /// Threads serving requests; `None` = one per core (see [`Settings::workers`]).
+    pub workers: Option<NonZeroUsize>,
     pub idempotency_retention_seconds: u64,
     pub request_log_retention_days: u32,
     pub log_format: LogFormat,
     /// The compiled gateway, when configured.
     pub gateway: Option<std::sync::Arc<crate::gateway::Gateway>>,
+}
+
+impl Settings {
+    /// How many threads serve requests: `workers`, or one per core keygate may use. Asked only
+    /// by `serve` (finding the cores reads the cgroup limits).
+    #[must_use]
+    pub fn workers(&self) -> NonZeroUsize {
+        self.workers.unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN))
+    }
 }
 
 impl Config {
@@ -278,8 +287,6 @@ impl Config {
         if self.workers > 1024 {
             errors.push("workers must be between 0 (one per core) and 1024".into());
         }
-        let workers = NonZeroUsize::new(usize::from(self.workers))
-            .unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
         if let Some(secret) = &self.hash_secret
             && let Err(e) = HashSecret::new(secret.expose())
         {
@@ -307,7 +314,7 @@ impl Config {
                 allow_query_key: self.auth.allow_query_key,
                 max_failed_attempts_per_minute: self.auth.max_failed_attempts_per_minute,
                 max_body_bytes: self.max_body_bytes,
-                workers,
+                workers: NonZeroUsize::new(usize::from(self.workers)),
                 idempotency_retention_seconds: self.idempotency_retention_seconds,
                 request_log_retention_days: self.request_log_retention_days,
                 log_format: self.log_format,
@@ -327,9 +334,9 @@ mod tests {
         let s = Config::default().validate().unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.limits.default_key_rate_limit_per_minute, 100);
-        assert_eq!(Some(s.workers), std::thread::available_parallelism().ok(), "0 workers: one per core");
+        assert_eq!(Some(s.workers()), std::thread::available_parallelism().ok(), "0 workers: one per core");
         let s = Config { workers: 3, ..Config::default() }.validate().unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(s.workers.get(), 3);
+        assert_eq!(s.workers().get(), 3);
     }
 
     #[test]

@@ -203,9 +203,8 @@ impl Out {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // While serving, this runtime only accepts connections and runs background work (requests
-    // are served by `serve_per_core`'s own threads): two threads are plenty.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build() {
+    // are served by `serve_per_core`'s own threads): two threads are plenty, for every command.
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("keygate: cannot start the runtime: {e}");
@@ -300,7 +299,7 @@ async fn serve(config: &Config, settings: &Settings) -> anyhow::Result<ExitCode>
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let workers = settings.workers;
+    let workers = settings.workers();
     tracing::info!(address = %listener.local_addr()?, workers, database = %redacted_url(&settings.database_url), "keygate listening");
     keygate_server::serve_per_core(listener, workers, app, shutdown_signal(), state.shutdown()).await?;
     tracing::info!("keygate stopped");
