@@ -251,7 +251,7 @@ async fn proxy(state: &AppState, gw: &Gateway, req: Request) -> Result<Response,
     let key_header = if route.idempotent { idempotency::key_header(&parts.headers)? } else { None };
     let Some(idem_key) = key_header else {
         let body = Body::new(http_body_util::Limited::new(body, gw.max_body_bytes));
-        return forward(gw, &parts, body, &caller, tenant).await.map_err(ApiError::from);
+        return forward(gw, parts, body, &caller, tenant).await.map_err(ApiError::from);
     };
     let bytes = axum::body::to_bytes(body, gw.max_body_bytes)
         .await
@@ -261,7 +261,7 @@ async fn proxy(state: &AppState, gw: &Gateway, req: Request) -> Result<Response,
         Claim::Replay(stored) => return Ok(stored),
         Claim::Proceed(ticket) => ticket,
     };
-    match forward(gw, &parts, Body::from(bytes), &caller, tenant).await {
+    match forward(gw, parts, Body::from(bytes), &caller, tenant).await {
         Ok(response) => Ok(ticket.complete(state, response).await),
         Err(UpstreamError::Unreachable) => {
             ticket.release(state).await;
@@ -380,7 +380,7 @@ fn query_without_credential(query: &str) -> String {
 
 async fn forward(
     gw: &Gateway,
-    parts: &Parts,
+    parts: Parts,
     body: Body,
     caller: &Caller,
     tenant: Option<TenantId>,
@@ -395,7 +395,7 @@ async fn forward(
     }
     let uri: Uri = format!("{}{path_and_query}", gw.upstream).parse().map_err(|_| UpstreamError::Broken)?;
 
-    let mut headers = parts.headers.clone();
+    let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
     let forged: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("x-keygate-")).cloned().collect();
     for name in forged {
@@ -425,7 +425,7 @@ async fn forward(
     }
     set(&mut headers, X_FORWARDED_FOR, caller.client_ip.to_string());
 
-    let mut request = hyper::Request::builder().method(parts.method.clone()).uri(uri);
+    let mut request = hyper::Request::builder().method(parts.method).uri(uri);
     if let Some(h) = request.headers_mut() {
         *h = headers;
     }
