@@ -1,7 +1,11 @@
 //! IP allowlists and client-IP resolution (SPEC §3).
 //!
-//! An allowlist holds single addresses and CIDRs, IPv4 and IPv6. An IPv4-mapped IPv6 peer
-//! (`::ffff:203.0.113.7`) is compared as the IPv4 address it is.
+//! An allowlist holds single addresses and CIDRs, IPv4 and IPv6. IPv4-mapped IPv6 forms
+//! (`::ffff:203.0.113.7`, and as CIDRs `::ffff:127.0.0.0/104`) are normalised to the IPv4
+//! address or network they are, everywhere: allowlists, trusted proxies, client IPs.
+//!
+//! What is counted per client IP (route IP limits, the failed-attempt throttle) counts an IPv6
+//! client by its network ([`rate_key`], /64 by default), since one host owns a whole /64.
 
 use std::net::IpAddr;
 
@@ -9,7 +13,7 @@ use ipnet::IpNet;
 
 /// Parses an allowlist entry: an address (`203.0.113.7`, `2001:db8::1`) or a CIDR
 /// (`10.0.0.0/8`). A CIDR with host bits set (`10.0.0.1/8`) is refused, since it is almost
-/// always a typo for something else.
+/// always a typo for something else. IPv4-mapped forms become IPv4 ([`canonical_net`]).
 ///
 /// # Errors
 /// A message fit for a validation error.
@@ -22,7 +26,40 @@ pub fn parse_entry(s: &str) -> Result<IpNet, String> {
     if net.network() != net.addr() {
         return Err(format!("`{s}` has host bits set; did you mean `{}`?", net.trunc()));
     }
-    Ok(net)
+    Ok(canonical_net(net))
+}
+
+/// An IPv4-mapped IPv6 network (`::ffff:127.0.0.0/104`) becomes the IPv4 network it is
+/// (`127.0.0.0/8`); any other network is returned as it is. SPEC §3.
+#[must_use]
+pub fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        other => other,
+    }
+}
+
+/// Does `outer` contain all of `inner`? (Both canonical; an IPv4 network never contains an IPv6
+/// one or the reverse.) Used by the no-escalation rule for allowlists (SPEC §4).
+#[must_use]
+pub fn net_within(inner: &IpNet, outer: &IpNet) -> bool {
+    outer.contains(inner)
+}
+
+/// The identity an address is counted under for per-client-IP limits: an IPv4 address as it is,
+/// an IPv6 address as its network of `v6_prefix` bits (64 by default: one host owns a /64), so a
+/// client cannot multiply its allowance by rotating addresses inside its own network. SPEC §3.
+#[must_use]
+pub fn rate_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            ipnet::Ipv6Net::new(v6, v6_prefix.min(128)).map_or(IpAddr::V6(v6), |n| IpAddr::V6(n.network()))
+        }
+        v4 => v4,
+    }
 }
 
 /// IPv4-mapped IPv6 addresses become IPv4.
@@ -91,6 +128,41 @@ mod tests {
         assert!(!contains(&l, ip("2001:db9::1")));
         assert!(contains(&l, ip("::ffff:10.1.2.3")), "IPv4-mapped IPv6 is IPv4");
         assert!(!contains(&[], ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn mapped_networks_are_normalised_to_ipv4() {
+        assert_eq!(parse_entry("::ffff:127.0.0.0/104").map(|n| n.to_string()), Ok("127.0.0.0/8".into()));
+        assert_eq!(parse_entry("::ffff:10.1.2.3").map(|n| n.to_string()), Ok("10.1.2.3/32".into()));
+        assert_eq!(parse_entry("::ffff:10.1.2.3/128").map(|n| n.to_string()), Ok("10.1.2.3/32".into()));
+        assert_eq!(parse_entry("::ffff:0.0.0.0/96").map(|n| n.to_string()), Ok("0.0.0.0/0".into()));
+        assert_eq!(parse_entry("::/0").map(|n| n.to_string()), Ok("::/0".into()), "IPv6 as such stays IPv6");
+        assert_eq!(parse_entry("2001:db8::/32").map(|n| n.to_string()), Ok("2001:db8::/32".into()));
+        let l = list(&["::ffff:127.0.0.0/104"]);
+        assert!(contains(&l, ip("127.0.0.1")));
+        assert!(contains(&l, ip("::ffff:127.9.9.9")));
+        assert!(!contains(&l, ip("128.0.0.1")));
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_network() {
+        assert_eq!(rate_key(ip("2001:db8:1:2:aaaa::1"), 64), ip("2001:db8:1:2::"));
+        assert_eq!(rate_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"), 64), ip("2001:db8:1:2::"));
+        assert_ne!(rate_key(ip("2001:db8:1:3::1"), 64), rate_key(ip("2001:db8:1:2::1"), 64));
+        assert_eq!(rate_key(ip("2001:db8::1"), 128), ip("2001:db8::1"));
+        assert_eq!(rate_key(ip("203.0.113.7"), 64), ip("203.0.113.7"), "IPv4 counts per address");
+        assert_eq!(rate_key(ip("::ffff:203.0.113.7"), 64), ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn network_containment() {
+        let n = |s: &str| parse_entry(s).unwrap_or_else(|m| panic!("{m}"));
+        assert!(net_within(&n("10.1.0.0/16"), &n("10.0.0.0/8")));
+        assert!(net_within(&n("10.0.0.0/8"), &n("10.0.0.0/8")));
+        assert!(!net_within(&n("10.0.0.0/7"), &n("10.0.0.0/8")));
+        assert!(!net_within(&n("11.0.0.1"), &n("10.0.0.0/8")));
+        assert!(!net_within(&n("::ffff:10.0.0.1"), &n("::/0")), "normalised to IPv4 first");
+        assert!(net_within(&n("::ffff:10.0.0.1"), &n("::ffff:10.0.0.0/104")));
     }
 
     #[test]

@@ -150,6 +150,46 @@ impl KeyFormat {
     }
 }
 
+impl KeyFormat {
+    /// `text` with every key-shaped run (`{prefix}_live_` or `{prefix}_test_` followed by 36 or
+    /// more letters and digits, checksum or not) replaced by its masked form `sk_live_...abc1`:
+    /// for logs and records of request lines, where a client may have pasted a key (SPEC §2).
+    #[must_use]
+    pub fn mask_keys<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        let head_len = self.prefix.len() + 6;
+        let is_head = |s: &str| {
+            s.len() >= head_len
+                && s.starts_with(self.prefix.as_str())
+                && matches!(&s.as_bytes()[self.prefix.len()..head_len], b"_live_" | b"_test_")
+        };
+        let tail_at = |s: &str| s.bytes().take_while(u8::is_ascii_alphanumeric).count();
+        let mut out = String::new();
+        let mut copied = 0;
+        let mut i = 0;
+        while let Some(found) = text[i..].find(self.prefix.as_str()) {
+            let start = i + found;
+            let rest = &text[start..];
+            let tail = if is_head(rest) { tail_at(&rest[head_len..]) } else { 0 };
+            if tail >= TAIL_LEN {
+                let end = start + head_len + tail;
+                out.push_str(&text[copied..start]);
+                out.push_str(&text[start..start + head_len]);
+                out.push_str("...");
+                out.push_str(&text[end - 4..end]);
+                copied = end;
+                i = end;
+            } else {
+                i = start + self.prefix.len();
+            }
+        }
+        if copied == 0 {
+            return std::borrow::Cow::Borrowed(text);
+        }
+        out.push_str(&text[copied..]);
+        std::borrow::Cow::Owned(out)
+    }
+}
+
 /// Appends `n` as exactly six base62 digits (62⁶ > 2³²).
 fn push_base62_fixed(out: &mut String, mut n: u32) {
     let mut digits = [b'0'; CHECKSUM_LEN];
@@ -319,6 +359,25 @@ impl KeyHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_shaped_strings_are_masked_in_text() {
+        let f = fmt();
+        let key = f.generate(Environment::Live);
+        let k = key.expose();
+        let last4 = &k[k.len() - 4..];
+        let line = format!("GET /v1/calls/{k}/recording?x={k}");
+        let masked = f.mask_keys(&line);
+        assert!(!masked.contains(k), "{masked}");
+        assert_eq!(masked, format!("GET /v1/calls/sk_live_...{last4}/recording?x=sk_live_...{last4}"));
+        let test_key = f.generate(Environment::Test);
+        assert!(!f.mask_keys(&format!("/{}", test_key.expose())).contains(test_key.expose()));
+        let broken = format!("{}X", &k[..k.len() - 1]);
+        assert!(!f.mask_keys(&broken).contains(&broken[8..]), "a bad checksum is still key-shaped");
+        for untouched in ["/v1/calls/sk_live_short", "/v1/sk/sk_", "nothing here", "/v1/sk_prod_abc"] {
+            assert_eq!(f.mask_keys(untouched), untouched);
+        }
+    }
 
     fn fmt() -> KeyFormat {
         KeyFormat::default()

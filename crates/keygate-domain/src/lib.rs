@@ -11,6 +11,7 @@ pub mod ip;
 pub mod key;
 pub mod model;
 pub mod policy;
+pub mod request;
 pub mod scope;
 pub mod time;
 
