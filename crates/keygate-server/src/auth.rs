@@ -45,16 +45,10 @@ pub struct Authenticator {
     usage: Arc<UsageRecorder>,
     trusted_proxies: Vec<IpNet>,
     allow_query_key: bool,
+    client_ipv6_prefix: u8,
 }
 
-/// Where the credential came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CredentialSource {
-    Bearer,
-    ApiKeyHeader,
-    /// The deprecated `appid` query parameter.
-    Query,
-}
+pub use keygate_domain::request::CredentialSource;
 
 /// The result of evaluating a presented key: the key if it is known, and the first failing
 /// check of 2–8 if any.
@@ -81,7 +75,21 @@ impl Authenticator {
             usage,
             trusted_proxies: settings.trusted_proxies.clone(),
             allow_query_key: settings.allow_query_key,
+            client_ipv6_prefix: settings.client_ipv6_prefix,
         }
+    }
+
+    /// Whether the deprecated `appid` query parameter is a credential here.
+    #[must_use]
+    pub fn allows_query_key(&self) -> bool {
+        self.allow_query_key
+    }
+
+    /// What `ip` is counted under for per-client-IP limits: itself, or its IPv6 network
+    /// (SPEC §3).
+    #[must_use]
+    pub fn rate_key(&self, ip: IpAddr) -> IpAddr {
+        keygate_domain::ip::rate_key(ip, self.client_ipv6_prefix)
     }
 
     /// The client's IP per SPEC §3: the peer, or the right-most untrusted `X-Forwarded-For` hop
@@ -104,37 +112,12 @@ impl Authenticator {
         headers: &'a HeaderMap,
         query: Option<&'a str>,
     ) -> Result<(Cow<'a, str>, CredentialSource), ApiError> {
-        let mut found: Option<(Cow<'a, str>, CredentialSource)> = None;
-        let mut offer = |value: Cow<'a, str>, source| -> Result<(), ApiError> {
-            match &found {
-                Some((existing, _)) if *existing != value => Err(AuthFailure::AmbiguousCredentials.into()),
-                Some(_) => Ok(()),
-                None => {
-                    found = Some((value, source));
-                    Ok(())
-                }
-            }
-        };
-        for v in headers.get_all(header::AUTHORIZATION) {
-            let v = v.to_str().map_err(|_| AuthFailure::InvalidKey)?;
-            let token =
-                v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).ok_or(AuthFailure::InvalidKey)?;
-            offer(Cow::Borrowed(token.trim()), CredentialSource::Bearer)?;
-        }
-        for v in headers.get_all("x-api-key") {
-            let v = v.to_str().map_err(|_| AuthFailure::InvalidKey)?;
-            offer(Cow::Borrowed(v.trim()), CredentialSource::ApiKeyHeader)?;
-        }
-        if self.allow_query_key
-            && let Some(q) = query
-        {
-            for (k, v) in form_urlencoded::parse(q.as_bytes()) {
-                if k == "appid" {
-                    offer(v, CredentialSource::Query)?;
-                }
-            }
-        }
-        found.ok_or_else(|| AuthFailure::MissingKey.into())
+        Ok(keygate_domain::request::credential(
+            headers.get_all(header::AUTHORIZATION).iter().map(axum::http::HeaderValue::as_bytes),
+            headers.get_all("x-api-key").iter().map(axum::http::HeaderValue::as_bytes),
+            query,
+            self.allow_query_key,
+        )?)
     }
 
     /// Checks 2–8 for a presented key, with no side effects but filling the cache.
@@ -142,28 +125,55 @@ impl Authenticator {
     /// # Errors
     /// Only when the store cannot answer a cache miss.
     pub async fn evaluate(&self, presented: &str, client_ip: Option<IpAddr>) -> Result<Evaluation, ApiError> {
+        self.evaluate_guarded(presented, client_ip, || Ok(())).await
+    }
+
+    /// Checks 2–8, calling `before_store` before anything the credential cache cannot answer
+    /// (a malformed key or a cache miss): the failed-attempt throttle goes there, so a valid key
+    /// held in memory is never throttled (SPEC §3).
+    async fn evaluate_guarded(
+        &self,
+        presented: &str,
+        client_ip: Option<IpAddr>,
+        before_store: impl FnOnce() -> Result<(), ApiError>,
+    ) -> Result<Evaluation, ApiError> {
         let Ok((plaintext, _env)) = self.key_format.parse(presented) else {
+            before_store()?;
             return Ok(Evaluation { credential: None, outcome: Err(AuthFailure::InvalidKey) });
         };
         let hash = self.hasher.hash(&plaintext);
-        let Some(credential) = self.cache.credential(&hash, &*self.store).await? else {
+        let found = match self.cache.remembered(&hash) {
+            Some(Some(credential)) => Some(credential),
+            Some(None) => {
+                before_store()?;
+                None
+            }
+            None => {
+                before_store()?;
+                self.cache.load(&hash, &*self.store).await?
+            }
+        };
+        let Some(credential) = found else {
             return Ok(Evaluation { credential: None, outcome: Err(AuthFailure::InvalidKey) });
         };
-        let outcome =
-            policy::check_key(&credential.key, &credential.account, RequestFacts { now: time::now(), client_ip });
+        let facts = RequestFacts { now: time::now(), client_ip: client_ip.map(keygate_domain::ip::canonical) };
+        let outcome = policy::check_key(&credential.key, &credential.account, facts);
         Ok(Evaluation { credential: Some(credential), outcome })
     }
 
-    /// Authenticates a request's own credential: throttle, checks 2–8, failure accounting and
-    /// usage recording.
+    /// Authenticates a request's own credential: checks 2–8, the failed-attempt throttle before
+    /// anything memory cannot answer, failure accounting and usage recording.
     ///
     /// # Errors
-    /// 429 for a throttled IP, else the first failing check.
+    /// 429 for a throttled IP whose key is not a known one in memory, else the first failing
+    /// check.
     pub async fn authenticate(&self, presented: &str, client_ip: IpAddr) -> Result<Credential, ApiError> {
-        if let Some(retry_after) = self.throttle.blocked(client_ip) {
-            return Err(ApiError::TooManyFailedAttempts { retry_after });
-        }
-        let Evaluation { credential, outcome } = self.evaluate(presented, Some(client_ip)).await?;
+        let counted_as = self.rate_key(client_ip);
+        let throttle = || match self.throttle.blocked(counted_as) {
+            Some(retry_after) => Err(ApiError::TooManyFailedAttempts { retry_after }),
+            None => Ok(()),
+        };
+        let Evaluation { credential, outcome } = self.evaluate_guarded(presented, Some(client_ip), throttle).await?;
         match (credential, outcome) {
             (Some(credential), Ok(())) => {
                 self.record_usage(&credential, client_ip);
@@ -171,7 +181,7 @@ impl Authenticator {
             }
             (_, Err(failure)) => {
                 if matches!(failure, AuthFailure::InvalidKey | AuthFailure::Revoked | AuthFailure::Expired) {
-                    self.throttle.record_failure(client_ip);
+                    self.throttle.record_failure(counted_as);
                 }
                 Err(failure.into())
             }
@@ -181,6 +191,7 @@ impl Authenticator {
 
     /// Records a use of a key verified on behalf of another service.
     pub fn record_usage(&self, credential: &Credential, ip: IpAddr) {
+        let ip = keygate_domain::ip::canonical(ip);
         if credential.note_use(time::now().timestamp(), ip) {
             self.usage.record(credential.key.id, ip);
         }
@@ -217,6 +228,12 @@ impl Caller {
         Ok(self)
     }
 
+    /// What an idempotency claim made by this caller is bound to (SPEC §6): its account and key.
+    #[must_use]
+    pub fn idempotency_binding(&self) -> crate::idempotency::Binding {
+        crate::idempotency::Binding { account: self.account().id, principal: self.key().id.to_string(), tenant: None }
+    }
+
     /// Who is acting, with the bounds a no-escalation check compares against.
     #[must_use]
     pub fn principal(&self) -> Principal {
@@ -227,6 +244,9 @@ impl Caller {
             scopes: key.scopes.clone(),
             tenant_ids: key.tenant_ids.clone(),
             max_rate_limit: Some(key.rate_limit_per_minute),
+            expires_at: key.expires_at,
+            allowed_ips: key.allowed_ips.clone(),
+            environment: Some(key.environment),
             ip: Some(self.client_ip),
             user_agent: self.user_agent.clone(),
             request_id: self.request_id.clone(),

@@ -27,6 +27,9 @@ pub struct Config {
     /// Peers whose `X-Forwarded-For` is believed (CIDRs or addresses). In env: comma-separated.
     #[serde(deserialize_with = "list_or_comma_string")]
     pub trusted_proxies: Vec<String>,
+    /// What is counted per client IP (route IP limits, the failed-attempt throttle) counts an
+    /// IPv6 client by its network of this many bits (SPEC §3): 64 by default, 1–128.
+    pub client_ipv6_prefix: u8,
     /// HMAC secret for key hashes (≥ 32 chars). Generated into `keygate.secret` beside a SQLite
     /// database when absent.
     pub hash_secret: Option<SecretString>,
@@ -103,6 +106,7 @@ impl Default for Config {
             database_url: "sqlite://keygate.db".into(),
             redis_url: None,
             trusted_proxies: Vec::new(),
+            client_ipv6_prefix: 64,
             hash_secret: None,
             key_prefix: "sk".into(),
             log_format: LogFormat::Text,
@@ -140,6 +144,11 @@ pub struct LimitsConfig {
     pub default_key_rate_limit_per_minute: u32,
     pub max_key_rate_limit_per_minute: u32,
     pub default_account_rate_limit_per_minute: u32,
+    /// API keys one account may hold (revoked and expired ones count until deleted); creating or
+    /// rolling past it is 409 `conflict`. OWASP API4: no unbounded growth.
+    pub max_keys_per_account: u32,
+    /// Tenants one account may hold; creating past it is 409 `conflict`.
+    pub max_tenants_per_account: u32,
 }
 
 impl Default for LimitsConfig {
@@ -148,6 +157,8 @@ impl Default for LimitsConfig {
             default_key_rate_limit_per_minute: 100,
             max_key_rate_limit_per_minute: 10_000,
             default_account_rate_limit_per_minute: 1_000,
+            max_keys_per_account: 1_000,
+            max_tenants_per_account: 10_000,
         }
     }
 }
@@ -202,6 +213,8 @@ pub struct Limits {
     pub default_key_rate_limit_per_minute: u32,
     pub max_key_rate_limit_per_minute: u32,
     pub default_account_rate_limit_per_minute: u32,
+    pub max_keys_per_account: u32,
+    pub max_tenants_per_account: u32,
 }
 
 /// The validated configuration.
@@ -210,6 +223,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub database_url: String,
     pub trusted_proxies: Vec<IpNet>,
+    /// Bits of an IPv6 client address that identify it for per-IP counting.
+    pub client_ipv6_prefix: u8,
     pub key_format: KeyFormat,
     pub catalog: Catalog,
     pub limits: Limits,
@@ -269,6 +284,12 @@ impl Config {
                     .into(),
             );
         }
+        if l.max_keys_per_account == 0 || l.max_tenants_per_account == 0 {
+            errors.push("limits.max_keys_per_account and limits.max_tenants_per_account must be at least 1".into());
+        }
+        if !(1..=128).contains(&self.client_ipv6_prefix) {
+            errors.push("client_ipv6_prefix must be between 1 and 128 (64: one host owns a /64)".into());
+        }
         if l.default_account_rate_limit_per_minute == 0 {
             errors.push("limits.default_account_rate_limit_per_minute must be at least 1".into());
         }
@@ -304,12 +325,15 @@ impl Config {
                 listen,
                 database_url: self.database_url.clone(),
                 trusted_proxies,
+                client_ipv6_prefix: self.client_ipv6_prefix,
                 key_format,
                 catalog,
                 limits: Limits {
                     default_key_rate_limit_per_minute: l.default_key_rate_limit_per_minute,
                     max_key_rate_limit_per_minute: l.max_key_rate_limit_per_minute,
                     default_account_rate_limit_per_minute: l.default_account_rate_limit_per_minute,
+                    max_keys_per_account: l.max_keys_per_account,
+                    max_tenants_per_account: l.max_tenants_per_account,
                 },
                 allow_query_key: self.auth.allow_query_key,
                 max_failed_attempts_per_minute: self.auth.max_failed_attempts_per_minute,

@@ -46,6 +46,9 @@ pub enum Exceeds {
     Scopes,
     TenantIds,
     RateLimit,
+    ExpiresAt,
+    AllowedIps,
+    Environment,
 }
 
 impl Exceeds {
@@ -54,6 +57,9 @@ impl Exceeds {
             Self::Scopes => "scopes",
             Self::TenantIds => "tenant_ids",
             Self::RateLimit => "rate_limit_per_minute",
+            Self::ExpiresAt => "expires_at",
+            Self::AllowedIps => "allowed_ips",
+            Self::Environment => "environment",
         }
     }
 }
@@ -206,6 +212,19 @@ impl ApiError {
             }
             Self::Escalation { exceeds: Exceeds::RateLimit, .. } => {
                 "A key cannot create or change a key with a higher rate limit than its own.".into()
+            }
+            Self::Escalation { exceeds: Exceeds::ExpiresAt, .. } => {
+                "A key that expires can only create or change keys that expire no later than it does; \
+                 set expires_at at or before its own."
+                    .into()
+            }
+            Self::Escalation { exceeds: Exceeds::AllowedIps, .. } => {
+                "A key with an IP allowlist can only create or change keys whose every allowed_ips entry \
+                 lies inside its own allowlist."
+                    .into()
+            }
+            Self::Escalation { exceeds: Exceeds::Environment, .. } => {
+                "A test key can only create or change test keys.".into()
             }
             Self::Validation(errors) => match errors.as_slice() {
                 [one] => format!("{}: {}", one.field, one.message),

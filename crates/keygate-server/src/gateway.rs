@@ -39,10 +39,12 @@ use keygate_domain::policy::{self, AuthFailure};
 use keygate_domain::scope::Catalog;
 use keygate_domain::{Scope, TenantId};
 
-use crate::auth::{Caller, CredentialSource};
+use keygate_domain::request::{TargetError, query_without_credential};
+
+use crate::auth::{Authenticator, Caller};
 use crate::config::GatewayConfig;
 use crate::error::ApiError;
-use crate::idempotency::{self, Claim, Idempotent};
+use crate::idempotency::{self, Binding, Claim, Idempotent};
 use crate::ratelimit::LimitKey;
 use crate::state::AppState;
 
@@ -228,6 +230,12 @@ pub async fn fallback(State(state): State<AppState>, req: Request) -> Response {
 
 async fn proxy(state: &AppState, gw: &Gateway, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
+    // One canonical form (SPEC §10): what keygate matches and authorises is byte for byte what
+    // the upstream receives, so anything an upstream might resolve differently is refused.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        return Err(ApiError::InvalidRequest(TargetError::AbsoluteForm.to_string()));
+    }
+    keygate_domain::request::check_path(parts.uri.path()).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
     let Some((route, params)) = gw.find(&parts.method, parts.uri.path()) else {
         return Err(if gw.any_method.at(parts.uri.path()).is_ok() {
             ApiError::MethodNotAllowed
@@ -235,12 +243,13 @@ async fn proxy(state: &AppState, gw: &Gateway, req: Request) -> Result<Response,
             ApiError::RouteNotFound
         });
     };
+    crate::middleware::note_route(&route.path);
     let caller = Caller::authenticate(&parts, state).await?;
     caller.require(&route.scope)?;
     let tenant = tenant_of(state, &caller, route, &params, &parts.headers).await?;
-    let ip_limit = route
-        .ip_rate_limit_per_minute
-        .map(|n| (LimitKey::RouteIp(Arc::clone(&route.path), caller.client_ip), Quota::per_minute(n)));
+    let ip_limit = route.ip_rate_limit_per_minute.map(|n| {
+        (LimitKey::RouteIp(Arc::clone(&route.path), state.auth.rate_key(caller.client_ip)), Quota::per_minute(n))
+    });
     caller.spend_with(state, ip_limit).await?;
 
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -250,18 +259,24 @@ async fn proxy(state: &AppState, gw: &Gateway, req: Request) -> Result<Response,
 
     let key_header = if route.idempotent { idempotency::key_header(&parts.headers)? } else { None };
     let Some(idem_key) = key_header else {
-        let body = Body::new(http_body_util::Limited::new(body, gw.max_body_bytes));
-        return forward(gw, parts, body, &caller, tenant).await.map_err(ApiError::from);
+        // A body of declared length (checked above) streams: hyper delivers exactly that many
+        // bytes or fails the message. A body of unknown length (chunked) could cross the limit
+        // midway, after the upstream had part of it, so it is read up to the limit first and
+        // sent whole: the upstream never gets a cut-off body it could take as complete.
+        if declared.is_some() {
+            return forward(gw, &state.auth, parts, body, &caller, tenant).await.map_err(ApiError::from);
+        }
+        let bytes = read_limited(body, gw.max_body_bytes).await?;
+        return forward(gw, &state.auth, parts, Body::from(bytes), &caller, tenant).await.map_err(ApiError::from);
     };
-    let bytes = axum::body::to_bytes(body, gw.max_body_bytes)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(gw.max_body_bytes))?;
+    let bytes = read_limited(body, gw.max_body_bytes).await?;
     let idem = Idempotent::new(Some(idem_key), &parts.method, &parts.uri, bytes.clone());
-    let ticket = match idem.claim(state, caller.account().id).await? {
+    let binding = Binding { tenant, ..caller.idempotency_binding() };
+    let ticket = match idem.claim(state, &binding).await? {
         Claim::Replay(stored) => return Ok(stored),
         Claim::Proceed(ticket) => ticket,
     };
-    match forward(gw, parts, Body::from(bytes), &caller, tenant).await {
+    match forward(gw, &state.auth, parts, Body::from(bytes), &caller, tenant).await {
         Ok(response) => Ok(ticket.complete(state, response).await),
         Err(UpstreamError::Unreachable) => {
             ticket.release(state).await;
@@ -269,6 +284,20 @@ async fn proxy(state: &AppState, gw: &Gateway, req: Request) -> Result<Response,
         }
         Err(e) => Ok(ticket.complete(state, ApiError::from(e).into_response()).await),
     }
+}
+
+/// The whole request body, or 413 once it passes `limit` bytes.
+async fn read_limited(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = source {
+            if s.is::<http_body_util::LengthLimitError>() {
+                return ApiError::PayloadTooLarge(limit);
+            }
+            source = s.source();
+        }
+        ApiError::InvalidRequest("The request body could not be read to its end.".into())
+    })
 }
 
 /// Check 10 for a gateway request: the tenant it names, if any, and whether the key may act on it.
@@ -279,9 +308,26 @@ async fn tenant_of(
     params: &[(String, String)],
     headers: &HeaderMap,
 ) -> Result<Option<TenantId>, ApiError> {
+    let mut header_values = headers.get_all(X_TENANT_ID).iter();
+    let header = header_values.next();
+    if header_values.next().is_some() {
+        return Err(ApiError::InvalidRequest("Send at most one X-Tenant-Id header.".into()));
+    }
+    let header = header.map(|v| v.to_str().map(str::trim).map_err(|_| AuthFailure::TenantNotAllowed)).transpose()?;
     let named = match &route.tenant {
-        Some(param) => params.iter().find(|(k, _)| k == param).map(|(_, v)| v.clone()),
-        None => headers.get(X_TENANT_ID).and_then(|v| v.to_str().ok()).map(str::to_owned),
+        Some(param) => {
+            let from_path = params.iter().find(|(k, _)| k == param).map(|(_, v)| v.clone());
+            // Two different tenants in one request: the upstream might act on either.
+            if let (Some(h), Some(p)) = (header, &from_path)
+                && h != p
+            {
+                return Err(ApiError::InvalidRequest(format!(
+                    "X-Tenant-Id names a different tenant than the path's `{param}`; send one tenant."
+                )));
+            }
+            from_path
+        }
+        None => header.map(str::to_owned),
     };
     let Some(named) = named else {
         return if caller.key().tenant_ids.is_some() { Err(AuthFailure::TenantNotAllowed.into()) } else { Ok(None) };
@@ -336,6 +382,29 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
     HeaderName::from_static("proxy-connection"),
 ];
+/// Headers an upstream might trust for routing, method or identity (SPEC §10): removed from every
+/// forwarded request, since only keygate may say these things (it sets `X-Forwarded-For`).
+const UNTRUSTED: [HeaderName; 19] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-original-uri"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-original-host"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
+    HeaderName::from_static("x-cluster-client-ip"),
+];
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 const X_TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
 const X_KEYGATE_ACCOUNT_ID: HeaderName = HeaderName::from_static("x-keygate-account-id");
@@ -365,21 +434,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The query string without the `appid` credential parameter; every other parameter is kept
-/// exactly as the client wrote it.
-fn query_without_credential(query: &str) -> String {
-    query
-        .split('&')
-        .filter(|pair| {
-            let name = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            form_urlencoded::parse(name.as_bytes()).next().is_none_or(|(k, _)| k != "appid")
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
 async fn forward(
     gw: &Gateway,
+    auth: &Authenticator,
     parts: Parts,
     body: Body,
     caller: &Caller,
@@ -387,7 +444,10 @@ async fn forward(
 ) -> Result<Response, UpstreamError> {
     let mut path_and_query = parts.uri.path().to_owned();
     if let Some(q) = parts.uri.query() {
-        let q = if caller.source == CredentialSource::Query { query_without_credential(q) } else { q.to_owned() };
+        // The credential, in whichever form it came, stays here (SPEC §10): every `appid` where
+        // that parameter is a credential, and any parameter holding the presented key.
+        let presented = auth.credential(&parts.headers, Some(q)).map(|(c, _)| c).unwrap_or_default();
+        let q = query_without_credential(q, &presented, auth.allows_query_key());
         if !q.is_empty() {
             path_and_query.push('?');
             path_and_query.push_str(&q);
@@ -402,6 +462,9 @@ async fn forward(
         headers.remove(name);
     }
     for name in [header::HOST, header::AUTHORIZATION, X_API_KEY] {
+        headers.remove(name);
+    }
+    for name in &UNTRUSTED {
         headers.remove(name);
     }
     let set = |headers: &mut HeaderMap, name: HeaderName, value: String| {
@@ -475,11 +538,6 @@ mod tests {
     fn shapes() {
         assert_eq!(normalized("/v1/tenants/{tenant_id}/extensions/{id}"), "/v1/tenants/{p0}/extensions/{p1}");
         assert_eq!(sample("/v1/tenants/{tenant_id}/extensions"), "/v1/tenants/x/extensions");
-        assert_eq!(query_without_credential("appid=sk_live_x&a=1&b=two%20words"), "a=1&b=two%20words");
-        assert_eq!(
-            query_without_credential("flag&b=two%20words&app%69d=x&c=%7E&d=1+2"),
-            "flag&b=two%20words&c=%7E&d=1+2"
-        );
     }
 
     #[test]

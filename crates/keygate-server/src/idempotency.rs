@@ -2,7 +2,11 @@
 //!
 //! A request carrying the header is fingerprinted (method, path, query, SHA-256 of the body) and
 //! claims the record (account, key) in the store before it executes: the claim is atomic in the
-//! database, so it holds across nodes. Then:
+//! database, so it holds across nodes. The fingerprint is bound to the [`Binding`]: the principal
+//! that sent the request (API key id, later the dashboard user) and, on gateway routes, the tenant
+//! it acts for. Another principal or tenant reusing the Idempotency-Key gets 422
+//! `idempotency_key_reused`, never the stored response: a replay must not hand a narrower key what
+//! a wider one created (SPEC §6). Then:
 //! - a completed record with the same fingerprint is replayed (`Idempotent-Replayed: true`):
 //!   status, headers and body, byte for byte, without executing anything;
 //! - a pending one answers 409 `idempotency_in_progress`; a different fingerprint 422
@@ -28,7 +32,7 @@ use axum::response::{IntoResponse, Response};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use chrono::Duration;
-use keygate_domain::{AccountId, time};
+use keygate_domain::{AccountId, TenantId, time};
 use keygate_store::IdempotencyBegin;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -92,6 +96,32 @@ impl FromRequest<AppState> for Idempotent {
     }
 }
 
+/// Who a claim belongs to beyond its account (SPEC §6): only a request of the same principal, for
+/// the same tenant, may replay the stored response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub account: AccountId,
+    /// The acting principal's id: `key_…` (or `usr_…` for a dashboard user).
+    pub principal: String,
+    /// The tenant a gateway request acts for.
+    pub tenant: Option<TenantId>,
+}
+
+impl Binding {
+    /// The fingerprint of `request` bound to this principal and tenant.
+    fn fingerprint(&self, request: &[u8; 32]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"keygate-idempotency-binding-v1\0");
+        h.update(request);
+        h.update(self.principal.as_bytes());
+        h.update([0]);
+        if let Some(t) = self.tenant {
+            h.update(t.to_string().as_bytes());
+        }
+        h.finalize().into()
+    }
+}
+
 /// What the handler does next.
 pub enum Claim {
     /// Answer this stored response; execute nothing.
@@ -131,12 +161,12 @@ impl Idempotent {
     ///
     /// # Errors
     /// As [`Idempotent::claim`].
-    pub async fn execute<F, Fut>(&self, state: &AppState, account: AccountId, execute: F) -> Result<Response, ApiError>
+    pub async fn execute<F, Fut>(&self, state: &AppState, binding: &Binding, execute: F) -> Result<Response, ApiError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Response, ApiError>>,
     {
-        match self.claim(state, account).await? {
+        match self.claim(state, binding).await? {
             Claim::Replay(stored) => Ok(stored),
             Claim::Proceed(ticket) => {
                 let response = execute().await.unwrap_or_else(IntoResponse::into_response);
@@ -145,18 +175,21 @@ impl Idempotent {
         }
     }
 
-    /// Claims the key for `account` (call after parsing the body: a body refused as invalid
-    /// never claims).
+    /// Claims the key for `binding`'s account (call after parsing the body: a body refused as
+    /// invalid never claims).
     ///
     /// # Errors
-    /// 409 `idempotency_in_progress`, 422 `idempotency_key_reused`, or a store failure.
-    pub async fn claim(&self, state: &AppState, account: AccountId) -> Result<Claim, ApiError> {
-        let Some((key, fingerprint)) = &self.claim else {
+    /// 409 `idempotency_in_progress`, 422 `idempotency_key_reused` (also for the same request
+    /// from another principal or for another tenant), or a store failure.
+    pub async fn claim(&self, state: &AppState, binding: &Binding) -> Result<Claim, ApiError> {
+        let Some((key, request)) = &self.claim else {
             return Ok(Claim::Proceed(Ticket { claimed: None }));
         };
+        let account = binding.account;
+        let fingerprint = binding.fingerprint(request);
         let now = time::now();
         let expires_at = now + state.idempotency_retention;
-        match state.keygate.store.begin_idempotent(account, key, fingerprint, now, expires_at).await? {
+        match state.keygate.store.begin_idempotent(account, key, &fingerprint, now, expires_at).await? {
             IdempotencyBegin::Started => Ok(Claim::Proceed(Ticket { claimed: Some((account, key.clone())) })),
             IdempotencyBegin::InProgress => Err(ApiError::IdempotencyInProgress),
             IdempotencyBegin::Mismatch => Err(ApiError::IdempotencyKeyReused),
@@ -444,6 +477,21 @@ pub fn retention(seconds: u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_binding_changes_the_fingerprint() {
+        let account = AccountId::generate();
+        let request = [1u8; 32];
+        let a = Binding { account, principal: "key_a".into(), tenant: None };
+        let b = Binding { principal: "key_b".into(), ..a.clone() };
+        let t1 = Binding { tenant: Some(TenantId::generate()), ..a.clone() };
+        let t2 = Binding { tenant: Some(TenantId::generate()), ..a.clone() };
+        assert_eq!(a.fingerprint(&request), a.clone().fingerprint(&request));
+        assert_ne!(a.fingerprint(&request), b.fingerprint(&request), "another principal");
+        assert_ne!(a.fingerprint(&request), t1.fingerprint(&request), "a tenant");
+        assert_ne!(t1.fingerprint(&request), t2.fingerprint(&request), "another tenant");
+        assert_ne!(a.fingerprint(&request), a.fingerprint(&[2u8; 32]), "another request");
+    }
 
     #[test]
     fn header_rules() {

@@ -3,7 +3,8 @@
 //! problem documents.
 //!
 //! The log line never contains a query string (the deprecated `appid` credential lives there),
-//! a header value, or a body.
+//! a header value, or a body; a key-shaped string in its path is masked (SPEC §2). The request
+//! log keeps the matched route template, never the raw path.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
@@ -19,6 +20,14 @@ use keygate_store::RequestRecord;
 use crate::error::{ApiError, ErrorCode, REQUEST_ID};
 use crate::ratelimit::RateLimitStatus;
 use crate::requestlog::RequestRecorder;
+
+/// What [`request_context`] needs: where request-log records go, and the key format whose
+/// key-shaped strings it masks in log lines.
+#[derive(Clone)]
+pub struct RequestContext {
+    pub recorder: Arc<RequestRecorder>,
+    pub key_format: Arc<keygate_domain::KeyFormat>,
+}
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -37,6 +46,15 @@ pub struct RequestFacts {
     pub ratelimit: OnceLock<RateLimitStatus>,
     /// The tenant the request acted for, when one is known (for the request log).
     pub tenant: OnceLock<TenantId>,
+    /// The gateway route template the request matched (axum's `MatchedPath` covers keygate's
+    /// own routes only).
+    pub route: OnceLock<Arc<str>>,
+}
+
+/// Records the gateway route a request matched, for its log line, metrics and request-log record:
+/// the template, never the raw path (which may hold anything, a pasted key included).
+pub fn note_route(route: &Arc<str>) {
+    let _ = REQUEST_FACTS.try_with(|f| f.route.set(Arc::clone(route)));
 }
 
 /// Records the tenant this request acts for, for its request-log record.
@@ -75,7 +93,8 @@ fn request_id(req: &Request) -> String {
 /// Gives the request an id, makes it available to errors, logs the request, queues its
 /// request-log record when it was authenticated, and sets `X-Request-Id` (and `Deprecation`
 /// where a deprecated credential was used) on the response.
-pub async fn request_context(State(recorder): State<Arc<RequestRecorder>>, req: Request, next: Next) -> Response {
+pub async fn request_context(State(context): State<RequestContext>, req: Request, next: Next) -> Response {
+    let RequestContext { recorder, key_format } = context;
     let id = request_id(&req);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -93,12 +112,13 @@ pub async fn request_context(State(recorder): State<Arc<RequestRecorder>>, req: 
                     f.deprecated_credential.get().is_some(),
                     f.ratelimit.get().copied(),
                     f.tenant.get().copied(),
+                    f.route.get().cloned(),
                 )
             });
             (response, facts)
         })
         .await;
-    let (caller, deprecated, ratelimit, tenant) = facts;
+    let (caller, deprecated, ratelimit, tenant, gateway_route) = facts;
     let headers = response.headers_mut();
     if let Some(status) = ratelimit
         && !headers.contains_key("x-ratelimit-limit")
@@ -116,8 +136,13 @@ pub async fn request_context(State(recorder): State<Arc<RequestRecorder>>, req: 
     let latency = started.elapsed();
     let elapsed = latency.as_secs_f64();
     let latency_ms = elapsed * 1000.0;
-    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str).to_owned();
-    metrics::counter!("keygate_requests_total", "outcome" => code, "route" => route).increment(1);
+    let route: Arc<str> = match (&matched, gateway_route) {
+        (Some(m), _) => m.as_str().into(),
+        (None, Some(r)) => r,
+        (None, None) => "unmatched".into(),
+    };
+    let path = key_format.mask_keys(&path);
+    metrics::counter!("keygate_requests_total", "outcome" => code, "route" => route.to_string()).increment(1);
     metrics::histogram!("keygate_request_duration_seconds").record(elapsed);
     // The ids are formatted by the log line itself, only when it is enabled.
     let client_ip = caller.map_or(peer, |(_, _, ip)| Some(ip));
@@ -137,8 +162,7 @@ pub async fn request_context(State(recorder): State<Arc<RequestRecorder>>, req: 
             account_id: account,
             key_id: Some(key),
             tenant_id: tenant,
-            // A gateway request has no matched route here: its path stands in for now.
-            route: matched.map_or(path, |m| m.as_str().to_owned()),
+            route: route.to_string(),
             method: method.as_str().to_owned(),
             status,
             outcome: code.to_owned(),
@@ -146,6 +170,12 @@ pub async fn request_context(State(recorder): State<Arc<RequestRecorder>>, req: 
             latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
         });
     }
+    response
+}
+
+/// `Cache-Control: no-store` unless the handler set its own.
+pub async fn no_store(mut response: Response) -> Response {
+    response.headers_mut().entry(axum::http::header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
     response
 }
 

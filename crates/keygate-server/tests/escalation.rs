@@ -216,3 +216,143 @@ async fn partners_cannot_hand_out_operator_scopes(app: TestApp) {
     assert!(operator_catalog.iter().any(|r| r == "accounts"), "{operator_catalog:?}");
 }
 both_backends!(partners_cannot_hand_out_operator_scopes);
+
+// ---------------------------------------------------------------------------------------------
+// Bounds other than scopes (SPEC §4): expiry, IP allowlist, environment
+// ---------------------------------------------------------------------------------------------
+
+fn in_hours(h: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::hours(h)).format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+async fn an_expiring_key_cannot_outlive_itself(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let own_expiry = in_hours(1);
+    let k = app
+        .create_key(
+            &p.key,
+            json!({"name": "short", "scopes": ["api_keys:write", "api_keys:read"], "expires_at": own_expiry}),
+        )
+        .await;
+    let (short, short_id) = (str_of(&k["key"]), str_of(&k["id"]));
+    let before = key_ids(&app, &p).await;
+
+    // Raising its own expiry, or removing it, is refused and changes nothing.
+    for expires_at in [Value::Null, json!(in_hours(2))] {
+        let r = app.patch(&short, &format!("/v1/api-keys/{short_id}"), &json!({"expires_at": expires_at})).await;
+        assert_escalation(&r, "expires_at", None);
+    }
+    let unchanged = app.get(&p.key, &format!("/v1/api-keys/{short_id}")).await.expect_status(200);
+    assert_eq!(unchanged["expires_at"], own_expiry);
+
+    // Minting a key that never expires, or expires later, is refused.
+    for expires_at in [Value::Null, json!(in_hours(5))] {
+        let r = app.post(&short, "/v1/api-keys", &json!({"name": "forever", "expires_at": expires_at})).await;
+        assert_escalation(&r, "expires_at", None);
+    }
+    assert_eq!(key_ids(&app, &p).await, before, "nothing was created");
+
+    // Lowering is fine; an absent expires_at inherits the creator's.
+    let sooner = app.post(&short, "/v1/api-keys", &json!({"name": "sooner", "expires_at": in_hours(-1)})).await;
+    assert_eq!(sooner.status, 422, "a past expiry is still a validation error: {sooner:?}");
+    let inherited = app.create_key(&short, json!({"name": "inherits"})).await;
+    assert_eq!(inherited["expires_at"], own_expiry, "absent: the creator's own expiry");
+    let half = (chrono::Utc::now() + chrono::Duration::minutes(30)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let lowered = app.patch(&short, &format!("/v1/api-keys/{short_id}"), &json!({"expires_at": half})).await;
+    assert_eq!(lowered.expect_status(200)["expires_at"], half, "a key may shorten its own life");
+
+    // A key that never expires cannot be changed at all by an expiring one (its "before" is beyond).
+    let forever = app.create_key(&p.key, json!({"name": "forever", "scopes": ["api_keys:read"]})).await;
+    let forever_id = str_of(&forever["id"]);
+    let r = app.patch(&short, &format!("/v1/api-keys/{forever_id}"), &json!({"name": "renamed"})).await;
+    assert_escalation(&r, "expires_at", None);
+    // The unbounded key can do all of it.
+    let r = app.patch(&p.key, &format!("/v1/api-keys/{short_id}"), &json!({"expires_at": null})).await;
+    assert_eq!(r.expect_status(200)["expires_at"], Value::Null);
+}
+both_backends!(an_expiring_key_cannot_outlive_itself);
+
+async fn a_rolled_key_cannot_use_its_grace_period_to_remove_its_expiry(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let k = app.create_key(&p.key, json!({"name": "rolling", "scopes": ["api_keys:write", "api_keys:read"]})).await;
+    let (old, old_id) = (str_of(&k["key"]), str_of(&k["id"]));
+    let rolled = app.post(&old, &format!("/v1/api-keys/{old_id}/roll"), &json!({"grace_period_seconds": 3600})).await;
+    assert_eq!(rolled.status, 201, "{rolled:?}");
+    let r = app.patch(&old, &format!("/v1/api-keys/{old_id}"), &json!({"expires_at": null})).await;
+    assert_escalation(&r, "expires_at", None);
+    let r = app.post(&old, "/v1/api-keys", &json!({"name": "escape", "expires_at": null})).await;
+    assert_escalation(&r, "expires_at", None);
+    let still = app.get(&p.key, &format!("/v1/api-keys/{old_id}")).await.expect_status(200);
+    assert!(still["expires_at"].is_string(), "the grace period still ends: {still}");
+}
+both_backends!(a_rolled_key_cannot_use_its_grace_period_to_remove_its_expiry);
+
+async fn an_allowlisted_key_cannot_widen_the_allowlist(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let k = app
+        .create_key(
+            &p.key,
+            json!({"name": "pinned", "scopes": ["api_keys:write", "api_keys:read"], "allowed_ips": ["127.0.0.0/8", "2001:db8::/32"]}),
+        )
+        .await;
+    let (pinned, pinned_id) = (str_of(&k["key"]), str_of(&k["id"]));
+    let before = key_ids(&app, &p).await;
+
+    for allowed in [
+        Value::Null,
+        json!(["10.0.0.1"]),
+        json!(["126.0.0.0/7"]),
+        json!(["127.0.0.1", "128.0.0.1"]),
+        json!(["2001:db8::/31"]),
+        json!(["::/0"]),
+    ] {
+        let r = app.patch(&pinned, &format!("/v1/api-keys/{pinned_id}"), &json!({"allowed_ips": allowed})).await;
+        assert_escalation(&r, "allowed_ips", None);
+        let r = app.post(&pinned, "/v1/api-keys", &json!({"name": "wide", "allowed_ips": allowed})).await;
+        assert_escalation(&r, "allowed_ips", None);
+    }
+    assert_eq!(key_ids(&app, &p).await, before, "nothing was created");
+
+    // Inside its own: fine, in any spelling (mapped IPv4 included), and [] (no IP at all).
+    for allowed in
+        [json!(["127.0.0.1"]), json!(["127.1.0.0/16", "2001:db8:1::/48"]), json!(["::ffff:127.0.0.1"]), json!([])]
+    {
+        let r = app.post(&pinned, "/v1/api-keys", &json!({"name": "narrow", "allowed_ips": allowed})).await;
+        assert_eq!(r.status, 201, "{allowed}: {r:?}");
+    }
+    let inherited = app.create_key(&pinned, json!({"name": "inherits"})).await;
+    assert_eq!(inherited["allowed_ips"], json!(["127.0.0.0/8", "2001:db8::/32"]), "absent: the creator's own");
+    let narrowed =
+        app.patch(&pinned, &format!("/v1/api-keys/{pinned_id}"), &json!({"allowed_ips": ["127.0.0.1"]})).await;
+    assert_eq!(narrowed.expect_status(200)["allowed_ips"], json!(["127.0.0.1"]), "a key may narrow its own");
+}
+both_backends!(an_allowlisted_key_cannot_widen_the_allowlist);
+
+async fn a_test_key_cannot_touch_live_keys(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let k = app.create_key(&p.key, json!({"name": "sandbox", "environment": "test"})).await;
+    let test_key = str_of(&k["key"]);
+    assert!(test_key.starts_with("sk_test_"));
+    let live_id = p.key_id.clone();
+
+    let r = app.post(&test_key, "/v1/api-keys", &json!({"name": "live", "environment": "live"})).await;
+    assert_escalation(&r, "environment", None);
+    for (method, path, body) in [
+        (reqwest::Method::PATCH, format!("/v1/api-keys/{live_id}"), json!({"name": "x"})),
+        (reqwest::Method::POST, format!("/v1/api-keys/{live_id}/roll"), json!({})),
+        (reqwest::Method::POST, format!("/v1/api-keys/{live_id}/revoke"), json!({})),
+    ] {
+        let r = common::send(app.request(method, &path, &test_key).json(&body)).await;
+        assert_escalation(&r, "environment", None);
+    }
+    let r = app.delete(&test_key, &format!("/v1/api-keys/{live_id}")).await;
+    assert_escalation(&r, "environment", None);
+
+    // Test keys it may make (by default, without naming the environment), and live keys may make test keys.
+    let made = app.create_key(&test_key, json!({"name": "another"})).await;
+    assert_eq!(made["environment"], "test");
+    let from_live = app.create_key(&p.key, json!({"name": "t2", "environment": "test"})).await;
+    assert_eq!(from_live["environment"], "test");
+    assert_eq!(app.get(&p.key, &format!("/v1/api-keys/{live_id}")).await.expect_status(200)["status"], "active");
+}
+both_backends!(a_test_key_cannot_touch_live_keys);

@@ -297,6 +297,14 @@ fn gateway_config(upstream: &str) -> GatewayConfig {
             route("POST", "/v1/slow", "calls:write"),
             route("POST", "/v1/teapot", "calls:write"),
             RouteConfig { idempotent: Some(false), ..route("POST", "/v1/messages", "messages:write") },
+            route("GET", "/v1/calls/{call_id}/recording", "calls:read"),
+            route("GET", "/v1/recording", "recordings:read"),
+            route("GET", "/v1/files/{*path}", "calls:read"),
+            RouteConfig {
+                tenant: Some("tenant_id".into()),
+                ..route("POST", "/v1/tenants/{tenant_id}/faxes", "faxes:write")
+            },
+            route("POST", "/v1/faxes", "faxes:write"),
         ],
         ..GatewayConfig::default()
     }
@@ -415,7 +423,19 @@ gateway_tests!(
     the_appid_credential_is_removed_from_the_query,
     only_appid_is_removed_and_the_rest_of_the_query_is_kept_as_sent
 );
-gateway_tests!(with behind_a_proxy; the_forwarded_for_is_the_client_ip_a_trusted_proxy_names);
+gateway_tests!(
+    with behind_a_proxy;
+    the_forwarded_for_is_the_client_ip_a_trusted_proxy_names,
+    ipv6_clients_of_one_network_share_the_route_ip_limit
+);
+gateway_tests!(
+    dot_segments_and_odd_targets_are_refused_before_anything,
+    two_tenant_headers_are_refused,
+    headers_an_upstream_trusts_are_removed,
+    a_replay_never_crosses_tenants_or_keys,
+    the_request_log_keeps_the_route_not_the_path,
+);
+gateway_tests!(with query_keys; the_credential_leaves_the_query_whichever_source_carried_it);
 gateway_tests!(with small_bodies; a_body_over_the_gateway_limit_is_413);
 gateway_tests!(
     with short_timeout;
@@ -872,6 +892,7 @@ async fn a_body_over_the_gateway_limit_is_413(app: TestApp, up: Upstream) {
         }
     }
     assert!(refused > 0, "no attempt got the 413");
+    assert_eq!(up.calls(), 1, "no part of an over-limit body of unknown length reached the upstream");
     let streamed_ok =
         send(app.request(Method::POST, "/v1/recordings", &p.key).body(Chunked::body(pattern(4000), 1000))).await;
     assert_eq!(echo(&streamed_ok)["body_sha256"], sha256_hex(&pattern(4000)));
@@ -1298,4 +1319,216 @@ async fn only_appid_is_removed_and_the_rest_of_the_query_is_kept_as_sent(app: Te
     let r =
         send(app.client.get(app.url(&format!("/v1/calls/c-1?flag&b=two%20words&appid={}&c=%7E&d=1+2", p.key)))).await;
     assert_eq!(echo(&r)["query"], "flag&b=two%20words&c=%7E&d=1+2", "byte for byte, but for appid");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Security review (SPEC §6, §10): what the upstream can be tricked into
+// ---------------------------------------------------------------------------------------------
+
+/// Sends `request` (a whole HTTP/1.1 request head, `Connection: close`) over a raw socket, as
+/// `curl --path-as-is` would: no client library normalises the target. Returns the status and the
+/// whole response text.
+async fn raw(app: &TestApp, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.base_url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to keygate");
+    stream.write_all(request.as_bytes()).await.expect("send the request");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+fn get_as_is(target: &str, key: &str) -> String {
+    format!("GET {target} HTTP/1.1\r\nHost: keygate\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n")
+}
+
+async fn dot_segments_and_odd_targets_are_refused_before_anything(app: TestApp, up: Upstream) {
+    let p = app.partner("Acme").await;
+    let (calls_reader, _, _) = key_with(&app, &p.key, json!({"scopes": ["calls:read"]})).await;
+    // What the key may do, as a control.
+    let (status, _) = raw(&app, &get_as_is("/v1/calls/c-1/recording", &calls_reader)).await;
+    assert_eq!(status, 200);
+    let (status, text) = raw(&app, &get_as_is("/v1/recording", &calls_reader)).await;
+    assert_eq!(status, 403, "{text}");
+    assert_eq!(up.calls(), 1);
+
+    for target in [
+        "/v1/calls/../recording",
+        "/v1/calls/%2e%2e/recording",
+        "/v1/calls/%2E%2E/recording",
+        "/v1/calls/.%2e/recording",
+        "/v1/calls/%252e%252e/recording",
+        "/v1/calls/..;/recording",
+        "/v1/calls/./c-1/recording",
+        "/v1/calls/c-1/../../recording",
+        "/v1/calls%2f..%2frecording",
+        "/v1/calls/c-1%2F..%2F..%2Frecording",
+        "/v1/calls/c-1%5c..%5crecording",
+        "/v1/files/a/../../recording",
+        "/v1/files/%2e%2e/%2e%2e/recording",
+        "/v1//recording",
+        "/v1/calls/c-1%00/recording",
+    ] {
+        for key in [&calls_reader, &p.key] {
+            let (status, text) = raw(&app, &get_as_is(target, key)).await;
+            assert_eq!(status, 400, "{target}: {text}");
+            assert!(text.contains(r#""code":"invalid_request""#), "{target}: {text}");
+        }
+    }
+    // Absolute form: refused, whatever host it names.
+    let absolute = format!("{}/v1/calls/c-1", app.base_url);
+    let (status, text) = raw(&app, &get_as_is(&absolute, &calls_reader)).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains(r#""code":"invalid_request""#), "{text}");
+    // A catch-all parameter serves its own canonical paths.
+    let (status, text) = raw(&app, &get_as_is("/v1/files/a/b.txt", &calls_reader)).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(r#""path":"/v1/files/a/b.txt""#), "{text}");
+    assert_eq!(up.calls(), 2, "no refused target reached the upstream");
+}
+
+async fn two_tenant_headers_are_refused(app: TestApp, up: Upstream) {
+    let p = app.partner("Acme").await;
+    let (t1, t2) = tenants(&app, &p.key).await;
+    let (scoped, _, _) =
+        key_with(&app, &p.key, json!({"scopes": ["extensions:read"], "tenant_ids": [t1.clone()]})).await;
+    for key in [&scoped, &p.key] {
+        for (a, b) in [(&t1, &t2), (&t1, &t1)] {
+            let r = send(
+                app.request(Method::GET, "/v1/extensions", key)
+                    .header("x-tenant-id", a.as_str())
+                    .header("x-tenant-id", b.as_str()),
+            )
+            .await;
+            assert_problem(&r, 400, "invalid_request");
+        }
+    }
+    // A path tenant and a header naming another tenant: refused too; the same one is fine.
+    let path = format!("/v1/tenants/{t1}/extensions");
+    let r = send(app.request(Method::GET, &path, &scoped).header("x-tenant-id", t2.as_str())).await;
+    assert_problem(&r, 400, "invalid_request");
+    assert_eq!(up.calls(), 0);
+    let r = send(app.request(Method::GET, &path, &scoped).header("x-tenant-id", t1.as_str())).await;
+    assert_eq!(seen(echo(&r), "x-keygate-tenant-id"), Some(t1.as_str()));
+    assert_eq!(up.calls(), 1);
+}
+
+async fn headers_an_upstream_trusts_are_removed(app: TestApp, _up: Upstream) {
+    let p = app.partner("Acme").await;
+    let (reader, _, _) = key_with(&app, &p.key, json!({"scopes": ["calls:read"]})).await;
+    let trusted = [
+        ("x-http-method-override", "DELETE"),
+        ("x-http-method", "DELETE"),
+        ("x-method-override", "DELETE"),
+        ("forwarded", "for=1.2.3.4;host=admin.internal;proto=https"),
+        ("x-real-ip", "1.2.3.4"),
+        ("x-forwarded-host", "admin.internal"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-port", "443"),
+        ("x-forwarded-prefix", "/admin"),
+        ("x-original-url", "/v1/admin"),
+        ("x-rewrite-url", "/v1/admin"),
+        ("x-client-ip", "1.2.3.4"),
+        ("true-client-ip", "1.2.3.4"),
+    ];
+    let mut request = app.request(Method::GET, "/v1/calls/c-1", &reader).header("x-kept", "1");
+    for (name, value) in trusted {
+        request = request.header(name, value);
+    }
+    let r = send(request).await;
+    let e = echo(&r);
+    for (name, _) in trusted {
+        assert_eq!(seen(e, name), None, "{name} must not reach the upstream");
+    }
+    assert_eq!(seen(e, "x-kept"), Some("1"), "other headers pass");
+    assert_eq!(e["method"], "GET");
+    assert_eq!(seen(e, "x-forwarded-for"), Some("127.0.0.1"), "keygate's own");
+}
+
+async fn the_credential_leaves_the_query_whichever_source_carried_it(app: TestApp, _up: Upstream) {
+    let p = app.partner("Acme").await;
+    // The same key in the header and the query: one credential, and the query loses it.
+    let r = send(app.request(Method::GET, &format!("/v1/calls/c-1?appid={}&page=2", p.key), &p.key)).await;
+    assert_eq!(echo(&r)["query"], "page=2");
+    let r = send(app.client.get(app.url(&format!("/v1/calls/c-1?page=2&appid={}", p.key))).header("x-api-key", &p.key))
+        .await;
+    assert_eq!(echo(&r)["query"], "page=2");
+    // Under any other parameter name, encoded or not, the key is removed too.
+    let encoded = p.key.replace('_', "%5F");
+    let r = send(app.request(Method::GET, &format!("/v1/calls/c-1?token={encoded}&page=3"), &p.key)).await;
+    assert_eq!(echo(&r)["query"], "page=3");
+    let e = echo(&r);
+    assert!(!e.to_string().contains(&p.key), "the plaintext reached the upstream: {e}");
+}
+
+async fn a_replay_never_crosses_tenants_or_keys(app: TestApp, up: Upstream) {
+    let p = app.partner("Acme").await;
+    let (t1, t2) = tenants(&app, &p.key).await;
+    let (k1, _, _) = key_with(&app, &p.key, json!({"scopes": ["faxes:write"], "tenant_ids": [t1.clone()]})).await;
+    let (k2, _, _) = key_with(&app, &p.key, json!({"scopes": ["faxes:write"], "tenant_ids": [t2.clone()]})).await;
+    let body = json!({"to": "+15555550100"});
+    // Through X-Tenant-Id on a route without a path tenant.
+    let post = |key: &str, tenant: &str| {
+        send(
+            app.request(Method::POST, "/v1/faxes", key)
+                .header("idempotency-key", "fax-1")
+                .header("x-tenant-id", tenant.to_owned())
+                .json(&body),
+        )
+    };
+    let first = post(&k1, &t1).await;
+    assert_eq!(echo(&first)["call"], 1);
+    assert_problem(&post(&k2, &t2).await, 422, "idempotency_key_reused");
+    // The partner-level key (another principal) for the same tenant, and for the other one.
+    assert_problem(&post(&p.key, &t1).await, 422, "idempotency_key_reused");
+    assert_problem(&post(&p.key, &t2).await, 422, "idempotency_key_reused");
+    let replay = post(&k1, &t1).await;
+    assert_eq!((replay.header("idempotent-replayed"), replay.text.clone()), (Some("true"), first.text.clone()));
+    assert_eq!(up.calls(), 1);
+    // Through the path tenant: the same key for two tenants.
+    let via_path = |tenant: &str| {
+        send(
+            app.request(Method::POST, &format!("/v1/tenants/{tenant}/faxes"), &p.key)
+                .header("idempotency-key", "fax-2")
+                .json(&body),
+        )
+    };
+    echo(&via_path(&t1).await);
+    assert_problem(&via_path(&t2).await, 422, "idempotency_key_reused");
+    assert_eq!(up.calls(), 2);
+}
+
+async fn ipv6_clients_of_one_network_share_the_route_ip_limit(app: TestApp, up: Upstream) {
+    let p = app.partner("Acme").await;
+    let (sender, _, _) = key_with(&app, &p.key, json!({"scopes": ["sms:send"]})).await;
+    let sms = json!({"to": "+15555550100", "text": "hi"});
+    let from =
+        |ip: String| send(app.request(Method::POST, "/v1/sms/send", &sender).header("x-forwarded-for", ip).json(&sms));
+    let mut statuses = Vec::new();
+    for i in 1..=8 {
+        statuses.push(from(format!("2001:db8:1:2::{i:x}:{i:x}")).await.status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429, 429, 429], "one /64 is one client");
+    // Another /64 has its own allowance; so does an IPv4 client, by its address.
+    assert_eq!(from("2001:db8:1:3::1".into()).await.status, 200);
+    assert_eq!(from("203.0.113.7".into()).await.status, 200);
+    assert_eq!(up.calls(), 5);
+}
+
+async fn the_request_log_keeps_the_route_not_the_path(app: TestApp, _up: Upstream) {
+    let p = app.partner("Acme").await;
+    let pasted = app.create_key(&p.key, json!({"name": "pasted"})).await;
+    let secret = str_of(&pasted["key"]);
+    echo(&app.get(&p.key, &format!("/v1/calls/{secret}")).await);
+    let (records, _) = common::poll(Duration::from_secs(5), Duration::from_millis(50), || async {
+        let list = app.get(&p.key, "/v1/requests?limit=100").await.expect_status(200);
+        let data = common::list_data(list);
+        data.iter().any(|r| r["route"] == "/v1/calls/{call_id}").then_some(data)
+    })
+    .await
+    .expect("the gateway request is in the request log");
+    let text = serde_json::to_string(&records).expect("json");
+    assert!(!text.contains(&secret), "the pasted key is not in the request log: {text}");
 }

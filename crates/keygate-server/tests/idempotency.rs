@@ -158,3 +158,65 @@ async fn stored_responses_are_sealed_at_rest(app: TestApp) {
         assert!(!bytes.windows(plaintext.len()).any(|w| w == plaintext.as_bytes()), "{file} holds the plaintext key");
     }
 }
+
+/// SPEC §6: a record is bound to the principal that made it. A narrower key of the same account
+/// replaying a wider key's Idempotency-Key must get 422, never the stored response (which holds a
+/// plaintext key the narrower one could not have made).
+async fn another_principal_cannot_replay_what_a_wider_one_created(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let narrow = app
+        .create_key(&p.key, json!({"name": "narrow", "scopes": ["api_keys:write", "api_keys:read", "tenants:read"]}))
+        .await;
+    let narrow_key = str_of(&narrow["key"]);
+    let body = json!({"name": "billing", "scopes": ["billing:write"]});
+    let first = post_idem(&app, &p.key, "/v1/api-keys", "ik-1", &body).await;
+    assert_eq!(first.status, 201, "{first:?}");
+    let plaintext = str_of(&first.body["key"]);
+
+    let stolen = post_idem(&app, &narrow_key, "/v1/api-keys", "ik-1", &body).await;
+    assert_problem(&stolen, 422, "idempotency_key_reused");
+    assert!(!stolen.text.contains(&plaintext), "no part of the stored response: {stolen:?}");
+    assert!(stolen.header("idempotent-replayed").is_none());
+    // The one that made it still replays it.
+    let again = post_idem(&app, &p.key, "/v1/api-keys", "ik-1", &body).await;
+    assert_eq!((again.status, again.header("idempotent-replayed")), (201, Some("true")));
+    assert_eq!(keys_named(&app, &p.key, "billing").await, 1);
+
+    // Rolls are bound the same way.
+    let target = app.create_key(&p.key, json!({"name": "rolled", "scopes": ["calls:read"]})).await;
+    let roll_path = format!("/v1/api-keys/{}/roll", str_of(&target["id"]));
+    let rolled = post_idem(&app, &p.key, &roll_path, "ik-roll", &json!({})).await;
+    assert_eq!(rolled.status, 201, "{rolled:?}");
+    let stolen_roll = post_idem(&app, &narrow_key, &roll_path, "ik-roll", &json!({})).await;
+    assert_problem(&stolen_roll, 422, "idempotency_key_reused");
+    assert!(!stolen_roll.text.contains(&str_of(&rolled.body["key"])));
+    // And the record stays bound after the wider key is gone: the narrower one still gets 422.
+    assert_eq!(
+        app.post(&p.key, &format!("/v1/api-keys/{}/revoke", str_of(&narrow["id"])), &json!({})).await.status,
+        200
+    );
+}
+
+/// Responses that carry a plaintext key, and their replays, are never cacheable (SPEC §2); so is
+/// every other answer of keygate's own API.
+async fn responses_with_a_plaintext_key_are_no_store(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let created = post_idem(&app, &p.key, "/v1/api-keys", "ns-1", &json!({"name": "ns"})).await;
+    assert_eq!(created.status, 201);
+    assert_eq!(created.header("cache-control"), Some("no-store"));
+    let replay = post_idem(&app, &p.key, "/v1/api-keys", "ns-1", &json!({"name": "ns"})).await;
+    assert_eq!(
+        (replay.header("idempotent-replayed"), replay.header("cache-control")),
+        (Some("true"), Some("no-store"))
+    );
+    let rolled = app.post(&p.key, &format!("/v1/api-keys/{}/roll", str_of(&created.body["id"])), &json!({})).await;
+    assert_eq!((rolled.status, rolled.header("cache-control")), (201, Some("no-store")));
+    let account = app.post(&app.operator_key, "/v1/accounts", &json!({"name": "Beta"})).await;
+    assert_eq!((account.status, account.header("cache-control")), (201, Some("no-store")));
+    let listed = app.get(&p.key, "/v1/api-keys").await;
+    assert_eq!((listed.status, listed.header("cache-control")), (200, Some("no-store")));
+    let refused = app.get("sk_live_nope", "/v1/api-keys").await;
+    assert_eq!((refused.status, refused.header("cache-control")), (401, Some("no-store")));
+}
+
+both_backends!(another_principal_cannot_replay_what_a_wider_one_created, responses_with_a_plaintext_key_are_no_store);

@@ -47,7 +47,7 @@ pub async fn create_account(
     body: Idempotent,
 ) -> Result<Response, ApiError> {
     let req: CreateAccountRequest = body.json()?;
-    body.execute(&state, caller.account().id, || async {
+    body.execute(&state, &caller.idempotency_binding(), || async {
         let (account, key, plaintext) = state.keygate.create_account(&caller.principal(), req).await?;
         let initial_key = CreatedKey { api_key: KeyView::new(&key, time::now()), key: plaintext.expose().to_owned() };
         let created = CreatedAccount { account: AccountView::from(&account), initial_key };

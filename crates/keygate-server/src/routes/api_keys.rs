@@ -34,7 +34,7 @@ pub async fn create_api_key(
     body: Idempotent,
 ) -> Result<Response, ApiError> {
     let req: CreateKeyRequest = body.json()?;
-    body.execute(&state, caller.account().id, || async {
+    body.execute(&state, &caller.idempotency_binding(), || async {
         let (key, plaintext) = state.keygate.create_key(&caller.principal(), req).await?;
         Ok((StatusCode::CREATED, Json(created(&key, &plaintext))).into_response())
     })
@@ -115,7 +115,7 @@ pub async fn roll_api_key(
     body: Idempotent,
 ) -> Result<Response, ApiError> {
     let req: RollKeyRequest = body.json_or_default()?;
-    body.execute(&state, caller.account().id, || async {
+    body.execute(&state, &caller.idempotency_binding(), || async {
         let (key, plaintext) = state.keygate.roll_key(&caller.principal(), &id, req.grace_period_seconds).await?;
         Ok((StatusCode::CREATED, Json(created(&key, &plaintext))).into_response())
     })

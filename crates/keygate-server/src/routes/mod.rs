@@ -105,10 +105,16 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn app(state: AppState) -> Router {
     crate::metrics::install();
     let max_body = state.max_body_bytes;
-    let recorder = std::sync::Arc::clone(&state.requests);
+    let context = middleware::RequestContext {
+        recorder: std::sync::Arc::clone(&state.requests),
+        key_format: std::sync::Arc::new(state.keygate.key_format.clone()),
+    };
     let (router, mut doc) = api().split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     router
+        // keygate's own answers are one account's data, and some carry a plaintext key: no cache
+        // may keep any of them (SPEC §2). Gateway responses keep the upstream's own headers.
+        .layer(axum::middleware::map_response(middleware::no_store))
         // The interactive reference: Swagger UI's assets are compiled into the binary.
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .route("/", get(|| async { Redirect::temporary("/docs/") }))
@@ -118,5 +124,5 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
-        .layer(axum::middleware::from_fn_with_state(recorder, middleware::request_context))
+        .layer(axum::middleware::from_fn_with_state(context, middleware::request_context))
 }

@@ -25,7 +25,7 @@ pub async fn create_tenant(
     body: Idempotent,
 ) -> Result<Response, ApiError> {
     let req: CreateTenantRequest = body.json()?;
-    body.execute(&state, caller.account().id, || async {
+    body.execute(&state, &caller.idempotency_binding(), || async {
         let t = state.keygate.create_tenant(&caller.principal(), req).await?;
         Ok((StatusCode::CREATED, Json(TenantView::from(&t))).into_response())
     })

@@ -4,7 +4,8 @@
 //! key's public facts when the key exists. It runs exactly the checks a request through keygate
 //! would (2–11: the verified key's own and its account's rate limits are spent, and a spent one
 //! answers `rate_limited`) and records the key's use. An allowlisted key verified without an `ip` is
-//! refused (`ip_not_allowed`): an unknown address is in no allowlist. The failed-attempts
+//! refused (`ip_not_allowed`): an unknown address is in no allowlist; a tenant-scoped key verified
+//! without a `tenant_id` is `tenant_not_allowed` (fail closed). The failed-attempts
 //! throttle guards the caller's own credential, not the keys it asks about.
 
 use std::net::IpAddr;
@@ -110,9 +111,17 @@ pub async fn verify(
         if let Some(scope) = &scope {
             outcome = policy::check_scope(key, account, scope);
         }
-        if let (Ok(()), Some(tenant_id)) = (&outcome, tenant_id) {
-            let tenant = state.keygate.store.get_tenant(key.account_id, tenant_id).await?;
-            outcome = policy::check_tenant(key, tenant.as_ref());
+        if outcome.is_ok() {
+            outcome = match tenant_id {
+                Some(tenant_id) => {
+                    let tenant = state.keygate.store.get_tenant(key.account_id, tenant_id).await?;
+                    policy::check_tenant(key, tenant.as_ref())
+                }
+                // Fail closed, as the gateway does: a tenant-scoped key acts only for a tenant
+                // the request names (SPEC §9).
+                None if key.tenant_ids.is_some() => Err(policy::AuthFailure::TenantNotAllowed),
+                None => Ok(()),
+            };
         }
         if outcome.is_ok() {
             match ratelimit::spend_key(&state, key, account, None).await? {

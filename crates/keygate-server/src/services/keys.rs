@@ -6,14 +6,19 @@
 //!   tenants, which only an unrestricted creator may give.
 //! - A tenant-scoped caller sees only keys whose tenant scope lies within its own; others do not
 //!   exist for it (404).
-//! - No escalation: the caller's scopes, tenant scope and rate limit bound both the key being
-//!   changed (before) and the result (after). Refusals are 403 `insufficient_scope`.
+//! - On create, an absent `allowed_ips` or `expires_at` likewise inherits the creator's own (a key
+//!   with an allowlist or an expiry mints keys with the same by default), and an absent
+//!   `environment` is the creator's when it is a test key.
+//! - No escalation (SPEC §4): the caller's scopes, tenant scope, rate limit, expiry, IP allowlist
+//!   and environment bound both the key being changed (before) and the result (after). Refusals
+//!   are 403 `insufficient_scope` with `exceeds` naming the bound.
 //! - Revoking twice is a no-op that answers the key; revoked and expired keys cannot be rolled.
 //! - PATCH `metadata` merges like Stripe's: a key set to `null` is removed.
 
 use chrono::{DateTime, Duration, Utc};
+use ipnet::IpNet;
 use keygate_domain::model::{ApiKey, KeyStatus};
-use keygate_domain::{Environment, KeyId, PlaintextKey, Scope, TenantId, scope, time};
+use keygate_domain::{Environment, KeyId, PlaintextKey, Scope, TenantId, ip, scope, time};
 use keygate_store::KeyFilter;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -32,7 +37,7 @@ pub const MAX_GRACE_SECONDS: i64 = 604_800;
 pub struct CreateKeyRequest {
     #[schema(example = "Production CRM Integration")]
     pub name: String,
-    /// `live` (default) or `test`.
+    /// `live` (default; `test` when the creator is a test key) or `test`.
     pub environment: Option<String>,
     /// Absent: the creator's own scopes. `null`: unrestricted.
     #[serde(default, deserialize_with = "double_option")]
@@ -42,14 +47,16 @@ pub struct CreateKeyRequest {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<Vec<String>>)]
     pub tenant_ids: Option<Option<Vec<String>>>,
-    /// Absent or `null`: any IP. `[]`: no IP at all.
+    /// Absent: the creator's own allowlist. `null`: any IP. `[]`: no IP at all.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<Vec<String>>, example = json!(["203.0.113.7", "10.0.0.0/8"]))]
     pub allowed_ips: Option<Option<Vec<String>>>,
     /// Default 100 (configurable), at most 10,000 (configurable) and the creator's own.
     pub rate_limit_per_minute: Option<u32>,
-    /// Must be in the future.
-    pub expires_at: Option<DateTime<Utc>>,
+    /// Must be in the future. Absent: the creator's own expiry. `null`: never expires.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Option<DateTime<Utc>>>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
 }
@@ -128,27 +135,39 @@ fn tenants_within(wanted: Option<&[TenantId]>, held: Option<&[TenantId]>) -> boo
     }
 }
 
-/// The no-escalation rule for one key's settings.
-fn ensure_within(
-    p: &Principal,
-    scopes: Option<&[Scope]>,
-    tenant_ids: Option<&[TenantId]>,
-    rate_limit: u32,
-) -> Result<(), ApiError> {
-    if let Err(missing) = scope::within(scopes, p.scopes.as_deref()) {
-        return Err(ApiError::Escalation { exceeds: Exceeds::Scopes, required_scope: Some(missing) });
+/// Is every entry of `wanted` inside some entry of `held`? (`None` = any IP.)
+fn ips_within(wanted: Option<&[IpNet]>, held: Option<&[IpNet]>) -> bool {
+    match (wanted, held) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some(w), Some(h)) => w.iter().all(|net| h.iter().any(|outer| ip::net_within(net, outer))),
     }
-    if !tenants_within(tenant_ids, p.tenant_ids.as_deref()) {
-        return Err(ApiError::Escalation { exceeds: Exceeds::TenantIds, required_scope: None });
-    }
-    if p.max_rate_limit.is_some_and(|max| rate_limit > max) {
-        return Err(ApiError::Escalation { exceeds: Exceeds::RateLimit, required_scope: None });
-    }
-    Ok(())
 }
 
+/// The no-escalation rule (SPEC §4): every bound of `key` lies within `p`'s own.
 fn ensure_key_within(p: &Principal, key: &ApiKey) -> Result<(), ApiError> {
-    ensure_within(p, key.scopes.as_deref(), key.tenant_ids.as_deref(), key.rate_limit_per_minute)
+    let refuse = |exceeds| Err(ApiError::Escalation { exceeds, required_scope: None });
+    if p.environment == Some(Environment::Test) && key.environment != Environment::Test {
+        return refuse(Exceeds::Environment);
+    }
+    if let Err(missing) = scope::within(key.scopes.as_deref(), p.scopes.as_deref()) {
+        return Err(ApiError::Escalation { exceeds: Exceeds::Scopes, required_scope: Some(missing) });
+    }
+    if !tenants_within(key.tenant_ids.as_deref(), p.tenant_ids.as_deref()) {
+        return refuse(Exceeds::TenantIds);
+    }
+    if p.max_rate_limit.is_some_and(|max| key.rate_limit_per_minute > max) {
+        return refuse(Exceeds::RateLimit);
+    }
+    if let Some(latest) = p.expires_at
+        && key.expires_at.is_none_or(|t| t > latest)
+    {
+        return refuse(Exceeds::ExpiresAt);
+    }
+    if !ips_within(key.allowed_ips.as_deref(), p.allowed_ips.as_deref()) {
+        return refuse(Exceeds::AllowedIps);
+    }
+    Ok(())
 }
 
 /// May `p` see `key` at all?
@@ -236,7 +255,7 @@ impl Keygate {
         let mut v = Validator::default();
         let name = v.name("name", &req.name);
         let environment = match req.environment.as_deref() {
-            None => Environment::Live,
+            None => p.environment.unwrap_or(Environment::Live),
             Some(e) => Environment::parse(e).unwrap_or_else(|| {
                 v.error("environment", "must be `live` or `test`");
                 Environment::Live
@@ -252,18 +271,25 @@ impl Keygate {
             Some(None) => None,
             Some(Some(list)) => Some(self.parse_tenants(&mut v, p, list).await?),
         };
-        let allowed_ips = req.allowed_ips.flatten().map(|l| v.ip_list("allowed_ips", &l));
+        let allowed_ips = match &req.allowed_ips {
+            None => p.allowed_ips.clone(),
+            Some(None) => None,
+            Some(Some(list)) => Some(v.ip_list("allowed_ips", list)),
+        };
         let default_rate = self.limits.default_key_rate_limit_per_minute.min(p.max_rate_limit.unwrap_or(u32::MAX));
         let rate_limit = req.rate_limit_per_minute.unwrap_or(default_rate);
         self.check_rate_limit(&mut v, rate_limit);
-        let expires_at = req.expires_at.map(time::truncate);
-        if expires_at.is_some_and(|t| t <= now) {
+        let expires_at = match req.expires_at {
+            None => p.expires_at,
+            Some(None) => None,
+            Some(Some(t)) => Some(time::truncate(t)),
+        };
+        if req.expires_at.flatten().is_some() && expires_at.is_some_and(|t| t <= now) {
             v.error("expires_at", "must be in the future");
         }
         let metadata = req.metadata.unwrap_or_default();
         v.metadata("metadata", &metadata);
         v.finish()?;
-        ensure_within(p, scopes.as_deref(), tenant_ids.as_deref(), rate_limit)?;
 
         let plaintext = self.key_format.generate(environment);
         let key = ApiKey {
@@ -288,6 +314,7 @@ impl Keygate {
             created_by: Some(p.actor.id()),
             updated_at: now,
         };
+        ensure_key_within(p, &key)?;
         let audit = p.audit("api_key.created", "api_key", key.id, created_changes(&key, now));
         self.store.create_key(&key, &audit).await?;
         Ok((key, plaintext))
