@@ -194,5 +194,9 @@ pub struct AuditEvent {
     /// The changed fields, `{"field": {"from": …, "to": …}}` or the created values. Never a
     /// secret.
     pub changes: Value,
+    /// The tenant scope of what the event is about: a key's `tenant_ids`, a tenant's own id;
+    /// `None` for account-wide events. Tenant-scoped callers see only events whose tenants lie
+    /// within their own (SPEC §4).
+    pub tenant_ids: Option<Vec<TenantId>>,
     pub created_at: Timestamp,
 }

@@ -273,6 +273,10 @@ impl KeyStore for CachedStore {
     async fn record_key_usage(&self, usage: &[KeyUsage]) -> Result<()> {
         self.inner.record_key_usage(usage).await
     }
+
+    async fn count_keys(&self, account: AccountId) -> Result<u64> {
+        self.inner.count_keys(account).await
+    }
 }
 
 #[async_trait]
@@ -334,6 +338,10 @@ impl TenantStore for CachedStore {
         let result = self.inner.update_tenant(tenant, audit).await;
         self.cache.evict_tenant(tenant.account_id, tenant.id);
         result
+    }
+
+    async fn count_tenants(&self, account: AccountId) -> Result<u64> {
+        self.inner.count_tenants(account).await
     }
 }
 
@@ -436,5 +444,16 @@ impl keygate_store::RequestLog for CachedStore {
 
     async fn purge_requests(&self, before: Timestamp) -> Result<u64> {
         self.inner.purge_requests(before).await
+    }
+}
+
+#[async_trait]
+impl keygate_store::MetaStore for CachedStore {
+    async fn hash_secret_fingerprint(&self) -> Result<Option<String>> {
+        self.inner.hash_secret_fingerprint().await
+    }
+
+    async fn claim_hash_secret_fingerprint(&self, fingerprint: &str) -> Result<Option<String>> {
+        self.inner.claim_hash_secret_fingerprint(fingerprint).await
     }
 }

@@ -9,7 +9,8 @@
 //! change log, in one transaction: nothing acknowledged is lost, and every node can follow the
 //! change log to evict what it cached. The one exception is [`IdempotencyStore`]: its records
 //! are a retry cache that nothing else reads, so they are neither audited nor in the change log.
-//! Nor is the [`RequestLog`]: it records requests, not changes, and is written in batches.
+//! Nor is the [`RequestLog`]: it records requests, not changes, and is written in batches. Nor is
+//! the [`MetaStore`]: it records facts about the deployment, not about any account.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -148,6 +149,9 @@ pub trait TenantStore: Send + Sync {
     async fn list_tenants(&self, account: AccountId, filter: &TenantFilter, page: &Page) -> Result<Vec<Tenant>>;
     /// Same conflict rule as `create_tenant`.
     async fn update_tenant(&self, tenant: &Tenant, audit: &AuditEvent) -> Result<()>;
+    /// How many tenants `account` has, whatever their status (backs the per-account cap,
+    /// OWASP API4).
+    async fn count_tenants(&self, account: AccountId) -> Result<u64>;
 }
 
 #[async_trait]
@@ -165,6 +169,9 @@ pub trait KeyStore: Send + Sync {
     async fn delete_key(&self, account: AccountId, id: KeyId, audit: &AuditEvent) -> Result<bool>;
     /// Sets `last_used_at`/`last_used_ip` for each key (the latest use wins).
     async fn record_key_usage(&self, usage: &[KeyUsage]) -> Result<()>;
+    /// How many keys `account` has stored: every one, revoked and expired included (backs the
+    /// per-account cap, OWASP API4). Deleted keys are gone and not counted.
+    async fn count_keys(&self, account: AccountId) -> Result<u64>;
 }
 
 #[async_trait]
@@ -317,10 +324,29 @@ pub trait RequestLog: Send + Sync {
     async fn purge_requests(&self, before: Timestamp) -> Result<u64>;
 }
 
+/// Facts about the deployment itself, kept in the database so every process that opens it
+/// sees the same ones. Not audited and not in the change log.
+///
+/// The database records an HMAC fingerprint of the hash secret (never the secret itself): a
+/// process started with another secret would hash every presented key differently and find none
+/// of them, so it refuses to start instead (SPEC §2).
+#[async_trait]
+pub trait MetaStore: Send + Sync {
+    /// The hash secret's fingerprint as the database records it; `None` before any process has
+    /// claimed one. Never the secret (SPEC §2).
+    async fn hash_secret_fingerprint(&self) -> Result<Option<String>>;
+    /// Records `fingerprint` (an HMAC fingerprint of the hash secret, never the secret) as the
+    /// database's hash-secret fingerprint unless one is recorded already, atomically across
+    /// connections and nodes; returns the value recorded before this call: `None` when this call
+    /// recorded it, otherwise the earlier value, unchanged (SPEC §2: a process whose fingerprint
+    /// differs must refuse to start).
+    async fn claim_hash_secret_fingerprint(&self, fingerprint: &str) -> Result<Option<String>>;
+}
+
 /// Everything keygate stores.
 #[async_trait]
 pub trait Store:
-    AccountStore + TenantStore + KeyStore + AuditLog + ChangeFeed + IdempotencyStore + RequestLog + 'static
+    AccountStore + TenantStore + KeyStore + AuditLog + ChangeFeed + IdempotencyStore + RequestLog + MetaStore + 'static
 {
     /// `"sqlite"` or `"postgres"` (a metrics label).
     fn backend(&self) -> &'static str;

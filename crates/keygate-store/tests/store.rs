@@ -218,6 +218,7 @@ fn audit_at(account: AccountId, action: &str, target: &str, at: Timestamp) -> Au
         user_agent: None,
         request_id: None,
         changes: json!({}),
+        tenant_ids: None,
         created_at: at,
     }
 }
@@ -653,8 +654,60 @@ async fn usage_is_recorded_in_batches_latest_wins(store: Arc<dyn Store>) {
     assert_eq!(all_audit(&store, account.id).await.len(), audit_before.len() + 1);
 }
 
+both_backends!(keys_are_counted_per_account_revoked_and_expired_included);
+async fn keys_are_counted_per_account_revoked_and_expired_included(store: Arc<dyn Store>) {
+    assert_eq!(store.count_keys(AccountId::generate()).await.expect("count"), 0, "an unknown account");
+    let (account, _) = seed_account(&store, "Acme").await;
+    let (other, _) = seed_account(&store, "Other").await;
+    assert_eq!(store.count_keys(account.id).await.expect("count"), 1, "the initial key");
+
+    let plain = new_key(account.id, "plain");
+    let mut expired = new_key(account.id, "expired");
+    expired.expires_at = Some(ts("2020-01-01T00:00:00Z"));
+    let revoked = new_key(account.id, "to be revoked");
+    for key in [&plain, &expired, &revoked] {
+        create_key(&store, key).await;
+    }
+    let mut now_revoked = revoked.clone();
+    now_revoked.revoked_at = Some(time::now());
+    store.update_key(&now_revoked, &audit(account.id, "api_key.revoked", "x")).await.expect("revoke");
+    for i in 0..3 {
+        create_key(&store, &new_key(other.id, &format!("other {i}"))).await;
+    }
+    assert_eq!(store.count_keys(account.id).await.expect("count"), 4, "revoked and expired keys count");
+    assert_eq!(store.count_keys(other.id).await.expect("count"), 4, "another account's keys are its own");
+
+    // A deleted key is gone, and no longer counted.
+    store.delete_key(account.id, plain.id, &audit(account.id, "api_key.deleted", "x")).await.expect("delete");
+    assert_eq!(store.count_keys(account.id).await.expect("count"), 3);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tenants.
+
+both_backends!(tenants_are_counted_per_account_whatever_their_status);
+async fn tenants_are_counted_per_account_whatever_their_status(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let (other, _) = seed_account(&store, "Other").await;
+    assert_eq!(store.count_tenants(account.id).await.expect("count"), 0);
+    assert_eq!(store.count_tenants(AccountId::generate()).await.expect("count"), 0, "an unknown account");
+
+    let first = new_tenant(account.id, "first", Some("ext-1"));
+    let second = new_tenant(account.id, "second", None);
+    for tenant in [&first, &second] {
+        store.create_tenant(tenant, &audit(account.id, "tenant.created", "t")).await.expect("create");
+    }
+    let mut suspended = second.clone();
+    suspended.status = AccountStatus::Suspended;
+    store.update_tenant(&suspended, &audit(account.id, "tenant.suspended", "t")).await.expect("suspend");
+    store
+        .create_tenant(&new_tenant(other.id, "theirs", None), &audit(other.id, "tenant.created", "t"))
+        .await
+        .expect("other");
+
+    assert_eq!(store.count_tenants(account.id).await.expect("count"), 2, "suspended tenants count");
+    assert_eq!(store.count_tenants(other.id).await.expect("count"), 1);
+}
 
 both_backends!(tenant_round_trips_and_external_ids_are_unique_per_account);
 async fn tenant_round_trips_and_external_ids_are_unique_per_account(store: Arc<dyn Store>) {
@@ -853,6 +906,77 @@ async fn audit_events_round_trip_filter_and_page(store: Arc<dyn Store>) {
         .await
         .expect("page 2");
     assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), ids[3..]);
+}
+
+both_backends!(audit_event_tenant_ids_round_trip);
+async fn audit_event_tenant_ids_round_trip(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let scopes = [None, Some(vec![]), Some(vec![TenantId::generate(), TenantId::generate()])];
+    let mut written = Vec::new();
+    for tenant_ids in scopes {
+        let key = new_key(account.id, "k");
+        let mut event = audit(account.id, "api_key.created", &key.id.to_string());
+        event.tenant_ids = tenant_ids;
+        store.create_key(&key, &event).await.expect("create");
+        written.push(event);
+    }
+
+    let events = all_audit(&store, account.id).await;
+    for event in &written {
+        let read = events.iter().find(|e| e.id == event.id).expect("the event is listed");
+        // Some(vec![]) (no tenant at all) must not come back as None (account-wide), nor the
+        // reverse.
+        assert_eq!(read.tenant_ids, event.tenant_ids);
+        assert_eq!(read, event, "every field round-trips");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deployment facts.
+
+both_backends!(the_hash_secret_fingerprint_is_claimed_once);
+async fn the_hash_secret_fingerprint_is_claimed_once(store: Arc<dyn Store>) {
+    assert_eq!(store.hash_secret_fingerprint().await.expect("get"), None, "a new database has none");
+    assert_eq!(store.claim_hash_secret_fingerprint("fp-first").await.expect("claim"), None, "this call stored it");
+    assert_eq!(store.hash_secret_fingerprint().await.expect("get"), Some("fp-first".to_owned()));
+
+    // Another value is refused, and reported: the first one stays.
+    let second = store.claim_hash_secret_fingerprint("fp-second").await.expect("claim again");
+    assert_eq!(second, Some("fp-first".to_owned()));
+    assert_eq!(store.hash_secret_fingerprint().await.expect("get"), Some("fp-first".to_owned()));
+    // The same value again: already there.
+    let same = store.claim_hash_secret_fingerprint("fp-first").await.expect("claim the same");
+    assert_eq!(same, Some("fp-first".to_owned()));
+
+    // Not an account's business: neither audited nor in the change feed.
+    assert!(all_changes(&store).await.is_empty());
+}
+
+both_backends!(concurrent_fingerprint_claims_have_one_winner, multi_thread);
+async fn concurrent_fingerprint_claims_have_one_winner(store: Arc<dyn Store>) {
+    const CLAIMS: usize = 16;
+    let claims: Vec<_> = (0..CLAIMS)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mine = format!("fp-{i}");
+                let before = store.claim_hash_secret_fingerprint(&mine).await.expect("claim");
+                (mine, before)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut reported = Vec::new();
+    for claim in claims {
+        match claim.await.expect("join") {
+            (mine, None) => winners.push(mine),
+            (_, Some(before)) => reported.push(before),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one claim stores its value: {winners:?}");
+    let stored = store.hash_secret_fingerprint().await.expect("get").expect("stored");
+    assert_eq!(stored, winners[0]);
+    assert!(reported.iter().all(|r| *r == stored), "every other claim reports the winner's: {reported:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1203,6 +1327,86 @@ async fn sqlite_store_can_be_opened_directly() {
     store.migrate().await.expect("migrate twice");
     assert!(dir.path().join("direct.db").exists(), "the file is created");
     store.ping().await.expect("ping");
+}
+
+/// The permission bits of `path`.
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).expect("the file exists").permissions().mode() & 0o7777
+}
+
+/// `path` plus `suffix` (`-wal`, `-shm`).
+#[cfg(unix)]
+fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    name.into()
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sqlite_files_are_created_private_to_their_owner() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // Both URL spellings, with and without a query.
+    for (name, url) in [
+        ("slashes.db", format!("sqlite://{}", dir.path().join("slashes.db").display())),
+        ("query.db", format!("sqlite:{}?mode=rwc", dir.path().join("query.db").display())),
+    ] {
+        let db = dir.path().join(name);
+        let store = connect(&url).await.expect("open");
+        seed_account(&store, "Acme").await;
+        let wal = beside(&db, "-wal");
+        assert!(wal.exists(), "{name}: the WAL exists while the store is open");
+        assert_eq!(mode(&db), 0o600, "{name}: the database file");
+        assert_eq!(mode(&wal), 0o600, "{name}: the WAL inherits the database file's mode");
+        let shm = beside(&db, "-shm");
+        if shm.exists() {
+            assert_eq!(mode(&shm), 0o600, "{name}: the shared-memory file too");
+        }
+        store.close().await;
+        assert_eq!(mode(&db), 0o600, "{name}: after closing");
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn an_existing_sqlite_file_open_to_others_is_tightened() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = dir.path().join("keygate.db");
+    let url = format!("sqlite://{}", db.display());
+    let store = connect(&url).await.expect("create");
+    let (account, _) = seed_account(&store, "Acme").await;
+    store.close().await;
+
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).expect("loosen");
+    let store = connect(&url).await.expect("reopen");
+    assert_eq!(mode(&db), 0o600, "tightened on open");
+    assert!(store.get_account(account.id).await.expect("get").is_some(), "the data is intact");
+    let wal = beside(&db, "-wal");
+    if wal.exists() {
+        assert_eq!(mode(&wal), 0o600);
+    }
+    store.close().await;
+
+    // Owner-only modes are left as they are.
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o400)).expect("read-only for the owner");
+    let options = format!("sqlite://{}?mode=ro", db.display());
+    let store = SqliteStore::open(&options).await.expect("open read-only");
+    store.ping().await.expect("ping");
+    assert_eq!(mode(&db), 0o400);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_read_only_sqlite_url_creates_no_file() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = dir.path().join("absent.db");
+    let url = format!("sqlite://{}?mode=ro", db.display());
+    assert!(matches!(connect(&url).await, Err(ConnectError::Open(_))), "there is nothing to open");
+    assert!(!db.exists(), "mode=ro never creates the file");
 }
 
 #[test]

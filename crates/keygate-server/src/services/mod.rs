@@ -70,6 +70,7 @@ impl Principal {
             user_agent: self.user_agent.clone(),
             request_id: self.request_id.clone(),
             changes,
+            tenant_ids: None,
             created_at: time::now(),
         }
     }

@@ -94,7 +94,7 @@ macro_rules! tenant_columns {
 macro_rules! audit_columns {
     () => {
         "id, account_id, action, actor_type, actor_id, target_type, target_id, ip, user_agent, \
-         request_id, changes, created_at"
+         request_id, changes, tenant_ids, created_at"
     };
 }
 
@@ -145,8 +145,8 @@ macro_rules! sql_store {
         use super::{like_pattern, map_err, REQUEST_INSERT_CHUNK};
         use crate::{
             AccountStore, AuditFilter, AuditLog, Change, ChangeFeed, ChangeKind, IdempotencyBegin, IdempotencyStore,
-            KeyFilter, KeyStore, KeyUsage, Page, RequestFilter, RequestLog, RequestRecord, Result, Store, TenantFilter,
-            TenantStore, UsageRow,
+            KeyFilter, KeyStore, KeyUsage, MetaStore, Page, RequestFilter, RequestLog, RequestRecord, Result, Store,
+            StoreError, TenantFilter, TenantStore, UsageRow,
         };
 
         type Tx = Transaction<'static, $db>;
@@ -188,7 +188,7 @@ macro_rules! sql_store {
             sqlx::query(concat!(
                 "INSERT INTO audit_events (",
                 audit_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
             ))
             .bind(audit.id.to_string())
             .bind(audit.account_id.to_string())
@@ -201,6 +201,7 @@ macro_rules! sql_store {
             .bind(audit.user_agent.as_deref())
             .bind(audit.request_id.as_deref())
             .bind(Json(&audit.changes))
+            .bind(audit.tenant_ids.as_ref().map(Json))
             .bind(audit.created_at)
             .execute(&mut *tx)
             .await
@@ -289,6 +290,12 @@ macro_rules! sql_store {
                 query.push(" AND id < ").push_bind(before.clone());
             }
             query.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(page.limit));
+        }
+
+        /// Runs `sql`, a `SELECT COUNT(*) … WHERE account_id = $1`, for `account`.
+        async fn count(pool: &sqlx::Pool<$db>, sql: &'static str, account: AccountId) -> Result<u64> {
+            let n: i64 = sqlx::query_scalar(sql).bind(account.to_string()).fetch_one(pool).await.map_err(map_err)?;
+            u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("COUNT(*) returned {n}")))
         }
 
         #[async_trait]
@@ -468,6 +475,10 @@ macro_rules! sql_store {
                 }
                 finish(tx, audit, &[Changed::tenant(tenant)]).await
             }
+
+            async fn count_tenants(&self, account: AccountId) -> Result<u64> {
+                count(&self.pool, "SELECT COUNT(*) FROM tenants WHERE account_id = $1", account).await
+            }
         }
 
         #[async_trait]
@@ -601,6 +612,10 @@ macro_rules! sql_store {
                     .map_err(map_err)?;
                 }
                 tx.commit().await.map_err(map_err)
+            }
+
+            async fn count_keys(&self, account: AccountId) -> Result<u64> {
+                count(&self.pool, "SELECT COUNT(*) FROM api_keys WHERE account_id = $1", account).await
             }
         }
 
@@ -872,6 +887,47 @@ macro_rules! sql_store {
                     .await
                     .map_err(map_err)?;
                 Ok(done.rows_affected())
+            }
+        }
+
+        /// The `keygate_meta` row holding the hash secret's fingerprint.
+        const HASH_SECRET_FINGERPRINT: &str = "hash_secret_fingerprint";
+
+        #[async_trait]
+        impl MetaStore for $store {
+            async fn hash_secret_fingerprint(&self) -> Result<Option<String>> {
+                sqlx::query_scalar("SELECT value FROM keygate_meta WHERE name = $1")
+                    .bind(HASH_SECRET_FINGERPRINT)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)
+            }
+
+            async fn claim_hash_secret_fingerprint(&self, fingerprint: &str) -> Result<Option<String>> {
+                // The primary key makes the claim atomic: of concurrent claims (any connection,
+                // any node) exactly one inserts; on PostgreSQL a conflicting insert waits for the
+                // other transaction to finish, and the read that follows sees what it committed.
+                let mut tx = self.begin_write().await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO keygate_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(HASH_SECRET_FINGERPRINT)
+                .bind(fingerprint)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                let before = if inserted.rows_affected() > 0 {
+                    None
+                } else {
+                    let value: String = sqlx::query_scalar("SELECT value FROM keygate_meta WHERE name = $1")
+                        .bind(HASH_SECRET_FINGERPRINT)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                    Some(value)
+                };
+                tx.commit().await.map_err(map_err)?;
+                Ok(before)
             }
         }
 

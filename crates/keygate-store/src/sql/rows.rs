@@ -98,6 +98,7 @@ pub(super) struct AuditRow {
     pub user_agent: Option<String>,
     pub request_id: Option<String>,
     pub changes: Json<Value>,
+    pub tenant_ids: Option<Json<Vec<String>>>,
     pub created_at: Timestamp,
 }
 
@@ -269,6 +270,7 @@ impl TryFrom<AuditRow> for AuditEvent {
             user_agent: row.user_agent,
             request_id: row.request_id,
             changes: row.changes.0,
+            tenant_ids: row.tenant_ids.map(|t| parse_all::<TenantId>("audit_events.tenant_ids", t.0)).transpose()?,
             created_at: row.created_at,
         })
     }
@@ -312,7 +314,6 @@ impl IdempotencyRow {
     }
 }
 
-/// Converts every row, failing on the first that is not valid.
 impl TryFrom<RequestRow> for RequestRecord {
     type Error = StoreError;
 
@@ -344,6 +345,7 @@ impl TryFrom<UsageCountRow> for UsageRow {
     }
 }
 
+/// Converts every row, failing on the first that is not valid.
 pub(super) fn convert_all<R, T>(rows: Vec<R>) -> Result<Vec<T>, StoreError>
 where
     T: TryFrom<R, Error = StoreError>,

@@ -3,6 +3,7 @@
 //! The queries come from `sql_store!`; this file holds how a SQLite database is opened and
 //! what SQLite spells differently.
 
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -27,11 +28,22 @@ impl SqliteStore {
     /// 5 s busy timeout, shared by a pool of 8 connections. An in-memory database lives only
     /// as long as its connections, so it gets exactly one that is never closed.
     ///
+    /// A database file keygate creates is mode 0600 (SPEC §2), and so are the `-wal` and `-shm`
+    /// files SQLite creates next to it (SQLite gives them the database file's permissions). An
+    /// existing file readable or writable by group or others is tightened to 0600, with a
+    /// warning.
+    ///
     /// # Errors
     /// The URL is not a SQLite URL or the file cannot be opened or created.
     pub async fn open(url: &str) -> Result<Self, sqlx::Error> {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let mut options = SqliteConnectOptions::from_str(url)?
+        let options = SqliteConnectOptions::from_str(url)?;
+        if !in_memory {
+            // The path exactly as sqlx parsed it (scheme and query stripped, percent-decoded),
+            // so the file made private is the file SQLite opens.
+            private_file(options.get_filename(), read_only(url));
+        }
+        let mut options = options
             .create_if_missing(true)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5))
@@ -45,6 +57,69 @@ impl SqliteStore {
         Ok(Self { pool: pool.connect_with(options).await? })
     }
 }
+
+/// Whether the URL asks for a read-only database (`?mode=ro`): such a file is never created.
+fn read_only(url: &str) -> bool {
+    url.split_once('?').is_some_and(|(_, query)| query.split('&').any(|pair| pair == "mode=ro"))
+}
+
+/// Makes the database file at `path` private to its owner (SPEC §2): creates it with mode 0600
+/// if it does not exist (unless `read_only`); otherwise tightens it, and any `-wal`, `-shm` or
+/// `-journal` file beside it, to 0600 if group or others may access it, with one warning.
+/// SQLite gives the files it creates later the database file's permissions, so they are 0600
+/// too.
+///
+/// Never fails: what cannot be created is left for SQLite to report when it opens the path, and
+/// a file that cannot be tightened (another user's) is reported in the warning.
+#[cfg(unix)]
+fn private_file(path: &Path, read_only: bool) {
+    use std::fs::{self, OpenOptions, Permissions};
+    use std::io::ErrorKind;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::path::PathBuf;
+
+    // "" is SQLite's private temporary database, deleted on close: nothing to protect.
+    if path.as_os_str().is_empty() {
+        return;
+    }
+    if !read_only {
+        // create_new: never truncates an existing file, and never loosens one made meanwhile.
+        match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+            Ok(_) => return,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            // A missing directory, say: SQLite reports it when it opens the path.
+            Err(_) => return,
+        }
+    }
+    let files = ["", "-wal", "-shm", "-journal"].map(|suffix| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    });
+    let mut tightened = Vec::new();
+    let mut failed = Vec::new();
+    for file in &files {
+        let Ok(meta) = fs::metadata(file) else { continue };
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        match fs::set_permissions(file, Permissions::from_mode(0o600)) {
+            Ok(()) => tightened.push(format!("{} (was {mode:o})", file.display())),
+            Err(e) => failed.push(format!("{} ({mode:o}: {e})", file.display())),
+        }
+    }
+    if !tightened.is_empty() || !failed.is_empty() {
+        tracing::warn!(
+            tightened = %tightened.join(", "),
+            not_tightened = %failed.join(", "),
+            "database files were accessible to group or others; keygate keeps them private to their owner (0600)"
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn private_file(_path: &Path, _read_only: bool) {}
 
 sql_store! {
     store: SqliteStore,
