@@ -168,14 +168,32 @@ impl Cache {
     /// # Errors
     /// The store failed on a miss.
     pub async fn credential(&self, hash: &KeyHash, store: &dyn Store) -> Result<Option<Credential>> {
+        match self.remembered(hash) {
+            Some(known) => Ok(known),
+            None => self.load(hash, store).await,
+        }
+    }
+
+    /// What memory alone says about this hash: `Some(Some(_))` a known key, `Some(None)` a hash
+    /// known to match no key, `None` a miss (only the store can tell).
+    #[must_use]
+    pub fn remembered(&self, hash: &KeyHash) -> Option<Option<Credential>> {
         if let Some(hit) = self.keys.get(hash) {
             metrics::counter!("keygate_auth_cache_hits_total").increment(1);
-            return Ok(Some(hit));
+            return Some(Some(hit));
         }
         if self.unknown.contains_key(hash) {
             metrics::counter!("keygate_auth_cache_hits_total").increment(1);
-            return Ok(None);
+            return Some(None);
         }
+        None
+    }
+
+    /// A cache miss: the key with this hash from `store`, remembered when it is safe to.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn load(&self, hash: &KeyHash, store: &dyn Store) -> Result<Option<Credential>> {
         metrics::counter!("keygate_auth_cache_misses_total").increment(1);
         let ticket = self.fill_ticket();
         let found = store.find_key_by_hash(hash).await?.map(|(key, account)| Arc::new(Cached::new(key, account)));

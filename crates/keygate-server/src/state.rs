@@ -58,6 +58,44 @@ impl Keygate {
     }
 }
 
+/// The database was made with another hash secret (SPEC §2): every key would fail
+/// `invalid_api_key`, so keygate refuses to start instead.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretCheckError {
+    #[error(
+        "the hash secret does not match the one this database was set up with (its fingerprint is \
+         {stored}, this secret's is {ours}); every existing key would fail as invalid_api_key. Start \
+         keygate with the original secret (KEYGATE_HASH_SECRET, hash_secret in keygate.toml, or the \
+         keygate.secret file beside a SQLite database)"
+    )]
+    Mismatch { stored: String, ours: String },
+    #[error(transparent)]
+    Store(#[from] keygate_store::StoreError),
+}
+
+impl Keygate {
+    /// The fingerprint of the configured hash secret: an HMAC of a fixed label under it, in hex.
+    /// It identifies the secret without revealing it.
+    #[must_use]
+    pub fn hash_secret_fingerprint(&self) -> String {
+        let mac = self.hasher.derive("hash-secret-fingerprint-v1");
+        mac.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Records the secret's fingerprint in a database that has none, or checks it against the
+    /// one recorded (SPEC §2). Call once at start, before serving or changing anything.
+    ///
+    /// # Errors
+    /// [`SecretCheckError::Mismatch`] when the database was made with another secret.
+    pub async fn check_hash_secret(&self) -> Result<(), SecretCheckError> {
+        let ours = self.hash_secret_fingerprint();
+        match self.store.claim_hash_secret_fingerprint(&ours).await? {
+            Some(stored) if stored != ours => Err(SecretCheckError::Mismatch { stored, ours }),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Shared by every handler: one `Arc`, so the clone axum makes for each handler and middleware
 /// is one reference count, not one per field.
 #[derive(Clone)]

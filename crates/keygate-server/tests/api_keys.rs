@@ -767,3 +767,43 @@ async fn changes_to_a_key_take_effect_at_once(app: TestApp) {
     assert_problem(&app.get(&key, "/v1/api-keys").await, 401, "api_key_revoked");
 }
 both_backends!(changes_to_a_key_take_effect_at_once);
+
+fn small_caps(config: &mut keygate_server::Config) {
+    config.limits.max_keys_per_account = 3;
+    config.limits.max_tenants_per_account = 2;
+}
+
+/// OWASP API4: an account holds at most `max_keys_per_account` keys and
+/// `max_tenants_per_account` tenants; past that, 409 `conflict` saying what to do, nothing made.
+async fn accounts_cannot_grow_without_bound(app: TestApp) {
+    let p = app.partner("Acme").await;
+    // The partner's first key is one of three.
+    let second = app.create_key(&p.key, json!({"name": "two"})).await;
+    let third = app.create_key(&p.key, json!({"name": "three"})).await;
+    let refused = app.post(&p.key, "/v1/api-keys", &json!({"name": "four"})).await;
+    assert_problem(&refused, 409, "conflict");
+    let detail = str_of(&refused.body["detail"]);
+    assert!(detail.contains("3 API keys") && detail.contains("max_keys_per_account"), "{detail}");
+    // A roll makes a key too; revoked keys still count; deleting one makes room.
+    let roll = app.post(&p.key, &format!("/v1/api-keys/{}/roll", str_of(&second["id"])), &json!({})).await;
+    assert_problem(&roll, 409, "conflict");
+    assert_eq!(
+        app.post(&p.key, &format!("/v1/api-keys/{}/revoke", str_of(&third["id"])), &json!({})).await.status,
+        200
+    );
+    assert_problem(&app.post(&p.key, "/v1/api-keys", &json!({"name": "four"})).await, 409, "conflict");
+    assert_eq!(app.delete(&p.key, &format!("/v1/api-keys/{}", str_of(&third["id"]))).await.status, 204);
+    assert_eq!(app.post(&p.key, "/v1/api-keys", &json!({"name": "four"})).await.status, 201);
+    // Another account has its own allowance.
+    let other = app.partner("Globex").await;
+    assert_eq!(app.post(&other.key, "/v1/api-keys", &json!({"name": "two"})).await.status, 201);
+
+    app.create_tenant(&p.key, json!({"name": "one"})).await;
+    app.create_tenant(&p.key, json!({"name": "two"})).await;
+    let refused = app.post(&p.key, "/v1/tenants", &json!({"name": "three"})).await;
+    assert_problem(&refused, 409, "conflict");
+    assert!(str_of(&refused.body["detail"]).contains("max_tenants_per_account"), "{refused:?}");
+    let listed = list_data(app.get(&p.key, "/v1/tenants?limit=100").await.expect_status(200));
+    assert_eq!(listed.len(), 2, "nothing was made");
+}
+both_backends_with!(small_caps; accounts_cannot_grow_without_bound);

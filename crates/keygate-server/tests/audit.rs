@@ -350,3 +350,44 @@ async fn pages_through_the_log(app: TestApp) {
     assert_eq!(r.body["required_scope"], "audit:read");
 }
 both_backends!(pages_through_the_log);
+
+/// SPEC §4: a tenant-scoped key sees only the history of its own tenants; events about other
+/// tenants' keys (metadata included) and about the account as a whole do not exist for it.
+async fn tenant_scoped_keys_see_only_their_tenants_history(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let ta1 = str_of(&app.create_tenant(&p.key, json!({"name": "TA1"})).await["id"]);
+    let ta2 = str_of(&app.create_tenant(&p.key, json!({"name": "TA2"})).await["id"]);
+    let reader = app
+        .create_key(&p.key, json!({"name": "ta1 auditor", "scopes": ["audit:read"], "tenant_ids": [ta1.clone()]}))
+        .await;
+    let reader = str_of(&reader["key"]);
+    let k1 =
+        app.create_key(&p.key, json!({"name": "k1", "tenant_ids": [ta1.clone()], "metadata": {"crm": "one"}})).await;
+    let k2 = app
+        .create_key(&p.key, json!({"name": "k2", "tenant_ids": [ta2.clone()], "metadata": {"crm": "secret-two"}}))
+        .await;
+    let (k1_id, k2_id) = (str_of(&k1["id"]), str_of(&k2["id"]));
+    assert_eq!(app.post(&p.key, &format!("/v1/api-keys/{k2_id}/revoke"), &json!({})).await.status, 200);
+    let both = app.create_key(&p.key, json!({"name": "both", "tenant_ids": [ta1.clone(), ta2.clone()]})).await;
+    let r = app.patch(&p.key, "/v1/account", &json!({"name": "Acme Renamed"})).await;
+    assert_eq!(r.status, 200);
+
+    let seen = app.audit_events(&reader, &[("limit", "100")]).await;
+    let targets: Vec<String> = seen.iter().map(|e| str_of(&e["target_id"])).collect();
+    assert!(targets.contains(&k1_id), "its own tenant's key: {targets:?}");
+    assert!(targets.contains(&ta1), "its own tenant: {targets:?}");
+    for hidden in [&k2_id, &ta2, &str_of(&both["id"]), &p.account_id] {
+        assert!(!targets.contains(hidden), "{hidden} must not exist for a TA1 key: {targets:?}");
+    }
+    let text = serde_json::to_string(&seen).expect("json");
+    assert!(!text.contains("secret-two"), "no metadata of another tenant's key");
+    // Filtering for a hidden target finds nothing either.
+    assert!(app.audit_events(&reader, &[("target_id", k2_id.as_str())]).await.is_empty());
+    // The partner-level key sees everything.
+    let all: Vec<String> =
+        app.audit_events(&p.key, &[("limit", "100")]).await.iter().map(|e| str_of(&e["target_id"])).collect();
+    for id in [&k1_id, &k2_id, &ta1, &ta2, &p.account_id] {
+        assert!(all.contains(id), "{id} in {all:?}");
+    }
+}
+both_backends!(tenant_scoped_keys_see_only_their_tenants_history);

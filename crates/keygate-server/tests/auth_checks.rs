@@ -768,3 +768,102 @@ async fn repeated_failures_from_one_ip_are_throttled_before_any_lookup(app: Test
     assert_problem(&from_second(&unknown_key()).await, 503, "service_unavailable");
 }
 both_backends_with!(five_failures_per_minute; repeated_failures_from_one_ip_are_throttled_before_any_lookup);
+
+// ---------------------------------------------------------------------------------------------
+// Security review: the throttle spares cached keys; mapped IPv4; Bearer in any case; verify
+// fails closed on tenants
+// ---------------------------------------------------------------------------------------------
+
+async fn a_noisy_neighbour_cannot_lock_out_a_cached_valid_key(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let uncached = app.create_key(&p.key, json!({"name": "never used"})).await;
+    let uncached = str_of(&uncached["key"]);
+    // The valid key is in use (so held in the credential cache)...
+    assert_eq!(app.get(&p.key, LIST).await.status, 200);
+    // ...when a neighbour behind the same address guesses keys.
+    for _ in 0..5 {
+        assert_problem(&app.get(&unknown_key(), LIST).await, 401, "invalid_api_key");
+    }
+    assert_problem(&app.get(&unknown_key(), LIST).await, 429, "too_many_failed_attempts");
+    let mut statuses = HashMap::new();
+    for _ in 0..50 {
+        *statuses.entry(app.get(&p.key, LIST).await.status).or_insert(0) += 1;
+        let _ = app.get(&unknown_key(), LIST).await;
+    }
+    assert_eq!(statuses, HashMap::from([(200, 50)]), "every request of the cached valid key passes");
+    // A key memory does not know still waits behind the throttle: the store stays protected.
+    assert_problem(&app.get(&uncached, LIST).await, 429, "too_many_failed_attempts");
+    // Answered from memory: with the store gone, the cached key is still authenticated (the list
+    // itself then needs the store, so the answer is 503, not 401 or 429).
+    app.store.close().await;
+    assert_problem(&app.get(&p.key, LIST).await, 503, "service_unavailable");
+    assert_problem(&app.get(&uncached, LIST).await, 429, "too_many_failed_attempts");
+}
+both_backends_with!(five_failures_per_minute; a_noisy_neighbour_cannot_lock_out_a_cached_valid_key);
+
+async fn ipv4_mapped_allowlist_entries_are_normalised(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let k = app
+        .create_key(&p.key, json!({"name": "mapped", "allowed_ips": ["::ffff:127.0.0.0/104", "::ffff:10.0.0.1"]}))
+        .await;
+    assert_eq!(k["allowed_ips"], json!(["127.0.0.0/8", "10.0.0.1"]), "stored and shown as IPv4");
+    let mapped = str_of(&k["key"]);
+    assert_eq!(app.get(&mapped, LIST).await.status, 200, "127.0.0.1 is in ::ffff:127.0.0.0/104");
+    let outside = app.create_key(&p.key, json!({"name": "outside", "allowed_ips": ["::ffff:10.0.0.0/104"]})).await;
+    assert_problem(&app.get(&str_of(&outside["key"]), LIST).await, 403, "ip_not_allowed");
+    // The account allowlist the same way.
+    let r = app.patch(&p.key, "/v1/account", &json!({"allowed_ips": ["::ffff:127.0.0.1"]})).await;
+    assert_eq!(r.expect_status(200)["allowed_ips"], json!(["127.0.0.1"]));
+    assert_eq!(app.get(&mapped, LIST).await.status, 200);
+    // And verify's `ip`, in either spelling.
+    for ip in ["127.0.0.1", "::ffff:127.0.0.1"] {
+        let r = app.post(&app.operator_key, "/v1/verify", &json!({"key": mapped, "ip": ip})).await;
+        assert_eq!(r.expect_status(200)["code"], "valid", "{ip}");
+    }
+    let r = app.post(&app.operator_key, "/v1/verify", &json!({"key": mapped, "ip": "::ffff:10.9.9.9"})).await;
+    assert_eq!(r.expect_status(200)["code"], "ip_not_allowed");
+}
+both_backends!(ipv4_mapped_allowlist_entries_are_normalised);
+
+fn trust_mapped_loopback(config: &mut Config) {
+    config.trusted_proxies = vec!["::ffff:127.0.0.0/104".into()];
+}
+
+async fn mapped_trusted_proxies_are_trusted(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let k = app.create_key(&p.key, json!({"name": "pinned", "allowed_ips": ["203.0.113.7"]})).await;
+    let pinned = str_of(&k["key"]);
+    let r = send(app.client.get(app.url(LIST)).bearer_auth(&pinned).header("x-forwarded-for", "203.0.113.7")).await;
+    assert_eq!(r.status, 200, "the proxy at 127.0.0.1 is trusted through its mapped CIDR: {r:?}");
+    let r = send(app.client.get(app.url(LIST)).bearer_auth(&pinned).header("x-forwarded-for", "203.0.113.8")).await;
+    assert_problem(&r, 403, "ip_not_allowed");
+}
+both_backends_with!(trust_mapped_loopback; mapped_trusted_proxies_are_trusted);
+
+async fn the_bearer_scheme_is_case_insensitive(app: TestApp) {
+    let p = app.partner("Acme").await;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let r = send(app.client.get(app.url(LIST)).header("authorization", format!("{scheme} {}", p.key))).await;
+        assert_eq!(r.status, 200, "{scheme}: {r:?}");
+    }
+    let r = send(app.client.get(app.url(LIST)).header("authorization", format!("Basic {}", p.key))).await;
+    assert_problem(&r, 401, "invalid_api_key");
+}
+both_backends!(the_bearer_scheme_is_case_insensitive);
+
+async fn verify_fails_closed_for_a_tenant_scoped_key_without_a_tenant(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let t1 = str_of(&app.create_tenant(&p.key, json!({"name": "one"})).await["id"]);
+    let r = app.post_empty(&p.key, &format!("/v1/tenants/{t1}/suspend")).await;
+    assert_eq!(r.expect_status(200)["status"], "suspended");
+    let scoped = str_of(&app.create_key(&p.key, json!({"name": "scoped", "tenant_ids": [t1.clone()]})).await["key"]);
+    let r = app.post(&app.operator_key, "/v1/verify", &json!({"key": scoped})).await;
+    let body = r.expect_status(200);
+    assert_eq!((body["valid"].clone(), body["code"].clone()), (json!(false), json!("tenant_not_allowed")));
+    let r = app.post(&app.operator_key, "/v1/verify", &json!({"key": scoped, "tenant_id": t1})).await;
+    assert_eq!(r.expect_status(200)["code"], "tenant_suspended");
+    // A partner-level key needs no tenant.
+    let r = app.post(&app.operator_key, "/v1/verify", &json!({"key": p.key})).await;
+    assert_eq!(r.expect_status(200)["code"], "valid");
+}
+both_backends!(verify_fails_closed_for_a_tenant_scoped_key_without_a_tenant);

@@ -229,3 +229,38 @@ async fn bad_parameters_are_refused(app: TestApp) {
     .await;
     assert_invalid_fields(&r, &["since"]);
 }
+
+/// SPEC §4: a tenant-scoped key's view of the request log holds its tenants' requests and those
+/// of keys within its tenants, nothing of other tenants.
+async fn tenant_scoped_keys_see_only_their_tenants_requests(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let ta1 = str_of(&app.create_tenant(&p.key, json!({"name": "TA1"})).await["id"]);
+    let ta2 = str_of(&app.create_tenant(&p.key, json!({"name": "TA2"})).await["id"]);
+    let make = async |name: &str, tenant: &str, scopes: Value| {
+        let k = app.create_key(&p.key, json!({"name": name, "tenant_ids": [tenant], "scopes": scopes})).await;
+        (str_of(&k["key"]), str_of(&k["id"]))
+    };
+    let (reader, reader_id) = make("ta1 auditor", &ta1, json!(["audit:read", "api_keys:read"])).await;
+    let (k2, k2_id) = make("ta2 key", &ta2, json!(["api_keys:read"])).await;
+    assert_eq!(app.get(&k2, "/v1/api-keys").await.status, 200);
+    assert_eq!(app.get(&reader, "/v1/api-keys").await.status, 200);
+    assert_eq!(app.get(&p.key, "/v1/api-keys").await.status, 200);
+
+    // Wait until all three are recorded, as the partner-level key sees them.
+    poll(DEADLINE, EVERY, || async {
+        let all = list_data(app.get(&p.key, "/v1/requests?limit=100").await.expect_status(200));
+        let keys: Vec<String> = all.iter().map(|r| str_of(&r["key_id"])).collect();
+        (keys.contains(&k2_id) && keys.contains(&reader_id) && keys.contains(&p.key_id)).then_some(())
+    })
+    .await
+    .expect("the three requests are recorded");
+    let seen = list_data(app.get(&reader, "/v1/requests?limit=100").await.expect_status(200));
+    let keys: Vec<String> = seen.iter().map(|r| str_of(&r["key_id"])).collect();
+    assert!(keys.contains(&reader_id), "its own requests: {keys:?}");
+    assert!(!keys.contains(&k2_id), "another tenant's key's requests do not exist for it: {keys:?}");
+    assert!(!keys.contains(&p.key_id), "nor a partner-level key's: {keys:?}");
+    let filtered = list_data(app.get(&reader, &format!("/v1/requests?key_id={k2_id}")).await.expect_status(200));
+    assert!(filtered.is_empty(), "{filtered:?}");
+    assert_problem(&app.get(&reader, &format!("/v1/api-keys/{k2_id}/usage")).await, 404, "not_found");
+}
+both_backends!(tenant_scoped_keys_see_only_their_tenants_requests);

@@ -283,7 +283,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn open(config: &Config, settings: &Settings) -> anyhow::Result<Keygate> {
     let secret = settings::hash_secret(config)?;
     let store = keygate_store::connect(&settings.database_url).await?;
-    Ok(Keygate::new(store, settings, &secret))
+    let keygate = Keygate::new(store, settings, &secret);
+    // SPEC §2: a process with another secret than the database's refuses to start.
+    keygate.check_hash_secret().await?;
+    Ok(keygate)
 }
 
 async fn serve(config: &Config, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -471,7 +474,7 @@ async fn keys(out: &Out, keygate: &Keygate, cmd: KeysCommand) -> Result<(), ApiE
                 tenant_ids: Some((!tenants.is_empty()).then_some(tenants)),
                 allowed_ips: Some((!allowed_ips.is_empty()).then_some(allowed_ips)),
                 rate_limit_per_minute: rate_limit,
-                expires_at,
+                expires_at: expires_at.map(Some),
                 metadata: None,
             };
             let (key, plaintext) = keygate.create_key(&p, req).await?;

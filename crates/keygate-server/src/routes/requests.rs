@@ -17,7 +17,9 @@ use utoipa::IntoParams;
 use crate::auth::{ApiKeysRead, AuditRead, Scoped};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Path, Query};
-use crate::services::{PageParams, Principal, paginate};
+use std::collections::HashMap;
+
+use crate::services::{PageParams, Principal, paginate, tenants_within};
 use crate::state::{AppState, Keygate};
 use crate::views::{KeyUsageList, KeyUsageView, RequestList, RequestView};
 
@@ -81,7 +83,35 @@ impl Keygate {
             q.key_id.map(|k| k.parse::<KeyId>().map_err(|e| ApiError::field("key_id", e.to_string()))).transpose()?;
         let filter = RequestFilter { key_id, status: q.status, since: q.since, until: q.until };
         let rows = self.store.list_requests(p.account.id, &filter, &page).await?;
-        Ok(paginate(rows, limit, |r| r.id.clone()))
+        let (rows, next) = paginate(rows, limit, |r| r.id.clone());
+        let Some(own) = p.tenant_ids.as_deref() else { return Ok((rows, next)) };
+        // A tenant-scoped caller sees the requests made for its tenants, and those without a
+        // tenant made by keys it can see; nothing of other tenants (SPEC §4). As with keys, a page
+        // may come back short.
+        let mut visible_keys: HashMap<KeyId, bool> = HashMap::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let shown = match (r.tenant_id, r.key_id) {
+                (Some(t), _) => own.contains(&t),
+                (None, Some(key)) => match visible_keys.get(&key) {
+                    Some(v) => *v,
+                    None => {
+                        let v = self
+                            .store
+                            .get_key(p.account.id, key)
+                            .await?
+                            .is_some_and(|k| tenants_within(k.tenant_ids.as_deref(), Some(own)));
+                        visible_keys.insert(key, v);
+                        v
+                    }
+                },
+                (None, None) => false,
+            };
+            if shown {
+                out.push(r);
+            }
+        }
+        Ok((out, next))
     }
 }
 

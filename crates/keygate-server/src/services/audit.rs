@@ -1,5 +1,7 @@
 //! Reading the audit log of one account. Writing happens inside every other use case, in the
-//! same transaction as the change it records.
+//! same transaction as the change it records. A tenant-scoped caller sees only events about its
+//! own tenants (and keys within them); events about other tenants or the whole account do not
+//! exist for it (SPEC §4).
 
 use chrono::{DateTime, Utc};
 use keygate_domain::EventId;
@@ -8,7 +10,7 @@ use keygate_store::AuditFilter;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::{PageParams, Principal, paginate};
+use super::{PageParams, Principal, paginate, tenants_within};
 use crate::error::ApiError;
 use crate::state::Keygate;
 
@@ -48,6 +50,12 @@ impl Keygate {
             until: q.until,
         };
         let rows = self.store.list_audit_events(p.account.id, &filter, &page).await?;
-        Ok(paginate(rows, limit, |e| e.id.to_string()))
+        let (rows, next) = paginate(rows, limit, |e| e.id.to_string());
+        // Events about other tenants, or about the account as a whole, do not exist for a
+        // tenant-scoped caller (SPEC §4). As with keys, a page may come back short.
+        Ok((
+            rows.into_iter().filter(|e| tenants_within(e.tenant_ids.as_deref(), p.tenant_ids.as_deref())).collect(),
+            next,
+        ))
     }
 }

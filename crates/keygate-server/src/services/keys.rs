@@ -24,7 +24,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{PageParams, Principal, Validator, diff, double_option, merge_metadata, paginate};
+use super::{
+    PageParams, Principal, Validator, about_tenants, diff, double_option, merge_metadata, paginate, tenants_within,
+};
 use crate::error::{ApiError, Exceeds};
 use crate::state::Keygate;
 use crate::views::{KeyView, ip_entry};
@@ -124,15 +126,6 @@ pub struct ListKeysParams {
     pub environment: Option<String>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
-}
-
-/// Is `wanted` within `held`? (`None` = all tenants.)
-fn tenants_within(wanted: Option<&[TenantId]>, held: Option<&[TenantId]>) -> bool {
-    match (wanted, held) {
-        (_, None) => true,
-        (None, Some(_)) => false,
-        (Some(w), Some(h)) => w.iter().all(|t| h.contains(t)),
-    }
 }
 
 /// Is every entry of `wanted` inside some entry of `held`? (`None` = any IP.)
@@ -237,6 +230,19 @@ impl Keygate {
         }
     }
 
+    /// Refuses a new key when the account holds `max_keys_per_account` already (OWASP API4).
+    async fn ensure_room_for_key(&self, p: &Principal) -> Result<(), ApiError> {
+        let max = self.limits.max_keys_per_account;
+        if self.store.count_keys(p.account.id).await? >= u64::from(max) {
+            return Err(ApiError::Conflict(format!(
+                "This account holds {max} API keys, the most it may have. Delete keys it no longer needs \
+                 (revoked and expired keys count until deleted), or ask the operator to raise \
+                 limits.max_keys_per_account."
+            )));
+        }
+        Ok(())
+    }
+
     /// A key of `p`'s account that `p` can see, by its id; anything else is not found.
     async fn load_key(&self, p: &Principal, id: &str) -> Result<ApiKey, ApiError> {
         let id: KeyId = id.parse().map_err(|_| ApiError::NotFound("API key"))?;
@@ -315,7 +321,11 @@ impl Keygate {
             updated_at: now,
         };
         ensure_key_within(p, &key)?;
-        let audit = p.audit("api_key.created", "api_key", key.id, created_changes(&key, now));
+        self.ensure_room_for_key(p).await?;
+        let audit = about_tenants(
+            p.audit("api_key.created", "api_key", key.id, created_changes(&key, now)),
+            key.tenant_ids.clone(),
+        );
         self.store.create_key(&key, &audit).await?;
         Ok((key, plaintext))
     }
@@ -403,7 +413,10 @@ impl Keygate {
             return Ok(old);
         }
         key.updated_at = now;
-        let audit = p.audit("api_key.updated", "api_key", key.id, Value::Object(changes));
+        let audit = about_tenants(
+            p.audit("api_key.updated", "api_key", key.id, Value::Object(changes)),
+            tenant_union(old.tenant_ids.as_deref(), key.tenant_ids.as_deref()),
+        );
         self.store.update_key(&key, &audit).await?;
         Ok(key)
     }
@@ -426,7 +439,10 @@ impl Keygate {
         key.revoked_at = Some(now);
         key.revoked_reason = reason;
         key.updated_at = now;
-        let audit = p.audit("api_key.revoked", "api_key", key.id, json!({"reason": key.revoked_reason}));
+        let audit = about_tenants(
+            p.audit("api_key.revoked", "api_key", key.id, json!({"reason": key.revoked_reason})),
+            key.tenant_ids.clone(),
+        );
         self.store.update_key(&key, &audit).await?;
         Ok(key)
     }
@@ -438,7 +454,10 @@ impl Keygate {
     pub async fn delete_key(&self, p: &Principal, id: &str) -> Result<(), ApiError> {
         let key = self.load_key(p, id).await?;
         ensure_key_within(p, &key)?;
-        let audit = p.audit("api_key.deleted", "api_key", key.id, json!({"name": key.name, "masked": key.masked()}));
+        let audit = about_tenants(
+            p.audit("api_key.deleted", "api_key", key.id, json!({"name": key.name, "masked": key.masked()})),
+            key.tenant_ids.clone(),
+        );
         if self.store.delete_key(p.account.id, key.id, &audit).await? {
             Ok(())
         } else {
@@ -472,6 +491,7 @@ impl Keygate {
             }
             KeyStatus::Active => {}
         }
+        self.ensure_room_for_key(p).await?;
         let plaintext = self.key_format.generate(old.environment);
         let new = ApiKey {
             id: KeyId::generate(),
@@ -488,11 +508,14 @@ impl Keygate {
         let old_expiry = now + Duration::seconds(grace);
         old.expires_at = Some(old.expires_at.map_or(old_expiry, |t| t.min(old_expiry)));
         old.updated_at = now;
-        let audit = p.audit(
-            "api_key.rolled",
-            "api_key",
-            old.id,
-            json!({"new_key_id": new.id.to_string(), "old_key_expires_at": old.expires_at.map(crate::views::ts)}),
+        let audit = about_tenants(
+            p.audit(
+                "api_key.rolled",
+                "api_key",
+                old.id,
+                json!({"new_key_id": new.id.to_string(), "old_key_expires_at": old.expires_at.map(crate::views::ts)}),
+            ),
+            old.tenant_ids.clone(),
         );
         self.store.roll_key(&old, &new, &audit).await?;
         Ok((new, plaintext))
@@ -509,6 +532,14 @@ impl Keygate {
             _ => Err(ApiError::NotFound("API key")),
         }
     }
+}
+
+/// The tenants an update touches: both sides' (`None`, account-wide, if either is).
+fn tenant_union(a: Option<&[TenantId]>, b: Option<&[TenantId]>) -> Option<Vec<TenantId>> {
+    let (a, b) = (a?, b?);
+    let mut all = a.to_vec();
+    all.extend(b.iter().filter(|t| !a.contains(t)));
+    Some(all)
 }
 
 fn created_changes(k: &ApiKey, now: chrono::DateTime<Utc>) -> Value {

@@ -15,7 +15,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use keygate_domain::model::{Account, Actor, AuditEvent};
-use keygate_domain::{EventId, Scope, TenantId, time};
+use keygate_domain::time::Timestamp;
+use keygate_domain::{Environment, EventId, Scope, TenantId, time};
 use keygate_store::Page;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
@@ -34,6 +35,12 @@ pub struct Principal {
     pub tenant_ids: Option<Vec<TenantId>>,
     /// `None` = up to the configured maximum.
     pub max_rate_limit: Option<u32>,
+    /// The latest expiry it may give (its own); `None` = no bound.
+    pub expires_at: Option<Timestamp>,
+    /// The IPs it may allow (its own allowlist); `None` = any IP.
+    pub allowed_ips: Option<Vec<IpNet>>,
+    /// `Some(Test)` for a test key, which may only create or change test keys; `None` = any.
+    pub environment: Option<Environment>,
     pub ip: Option<IpAddr>,
     pub user_agent: Option<String>,
     pub request_id: Option<String>,
@@ -49,6 +56,9 @@ impl Principal {
             scopes: None,
             tenant_ids: None,
             max_rate_limit: None,
+            expires_at: None,
+            allowed_ips: None,
+            environment: None,
             ip: None,
             user_agent: None,
             request_id: None,
@@ -74,6 +84,25 @@ impl Principal {
             created_at: time::now(),
         }
     }
+}
+
+/// Is `wanted` within `held`? (`None` = all tenants.) The one rule for what a tenant-scoped
+/// principal may see and hand out: keys, audit events, request-log records (SPEC §4).
+#[must_use]
+pub fn tenants_within(wanted: Option<&[TenantId]>, held: Option<&[TenantId]>) -> bool {
+    match (wanted, held) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some(w), Some(h)) => w.iter().all(|t| h.contains(t)),
+    }
+}
+
+/// `event` marked as being about `tenants` (`None`: the account as a whole), so that
+/// tenant-scoped callers see it only when those tenants are all theirs.
+#[must_use]
+pub fn about_tenants(mut event: AuditEvent, tenants: Option<Vec<TenantId>>) -> AuditEvent {
+    event.tenant_ids = tenants;
+    event
 }
 
 /// Distinguishes an absent field (`None`: leave as is / default) from an explicit `null`

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{PageParams, Principal, Validator, diff, double_option, merge_metadata, paginate};
+use super::{PageParams, Principal, Validator, about_tenants, diff, double_option, merge_metadata, paginate};
 use crate::error::ApiError;
 use crate::state::Keygate;
 
@@ -93,11 +93,21 @@ impl Keygate {
             created_at: now,
             updated_at: now,
         };
-        let audit = p.audit(
-            "tenant.created",
-            "tenant",
-            tenant.id,
-            json!({"name": tenant.name, "external_id": tenant.external_id, "metadata": tenant.metadata}),
+        let max = self.limits.max_tenants_per_account;
+        if self.store.count_tenants(p.account.id).await? >= u64::from(max) {
+            return Err(ApiError::Conflict(format!(
+                "This account holds {max} tenants, the most it may have. Ask the operator to raise \
+                 limits.max_tenants_per_account."
+            )));
+        }
+        let audit = about_tenants(
+            p.audit(
+                "tenant.created",
+                "tenant",
+                tenant.id,
+                json!({"name": tenant.name, "external_id": tenant.external_id, "metadata": tenant.metadata}),
+            ),
+            Some(vec![tenant.id]),
         );
         self.store.create_tenant(&tenant, &audit).await?;
         Ok(tenant)
@@ -156,7 +166,8 @@ impl Keygate {
             return Ok(old);
         }
         t.updated_at = time::now();
-        self.store.update_tenant(&t, &p.audit("tenant.updated", "tenant", t.id, Value::Object(changes))).await?;
+        let audit = about_tenants(p.audit("tenant.updated", "tenant", t.id, Value::Object(changes)), Some(vec![t.id]));
+        self.store.update_tenant(&t, &audit).await?;
         Ok(t)
     }
 
@@ -173,7 +184,9 @@ impl Keygate {
         t.status = status;
         t.updated_at = time::now();
         let action = if suspended { "tenant.suspended" } else { "tenant.unsuspended" };
-        self.store.update_tenant(&t, &p.audit(action, "tenant", t.id, json!({"status": status.as_str()}))).await?;
+        let audit =
+            about_tenants(p.audit(action, "tenant", t.id, json!({"status": status.as_str()})), Some(vec![t.id]));
+        self.store.update_tenant(&t, &audit).await?;
         Ok(t)
     }
 }
