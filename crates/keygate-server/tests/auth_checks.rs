@@ -761,9 +761,12 @@ async fn repeated_failures_from_one_ip_are_throttled_before_any_lookup(app: Test
 
     // Before any store lookup: with the store gone, the throttled IP still gets 429, not 503...
     app.store.close().await;
-    for key in [unknown_key(), p.key.clone()] {
+    for key in [unknown_key(), with_bad_checksum(&unknown_key())] {
         assert_problem(&app.get(&key, LIST).await, 429, "too_many_failed_attempts");
     }
+    // (The valid key, held in memory since the other IP used it, is not throttled: it is
+    // authenticated from memory, and only the listing itself then needs the store.)
+    assert_problem(&app.get(&p.key, LIST).await, 503, "service_unavailable");
     // ...while a lookup from elsewhere would indeed have failed.
     assert_problem(&from_second(&unknown_key()).await, 503, "service_unavailable");
 }
@@ -867,3 +870,24 @@ async fn verify_fails_closed_for_a_tenant_scoped_key_without_a_tenant(app: TestA
     assert_eq!(r.expect_status(200)["code"], "valid");
 }
 both_backends!(verify_fails_closed_for_a_tenant_scoped_key_without_a_tenant);
+
+fn trusted_proxy_and_five_failures(config: &mut Config) {
+    trust_loopback(config);
+    five_failures_per_minute(config);
+}
+
+/// SPEC §3: the failed-attempt throttle counts an IPv6 client by its /64, so rotating addresses
+/// inside one network buys no more guesses; another network is not affected.
+async fn failed_attempts_from_one_ipv6_network_are_counted_together(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let from = async |ip: &str, key: &str| {
+        send(app.client.get(app.url(LIST)).bearer_auth(key).header("x-forwarded-for", ip.to_owned())).await
+    };
+    for i in 1..=5 {
+        assert_problem(&from(&format!("2001:db8:7:7::{i}"), &unknown_key()).await, 401, "invalid_api_key");
+    }
+    assert_problem(&from("2001:db8:7:7:ffff::9", &unknown_key()).await, 429, "too_many_failed_attempts");
+    assert_problem(&from("2001:db8:7:8::1", &unknown_key()).await, 401, "invalid_api_key");
+    assert_eq!(from("2001:db8:7:8::1", &p.key).await.status, 200);
+}
+both_backends_with!(trusted_proxy_and_five_failures; failed_attempts_from_one_ipv6_network_are_counted_together);

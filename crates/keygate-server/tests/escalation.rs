@@ -356,3 +356,34 @@ async fn a_test_key_cannot_touch_live_keys(app: TestApp) {
     assert_eq!(app.get(&p.key, &format!("/v1/api-keys/{live_id}")).await.expect_status(200)["status"], "active");
 }
 both_backends!(a_test_key_cannot_touch_live_keys);
+
+/// The account's own settings bound all its keys: a key with an IP allowlist may not loosen the
+/// account allowlist beyond its own, and a tenant-scoped key may not change the account at all.
+async fn narrower_keys_cannot_loosen_the_account(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let pinned = app
+        .create_key(
+            &p.key,
+            json!({"name": "pinned", "scopes": ["account:write", "account:read"], "allowed_ips": ["127.0.0.0/8"]}),
+        )
+        .await;
+    let pinned = str_of(&pinned["key"]);
+    for allowed in [json!([]), json!(["0.0.0.0/0"]), json!(["127.0.0.1", "10.0.0.1"])] {
+        let r = app.patch(&pinned, "/v1/account", &json!({"allowed_ips": allowed})).await;
+        assert_escalation(&r, "allowed_ips", None);
+    }
+    let r = app.patch(&pinned, "/v1/account", &json!({"allowed_ips": ["127.0.0.1"]})).await;
+    assert_eq!(r.expect_status(200)["allowed_ips"], json!(["127.0.0.1"]), "within its own: fine");
+    let r = app.patch(&pinned, "/v1/account", &json!({"name": "Acme Inc"})).await;
+    assert_eq!(r.status, 200, "other settings: fine");
+
+    let tenant = str_of(&app.create_tenant(&p.key, json!({"name": "t"})).await["id"]);
+    let scoped =
+        app.create_key(&p.key, json!({"name": "scoped", "scopes": ["account:write"], "tenant_ids": [tenant]})).await;
+    let r = app.patch(&str_of(&scoped["key"]), "/v1/account", &json!({"allowed_ips": []})).await;
+    assert_problem(&r, 403, "tenant_not_allowed");
+    // The partner-level, any-IP key may open it again.
+    let r = app.patch(&p.key, "/v1/account", &json!({"allowed_ips": []})).await;
+    assert_eq!(r.expect_status(200)["allowed_ips"], json!([]));
+}
+both_backends!(narrower_keys_cannot_loosen_the_account);

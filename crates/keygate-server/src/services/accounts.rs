@@ -9,13 +9,14 @@
 //! it created and suspended.
 
 use keygate_domain::model::{Account, AccountStatus, ApiKey};
+use keygate_domain::policy::AuthFailure;
 use keygate_domain::{AccountId, Environment, KeyId, PlaintextKey, time};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use super::{PageParams, Principal, Validator, diff, paginate};
-use crate::error::ApiError;
+use crate::error::{ApiError, Exceeds};
 use crate::state::Keygate;
 use crate::views::ip_entry;
 
@@ -180,6 +181,20 @@ impl Keygate {
     pub async fn update_own_account(&self, p: &Principal, req: UpdateAccountRequest) -> Result<Account, ApiError> {
         if req.rate_limit_per_minute.is_some() {
             return Err(ApiError::field("rate_limit_per_minute", "is read-only here; the operator sets it"));
+        }
+        // The account's settings bound every key of it: a narrower principal may not loosen them
+        // for the others (SPEC §4). A tenant-scoped key acts for its tenants, not the account.
+        if p.tenant_ids.is_some() {
+            return Err(AuthFailure::TenantNotAllowed.into());
+        }
+        if let (Some(own), Some(ips)) = (&p.allowed_ips, &req.allowed_ips) {
+            let mut v = Validator::default();
+            let wanted = v.ip_list("allowed_ips", ips);
+            v.finish()?;
+            let inside = wanted.iter().all(|net| own.iter().any(|outer| keygate_domain::ip::net_within(net, outer)));
+            if wanted.is_empty() || !inside {
+                return Err(ApiError::Escalation { exceeds: Exceeds::AllowedIps, required_scope: None });
+            }
         }
         let current = self.store.get_account(p.account.id).await?.ok_or(ApiError::NotFound("account"))?;
         self.apply_account_update(p, current, req).await

@@ -10,6 +10,7 @@
 //! - `shown_once`: a plaintext key appears in the one output that created it and nowhere else —
 //!   not in other responses, logs, later CLI output or the database files.
 //! - `quickstart`: the README's quickstart, step by step.
+//! - `security`: private files, and a hash secret that does not match the database's.
 //!
 //! Every child process is bounded in time and killed when its test ends.
 
@@ -18,5 +19,6 @@ mod support;
 mod commands;
 mod config;
 mod quickstart;
+mod security;
 mod serve;
 mod shown_once;

@@ -211,6 +211,12 @@ fn scenario(log_format: &str, rust_log: Option<&str>) {
         t.cli(label, sandbox.ok(&args));
     }
 
+    // --- A key pasted into a URL path: the log line masks it (SPEC §2).
+    let r = t.response("key in a path", http.get(&format!("/v1/api-keys/{k_rolled}"), &operator));
+    expect_status(&r, 404);
+    let r = t.response("key in an unknown path", http.get(&format!("/v1/keys/{k_cli_rolled}/x"), &operator));
+    expect_status(&r, 404);
+
     let r = t.response("metrics", http.send("GET", "/metrics", None, None));
     expect_status(&r, 200);
 
