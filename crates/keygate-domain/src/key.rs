@@ -151,36 +151,38 @@ impl KeyFormat {
 }
 
 impl KeyFormat {
-    /// `text` with every key-shaped run (`{prefix}_live_` or `{prefix}_test_` followed by 36 or
-    /// more letters and digits, checksum or not) replaced by its masked form `sk_live_...abc1`:
-    /// for logs and records of request lines, where a client may have pasted a key (SPEC §2).
+    /// `text` with the secret part of every key-shaped run masked: wherever `_live_` or `_test_`
+    /// is followed by 36 or more letters and digits (a key's body and checksum, valid or not),
+    /// those are replaced by `...` and their last four characters, so `sk_live_…abc1` becomes
+    /// `sk_live_...abc1`, the masked form. For logs and records of request lines, where a client may
+    /// have pasted a key (SPEC §2). The marker, not the prefix, starts a run: a key whose prefix is
+    /// swallowed by the run before it (or by another prefix) is still masked. `text` is returned
+    /// borrowed when nothing was masked.
     #[must_use]
     pub fn mask_keys<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
-        let head_len = self.prefix.len() + 6;
-        let is_head = |s: &str| {
-            s.len() >= head_len
-                && s.starts_with(self.prefix.as_str())
-                && matches!(&s.as_bytes()[self.prefix.len()..head_len], b"_live_" | b"_test_")
-        };
-        let tail_at = |s: &str| s.bytes().take_while(u8::is_ascii_alphanumeric).count();
+        const MARKER_LEN: usize = 6;
+        let bytes = text.as_bytes();
         let mut out = String::new();
         let mut copied = 0;
         let mut i = 0;
-        while let Some(found) = text[i..].find(self.prefix.as_str()) {
-            let start = i + found;
-            let rest = &text[start..];
-            let tail = if is_head(rest) { tail_at(&rest[head_len..]) } else { 0 };
-            if tail >= TAIL_LEN {
-                let end = start + head_len + tail;
-                out.push_str(&text[copied..start]);
-                out.push_str(&text[start..start + head_len]);
-                out.push_str("...");
-                out.push_str(&text[end - 4..end]);
-                copied = end;
-                i = end;
-            } else {
-                i = start + self.prefix.len();
+        while i + MARKER_LEN <= bytes.len() {
+            let marker = &bytes[i..i + MARKER_LEN];
+            if marker != b"_live_" && marker != b"_test_" {
+                i += 1;
+                continue;
             }
+            let tail_start = i + MARKER_LEN;
+            let tail = bytes[tail_start..].iter().take_while(|b| b.is_ascii_alphanumeric()).count();
+            if tail < TAIL_LEN {
+                i += 1;
+                continue;
+            }
+            let end = tail_start + tail;
+            out.push_str(&text[copied..tail_start]);
+            out.push_str("...");
+            out.push_str(&text[end - 4..end]);
+            copied = end;
+            i = end;
         }
         if copied == 0 {
             return std::borrow::Cow::Borrowed(text);
@@ -376,6 +378,15 @@ mod tests {
         assert!(!f.mask_keys(&broken).contains(&broken[8..]), "a bad checksum is still key-shaped");
         for untouched in ["/v1/calls/sk_live_short", "/v1/sk/sk_", "nothing here", "/v1/sk_prod_abc"] {
             assert_eq!(f.mask_keys(untouched), untouched);
+        }
+        // A key whose prefix ends a key-shaped run before it, and a key under another prefix.
+        let swallowed = format!("sk_live_{}{k}", "0".repeat(34));
+        let masked = f.mask_keys(&swallowed);
+        assert!(!masked.contains(&k[8..]), "{masked}");
+        let other = KeyFormat::new("kk").map(|kk| kk.generate(Environment::Test)).ok();
+        if let Some(other) = other {
+            let line = format!("kkk{}", other.expose());
+            assert!(!f.mask_keys(&line).contains(&other.expose()[8..]));
         }
     }
 
