@@ -40,7 +40,7 @@ pub fn bearer_token(value: &str) -> Option<&str> {
 /// # Errors
 /// `missing_api_key` when there is none; `ambiguous_credentials` for two different ones;
 /// `invalid_api_key` for an `Authorization` value that is not a Bearer token, or a header value
-/// that is not visible ASCII.
+/// that is not visible ASCII. A blank `X-API-Key` presents nothing.
 pub fn credential<'a>(
     authorization: impl IntoIterator<Item = &'a [u8]>,
     api_key: impl IntoIterator<Item = &'a [u8]>,
@@ -58,14 +58,23 @@ pub fn credential<'a>(
             }
         }
     };
+    let visible = |v: &'a [u8]| -> Result<&'a str, AuthFailure> {
+        if v.iter().all(|b| (0x20..0x7f).contains(b)) {
+            std::str::from_utf8(v).map_err(|_| AuthFailure::InvalidKey)
+        } else {
+            Err(AuthFailure::InvalidKey)
+        }
+    };
     for v in authorization {
-        let v = std::str::from_utf8(v).map_err(|_| AuthFailure::InvalidKey)?;
-        let token = bearer_token(v).ok_or(AuthFailure::InvalidKey)?;
+        let token = bearer_token(visible(v)?).ok_or(AuthFailure::InvalidKey)?;
         offer(Cow::Borrowed(token), CredentialSource::Bearer)?;
     }
     for v in api_key {
-        let v = std::str::from_utf8(v).map_err(|_| AuthFailure::InvalidKey)?;
-        offer(Cow::Borrowed(v.trim()), CredentialSource::ApiKeyHeader)?;
+        // A blank X-API-Key presents nothing.
+        let v = visible(v)?.trim();
+        if !v.is_empty() {
+            offer(Cow::Borrowed(v), CredentialSource::ApiKeyHeader)?;
+        }
     }
     if allow_query && let Some(q) = query {
         for (k, v) in form_urlencoded::parse(q.as_bytes()) {
@@ -78,14 +87,15 @@ pub fn credential<'a>(
 }
 
 /// `query` without the parameters that carry `credential`: every `appid` parameter when
-/// `strip_appid` is set, and any parameter whose decoded value is the credential itself,
-/// whatever its name. Everything else is kept exactly as the client wrote it, in order. SPEC §10:
+/// `strip_appid` is set, and any parameter whose decoded name or value contains the credential,
+/// whatever its name (`token=<key>`, `auth=Bearer%20<key>`, `<key>=1`). Everything else is kept exactly as the client wrote it, in order. SPEC §10:
 /// the credential never reaches the upstream.
 #[must_use]
 pub fn query_without_credential<'a>(query: &'a str, credential: &str, strip_appid: bool) -> Cow<'a, str> {
     let carries = |pair: &str| {
         let Some((name, value)) = form_urlencoded::parse(pair.as_bytes()).next() else { return false };
-        (strip_appid && name == QUERY_CREDENTIAL) || (!credential.is_empty() && value == credential)
+        (strip_appid && name == QUERY_CREDENTIAL)
+            || (!credential.is_empty() && (value.contains(credential) || name.contains(credential)))
     };
     if !query.split('&').any(carries) {
         return Cow::Borrowed(query);
@@ -108,13 +118,24 @@ pub enum TargetError {
     EmptySegment,
     #[error("The path contains an encoded NUL or control character.")]
     ControlCharacter,
+    #[error(
+        "The path percent-encodes a letter, digit or one of `-._~`; send those characters as they are (RFC 3986 §6.2.2.2)."
+    )]
+    EncodedUnreserved,
+    #[error("The path contains `;` (a path parameter some servers strip before routing); leave it out.")]
+    PathParameter,
+    #[error("The path percent-encodes bytes that are not UTF-8.")]
+    NotUtf8,
 }
 
 /// Checks that a request's path is in the one canonical form keygate authorises and forwards
-/// (SPEC §10): no dot segments (`.`/`..`, percent-encoded in any case, before a `;` parameter, or
-/// after decoding twice), no encoded `/` or `\` and no literal `\`, no empty segment, no encoded
-/// control character. Such a path is refused rather than rewritten, so what keygate authorised is
-/// exactly what the upstream serves, however the upstream normalises.
+/// (SPEC §10): no dot segments (`.`/`..`, percent-encoded in any case, or after decoding twice),
+/// no encoded `/` or `\` and no literal `\`, no empty segment, no encoded control character, no
+/// percent-encoded unreserved character (`%72` for `r`: an upstream decoding it would route
+/// elsewhere than keygate matched; RFC 3986 §6.2.2.2), no `;` path parameter (servlet containers
+/// drop it before routing), no encoded bytes that are not UTF-8 (overlong forms of `.` and `/`).
+/// Such a path is refused rather than rewritten, so what keygate authorised is exactly what the
+/// upstream serves, however the upstream normalises.
 ///
 /// # Errors
 /// The first way `path` is not canonical.
@@ -126,6 +147,9 @@ pub fn check_path(path: &str) -> Result<(), TargetError> {
     if path.contains('\\') {
         return Err(TargetError::EncodedSeparator);
     }
+    if path.contains(';') {
+        return Err(TargetError::PathParameter);
+    }
     // A trailing `/` is a resource of its own to routing and upstreams alike; only an empty
     // segment inside the path is refused.
     let rest = rest.strip_suffix('/').unwrap_or(rest);
@@ -136,7 +160,7 @@ pub fn check_path(path: &str) -> Result<(), TargetError> {
         // Decoded up to three times: an upstream that decodes again must not find `..` either.
         let mut current: Cow<'_, str> = Cow::Borrowed(segment);
         for _ in 0..3 {
-            let decoded = percent_decode(&current);
+            let Some(decoded) = percent_decode(&current) else { return Err(TargetError::NotUtf8) };
             let bytes = decoded.as_bytes();
             if bytes.iter().any(|&b| b == b'/' || b == b'\\') {
                 return Err(TargetError::EncodedSeparator);
@@ -144,7 +168,7 @@ pub fn check_path(path: &str) -> Result<(), TargetError> {
             if bytes.iter().any(|&b| b < 0x20 || b == 0x7f) {
                 return Err(TargetError::ControlCharacter);
             }
-            // `..;x` is `..` to servlet containers (path parameters).
+            // `..;x` is `..` to servlet containers (path parameters), also once decoded.
             let bare = decoded.split(';').next().unwrap_or_default();
             if bare == "." || bare == ".." || decoded == "." || decoded == ".." {
                 return Err(TargetError::DotSegment);
@@ -155,14 +179,38 @@ pub fn check_path(path: &str) -> Result<(), TargetError> {
             current = Cow::Owned(decoded.into_owned());
         }
     }
+    if encodes_unreserved(path) {
+        return Err(TargetError::EncodedUnreserved);
+    }
     Ok(())
 }
 
-/// Percent-decodes `s` once, bytes that are not valid UTF-8 replaced (they can form no `.`).
-fn percent_decode(s: &str) -> Cow<'_, str> {
+/// Does `path` percent-encode an unreserved character (ALPHA, DIGIT, `-`, `.`, `_`, `~`)?
+fn encodes_unreserved(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    bytes.windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!((hex(w[1]), hex(w[2])), (Some(h), Some(l))
+                if { let c = h << 4 | l; c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') })
+    })
+}
+
+/// Percent-decodes `s` once, bytes that are not UTF-8 replaced: for showing a path (in a log line),
+/// never for deciding anything.
+#[must_use]
+pub fn percent_decode_lossy(s: &str) -> String {
+    String::from_utf8_lossy(&decode_bytes(s)).into_owned()
+}
+
+/// Percent-decodes `s` once; `None` when the decoded bytes are not UTF-8.
+fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
     if !s.contains('%') {
-        return Cow::Borrowed(s);
+        return Some(Cow::Borrowed(s));
     }
+    String::from_utf8(decode_bytes(s)).ok().map(Cow::Owned)
+}
+
+fn decode_bytes(s: &str) -> Vec<u8> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -177,7 +225,7 @@ fn percent_decode(s: &str) -> Cow<'_, str> {
             i += 1;
         }
     }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+    out
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -228,6 +276,9 @@ mod tests {
         assert_eq!(cred(&[], &[], Some("a=1&appid=k%31"), true), Ok(("k1".into(), Query)));
         assert_eq!(cred(&[], &[], Some("appid=k1"), false), Err("missing_api_key"));
         assert_eq!(cred(&["Basic dXNlcg=="], &[], None, false), Err("invalid_api_key"));
+        assert_eq!(cred(&[], &["ké"], None, false), Err("invalid_api_key"), "not visible ASCII");
+        assert_eq!(cred(&[], &["  "], None, false), Err("missing_api_key"), "blank is absent");
+        assert_eq!(cred(&["Bearer k1"], &[""], None, false), Ok(("k1".into(), Bearer)));
     }
 
     #[test]
@@ -238,12 +289,16 @@ mod tests {
         assert_eq!(query_without_credential("page=2&appid=other", k, false), "page=2&appid=other");
         assert_eq!(query_without_credential("token=sk%5Flive%5Fabc&b=two%20words", k, false), "b=two%20words");
         assert_eq!(query_without_credential("app%69d=x&c=%7E&d=1+2&flag", k, true), "c=%7E&d=1+2&flag");
+        assert_eq!(query_without_credential("x=Bearer%20sk_live_abc&y=sk_live_abc%0A&z=1", k, false), "z=1");
+        assert_eq!(query_without_credential("sk_live_abc=1&z=1", k, false), "z=1", "in a name too");
         assert!(matches!(query_without_credential("a=1&b=2", k, true), Cow::Borrowed("a=1&b=2")));
     }
 
     #[test]
     fn canonical_paths_pass() {
-        for p in ["/", "/v1/calls", "/v1/calls/c-1/recording", "/v1/files/a.b/..c/...", "/v1/x/%20y", "/v1/a%2Eb"] {
+        for p in
+            ["/", "/v1/calls", "/v1/calls/c-1/recording", "/v1/files/a.b/..c/...", "/v1/x/%20y", "/v1/%C3%A9t%C3%A9"]
+        {
             assert_eq!(check_path(p), Ok(()), "{p}");
         }
     }
@@ -260,8 +315,6 @@ mod tests {
             "/v1/calls/%2e./recording",
             "/v1/calls/%2e/recording",
             "/v1/calls/%252e%252e/recording",
-            "/v1/calls/..;/recording",
-            "/v1/calls/..;x=1/recording",
             "/v1/calls/%2e%2e%3b/recording",
         ] {
             assert_eq!(check_path(p), Err(TargetError::DotSegment), "{p}");
@@ -278,6 +331,22 @@ mod tests {
         assert_eq!(check_path("/v1/calls/"), Ok(()), "a trailing slash is a path of its own");
         assert_eq!(check_path("/v1/calls%00.json"), Err(TargetError::ControlCharacter));
         assert_eq!(check_path("v1/calls"), Err(TargetError::NotAPath));
+        for p in [
+            "/v1/calls/%72ecordings",
+            "/v1/calls/rec%4Frdings",
+            "/v1/calls/%7Ex",
+            "/v1/calls/a%2Db",
+            "/v1/a%5Fb",
+            "/v1/a%2Eb",
+        ] {
+            assert_eq!(check_path(p), Err(TargetError::EncodedUnreserved), "{p}");
+        }
+        for p in ["/v1/calls/..;/recording", "/v1/calls/recordings;x", "/v1/calls;jsessionid=1/x"] {
+            assert_eq!(check_path(p), Err(TargetError::PathParameter), "{p}");
+        }
+        for p in ["/v1/calls/%c0%ae%c0%ae/recording", "/v1/calls/%ff"] {
+            assert_eq!(check_path(p), Err(TargetError::NotUtf8), "{p}");
+        }
         assert_eq!(check_path("*"), Err(TargetError::NotAPath));
     }
 }

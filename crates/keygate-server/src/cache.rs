@@ -255,8 +255,8 @@ impl KeyStore for CachedStore {
         Ok(self.cache.credential(hash, &*self.inner).await?.map(|c| (c.key.clone(), c.account.clone())))
     }
 
-    async fn create_key(&self, key: &ApiKey, audit: &AuditEvent) -> Result<()> {
-        self.inner.create_key(key, audit).await?;
+    async fn create_key(&self, key: &ApiKey, audit: &AuditEvent, max_keys: u64) -> Result<()> {
+        self.inner.create_key(key, audit, max_keys).await?;
         self.cache.unknown.invalidate(&key.hash);
         Ok(())
     }
@@ -275,8 +275,8 @@ impl KeyStore for CachedStore {
         result
     }
 
-    async fn roll_key(&self, old: &ApiKey, new: &ApiKey, audit: &AuditEvent) -> Result<()> {
-        let result = self.inner.roll_key(old, new, audit).await;
+    async fn roll_key(&self, old: &ApiKey, new: &ApiKey, audit: &AuditEvent, max_keys: u64) -> Result<()> {
+        let result = self.inner.roll_key(old, new, audit, max_keys).await;
         self.cache.evict_key(old.id);
         self.cache.unknown.invalidate(&new.hash);
         result
@@ -290,10 +290,6 @@ impl KeyStore for CachedStore {
 
     async fn record_key_usage(&self, usage: &[KeyUsage]) -> Result<()> {
         self.inner.record_key_usage(usage).await
-    }
-
-    async fn count_keys(&self, account: AccountId) -> Result<u64> {
-        self.inner.count_keys(account).await
     }
 }
 
@@ -326,8 +322,8 @@ impl AccountStore for CachedStore {
 
 #[async_trait]
 impl TenantStore for CachedStore {
-    async fn create_tenant(&self, tenant: &Tenant, audit: &AuditEvent) -> Result<()> {
-        let result = self.inner.create_tenant(tenant, audit).await;
+    async fn create_tenant(&self, tenant: &Tenant, audit: &AuditEvent, max_tenants: u64) -> Result<()> {
+        let result = self.inner.create_tenant(tenant, audit, max_tenants).await;
         self.cache.evict_tenant(tenant.account_id, tenant.id);
         result
     }
@@ -356,10 +352,6 @@ impl TenantStore for CachedStore {
         let result = self.inner.update_tenant(tenant, audit).await;
         self.cache.evict_tenant(tenant.account_id, tenant.id);
         result
-    }
-
-    async fn count_tenants(&self, account: AccountId) -> Result<u64> {
-        self.inner.count_tenants(account).await
     }
 }
 

@@ -124,6 +124,16 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Conflict("operator_exists") => Self::Conflict("The operator account already exists.".into()),
             StoreError::Conflict(rule) => Self::Conflict(format!("The change conflicts with existing data ({rule}).")),
+            // OWASP API4: per-account caps, counted and enforced in the write transaction.
+            StoreError::LimitReached { what: "tenants", max } => Self::Conflict(format!(
+                "This account holds {max} tenants, the most it may have. Ask the operator to raise \
+                 limits.max_tenants_per_account."
+            )),
+            StoreError::LimitReached { max, .. } => Self::Conflict(format!(
+                "This account holds {max} API keys, the most it may have. Delete keys it no longer needs \
+                 (revoked and expired keys count until deleted), or ask the operator to raise \
+                 limits.max_keys_per_account."
+            )),
             e @ StoreError::Unavailable(_) => Self::Unavailable(e),
             e @ (StoreError::Corrupt(_) | StoreError::Migrate(_)) => Self::Internal(e.to_string()),
         }

@@ -383,16 +383,13 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     HeaderName::from_static("proxy-connection"),
 ];
 /// Headers an upstream might trust for routing, method or identity (SPEC §10): removed from every
-/// forwarded request, since only keygate may say these things (it sets `X-Forwarded-For`).
-const UNTRUSTED: [HeaderName; 19] = [
+/// forwarded request, since only keygate may say these things (it sets `X-Forwarded-For`). Every
+/// `X-Forwarded-*` goes too ([`is_untrusted`]), and every header whose name holds an `_`: CGI and
+/// WSGI servers read `X_Keygate_Key_Id` as `X-Keygate-Key-Id` (nginx drops such headers by
+/// default for the same reason).
+const UNTRUSTED: [HeaderName; 24] = [
     header::FORWARDED,
     HeaderName::from_static("x-real-ip"),
-    HeaderName::from_static("x-forwarded-host"),
-    HeaderName::from_static("x-forwarded-proto"),
-    HeaderName::from_static("x-forwarded-port"),
-    HeaderName::from_static("x-forwarded-prefix"),
-    HeaderName::from_static("x-forwarded-server"),
-    HeaderName::from_static("x-forwarded-scheme"),
     HeaderName::from_static("x-http-method-override"),
     HeaderName::from_static("x-http-method"),
     HeaderName::from_static("x-method-override"),
@@ -404,7 +401,25 @@ const UNTRUSTED: [HeaderName; 19] = [
     HeaderName::from_static("true-client-ip"),
     HeaderName::from_static("cf-connecting-ip"),
     HeaderName::from_static("x-cluster-client-ip"),
+    HeaderName::from_static("client-ip"),
+    HeaderName::from_static("x-original-method"),
+    HeaderName::from_static("x-envoy-original-path"),
+    HeaderName::from_static("x-envoy-internal"),
+    HeaderName::from_static("remote-user"),
+    HeaderName::from_static("x-remote-user"),
+    HeaderName::from_static("x-user"),
+    HeaderName::from_static("x-authenticated-user"),
+    HeaderName::from_static("x-auth-request-user"),
+    HeaderName::from_static("x-auth-request-email"),
+    HeaderName::from_static("x-auth-request-groups"),
 ];
+
+/// Whether a client's header is one only keygate may set: the fixed list above, any
+/// `X-Forwarded-*` or `X-Keygate-*`, or a name with an `_` (an alias of a dashed name to CGI).
+fn is_untrusted(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n.contains('_') || n.starts_with("x-forwarded-") || n.starts_with("x-keygate-") || UNTRUSTED.contains(name)
+}
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 const X_TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
 const X_KEYGATE_ACCOUNT_ID: HeaderName = HeaderName::from_static("x-keygate-account-id");
@@ -457,14 +472,11 @@ async fn forward(
 
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
-    let forged: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("x-keygate-")).cloned().collect();
+    let forged: Vec<HeaderName> = headers.keys().filter(|k| is_untrusted(k)).cloned().collect();
     for name in forged {
         headers.remove(name);
     }
     for name in [header::HOST, header::AUTHORIZATION, X_API_KEY] {
-        headers.remove(name);
-    }
-    for name in &UNTRUSTED {
         headers.remove(name);
     }
     let set = |headers: &mut HeaderMap, name: HeaderName, value: String| {
@@ -503,6 +515,8 @@ async fn forward(
     // Answer in the client's HTTP version, not the upstream's (an HTTP/1.0 upstream must not
     // turn keygate's own connection into HTTP/1.0).
     head.version = parts.version;
+    // The upstream's own answer: keygate's no-store default does not apply to it.
+    head.extensions.insert(crate::middleware::FromUpstream);
     Ok(Response::from_parts(head, Body::new(incoming)))
 }
 

@@ -77,8 +77,9 @@ pub fn note_caller(account: AccountId, key: KeyId, client_ip: IpAddr, deprecated
     });
 }
 
-/// An incoming id is kept when it is 1–128 safe characters; otherwise a new `req_…` is made.
-fn request_id(req: &Request) -> String {
+/// An incoming id is kept when it is 1–128 safe characters and not key-shaped (an id is logged,
+/// stored and forwarded); otherwise a new `req_…` is made.
+fn request_id(req: &Request, key_format: &keygate_domain::KeyFormat) -> String {
     req.headers()
         .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
@@ -86,8 +87,19 @@ fn request_id(req: &Request) -> String {
             !s.is_empty()
                 && s.len() <= 128
                 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+                && matches!(key_format.mask_keys(s), std::borrow::Cow::Borrowed(_))
         })
         .map_or_else(|| RequestId::generate().to_string(), str::to_owned)
+}
+
+/// A request line's path as the log shows it: percent-decoded when it holds escapes (so an encoded
+/// key is seen), then with every key-shaped string masked (SPEC §2).
+fn loggable(key_format: &keygate_domain::KeyFormat, path: &str) -> String {
+    if !path.contains('%') {
+        return key_format.mask_keys(path).into_owned();
+    }
+    let decoded = keygate_domain::request::percent_decode_lossy(path);
+    key_format.mask_keys(&decoded).into_owned()
 }
 
 /// Gives the request an id, makes it available to errors, logs the request, queues its
@@ -95,7 +107,7 @@ fn request_id(req: &Request) -> String {
 /// where a deprecated credential was used) on the response.
 pub async fn request_context(State(context): State<RequestContext>, req: Request, next: Next) -> Response {
     let RequestContext { recorder, key_format } = context;
-    let id = request_id(&req);
+    let id = request_id(&req, &key_format);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
@@ -141,14 +153,16 @@ pub async fn request_context(State(context): State<RequestContext>, req: Request
         (None, Some(r)) => r,
         (None, None) => "unmatched".into(),
     };
-    let path = key_format.mask_keys(&path);
+    let path = loggable(&key_format, &path);
+    // An extension method is any token, a pasted key included.
+    let logged_method = key_format.mask_keys(method.as_str());
     metrics::counter!("keygate_requests_total", "outcome" => code, "route" => route.to_string()).increment(1);
     metrics::histogram!("keygate_request_duration_seconds").record(elapsed);
     // The ids are formatted by the log line itself, only when it is enabled.
     let client_ip = caller.map_or(peer, |(_, _, ip)| Some(ip));
     tracing::info!(
         target: "keygate::request",
-        request_id = %id, method = %method, path = %path, status, outcome = code,
+        request_id = %id, method = %logged_method, path = %path, status, outcome = code,
         account_id = caller.map(|(a, _, _)| tracing::field::display(a)),
         key_id = caller.map(|(_, k, _)| tracing::field::display(k)),
         client_ip = client_ip.map(tracing::field::display), latency_ms,
@@ -173,9 +187,16 @@ pub async fn request_context(State(context): State<RequestContext>, req: Request
     response
 }
 
-/// `Cache-Control: no-store` unless the handler set its own.
+/// Marks a response that is the gateway's upstream's own, not keygate's.
+#[derive(Debug, Clone, Copy)]
+pub struct FromUpstream;
+
+/// `Cache-Control: no-store` on everything keygate answers itself (its API, its errors, the
+/// gateway's refusals), unless the handler set its own; an upstream's response keeps its headers.
 pub async fn no_store(mut response: Response) -> Response {
-    response.headers_mut().entry(axum::http::header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    if response.extensions().get::<FromUpstream>().is_none() {
+        response.headers_mut().entry(axum::http::header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    }
     response
 }
 

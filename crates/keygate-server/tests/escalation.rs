@@ -348,6 +348,20 @@ async fn a_test_key_cannot_touch_live_keys(app: TestApp) {
     let r = app.delete(&test_key, &format!("/v1/api-keys/{live_id}")).await;
     assert_escalation(&r, "environment", None);
 
+    // Tenants and the account's settings guard live traffic too: a test key reads, not writes.
+    let tenant = str_of(&app.create_tenant(&p.key, json!({"name": "shared"})).await["id"]);
+    for (method, path, body) in [
+        (reqwest::Method::PATCH, "/v1/account".to_owned(), json!({"allowed_ips": []})),
+        (reqwest::Method::POST, "/v1/tenants".to_owned(), json!({"name": "t"})),
+        (reqwest::Method::PATCH, format!("/v1/tenants/{tenant}"), json!({"name": "x"})),
+        (reqwest::Method::POST, format!("/v1/tenants/{tenant}/suspend"), json!({})),
+    ] {
+        let r = common::send(app.request(method, &path, &test_key).json(&body)).await;
+        assert_escalation(&r, "environment", None);
+    }
+    assert_eq!(app.get(&test_key, &format!("/v1/tenants/{tenant}")).await.expect_status(200)["status"], "active");
+    assert_eq!(app.get(&test_key, "/v1/account").await.status, 200);
+
     // Test keys it may make (by default, without naming the environment), and live keys may make test keys.
     let made = app.create_key(&test_key, json!({"name": "another"})).await;
     assert_eq!(made["environment"], "test");

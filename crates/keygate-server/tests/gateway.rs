@@ -1370,6 +1370,10 @@ async fn dot_segments_and_odd_targets_are_refused_before_anything(app: TestApp, 
         "/v1/files/%2e%2e/%2e%2e/recording",
         "/v1//recording",
         "/v1/calls/c-1%00/recording",
+        "/v1/calls/c-1/%72ecording",
+        "/v1/calls/c-1/rec%6Frding",
+        "/v1/calls/c-1/recording;x=1",
+        "/v1/calls/%c0%ae%c0%ae/recording",
     ] {
         for key in [&calls_reader, &p.key] {
             let (status, text) = raw(&app, &get_as_is(target, key)).await;
@@ -1432,6 +1436,17 @@ async fn headers_an_upstream_trusts_are_removed(app: TestApp, _up: Upstream) {
         ("x-rewrite-url", "/v1/admin"),
         ("x-client-ip", "1.2.3.4"),
         ("true-client-ip", "1.2.3.4"),
+        ("x-forwarded-user", "admin"),
+        ("x-forwarded-uri", "/v1/admin"),
+        ("x-original-method", "DELETE"),
+        ("x-envoy-original-path", "/v1/admin"),
+        ("remote-user", "admin"),
+        // CGI and WSGI read `_` as `-`: these would alias keygate's own headers.
+        ("x_keygate_tenant_id", "ten_forged"),
+        ("x_keygate_scopes", "*"),
+        ("x_tenant_id", "ten_forged"),
+        ("x_real_ip", "6.6.6.6"),
+        ("x_api_key", "sk_live_forged"),
     ];
     let mut request = app.request(Method::GET, "/v1/calls/c-1", &reader).header("x-kept", "1");
     for (name, value) in trusted {
@@ -1445,6 +1460,16 @@ async fn headers_an_upstream_trusts_are_removed(app: TestApp, _up: Upstream) {
     assert_eq!(seen(e, "x-kept"), Some("1"), "other headers pass");
     assert_eq!(e["method"], "GET");
     assert_eq!(seen(e, "x-forwarded-for"), Some("127.0.0.1"), "keygate's own");
+    assert_eq!(seen(e, "x-keygate-scopes"), Some("calls:read"), "keygate's own, alone");
+    assert!(e["headers"].as_object().is_some_and(|h| h.keys().all(|k| !k.contains('_'))), "{e}");
+    // The upstream's answer keeps its own caching headers; keygate's refusals are no-store.
+    assert_eq!(r.header("cache-control"), None);
+    let refused = app.get(&reader, "/v1/recording").await;
+    assert_problem(&refused, 403, "insufficient_scope");
+    assert_eq!(refused.header("cache-control"), Some("no-store"));
+    for r in [app.get(&reader, "/v1/nothing").await, send(app.request(Method::PUT, "/v1/calls/c-1", &reader)).await] {
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{r:?}");
+    }
 }
 
 async fn the_credential_leaves_the_query_whichever_source_carried_it(app: TestApp, _up: Upstream) {
@@ -1459,6 +1484,10 @@ async fn the_credential_leaves_the_query_whichever_source_carried_it(app: TestAp
     let encoded = p.key.replace('_', "%5F");
     let r = send(app.request(Method::GET, &format!("/v1/calls/c-1?token={encoded}&page=3"), &p.key)).await;
     assert_eq!(echo(&r)["query"], "page=3");
+    // Inside a longer value or as a name, too.
+    let query = format!("x=Bearer%20{}&y={}%0A&{}=1&page=4", p.key, p.key, p.key);
+    let r = send(app.request(Method::GET, &format!("/v1/calls/c-1?{query}"), &p.key)).await;
+    assert_eq!(echo(&r)["query"], "page=4");
     let e = echo(&r);
     assert!(!e.to_string().contains(&p.key), "the plaintext reached the upstream: {e}");
 }

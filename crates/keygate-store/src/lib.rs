@@ -36,6 +36,10 @@ pub enum StoreError {
     /// A stored row could not be read back as a domain object.
     #[error("stored data is not valid: {0}")]
     Corrupt(String),
+    /// An insert would take an account past its cap of `max` rows in `what` (`api_keys`,
+    /// `tenants`); nothing was written.
+    #[error("limit reached: {max} {what}")]
+    LimitReached { what: &'static str, max: u64 },
     /// Migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -141,37 +145,35 @@ pub trait AccountStore: Send + Sync {
 #[async_trait]
 pub trait TenantStore: Send + Sync {
     /// [`StoreError::Conflict`]`("tenant_external_id")` when the account already has a tenant with
-    /// that `external_id`.
-    async fn create_tenant(&self, tenant: &Tenant, audit: &AuditEvent) -> Result<()>;
+    /// that `external_id`; [`StoreError::LimitReached`] when it has `max_tenants` already (counted
+    /// and inserted atomically; `u64::MAX` = no cap).
+    async fn create_tenant(&self, tenant: &Tenant, audit: &AuditEvent, max_tenants: u64) -> Result<()>;
     async fn get_tenant(&self, account: AccountId, id: TenantId) -> Result<Option<Tenant>>;
     /// Tenants of `account` among `ids` (for validating a key's tenant scope).
     async fn get_tenants(&self, account: AccountId, ids: &[TenantId]) -> Result<Vec<Tenant>>;
     async fn list_tenants(&self, account: AccountId, filter: &TenantFilter, page: &Page) -> Result<Vec<Tenant>>;
     /// Same conflict rule as `create_tenant`.
     async fn update_tenant(&self, tenant: &Tenant, audit: &AuditEvent) -> Result<()>;
-    /// How many tenants `account` has, whatever their status (backs the per-account cap,
-    /// OWASP API4).
-    async fn count_tenants(&self, account: AccountId) -> Result<u64>;
 }
 
 #[async_trait]
 pub trait KeyStore: Send + Sync {
-    async fn create_key(&self, key: &ApiKey, audit: &AuditEvent) -> Result<()>;
+    /// [`StoreError::LimitReached`] when the account holds `max_keys` keys already (counted and
+    /// inserted atomically; `u64::MAX` = no cap).
+    async fn create_key(&self, key: &ApiKey, audit: &AuditEvent, max_keys: u64) -> Result<()>;
     async fn get_key(&self, account: AccountId, id: KeyId) -> Result<Option<ApiKey>>;
     /// The credential lookup: the key with this hash and its account, in one query.
     async fn find_key_by_hash(&self, hash: &KeyHash) -> Result<Option<(ApiKey, Account)>>;
     async fn list_keys(&self, account: AccountId, filter: &KeyFilter, page: &Page) -> Result<Vec<ApiKey>>;
     /// Writes every mutable field of `key` (settings, revocation, expiry).
     async fn update_key(&self, key: &ApiKey, audit: &AuditEvent) -> Result<()>;
-    /// Inserts `new` and updates `old` (its shortened expiry) together.
-    async fn roll_key(&self, old: &ApiKey, new: &ApiKey, audit: &AuditEvent) -> Result<()>;
+    /// Inserts `new` and updates `old` (its shortened expiry) together; the cap as for
+    /// `create_key`.
+    async fn roll_key(&self, old: &ApiKey, new: &ApiKey, audit: &AuditEvent, max_keys: u64) -> Result<()>;
     /// Removes the key for good; `false` when it did not exist.
     async fn delete_key(&self, account: AccountId, id: KeyId, audit: &AuditEvent) -> Result<bool>;
     /// Sets `last_used_at`/`last_used_ip` for each key (the latest use wins).
     async fn record_key_usage(&self, usage: &[KeyUsage]) -> Result<()>;
-    /// How many keys `account` has stored: every one, revoked and expired included (backs the
-    /// per-account cap, OWASP API4). Deleted keys are gone and not counted.
-    async fn count_keys(&self, account: AccountId) -> Result<u64>;
 }
 
 #[async_trait]

@@ -235,7 +235,10 @@ async fn seed_account(store: &Arc<dyn Store>, name: &str) -> (Account, ApiKey) {
 }
 
 async fn create_key(store: &Arc<dyn Store>, key: &ApiKey) {
-    store.create_key(key, &audit(key.account_id, "api_key.created", &key.id.to_string())).await.expect("create key");
+    store
+        .create_key(key, &audit(key.account_id, "api_key.created", &key.id.to_string()), u64::MAX)
+        .await
+        .expect("create key");
 }
 
 fn page(limit: u32) -> Page {
@@ -345,7 +348,7 @@ both_backends!(key_round_trips_every_field);
 async fn key_round_trips_every_field(store: Arc<dyn Store>) {
     let (account, _) = seed_account(&store, "Acme").await;
     let tenant = new_tenant(account.id, "T", None);
-    store.create_tenant(&tenant, &audit(account.id, "tenant.created", "t")).await.expect("tenant");
+    store.create_tenant(&tenant, &audit(account.id, "tenant.created", "t"), u64::MAX).await.expect("tenant");
 
     let mut full = new_key(account.id, "Production CRM Integration");
     full.environment = Environment::Test;
@@ -404,7 +407,7 @@ async fn a_duplicate_key_hash_is_a_conflict(store: Arc<dyn Store>) {
     let mut copy = new_key(account.id, "copy");
     copy.hash = first.hash;
     let err = store
-        .create_key(&copy, &audit(account.id, "api_key.created", &copy.id.to_string()))
+        .create_key(&copy, &audit(account.id, "api_key.created", &copy.id.to_string()), u64::MAX)
         .await
         .expect_err("same hash");
     assert!(matches!(err, StoreError::Conflict("key_hash")), "{err:?}");
@@ -559,7 +562,7 @@ async fn roll_key_inserts_the_new_key_and_shortens_the_old(store: Arc<dyn Store>
     shortened.expires_at = Some(time::now() + Duration::hours(1));
     shortened.updated_at = time::now();
     let event = audit(account.id, "api_key.rolled", &old.id.to_string());
-    store.roll_key(&shortened, &new, &event).await.expect("roll");
+    store.roll_key(&shortened, &new, &event, u64::MAX).await.expect("roll");
 
     assert_eq!(store.get_key(account.id, old.id).await.expect("old"), Some(shortened));
     assert_eq!(store.get_key(account.id, new.id).await.expect("new"), Some(new.clone()));
@@ -576,8 +579,10 @@ async fn roll_key_inserts_the_new_key_and_shortens_the_old(store: Arc<dyn Store>
     clash.hash = new.hash;
     let mut shorter = old.clone();
     shorter.expires_at = Some(time::now());
-    let err =
-        store.roll_key(&shorter, &clash, &audit(account.id, "api_key.rolled", "x")).await.expect_err("hash clash");
+    let err = store
+        .roll_key(&shorter, &clash, &audit(account.id, "api_key.rolled", "x"), u64::MAX)
+        .await
+        .expect_err("hash clash");
     assert!(matches!(err, StoreError::Conflict("key_hash")), "{err:?}");
     let kept = store.get_key(account.id, old.id).await.expect("old").expect("still there");
     assert_ne!(kept.expires_at, shorter.expires_at);
@@ -654,59 +659,93 @@ async fn usage_is_recorded_in_batches_latest_wins(store: Arc<dyn Store>) {
     assert_eq!(all_audit(&store, account.id).await.len(), audit_before.len() + 1);
 }
 
-both_backends!(keys_are_counted_per_account_revoked_and_expired_included);
-async fn keys_are_counted_per_account_revoked_and_expired_included(store: Arc<dyn Store>) {
-    assert_eq!(store.count_keys(AccountId::generate()).await.expect("count"), 0, "an unknown account");
-    let (account, _) = seed_account(&store, "Acme").await;
+both_backends!(the_key_cap_counts_every_stored_key_of_the_account);
+async fn the_key_cap_counts_every_stored_key_of_the_account(store: Arc<dyn Store>) {
+    let (account, initial) = seed_account(&store, "Acme").await;
     let (other, _) = seed_account(&store, "Other").await;
-    assert_eq!(store.count_keys(account.id).await.expect("count"), 1, "the initial key");
-
-    let plain = new_key(account.id, "plain");
+    let capped = |key: ApiKey, max: u64| {
+        let store = Arc::clone(&store);
+        async move { store.create_key(&key, &audit(key.account_id, "api_key.created", "x"), max).await }
+    };
+    // The initial key is one of three; expired and revoked keys count.
     let mut expired = new_key(account.id, "expired");
     expired.expires_at = Some(ts("2020-01-01T00:00:00Z"));
+    capped(expired, 3).await.expect("the second of three");
     let revoked = new_key(account.id, "to be revoked");
-    for key in [&plain, &expired, &revoked] {
-        create_key(&store, key).await;
-    }
+    capped(revoked.clone(), 3).await.expect("the third of three");
     let mut now_revoked = revoked.clone();
     now_revoked.revoked_at = Some(time::now());
     store.update_key(&now_revoked, &audit(account.id, "api_key.revoked", "x")).await.expect("revoke");
-    for i in 0..3 {
-        create_key(&store, &new_key(other.id, &format!("other {i}"))).await;
-    }
-    assert_eq!(store.count_keys(account.id).await.expect("count"), 4, "revoked and expired keys count");
-    assert_eq!(store.count_keys(other.id).await.expect("count"), 4, "another account's keys are its own");
+    let refused = capped(new_key(account.id, "fourth"), 3).await.expect_err("a fourth key");
+    assert!(matches!(refused, StoreError::LimitReached { what: "api_keys", max: 3 }), "{refused:?}");
+    // A roll makes a key too; another account has its own count; deleting makes room.
+    let rolled = new_key(account.id, "rolled");
+    let err = store
+        .roll_key(&initial, &rolled, &audit(account.id, "api_key.rolled", "x"), 3)
+        .await
+        .expect_err("a roll past the cap");
+    assert!(matches!(err, StoreError::LimitReached { .. }), "{err:?}");
+    assert!(store.get_key(account.id, rolled.id).await.expect("get").is_none(), "nothing was written");
+    capped(new_key(other.id, "theirs"), 3).await.expect("another account");
+    store.delete_key(account.id, revoked.id, &audit(account.id, "api_key.deleted", "x")).await.expect("delete");
+    capped(new_key(account.id, "fourth"), 3).await.expect("room again");
+}
 
-    // A deleted key is gone, and no longer counted.
-    store.delete_key(account.id, plain.id, &audit(account.id, "api_key.deleted", "x")).await.expect("delete");
-    assert_eq!(store.count_keys(account.id).await.expect("count"), 3);
+both_backends!(concurrent_creates_never_pass_the_cap);
+async fn concurrent_creates_never_pass_the_cap(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let attempts = (0..24).map(|i| {
+        let store = Arc::clone(&store);
+        let key = new_key(account.id, &format!("racer {i}"));
+        tokio::spawn(async move { store.create_key(&key, &audit(key.account_id, "api_key.created", "x"), 5).await })
+    });
+    let mut made = 0;
+    for attempt in attempts.collect::<Vec<_>>() {
+        match attempt.await.expect("the task ran") {
+            Ok(()) => made += 1,
+            Err(StoreError::LimitReached { .. }) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(made, 4, "the initial key and four more: exactly the cap of five");
+    let tenants = (0..12).map(|i| {
+        let store = Arc::clone(&store);
+        let tenant = new_tenant(account.id, &format!("t{i}"), None);
+        tokio::spawn(async move { store.create_tenant(&tenant, &audit(account.id, "tenant.created", "t"), 3).await })
+    });
+    let mut made = 0;
+    for attempt in tenants.collect::<Vec<_>>() {
+        if attempt.await.expect("the task ran").is_ok() {
+            made += 1;
+        }
+    }
+    assert_eq!(made, 3);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Tenants.
 
-both_backends!(tenants_are_counted_per_account_whatever_their_status);
-async fn tenants_are_counted_per_account_whatever_their_status(store: Arc<dyn Store>) {
+both_backends!(the_tenant_cap_counts_tenants_whatever_their_status);
+async fn the_tenant_cap_counts_tenants_whatever_their_status(store: Arc<dyn Store>) {
     let (account, _) = seed_account(&store, "Acme").await;
     let (other, _) = seed_account(&store, "Other").await;
-    assert_eq!(store.count_tenants(account.id).await.expect("count"), 0);
-    assert_eq!(store.count_tenants(AccountId::generate()).await.expect("count"), 0, "an unknown account");
-
     let first = new_tenant(account.id, "first", Some("ext-1"));
     let second = new_tenant(account.id, "second", None);
     for tenant in [&first, &second] {
-        store.create_tenant(tenant, &audit(account.id, "tenant.created", "t")).await.expect("create");
+        store.create_tenant(tenant, &audit(account.id, "tenant.created", "t"), 2).await.expect("create");
     }
     let mut suspended = second.clone();
     suspended.status = AccountStatus::Suspended;
     store.update_tenant(&suspended, &audit(account.id, "tenant.suspended", "t")).await.expect("suspend");
-    store
-        .create_tenant(&new_tenant(other.id, "theirs", None), &audit(other.id, "tenant.created", "t"))
+    let err = store
+        .create_tenant(&new_tenant(account.id, "third", None), &audit(account.id, "tenant.created", "t"), 2)
         .await
-        .expect("other");
-
-    assert_eq!(store.count_tenants(account.id).await.expect("count"), 2, "suspended tenants count");
-    assert_eq!(store.count_tenants(other.id).await.expect("count"), 1);
+        .expect_err("a third tenant");
+    assert!(matches!(err, StoreError::LimitReached { what: "tenants", max: 2 }), "{err:?}");
+    store
+        .create_tenant(&new_tenant(other.id, "theirs", None), &audit(other.id, "tenant.created", "t"), 2)
+        .await
+        .expect("another account's tenants are its own");
 }
 
 both_backends!(tenant_round_trips_and_external_ids_are_unique_per_account);
@@ -718,23 +757,24 @@ async fn tenant_round_trips_and_external_ids_are_unique_per_account(store: Arc<d
     tenant.metadata = metadata(json!({"plan": "gold", "seats": 12, "tags": ["a", "b"]}));
     tenant.created_at = ts("2026-01-01T00:00:00Z");
     tenant.updated_at = ts("2026-01-02T00:00:00Z");
-    store.create_tenant(&tenant, &audit(account.id, "tenant.created", "t")).await.expect("create");
+    store.create_tenant(&tenant, &audit(account.id, "tenant.created", "t"), u64::MAX).await.expect("create");
     assert_eq!(store.get_tenant(account.id, tenant.id).await.expect("get"), Some(tenant.clone()));
 
     let changes_before = all_changes(&store).await;
     let clash = new_tenant(account.id, "Customer One again", Some("crm-1"));
-    let err = store.create_tenant(&clash, &audit(account.id, "tenant.created", "t")).await.expect_err("clash");
+    let err =
+        store.create_tenant(&clash, &audit(account.id, "tenant.created", "t"), u64::MAX).await.expect_err("clash");
     assert!(matches!(err, StoreError::Conflict("tenant_external_id")), "{err:?}");
     assert_eq!(store.get_tenant(account.id, clash.id).await.expect("get"), None);
     assert_eq!(all_changes(&store).await, changes_before);
 
     // The same external id in another account, and any number of tenants without one, are fine.
     let elsewhere = new_tenant(other.id, "Theirs", Some("crm-1"));
-    store.create_tenant(&elsewhere, &audit(other.id, "tenant.created", "t")).await.expect("other account");
+    store.create_tenant(&elsewhere, &audit(other.id, "tenant.created", "t"), u64::MAX).await.expect("other account");
     let anon1 = new_tenant(account.id, "No external id", None);
     let anon2 = new_tenant(account.id, "No external id either", None);
-    store.create_tenant(&anon1, &audit(account.id, "tenant.created", "t")).await.expect("anon 1");
-    store.create_tenant(&anon2, &audit(account.id, "tenant.created", "t")).await.expect("anon 2");
+    store.create_tenant(&anon1, &audit(account.id, "tenant.created", "t"), u64::MAX).await.expect("anon 1");
+    store.create_tenant(&anon2, &audit(account.id, "tenant.created", "t"), u64::MAX).await.expect("anon 2");
     assert_eq!(store.get_tenant(account.id, anon2.id).await.expect("get"), Some(anon2.clone()));
 
     // Updating into a taken external id is the same conflict; a free one is fine.
@@ -773,11 +813,15 @@ async fn tenants_list_filters_and_pages(store: Arc<dyn Store>) {
             t.status = AccountStatus::Suspended;
             suspended.push(t.id);
         }
-        store.create_tenant(&t, &audit(account.id, "tenant.created", "t")).await.expect("create");
+        store.create_tenant(&t, &audit(account.id, "tenant.created", "t"), u64::MAX).await.expect("create");
         ids.push(t.id);
     }
     store
-        .create_tenant(&new_tenant(other.id, "theirs", Some("ext-1")), &audit(other.id, "tenant.created", "t"))
+        .create_tenant(
+            &new_tenant(other.id, "theirs", Some("ext-1")),
+            &audit(other.id, "tenant.created", "t"),
+            u64::MAX,
+        )
         .await
         .expect("create");
 
@@ -810,7 +854,7 @@ async fn another_accounts_objects_do_not_exist(store: Arc<dyn Store>) {
     let (a, a_key) = seed_account(&store, "A").await;
     let (b, _) = seed_account(&store, "B").await;
     let a_tenant = new_tenant(a.id, "A's tenant", Some("x"));
-    store.create_tenant(&a_tenant, &audit(a.id, "tenant.created", "t")).await.expect("tenant");
+    store.create_tenant(&a_tenant, &audit(a.id, "tenant.created", "t"), u64::MAX).await.expect("tenant");
 
     assert_eq!(store.get_key(b.id, a_key.id).await.expect("get"), None);
     assert_eq!(store.get_tenant(b.id, a_tenant.id).await.expect("get"), None);
@@ -852,11 +896,11 @@ async fn audit_events_round_trip_filter_and_page(store: Arc<dyn Store>) {
     full.user_agent = Some("curl/8.5".to_owned());
     full.request_id = Some("req_01J00000000000000000000000".to_owned());
     full.changes = json!({"name": {"from": null, "to": "k"}, "scopes": ["a:read"], "n": 1});
-    store.create_key(&key, &full).await.expect("create");
+    store.create_key(&key, &full, u64::MAX).await.expect("create");
 
     let tenant = new_tenant(account.id, "t", None);
     let later = audit_at(account.id, "tenant.created", &tenant.id.to_string(), t0 + Duration::hours(1));
-    store.create_tenant(&tenant, &later).await.expect("tenant");
+    store.create_tenant(&tenant, &later, u64::MAX).await.expect("tenant");
     let mut suspended = tenant.clone();
     suspended.status = AccountStatus::Suspended;
     let latest = audit_at(account.id, "tenant.suspended", &tenant.id.to_string(), t0 + Duration::hours(2));
@@ -917,7 +961,7 @@ async fn audit_event_tenant_ids_round_trip(store: Arc<dyn Store>) {
         let key = new_key(account.id, "k");
         let mut event = audit(account.id, "api_key.created", &key.id.to_string());
         event.tenant_ids = tenant_ids;
-        store.create_key(&key, &event).await.expect("create");
+        store.create_key(&key, &event, u64::MAX).await.expect("create");
         written.push(event);
     }
 
@@ -994,7 +1038,7 @@ async fn every_write_appends_to_the_change_feed_in_order(store: Arc<dyn Store>) 
     updated.revoked_at = Some(time::now());
     store.update_key(&updated, &audit(account.id, "api_key.revoked", "k")).await.expect("revoke");
     let tenant = new_tenant(account.id, "t", None);
-    store.create_tenant(&tenant, &audit(account.id, "tenant.created", "t")).await.expect("tenant");
+    store.create_tenant(&tenant, &audit(account.id, "tenant.created", "t"), u64::MAX).await.expect("tenant");
     store.update_tenant(&tenant, &audit(account.id, "tenant.updated", "t")).await.expect("tenant update");
     account.name = "Renamed".to_owned();
     store.update_account(&account, &audit(account.id, "account.updated", "a")).await.expect("account update");
@@ -1039,7 +1083,7 @@ async fn old_changes_are_purged_by_time(store: Arc<dyn Store>) {
     for hours in [0, 1, 2] {
         let tenant = new_tenant(account.id, "t", None);
         let at = t0 + Duration::hours(hours);
-        store.create_tenant(&tenant, &audit_at(account.id, "tenant.created", "t", at)).await.expect("create");
+        store.create_tenant(&tenant, &audit_at(account.id, "tenant.created", "t", at), u64::MAX).await.expect("create");
         let latest = store.latest_change().await.expect("latest");
         let change = store.changes_since(latest - 1, 1).await.expect("change").pop().expect("the new change");
         assert_eq!(change.at, at, "a change is stamped with its audit event's time");
@@ -1060,7 +1104,7 @@ async fn old_changes_are_purged_by_time(store: Arc<dyn Store>) {
     store.purge_changes(time::now() + Duration::days(1)).await.expect("purge all");
     assert!(all_changes(&store).await.is_empty());
     let tenant = new_tenant(account.id, "t", None);
-    store.create_tenant(&tenant, &audit(account.id, "tenant.created", "t")).await.expect("create");
+    store.create_tenant(&tenant, &audit(account.id, "tenant.created", "t"), u64::MAX).await.expect("create");
     assert!(store.latest_change().await.expect("latest") > latest);
 }
 
@@ -1292,7 +1336,7 @@ async fn the_sqlite_file_holds_the_hash_never_the_plaintext() {
     let (key, plaintext) = new_key_with_plaintext(account.id, "secret holder");
     store.create_account(&account, &key, &audit(account.id, "account.created", "x")).await.expect("create");
     let (rolled, rolled_plaintext) = new_key_with_plaintext(account.id, "rolled");
-    store.roll_key(&key, &rolled, &audit(account.id, "api_key.rolled", "x")).await.expect("roll");
+    store.roll_key(&key, &rolled, &audit(account.id, "api_key.rolled", "x"), u64::MAX).await.expect("roll");
 
     // Look at every file SQLite wrote (the database, its WAL and shared memory), open and after
     // closing.

@@ -112,9 +112,6 @@ pub fn app(state: AppState) -> Router {
     let (router, mut doc) = api().split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     router
-        // keygate's own answers are one account's data, and some carry a plaintext key: no cache
-        // may keep any of them (SPEC §2). Gateway responses keep the upstream's own headers.
-        .layer(axum::middleware::map_response(middleware::no_store))
         // The interactive reference: Swagger UI's assets are compiled into the binary.
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .route("/", get(|| async { Redirect::temporary("/docs/") }))
@@ -124,5 +121,9 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
+        // keygate's own answers are one account's data, and some carry a plaintext key: no cache
+        // may keep any of them, errors and the gateway's refusals included (SPEC §2). Responses
+        // from the gateway's upstream keep its own headers.
+        .layer(axum::middleware::map_response(middleware::no_store))
         .layer(axum::middleware::from_fn_with_state(context, middleware::request_context))
 }

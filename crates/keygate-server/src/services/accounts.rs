@@ -187,6 +187,7 @@ impl Keygate {
         if p.tenant_ids.is_some() {
             return Err(AuthFailure::TenantNotAllowed.into());
         }
+        p.ensure_live()?;
         if let (Some(own), Some(ips)) = (&p.allowed_ips, &req.allowed_ips) {
             let mut v = Validator::default();
             let wanted = v.ip_list("allowed_ips", ips);

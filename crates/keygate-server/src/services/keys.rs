@@ -230,19 +230,6 @@ impl Keygate {
         }
     }
 
-    /// Refuses a new key when the account holds `max_keys_per_account` already (OWASP API4).
-    async fn ensure_room_for_key(&self, p: &Principal) -> Result<(), ApiError> {
-        let max = self.limits.max_keys_per_account;
-        if self.store.count_keys(p.account.id).await? >= u64::from(max) {
-            return Err(ApiError::Conflict(format!(
-                "This account holds {max} API keys, the most it may have. Delete keys it no longer needs \
-                 (revoked and expired keys count until deleted), or ask the operator to raise \
-                 limits.max_keys_per_account."
-            )));
-        }
-        Ok(())
-    }
-
     /// A key of `p`'s account that `p` can see, by its id; anything else is not found.
     async fn load_key(&self, p: &Principal, id: &str) -> Result<ApiKey, ApiError> {
         let id: KeyId = id.parse().map_err(|_| ApiError::NotFound("API key"))?;
@@ -321,12 +308,11 @@ impl Keygate {
             updated_at: now,
         };
         ensure_key_within(p, &key)?;
-        self.ensure_room_for_key(p).await?;
         let audit = about_tenants(
             p.audit("api_key.created", "api_key", key.id, created_changes(&key, now)),
             key.tenant_ids.clone(),
         );
-        self.store.create_key(&key, &audit).await?;
+        self.store.create_key(&key, &audit, u64::from(self.limits.max_keys_per_account)).await?;
         Ok((key, plaintext))
     }
 
@@ -491,7 +477,6 @@ impl Keygate {
             }
             KeyStatus::Active => {}
         }
-        self.ensure_room_for_key(p).await?;
         let plaintext = self.key_format.generate(old.environment);
         let new = ApiKey {
             id: KeyId::generate(),
@@ -517,7 +502,7 @@ impl Keygate {
             ),
             old.tenant_ids.clone(),
         );
-        self.store.roll_key(&old, &new, &audit).await?;
+        self.store.roll_key(&old, &new, &audit, u64::from(self.limits.max_keys_per_account)).await?;
         Ok((new, plaintext))
     }
 

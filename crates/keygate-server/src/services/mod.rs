@@ -65,6 +65,19 @@ impl Principal {
         }
     }
 
+    /// Tenants and the account's settings are shared by live and test keys: a test key may read
+    /// them but not change them, or it could loosen what guards live traffic (SPEC §4, the
+    /// environment bound).
+    ///
+    /// # Errors
+    /// 403 `insufficient_scope` with `exceeds: "environment"` for a test key.
+    pub fn ensure_live(&self) -> Result<(), ApiError> {
+        if self.environment == Some(Environment::Test) {
+            return Err(ApiError::Escalation { exceeds: crate::error::Exceeds::Environment, required_scope: None });
+        }
+        Ok(())
+    }
+
     /// An audit event for something this principal did.
     #[must_use]
     pub fn audit(&self, action: &str, target_type: &str, target_id: impl ToString, changes: Value) -> AuditEvent {

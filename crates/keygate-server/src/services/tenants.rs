@@ -76,6 +76,7 @@ impl Keygate {
         if p.tenant_ids.is_some() {
             return Err(AuthFailure::TenantNotAllowed.into());
         }
+        p.ensure_live()?;
         let mut v = Validator::default();
         let name = v.name("name", &req.name);
         let external_id = req.external_id.as_deref().map(|e| external_id(&mut v, e));
@@ -93,13 +94,6 @@ impl Keygate {
             created_at: now,
             updated_at: now,
         };
-        let max = self.limits.max_tenants_per_account;
-        if self.store.count_tenants(p.account.id).await? >= u64::from(max) {
-            return Err(ApiError::Conflict(format!(
-                "This account holds {max} tenants, the most it may have. Ask the operator to raise \
-                 limits.max_tenants_per_account."
-            )));
-        }
         let audit = about_tenants(
             p.audit(
                 "tenant.created",
@@ -109,7 +103,7 @@ impl Keygate {
             ),
             Some(vec![tenant.id]),
         );
-        self.store.create_tenant(&tenant, &audit).await?;
+        self.store.create_tenant(&tenant, &audit, u64::from(self.limits.max_tenants_per_account)).await?;
         Ok(tenant)
     }
 
@@ -145,6 +139,7 @@ impl Keygate {
     /// 404, 403, 422, 409 on a duplicate `external_id`.
     pub async fn update_tenant(&self, p: &Principal, id: &str, req: UpdateTenantRequest) -> Result<Tenant, ApiError> {
         let old = self.load_tenant(p, id).await?;
+        p.ensure_live()?;
         let mut t = old.clone();
         let mut v = Validator::default();
         if let Some(name) = &req.name {
@@ -177,6 +172,7 @@ impl Keygate {
     /// 404, or 403 outside the caller's tenant scope.
     pub async fn set_tenant_suspended(&self, p: &Principal, id: &str, suspended: bool) -> Result<Tenant, ApiError> {
         let mut t = self.load_tenant(p, id).await?;
+        p.ensure_live()?;
         let status = if suspended { TenantStatus::Suspended } else { TenantStatus::Active };
         if t.status == status {
             return Ok(t);

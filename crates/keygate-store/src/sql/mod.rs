@@ -114,6 +114,8 @@ const REQUEST_INSERT_CHUNK: usize = 500;
 /// - `tenant_contains`: SQL before and after a bound tenant id, true when `api_keys.tenant_ids`
 ///   (a JSON array) contains it.
 /// - `begin`: the statement that starts a write transaction.
+/// - `lock_account`: run inside a write transaction with the account id bound, to serialize that
+///   account's capped inserts (`None` where the database already serializes writers).
 /// - `lock_changes`: run inside a write transaction just before its `changes` rows are
 ///   inserted, so that `seq` order is commit order (`None` where the database already
 ///   serializes writers).
@@ -126,6 +128,7 @@ macro_rules! sql_store {
         migrator: $migrator:expr,
         tenant_contains: ($tenant_before:literal, $tenant_after:literal),
         begin: $begin:literal,
+        lock_account: $lock_account:expr,
         lock_changes: $lock_changes:expr,
         utc_day: $utc_day:literal $(,)?
     ) => {
@@ -292,10 +295,27 @@ macro_rules! sql_store {
             query.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(page.limit));
         }
 
-        /// Runs `sql`, a `SELECT COUNT(*) … WHERE account_id = $1`, for `account`.
-        async fn count(pool: &sqlx::Pool<$db>, sql: &'static str, account: AccountId) -> Result<u64> {
-            let n: i64 = sqlx::query_scalar(sql).bind(account.to_string()).fetch_one(pool).await.map_err(map_err)?;
-            u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("COUNT(*) returned {n}")))
+        /// Refuses an insert into `table` that would take `account` to `max` rows or more: the
+        /// count and the insert run in one transaction with the account locked, so concurrent
+        /// creates cannot pass the cap together.
+        async fn ensure_room(tx: &mut Tx, table: &'static str, account: AccountId, max: u64) -> Result<()> {
+            // `table` is one of two literals, never input.
+            if max == u64::MAX {
+                return Ok(());
+            }
+            let lock: Option<&'static str> = $lock_account;
+            if let Some(lock) = lock {
+                sqlx::query(lock).bind(account.to_string()).execute(&mut **tx).await.map_err(map_err)?;
+            }
+            let sql = match table {
+                "tenants" => "SELECT COUNT(*) FROM tenants WHERE account_id = $1",
+                _ => "SELECT COUNT(*) FROM api_keys WHERE account_id = $1",
+            };
+            let n: i64 = sqlx::query_scalar(sql).bind(account.to_string()).fetch_one(&mut **tx).await.map_err(map_err)?;
+            if u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("COUNT(*) returned {n}")))? >= max {
+                return Err(StoreError::LimitReached { what: table, max });
+            }
+            Ok(())
         }
 
         #[async_trait]
@@ -375,8 +395,9 @@ macro_rules! sql_store {
 
         #[async_trait]
         impl TenantStore for $store {
-            async fn create_tenant(&self, tenant: &Tenant, audit: &AuditEvent) -> Result<()> {
+            async fn create_tenant(&self, tenant: &Tenant, audit: &AuditEvent, max_tenants: u64) -> Result<()> {
                 let mut tx = self.begin_write().await?;
+                ensure_room(&mut tx, "tenants", tenant.account_id, max_tenants).await?;
                 sqlx::query(concat!(
                     "INSERT INTO tenants (",
                     tenant_columns!(),
@@ -475,16 +496,13 @@ macro_rules! sql_store {
                 }
                 finish(tx, audit, &[Changed::tenant(tenant)]).await
             }
-
-            async fn count_tenants(&self, account: AccountId) -> Result<u64> {
-                count(&self.pool, "SELECT COUNT(*) FROM tenants WHERE account_id = $1", account).await
-            }
         }
 
         #[async_trait]
         impl KeyStore for $store {
-            async fn create_key(&self, key: &ApiKey, audit: &AuditEvent) -> Result<()> {
+            async fn create_key(&self, key: &ApiKey, audit: &AuditEvent, max_keys: u64) -> Result<()> {
                 let mut tx = self.begin_write().await?;
+                ensure_room(&mut tx, "api_keys", key.account_id, max_keys).await?;
                 insert_key(&mut tx, key).await?;
                 finish(tx, audit, &[Changed::key(key)]).await
             }
@@ -567,8 +585,9 @@ macro_rules! sql_store {
                 finish(tx, audit, &[Changed::key(key)]).await
             }
 
-            async fn roll_key(&self, old: &ApiKey, new: &ApiKey, audit: &AuditEvent) -> Result<()> {
+            async fn roll_key(&self, old: &ApiKey, new: &ApiKey, audit: &AuditEvent, max_keys: u64) -> Result<()> {
                 let mut tx = self.begin_write().await?;
+                ensure_room(&mut tx, "api_keys", new.account_id, max_keys).await?;
                 insert_key(&mut tx, new).await?;
                 update_key_row(&mut tx, old).await?;
                 finish(tx, audit, &[Changed::key(old), Changed::key(new)]).await
@@ -612,10 +631,6 @@ macro_rules! sql_store {
                     .map_err(map_err)?;
                 }
                 tx.commit().await.map_err(map_err)
-            }
-
-            async fn count_keys(&self, account: AccountId) -> Result<u64> {
-                count(&self.pool, "SELECT COUNT(*) FROM api_keys WHERE account_id = $1", account).await
             }
         }
 

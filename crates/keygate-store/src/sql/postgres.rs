@@ -42,6 +42,8 @@ sql_store! {
     // read seq 11 while seq 10 is still uncommitted, then never see 10. Holding one
     // transaction-scoped lock from the change insert to commit makes seq order commit order.
     // (The constant is arbitrary: "keyg" in ASCII.)
+    // Row lock on the account: its capped inserts (keys, tenants) count and insert one at a time.
+    lock_account: Some("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE"),
     lock_changes: Some("SELECT pg_advisory_xact_lock(1801812327)"),
     utc_day: "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
 }

@@ -131,6 +131,8 @@ sql_store! {
     // holds it, instead of failing when a read would have to upgrade to a write mid-way.
     begin: "BEGIN IMMEDIATE",
     // SQLite has one writer at a time, so seq order is already commit order.
+    // BEGIN IMMEDIATE already makes every write transaction the only one.
+    lock_account: None,
     lock_changes: None,
     // `at` is RFC 3339 text in UTC: its first ten characters are the day.
     utc_day: "substr(at, 1, 10)",

@@ -216,6 +216,17 @@ fn scenario(log_format: &str, rust_log: Option<&str>) {
     expect_status(&r, 404);
     let r = t.response("key in an unknown path", http.get(&format!("/v1/keys/{k_cli_rolled}/x"), &operator));
     expect_status(&r, 404);
+    let encoded = k_http.replace('_', "%5F").replacen('A', "%41", 1);
+    let r = t.response("percent-encoded key in a path", http.get(&format!("/v1/api-keys/{encoded}"), &operator));
+    expect_status(&r, 404);
+    let r = t.response("key as the method", http.send(&k_other, "/v1/api-keys", Some(&operator), None));
+    assert!(r.status == 405 || r.status == 404, "{}", r.text);
+    let r = t.response(
+        "key as the request id",
+        http.get_with_header("/v1/api-keys", &operator, "x-request-id", &k_cli_partner),
+    );
+    expect_status(&r, 200);
+    assert!(r.header("x-request-id").is_some_and(|id| id.starts_with("req_")), "a key-shaped id is replaced");
 
     let r = t.response("metrics", http.send("GET", "/metrics", None, None));
     expect_status(&r, 200);

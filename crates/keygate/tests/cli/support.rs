@@ -337,9 +337,29 @@ impl Http {
         self.try_send("GET", path, None, None).ok()
     }
 
+    /// `GET path` with a bearer key and one more header.
+    pub fn get_with_header(&self, path: &str, key: &str, name: &str, value: &str) -> Response {
+        self.try_send_with("GET", path, Some(key), None, Some((name, value)))
+            .unwrap_or_else(|e| panic!("GET {path} failed: {e}"))
+    }
+
     fn try_send(&self, method: &str, path: &str, key: Option<&str>, body: Option<&Value>) -> Result<Response, String> {
+        self.try_send_with(method, path, key, body, None)
+    }
+
+    fn try_send_with(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+        header: Option<(&str, &str)>,
+    ) -> Result<Response, String> {
         let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
         let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
