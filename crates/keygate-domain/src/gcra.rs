@@ -26,6 +26,23 @@ impl Quota {
     }
 }
 
+/// The TAT that keeps what was spent under `from` spent under `to`, measured in requests (SPEC
+/// §5): a limit raised from 5 to 1,000 with 5 spent has 995 left at once; lowered from 1,000 to 5
+/// with 10 spent, it refuses until the excess has refilled. An idle limiter (TAT in the past)
+/// is full under any quota and stays as it is.
+#[must_use]
+pub fn rescale(tat_ns: u64, now_ns: u64, from: Quota, to: Quota) -> u64 {
+    let debt = tat_ns.saturating_sub(now_ns);
+    if debt == 0 || from == to {
+        return tat_ns;
+    }
+    // debt / from_interval requests, each now worth to_interval: in u128, with no rounding
+    // until the end.
+    let scaled =
+        u128::from(debt) * u128::from(to.emission_interval_ns()) / u128::from(from.emission_interval_ns().max(1));
+    now_ns.saturating_add(u64::try_from(scaled).unwrap_or(u64::MAX))
+}
+
 /// What one check decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
@@ -85,6 +102,35 @@ fn remaining(quota: Quota, tat: u64, now: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rescaling_keeps_what_was_spent_in_requests() {
+        let now = 1_000 * SEC;
+        let five = Quota::per_minute(5);
+        let thousand = Quota::per_minute(1_000);
+        // Five of five spent: raised to 1,000, 995 remain at once.
+        let mut tat = 0;
+        for _ in 0..5 {
+            tat = check(five, tat, now, 1).tat_ns;
+        }
+        assert!(!check(five, tat, now, 1).allowed);
+        let raised = rescale(tat, now, five, thousand);
+        let d = check(thousand, raised, now, 1);
+        assert!(d.allowed);
+        assert_eq!(d.remaining, 994, "995 left before this one");
+        // Ten of 1,000 spent: lowered to 5, refused at once, for as long as 10 requests take at 5/min.
+        let mut tat = 0;
+        for _ in 0..10 {
+            tat = check(thousand, tat, now, 1).tat_ns;
+        }
+        let lowered = rescale(tat, now, thousand, five);
+        let d = check(five, lowered, now, 1);
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after_ns, 72 * SEC, "10 requests at 12 s each, less the 60 s burst, plus one");
+        // Idle: unchanged; same quota: unchanged.
+        assert_eq!(rescale(now - SEC, now, five, thousand), now - SEC);
+        assert_eq!(rescale(now + SEC, now, five, five), now + SEC);
+    }
 
     const SEC: u64 = 1_000_000_000;
 

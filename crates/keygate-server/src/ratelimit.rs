@@ -121,10 +121,22 @@ pub trait RateLimiter: Send + Sync {
 /// Limiters in this process's memory: one atomic TAT per limit key in a sharded map, updated by
 /// compare-and-swap, so concurrent requests on one key admit exactly what GCRA allows.
 ///
+/// Each slot remembers the limit its TAT was computed under. A check with another limit (the
+/// key's or account's limit was changed) first rescales the TAT so that what was spent stays
+/// spent, in requests (SPEC §5; [`gcra::rescale`]). That happens under the shard's write lock,
+/// while the compare-and-swap fast path runs under its read lock, so no check ever applies one
+/// limit's arithmetic to a TAT made under another.
+///
 /// A limiter whose TAT has passed is full, exactly as if it did not exist, so forgetting it loses
 /// nothing: when the map grows past [`SWEEP_ABOVE`] entries, those are swept out.
 pub struct InProcessLimiter {
-    tats: DashMap<LimitKey, AtomicU64>,
+    tats: DashMap<LimitKey, Slot>,
+}
+
+/// One limiter's state: its TAT and the quota that TAT was computed under.
+struct Slot {
+    tat: AtomicU64,
+    quota: Quota,
 }
 
 /// Entries above which an insert first sweeps out full limiters.
@@ -147,20 +159,30 @@ impl InProcessLimiter {
     /// The synchronous core of [`RateLimiter::check`].
     #[must_use]
     pub fn check_now(&self, key: &LimitKey, quota: Quota, cost: u32, now_ns: u64) -> Decision {
-        if let Some(tat) = self.tats.get(key) {
-            return Self::spend(&tat, quota, cost, now_ns);
+        if let Some(slot) = self.tats.get(key) {
+            if slot.quota == quota {
+                return Self::spend(&slot.tat, quota, cost, now_ns);
+            }
+        } else if self.tats.len() >= SWEEP_ABOVE {
+            self.tats.retain(|_, slot| slot.tat.load(Ordering::Acquire) > now_ns);
         }
-        if self.tats.len() >= SWEEP_ABOVE {
-            self.tats.retain(|_, tat| tat.load(Ordering::Acquire) > now_ns);
+        // New, or its limit changed: the write lock keeps every fast-path check out meanwhile.
+        let mut slot = self.tats.entry(key.clone()).or_insert_with(|| Slot { tat: AtomicU64::new(0), quota });
+        if slot.quota != quota {
+            let tat = gcra::rescale(slot.tat.load(Ordering::Acquire), now_ns, slot.quota, quota);
+            slot.tat.store(tat, Ordering::Release);
+            slot.quota = quota;
         }
-        let tat = self.tats.entry(key.clone()).or_insert_with(|| AtomicU64::new(0));
-        Self::spend(&tat, quota, cost, now_ns)
+        Self::spend(&slot.tat, quota, cost, now_ns)
     }
 
     /// What a check would decide now, without spending anything or remembering `key`.
     #[must_use]
     pub fn peek(&self, key: &LimitKey, quota: Quota, cost: u32, now_ns: u64) -> Decision {
-        let tat = self.tats.get(key).map_or(0, |tat| tat.load(Ordering::Acquire));
+        let tat = self
+            .tats
+            .get(key)
+            .map_or(0, |slot| gcra::rescale(slot.tat.load(Ordering::Acquire), now_ns, slot.quota, quota));
         gcra::check(quota, tat, now_ns, cost)
     }
 

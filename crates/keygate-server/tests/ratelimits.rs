@@ -31,6 +31,8 @@ both_backends!(
     a_changed_limit_applies_to_the_next_request,
     verify_spends_the_verified_keys_allowance,
     concurrent_clients_get_the_limit_and_no_more,
+    a_raised_limit_admits_at_once_and_a_lowered_one_refuses_at_once,
+    an_account_limit_change_rescales_too,
 );
 
 async fn a_key_admits_its_burst_then_refuses_until_exactly_retry_after(app: TestApp) {
@@ -163,4 +165,57 @@ async fn futures_count_ok<F: Future<Output = Resp>>(futures: Vec<F>) -> usize {
         }
     }
     ok
+}
+
+/// SPEC §5: a changed limit rescales what was spent (in requests), in both directions.
+async fn a_raised_limit_admits_at_once_and_a_lowered_one_refuses_at_once(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let (key, id) = limited_key(&app, &p, 5).await;
+    for _ in 0..5 {
+        assert_eq!(account(&app, &key).await.status, 200);
+    }
+    assert_problem(&account(&app, &key).await, 429, "rate_limited");
+    // (900, not 1,000: the account's own 1,000/min, a little spent, must not be the tightest.)
+    let r = app.patch(&p.key, &format!("/v1/api-keys/{id}"), &json!({"rate_limit_per_minute": 900})).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let next = account(&app, &key).await;
+    assert_eq!(next.status, 200, "a raised limit admits at once: {next:?}");
+    assert_eq!(next.header("x-ratelimit-limit"), Some("900"));
+    assert_eq!(header_u64(&next, "x-ratelimit-remaining"), 894, "the 5 spent stay spent, and this one");
+    for _ in 0..20 {
+        assert_eq!(account(&app, &key).await.status, 200, "the whole raised allowance, not a trickle");
+    }
+    // 26 spent; lowered to 10, the key is over its new limit and refused at once, until 16 of
+    // them have refilled at 10/min (6 s each) and one more: 96 s.
+    let r = app.patch(&p.key, &format!("/v1/api-keys/{id}"), &json!({"rate_limit_per_minute": 10})).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let refused = account(&app, &key).await;
+    assert_problem(&refused, 429, "rate_limited");
+    assert_eq!(refused.header("retry-after"), Some("102"), "{refused:?}");
+    app.clock.advance(Duration::from_secs(101));
+    assert_problem(&account(&app, &key).await, 429, "rate_limited");
+    app.clock.advance(Duration::from_secs(1));
+    assert_eq!(account(&app, &key).await.status, 200);
+}
+
+async fn an_account_limit_change_rescales_too(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let path = format!("/v1/accounts/{}", p.account_id);
+    let r = app.patch(&app.operator_key, &path, &json!({"rate_limit_per_minute": 3})).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    for _ in 0..3 {
+        assert_eq!(account(&app, &p.key).await.status, 200);
+    }
+    let refused = account(&app, &p.key).await;
+    assert_problem(&refused, 429, "rate_limited");
+    assert_eq!(refused.body["limit_scope"], "account");
+    let r = app.patch(&app.operator_key, &path, &json!({"rate_limit_per_minute": 600})).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let next = account(&app, &p.key).await;
+    assert_eq!(next.status, 200, "raised: admitted at once: {next:?}");
+    let r = app.patch(&app.operator_key, &path, &json!({"rate_limit_per_minute": 2})).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let refused = account(&app, &p.key).await;
+    assert_problem(&refused, 429, "rate_limited");
+    assert_eq!(refused.body["limit_scope"], "account", "lowered below what was spent: refused at once");
 }
