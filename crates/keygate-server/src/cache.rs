@@ -265,6 +265,10 @@ impl KeyStore for CachedStore {
         self.inner.get_key(account, id).await
     }
 
+    async fn find_key_by_id(&self, id: KeyId) -> Result<Option<ApiKey>> {
+        self.inner.find_key_by_id(id).await
+    }
+
     async fn list_keys(&self, account: AccountId, filter: &KeyFilter, page: &Page) -> Result<Vec<ApiKey>> {
         self.inner.list_keys(account, filter, page).await
     }

@@ -162,6 +162,10 @@ pub trait KeyStore: Send + Sync {
     /// inserted atomically; `u64::MAX` = no cap).
     async fn create_key(&self, key: &ApiKey, audit: &AuditEvent, max_keys: u64) -> Result<()>;
     async fn get_key(&self, account: AccountId, id: KeyId) -> Result<Option<ApiKey>>;
+    /// The key with this id in whichever account holds it. For the operator's command line,
+    /// which names a key by id alone; a request is always answered within its own account
+    /// (`get_key`).
+    async fn find_key_by_id(&self, id: KeyId) -> Result<Option<ApiKey>>;
     /// The credential lookup: the key with this hash and its account, in one query.
     async fn find_key_by_hash(&self, hash: &KeyHash) -> Result<Option<(ApiKey, Account)>>;
     async fn list_keys(&self, account: AccountId, filter: &KeyFilter, page: &Page) -> Result<Vec<ApiKey>>;

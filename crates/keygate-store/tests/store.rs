@@ -400,6 +400,26 @@ async fn find_key_by_hash_returns_the_current_account(store: Arc<dyn Store>) {
     assert_eq!(owner, account);
 }
 
+both_backends!(find_key_by_id_finds_a_key_in_any_account);
+async fn find_key_by_id_finds_a_key_in_any_account(store: Arc<dyn Store>) {
+    let (a, a_key) = seed_account(&store, "A").await;
+    let (b, b_initial) = seed_account(&store, "B").await;
+    let b_key = new_key(b.id, "second");
+    create_key(&store, &b_key).await;
+
+    assert_eq!(store.find_key_by_id(a_key.id).await.expect("find A's"), Some(a_key.clone()));
+    assert_eq!(store.find_key_by_id(b_initial.id).await.expect("find B's first"), Some(b_initial));
+    let found = store.find_key_by_id(b_key.id).await.expect("find B's second").expect("found");
+    assert_eq!(found, b_key, "every field, and the account that holds it");
+    assert_eq!(found.account_id, b.id);
+    assert_ne!(found.account_id, a.id);
+    assert_eq!(store.find_key_by_id(KeyId::generate()).await.expect("find unknown"), None);
+
+    // A deleted key is gone for this lookup too.
+    store.delete_key(b.id, b_key.id, &audit(b.id, "api_key.deleted", "x")).await.expect("delete");
+    assert_eq!(store.find_key_by_id(b_key.id).await.expect("find deleted"), None);
+}
+
 both_backends!(a_duplicate_key_hash_is_a_conflict);
 async fn a_duplicate_key_hash_is_a_conflict(store: Arc<dyn Store>) {
     let (account, first) = seed_account(&store, "Acme").await;

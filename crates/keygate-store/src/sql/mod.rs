@@ -522,6 +522,16 @@ macro_rules! sql_store {
                 .transpose()
             }
 
+            async fn find_key_by_id(&self, id: KeyId) -> Result<Option<ApiKey>> {
+                sqlx::query_as::<_, KeyRow>(concat!("SELECT ", key_columns!(), " FROM api_keys WHERE id = $1"))
+                    .bind(id.to_string())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?
+                    .map(ApiKey::try_from)
+                    .transpose()
+            }
+
             async fn find_key_by_hash(&self, hash: &KeyHash) -> Result<Option<(ApiKey, Account)>> {
                 sqlx::query_as::<_, KeyAndAccountRow>(concat!(
                     "SELECT ",
