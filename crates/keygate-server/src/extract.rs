@@ -20,17 +20,37 @@ pub struct Body<T>(pub T);
 /// A JSON body that may be absent (an empty body means `T::default()`).
 pub struct OptionalBody<T>(pub T);
 
-/// The request body, within the configured size limit.
+/// Is this `Content-Type` JSON (`application/json`, or `application/<anything>+json`, any
+/// parameters)?
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// The request body, within the configured size limit. A body sent with a `Content-Type` other
+/// than JSON is refused rather than guessed at (a body without one is read as JSON).
 ///
 /// # Errors
-/// 413 beyond the limit; 400 when it cannot be read.
+/// 413 beyond the limit; 400 `invalid_request` when it cannot be read or is declared as something
+/// other than JSON.
 pub async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|e| match e {
+    let declared = req.headers().get(axum::http::header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?").to_owned());
+    let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
         BytesRejection::FailedToBufferBody(inner) if inner.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::PayloadTooLarge(state.max_body_bytes)
         }
         other => ApiError::InvalidRequest(format!("The request body could not be read: {other}")),
-    })
+    })?;
+    if let Some(declared) = declared
+        && !is_json(&declared)
+        && !bytes.iter().all(u8::is_ascii_whitespace)
+    {
+        return Err(ApiError::InvalidRequest(format!(
+            "The body is declared as `{declared}`; send JSON with `Content-Type: application/json` \
+             (curl: --json '{{…}}', or -H 'Content-Type: application/json')."
+        )));
+    }
+    Ok(bytes)
 }
 
 /// Parses `bytes` as `T`, with errors naming the offending field.
@@ -147,6 +167,18 @@ mod tests {
                 let field = p.get("errors").and_then(|e| e[0]["field"].as_str()).unwrap_or_default().to_owned();
                 (e.status().as_u16(), e.code().to_owned(), field)
             }
+        }
+    }
+
+    #[test]
+    fn json_content_types() {
+        for ct in
+            ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/merge-patch+json"]
+        {
+            assert!(is_json(ct), "{ct}");
+        }
+        for ct in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "json", "?"] {
+            assert!(!is_json(ct), "{ct}");
         }
     }
 

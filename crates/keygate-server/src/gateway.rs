@@ -68,8 +68,11 @@ pub struct Gateway {
     pub max_body_bytes: usize,
     routes: Vec<Route>,
     by_method: HashMap<Method, matchit::Router<usize>>,
-    /// Every route's path (parameters renamed), to tell 405 from 404.
-    any_method: matchit::Router<()>,
+    /// Every route's path (parameters renamed) → the index in `allowed` of the methods it has, to
+    /// tell 405 (with `Allow`) from 404.
+    any_method: matchit::Router<usize>,
+    /// The `Allow` value of each path shape: its methods, plus `HEAD` where it has `GET`.
+    allowed: Vec<HeaderValue>,
     /// One connection pool per thread: a request is forwarded on connections whose tasks run on
     /// its own thread, so no wake-up crosses threads (see [`crate::serve_per_core`]).
     clients: thread_local::ThreadLocal<Client<HttpConnector, Body>>,
@@ -145,7 +148,7 @@ impl Gateway {
         }
         let mut routes = Vec::new();
         let mut by_method: HashMap<Method, matchit::Router<usize>> = HashMap::new();
-        let mut any_method = matchit::Router::new();
+        let mut methods_of: Vec<(String, Vec<Method>)> = Vec::new();
         for (i, r) in config.routes.iter().enumerate() {
             let label = format!("routes[{i}] ({} {})", r.method, r.path);
             let method_name = r.method.to_ascii_uppercase();
@@ -184,7 +187,11 @@ impl Gateway {
                 errors.push(format!("{label}: {e}"));
                 continue;
             }
-            let _ = any_method.insert(normalized(&r.path), ());
+            let shape = normalized(&r.path);
+            match methods_of.iter_mut().find(|(s, _)| *s == shape) {
+                Some((_, methods)) => methods.push(method.clone()),
+                None => methods_of.push((shape, vec![method.clone()])),
+            }
             routes.push(Route {
                 idempotent: r.idempotent.unwrap_or(method == Method::POST),
                 method,
@@ -197,6 +204,17 @@ impl Gateway {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let mut any_method = matchit::Router::new();
+        let mut allowed = Vec::with_capacity(methods_of.len());
+        for (shape, mut methods) in methods_of {
+            if methods.contains(&Method::GET) && !methods.contains(&Method::HEAD) {
+                methods.push(Method::HEAD);
+            }
+            methods.sort_by_key(|m| METHODS.iter().position(|known| known == m));
+            let list = methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+            let _ = any_method.insert(shape, allowed.len());
+            allowed.push(HeaderValue::from_str(&list).unwrap_or(HeaderValue::from_static("")));
+        }
         Ok(Self {
             upstream,
             timeout: Duration::from_millis(config.timeout_ms),
@@ -204,14 +222,20 @@ impl Gateway {
             routes,
             by_method,
             any_method,
+            allowed,
             clients: thread_local::ThreadLocal::new(),
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
         })
     }
 
-    /// The route for this request and its path parameters.
+    /// The route for this request and its path parameters. `HEAD` is served by a `GET` route
+    /// where the path has no `HEAD` route of its own (RFC 9110 §9.3.2).
     fn find(&self, method: &Method, path: &str) -> Option<(&Route, Vec<(String, String)>)> {
-        let m = self.by_method.get(method)?.at(path).ok()?;
+        let m = match self.by_method.get(method).and_then(|r| r.at(path).ok()) {
+            Some(m) => m,
+            None if *method == Method::HEAD => self.by_method.get(&Method::GET)?.at(path).ok()?,
+            None => return None,
+        };
         let params = m.params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
         Some((&self.routes[*m.value], params))
     }
@@ -237,10 +261,15 @@ async fn proxy(state: &AppState, gw: &Gateway, req: Request) -> Result<Response,
     }
     keygate_domain::request::check_path(parts.uri.path()).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
     let Some((route, params)) = gw.find(&parts.method, parts.uri.path()) else {
-        return Err(if gw.any_method.at(parts.uri.path()).is_ok() {
-            ApiError::MethodNotAllowed
-        } else {
-            ApiError::RouteNotFound
+        return Ok(match gw.any_method.at(parts.uri.path()) {
+            Ok(m) => {
+                let mut refused = ApiError::MethodNotAllowed.into_response();
+                if let Some(allow) = gw.allowed.get(*m.value) {
+                    refused.headers_mut().insert(header::ALLOW, allow.clone());
+                }
+                refused
+            }
+            Err(_) => ApiError::RouteNotFound.into_response(),
         });
     };
     crate::middleware::note_route(&route.path);

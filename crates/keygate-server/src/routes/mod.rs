@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod api_keys;
+mod outcomes;
 pub mod requests;
 pub mod system;
 pub mod tenants;
@@ -97,8 +98,15 @@ fn api() -> OpenApiRouter<AppState> {
 #[must_use]
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = api().split_for_parts();
-    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    finish(&mut doc);
     doc
+}
+
+/// What the router's document still needs: the version, and every status each operation can
+/// answer (`outcomes`).
+fn finish(doc: &mut utoipa::openapi::OpenApi) {
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    outcomes::document(doc);
 }
 
 /// The whole HTTP application.
@@ -110,7 +118,7 @@ pub fn app(state: AppState) -> Router {
         key_format: std::sync::Arc::new(state.keygate.key_format.clone()),
     };
     let (router, mut doc) = api().split_for_parts();
-    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    finish(&mut doc);
     router
         // The interactive reference: Swagger UI's assets are compiled into the binary.
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))

@@ -277,8 +277,8 @@ impl Keygate {
             Some(None) => None,
             Some(Some(t)) => Some(time::truncate(t)),
         };
-        if req.expires_at.flatten().is_some() && expires_at.is_some_and(|t| t <= now) {
-            v.error("expires_at", "must be in the future");
+        if let Some(Some(t)) = req.expires_at {
+            check_expiry(&mut v, t, now);
         }
         let metadata = req.metadata.unwrap_or_default();
         v.metadata("metadata", &metadata);
@@ -381,11 +381,10 @@ impl Keygate {
             key.rate_limit_per_minute = rate;
         }
         if let Some(expires_at) = req.expires_at {
-            let expires_at = expires_at.map(time::truncate);
-            if expires_at.is_some_and(|t| t <= now) {
-                v.error("expires_at", "must be in the future (revoke the key to stop it now)");
+            if let Some(t) = expires_at {
+                check_expiry(&mut v, t, now);
             }
-            key.expires_at = expires_at;
+            key.expires_at = expires_at.map(time::truncate);
         }
         if let Some(patch) = req.metadata {
             merge_metadata(&mut key.metadata, patch);
@@ -516,6 +515,17 @@ impl Keygate {
             Some((k, _)) if visible(p, &k) => Ok(k),
             _ => Err(ApiError::NotFound("API key")),
         }
+    }
+}
+
+/// An `expires_at` must lie in the future, and before the year 10000: RFC 3339 has four-digit
+/// years, and a time beyond them cannot be written back as it was given.
+fn check_expiry(v: &mut Validator, t: DateTime<Utc>, now: DateTime<Utc>) {
+    use chrono::Datelike;
+    if t <= now {
+        v.error("expires_at", "must be in the future (to stop a key now, revoke it)");
+    } else if t.year() > 9999 {
+        v.error("expires_at", "must be before 10000-01-01T00:00:00Z (RFC 3339 years have four digits); omit it or send null for a key that never expires");
     }
 }
 
