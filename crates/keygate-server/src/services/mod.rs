@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod keys;
+pub mod operator;
 pub mod tenants;
 
 use std::net::IpAddr;
