@@ -1,8 +1,12 @@
 //! The `keygate` binary: `serve` runs the HTTP server; every other command works directly on
 //! the database named by the same configuration, also while a server runs.
 //!
-//! With `--json`, stdout carries exactly one JSON document and human messages go to stderr.
-//! Logs always go to stderr.
+//! With `--json`, stdout carries exactly one JSON document and human messages go to stderr; a
+//! failure too is one document, the RFC 9457 problem object the API would answer (plus the codes
+//! only the CLI has: `invalid_configuration`, `database_unavailable`). Logs always go to stderr.
+//!
+//! The CLI is the operator's: it names a key by its id alone, in whichever account holds it, and
+//! acts as that account's `Principal::cli`, so the audit log names the account as for the API.
 
 mod settings;
 
@@ -14,7 +18,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, anyhow};
 use clap::{Args, Parser, Subcommand};
 use keygate_domain::model::Account;
 use keygate_domain::{AccountId, ApiKey, PlaintextKey, time};
@@ -24,7 +27,9 @@ use keygate_server::services::tenants::{CreateTenantRequest, ListTenantsParams};
 use keygate_server::services::{PageParams, Principal};
 use keygate_server::views::{AccountView, CreatedKey, KeyView, TenantView};
 use keygate_server::{ApiError, AppState, Config, Keygate, Settings};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use settings::Problem;
 
 #[derive(Parser)]
 #[command(name = "keygate", version, about = "API keys for a multi-tenant API platform")]
@@ -86,10 +91,10 @@ enum AccountsCommand {
         #[arg(long)]
         rate_limit: Option<u32>,
     },
-    /// List accounts.
+    /// List accounts, newest first.
     List {
-        #[arg(long)]
-        limit: Option<u32>,
+        #[command(flatten)]
+        page: PageArgs,
     },
 }
 
@@ -98,6 +103,25 @@ struct AccountArg {
     /// The account (default: the operator account).
     #[arg(long)]
     account: Option<String>,
+}
+
+/// `--account` of the commands that find a key by its id in any account.
+#[derive(Args)]
+struct KeyAccountArg {
+    /// Only if the key is this account's (a check: the key is found by its id in any account).
+    #[arg(long)]
+    account: Option<String>,
+}
+
+/// One page of a list.
+#[derive(Args)]
+struct PageArgs {
+    /// How many to show: 1–100 (default 20).
+    #[arg(long)]
+    limit: Option<u32>,
+    /// Where to continue: the cursor a previous page printed (`More: --cursor …`).
+    #[arg(long)]
+    cursor: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -126,28 +150,30 @@ enum KeysCommand {
         #[arg(long)]
         expires_at: Option<chrono::DateTime<chrono::Utc>>,
     },
-    /// List keys (masked).
+    /// List an account's keys (masked), newest first.
     List {
         #[command(flatten)]
         account: AccountArg,
+        /// Part of the name (case-insensitive).
         #[arg(long)]
         name: Option<String>,
+        /// active, revoked or expired.
         #[arg(long)]
         status: Option<String>,
-        #[arg(long)]
-        limit: Option<u32>,
+        #[command(flatten)]
+        page: PageArgs,
     },
-    /// Show one key.
+    /// Show one key, whichever account holds it.
     Get {
         id: String,
         #[command(flatten)]
-        account: AccountArg,
+        account: KeyAccountArg,
     },
-    /// Revoke a key.
+    /// Revoke a key, whichever account holds it.
     Revoke {
         id: String,
         #[command(flatten)]
-        account: AccountArg,
+        account: KeyAccountArg,
         #[arg(long)]
         reason: Option<String>,
     },
@@ -155,9 +181,15 @@ enum KeysCommand {
     Roll {
         id: String,
         #[command(flatten)]
-        account: AccountArg,
+        account: KeyAccountArg,
         #[arg(long, default_value_t = 0)]
         grace_period_seconds: i64,
+    },
+    /// Delete a key for good (the audit log keeps its record).
+    Delete {
+        id: String,
+        #[command(flatten)]
+        account: KeyAccountArg,
     },
 }
 
@@ -172,12 +204,12 @@ enum TenantsCommand {
         #[arg(long)]
         external_id: Option<String>,
     },
-    /// List tenants.
+    /// List an account's tenants, newest first.
     List {
         #[command(flatten)]
         account: AccountArg,
-        #[arg(long)]
-        limit: Option<u32>,
+        #[command(flatten)]
+        page: PageArgs,
     },
 }
 
@@ -187,12 +219,27 @@ struct Out {
 }
 
 impl Out {
-    /// Writes the result to stdout. A closed pipe (`keygate … | head -1`) is not an error.
+    /// Writes the result to stdout (human text only when there is some). A closed pipe
+    /// (`keygate … | head -1`) is not an error.
     fn result(&self, value: &Value, human: impl FnOnce() -> String) {
-        use std::io::Write;
         let text = if self.json { serde_json::to_string_pretty(value).unwrap_or_default() } else { human() };
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{text}").and_then(|()| stdout.flush());
+        if !text.is_empty() {
+            print_stdout(&text);
+        }
+    }
+
+    /// A page of a list: `{"data": [...], "next_cursor": …}`, or one line per row and, when
+    /// there are more, how to get them.
+    fn page<T: Serialize>(&self, views: &[T], next: Option<&str>, lines: Vec<String>, none: &str) {
+        self.result(&json!({"data": views, "next_cursor": next}), || lines.join("\n"));
+        if !self.json {
+            if views.is_empty() {
+                self.note(none);
+            }
+            if let Some(cursor) = next {
+                self.note(&format!("More: --cursor {cursor}"));
+            }
+        }
     }
 
     fn note(&self, msg: &str) {
@@ -200,21 +247,145 @@ impl Out {
     }
 }
 
+fn print_stdout(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{text}").and_then(|()| stdout.flush());
+}
+
+/// Why a command failed: the problem document `--json` prints (RFC 9457, as the API answers),
+/// and the lines stderr gets.
+#[derive(Debug)]
+struct Failure {
+    problem: Map<String, Value>,
+    /// Under the headline on stderr: every field error or configuration problem, when several.
+    lines: Vec<String>,
+}
+
+impl Failure {
+    /// A failure only the CLI has (the API's come from [`ApiError`]).
+    fn new(code: &str, status: u16, detail: impl Into<String>) -> Self {
+        let mut title = code.replace('_', " ");
+        if let Some(first) = title.get_mut(..1) {
+            first.make_ascii_uppercase();
+        }
+        let mut problem = Map::new();
+        problem.insert("type".into(), json!(format!("https://keygate.dev/problems/{code}")));
+        problem.insert("title".into(), json!(title));
+        problem.insert("status".into(), json!(status));
+        problem.insert("detail".into(), json!(detail.into()));
+        problem.insert("code".into(), json!(code));
+        Self { problem, lines: Vec::new() }
+    }
+
+    /// `invalid_configuration`, with every problem in `errors` (`{field, message}` as for
+    /// `validation_failed`).
+    fn config(problems: Vec<Problem>) -> Self {
+        let detail = match problems.as_slice() {
+            [one] => one.message.clone(),
+            _ => format!("{} configuration problems; fix each and run again.", problems.len()),
+        };
+        let mut failure = Self::new("invalid_configuration", 500, detail);
+        let errors: Vec<Value> = problems.iter().map(|p| json!({"field": p.setting, "message": p.message})).collect();
+        failure.problem.insert("errors".into(), Value::Array(errors));
+        if problems.len() > 1 {
+            failure.lines = problems.into_iter().map(|p| p.message).collect();
+        }
+        failure
+    }
+
+    /// `database_unavailable`: the database cannot be opened or reached.
+    fn database(detail: impl Into<String>) -> Self {
+        Self::new("database_unavailable", 503, detail)
+    }
+
+    fn code(&self) -> &str {
+        self.problem.get("code").and_then(Value::as_str).unwrap_or("internal")
+    }
+
+    /// The same failure, said more helpfully for the command line.
+    fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.problem.insert("detail".into(), json!(detail.into()));
+        self
+    }
+
+    /// Writes the failure: the problem document on stdout with `--json`, the message on stderr
+    /// always.
+    fn report(&self, json: bool) {
+        if json {
+            print_stdout(&serde_json::to_string_pretty(&self.problem).unwrap_or_default());
+        }
+        let detail = self.problem.get("detail").and_then(Value::as_str).unwrap_or_default();
+        let mut msg = format!("keygate: {detail} ({})", self.code());
+        for line in &self.lines {
+            msg.push_str("\n  - ");
+            msg.push_str(line);
+        }
+        eprintln!("{msg}");
+    }
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        match &e {
+            ApiError::Unavailable(source) => {
+                return Self::database(format!(
+                    "The database did not answer ({source}); check that it runs and database_url names it, then \
+                     retry."
+                ));
+            }
+            ApiError::Internal(message) => {
+                return Self::new("internal", 500, format!("Something went wrong: {message}. Please report it."));
+            }
+            _ => {}
+        }
+        let lines = match &e {
+            ApiError::Validation(errors) if errors.len() > 1 => {
+                errors.iter().map(|fe| format!("{}: {}", fe.field, fe.message)).collect()
+            }
+            _ => Vec::new(),
+        };
+        Self { problem: e.problem(), lines }
+    }
+}
+
+/// Did clap fail (rather than print help or the version)?
+fn usage_failure(e: &clap::Error) -> bool {
+    !matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Even a mistyped command line is one JSON document with --json (exit code 2, as
+            // without it).
+            if usage_failure(&e) && std::env::args_os().any(|a| a == "--json") {
+                let rendered = e.render().to_string();
+                let first = rendered.lines().next().unwrap_or_default().trim_start_matches("error: ");
+                let detail = format!("{first} (`keygate --help` lists the commands and flags)");
+                print_stdout(
+                    &serde_json::to_string_pretty(&Failure::new("invalid_request", 400, detail).problem)
+                        .unwrap_or_default(),
+                );
+            }
+            e.exit();
+        }
+    };
+    let json = cli.json;
     // While serving, this runtime only accepts connections and runs background work (requests
     // are served by `serve_per_core`'s own threads): two threads are plenty, for every command.
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("keygate: cannot start the runtime: {e}");
+            Failure::new("internal", 500, format!("cannot start the runtime: {e}")).report(json);
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("keygate: {e:#}");
+        Err(failure) => {
+            failure.report(json);
             ExitCode::FAILURE
         }
     }
@@ -239,86 +410,119 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     guard
 }
 
-fn validated(config: &Config) -> anyhow::Result<Settings> {
-    config.validate().map_err(|errors| anyhow!("invalid configuration:\n  - {}", errors.join("\n  - ")))
-}
-
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let out = Out { json: cli.json };
     let listen = match &cli.command {
         Command::Serve { listen } => listen.clone(),
         _ => None,
     };
+    let uses_database = !matches!(cli.command, Command::Openapi | Command::Healthcheck { .. });
     let flags = settings::Overrides {
         config: cli.config.clone(),
         listen,
         database_url: cli.database_url.clone(),
         log_format: cli.log_format.clone(),
     };
-    let config = settings::load(&flags)?;
-    let settings = validated(&config)?;
+    let (config, settings) = settings::load(&flags, uses_database).map_err(Failure::config)?;
     let _log_guard = init_logging(settings.log_format);
 
     match cli.command {
         Command::Openapi => {
-            let doc = keygate_server::openapi().to_pretty_json().context("rendering the OpenAPI document")?;
+            let doc = keygate_server::openapi()
+                .to_pretty_json()
+                .map_err(|e| Failure::new("internal", 500, format!("rendering the OpenAPI document: {e}")))?;
             out.result(&serde_json::from_str(&doc).unwrap_or(Value::Null), || doc.clone());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Healthcheck { url } => healthcheck(&out, url, &settings).await,
+        Command::Healthcheck { url } => Ok(healthcheck(&out, url, &settings).await),
         Command::Migrate => {
-            keygate_store::connect(&settings.database_url).await?;
+            connect(&settings.database_url).await?;
             out.result(&json!({"migrated": true}), || "migrations applied".into());
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { .. } => serve(&config, &settings).await,
         command => {
             let keygate = open(&config, &settings).await?;
-            manage(&out, &keygate, command).await.map_err(|e| anyhow!(describe(&e)))?;
+            manage(&out, &keygate, command).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-async fn open(config: &Config, settings: &Settings) -> anyhow::Result<Keygate> {
-    let secret = settings::hash_secret(config)?;
-    let store = keygate_store::connect(&settings.database_url).await?;
+/// Opens and migrates the database, failing fast with what to check when it cannot be reached.
+async fn connect(url: &str) -> Result<std::sync::Arc<dyn keygate_store::Store>, Failure> {
+    use keygate_store::ConnectError;
+    let shown = settings::redacted_url(url);
+    if url.starts_with("postgres")
+        && let Some(why) = settings::probe_postgres(url).await
+    {
+        return Err(Failure::database(why));
+    }
+    keygate_store::connect(url).await.map_err(|e| match e {
+        ConnectError::UnknownScheme(_) | ConnectError::NotAUrl => {
+            Failure::config(vec![Problem { setting: "database_url".into(), message: e.to_string() }])
+        }
+        ConnectError::Open(e) if url.starts_with("sqlite") => Failure::database(format!(
+            "cannot open the SQLite database {shown} ({e}); check that keygate's user may read and write the file \
+             and its directory"
+        )),
+        ConnectError::Open(e) => {
+            let at = settings::postgres_target(url).unwrap_or(shown);
+            let why = e.as_database_error().map_or_else(|| e.to_string(), |d| d.message().to_owned());
+            Failure::database(format!(
+                "PostgreSQL at {at} refused the connection: {why}; check the user, password and database name in \
+                 database_url, and that the database exists"
+            ))
+        }
+        ConnectError::Store(e) => Failure::database(format!(
+            "cannot prepare the database {shown} ({e}); check that it is keygate's and that its user may create \
+             tables"
+        )),
+    })
+}
+
+async fn open(config: &Config, settings: &Settings) -> Result<Keygate, Failure> {
+    let secret = settings::hash_secret(config).map_err(|p| Failure::config(vec![p]))?;
+    let store = connect(&settings.database_url).await?;
     let keygate = Keygate::new(store, settings, &secret);
     // SPEC §2: a process with another secret than the database's refuses to start.
-    keygate.check_hash_secret().await?;
+    keygate.check_hash_secret().await.map_err(|e| match e {
+        keygate_server::state::SecretCheckError::Store(e) => Failure::from(ApiError::from(e)),
+        e @ keygate_server::state::SecretCheckError::Mismatch { .. } => {
+            Failure::config(vec![Problem { setting: "hash_secret".into(), message: e.to_string() }])
+        }
+    })?;
     Ok(keygate)
 }
 
-async fn serve(config: &Config, settings: &Settings) -> anyhow::Result<ExitCode> {
+async fn serve(config: &Config, settings: &Settings) -> Result<ExitCode, Failure> {
     if config.redis_url.is_some() {
         tracing::warn!("redis_url is set, but this version keeps rate limits and locks in process; it is not used");
     }
     let keygate = open(config, settings).await?;
-    if keygate.store.operator_account().await?.is_none() {
+    if keygate.store.operator_account().await.map_err(ApiError::from)?.is_none() {
         tracing::warn!("no operator account yet: run `keygate init` to create it and its first key");
     }
     let state = AppState::new(keygate, settings);
     let app = keygate_server::app(state.clone());
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let listener = tokio::net::TcpListener::bind(settings.listen).await.map_err(|e| {
+        Failure::config(vec![Problem {
+            setting: "listen".into(),
+            message: format!(
+                "cannot listen on {} ({e}); stop what listens there, or choose another address with --listen \
+                 or KEYGATE_LISTEN",
+                settings.listen
+            ),
+        }])
+    })?;
     let workers = settings.workers();
-    tracing::info!(address = %listener.local_addr()?, workers, database = %redacted_url(&settings.database_url), "keygate listening");
-    keygate_server::serve_per_core(listener, workers, app, shutdown_signal(), state.shutdown()).await?;
+    let address = listener.local_addr().map_or_else(|_| settings.listen.to_string(), |a| a.to_string());
+    tracing::info!(address, workers, database = %settings::redacted_url(&settings.database_url), "keygate listening");
+    keygate_server::serve_per_core(listener, workers, app, shutdown_signal(), state.shutdown())
+        .await
+        .map_err(|e| Failure::new("internal", 500, format!("serving stopped: {e}")))?;
     tracing::info!("keygate stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// The database URL without its password, for logs.
-fn redacted_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or_default();
-            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
 }
 
 async fn shutdown_signal() {
@@ -343,7 +547,7 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-async fn healthcheck(out: &Out, url: Option<String>, settings: &Settings) -> anyhow::Result<ExitCode> {
+async fn healthcheck(out: &Out, url: Option<String>, settings: &Settings) -> ExitCode {
     let base = url.unwrap_or_else(|| {
         let mut addr = settings.listen;
         if addr.ip().is_unspecified() {
@@ -351,45 +555,75 @@ async fn healthcheck(out: &Out, url: Option<String>, settings: &Settings) -> any
         }
         format!("http://{addr}")
     });
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build()?;
-    let healthy = match client.get(format!("{}/healthz", base.trim_end_matches('/'))).send().await {
-        Ok(r) => r.status().is_success(),
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build();
+    let healthy = match client {
+        Ok(client) => client
+            .get(format!("{}/healthz", base.trim_end_matches('/')))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success()),
         Err(_) => false,
     };
     out.result(
         &json!({"healthy": healthy, "url": base}),
         || if healthy { "healthy".into() } else { "unhealthy".into() },
     );
-    Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
-fn describe(e: &ApiError) -> String {
-    let problem = e.problem();
-    let mut msg = format!("{} ({})", problem.get("detail").and_then(Value::as_str).unwrap_or_default(), e.code());
-    if let ApiError::Validation(errors) = e {
-        for fe in errors {
-            msg.push_str(&format!("\n  - {}: {}", fe.field, fe.message));
-        }
-    }
-    msg
-}
-
-async fn account_for(keygate: &Keygate, arg: &AccountArg) -> Result<Account, ApiError> {
+/// The account `--account` names, or the operator account.
+async fn account_for(keygate: &Keygate, arg: &AccountArg) -> Result<Account, Failure> {
     match &arg.account {
-        Some(id) => {
-            let id: AccountId = id.parse().map_err(|_| ApiError::NotFound("account"))?;
-            keygate.store.get_account(id).await?.ok_or(ApiError::NotFound("account"))
-        }
-        None => keygate.store.operator_account().await?.ok_or_else(|| {
-            ApiError::InvalidRequest("There is no operator account yet; run `keygate init` first.".into())
+        Some(id) => named_account(keygate, id).await,
+        None => keygate.store.operator_account().await.map_err(ApiError::from)?.ok_or_else(|| {
+            Failure::from(ApiError::InvalidRequest(
+                "There is no operator account yet; run `keygate init` first.".into(),
+            ))
         }),
     }
+}
+
+async fn named_account(keygate: &Keygate, id: &str) -> Result<Account, Failure> {
+    let missing = || {
+        Failure::from(ApiError::NotFound("account"))
+            .detail(format!("No account has the id {id}; `keygate accounts list` lists them."))
+    };
+    let parsed: AccountId = id.trim().parse().map_err(|_| missing())?;
+    keygate.store.get_account(parsed).await.map_err(ApiError::from)?.ok_or_else(missing)
+}
+
+/// The CLI acting for the account that holds key `id` (with `--account`, only if it is that
+/// one's).
+async fn key_holder(keygate: &Keygate, id: &str, arg: &KeyAccountArg) -> Result<Principal, Failure> {
+    let within = match &arg.account {
+        Some(account) => Some(named_account(keygate, account).await?),
+        None => None,
+    };
+    keygate.cli_principal_for_key(id, within.as_ref().map(|a| a.id)).await.map_err(|e| {
+        let not_found = matches!(e, ApiError::NotFound(_));
+        let failure = Failure::from(e);
+        match (not_found, &within) {
+            (false, _) => failure,
+            (true, Some(account)) => failure.detail(format!(
+                "Account {} holds no API key with the id {id}; leave out --account to look in every account.",
+                account.id
+            )),
+            (true, None) => failure.detail(format!(
+                "No account holds an API key with the id {id}; `keygate keys list --account ACCOUNT_ID` lists an \
+                 account's keys."
+            )),
+        }
+    })
 }
 
 fn key_line(k: &ApiKey) -> String {
     let v = KeyView::new(k, time::now());
     let scopes = v.scopes.map_or_else(|| "unrestricted".to_owned(), |s| s.join(","));
     format!("{}  {}  {}  {}  {}", v.id, v.masked, v.status, scopes, v.name)
+}
+
+fn key_json(k: &ApiKey) -> Value {
+    serde_json::to_value(KeyView::new(k, time::now())).unwrap_or(Value::Null)
 }
 
 fn created_key_json(k: &ApiKey, plaintext: &PlaintextKey) -> Value {
@@ -399,7 +633,13 @@ fn created_key_json(k: &ApiKey, plaintext: &PlaintextKey) -> Value {
 
 const SHOWN_ONCE: &str = "Store this key now: it cannot be shown again.";
 
-async fn manage(out: &Out, keygate: &Keygate, command: Command) -> Result<(), ApiError> {
+impl From<PageArgs> for PageParams {
+    fn from(p: PageArgs) -> Self {
+        Self { limit: p.limit, cursor: p.cursor }
+    }
+}
+
+async fn manage(out: &Out, keygate: &Keygate, command: Command) -> Result<(), Failure> {
     match command {
         Command::Init => match keygate.init_operator().await? {
             Some((account, _key, plaintext)) => {
@@ -409,7 +649,7 @@ async fn manage(out: &Out, keygate: &Keygate, command: Command) -> Result<(), Ap
                 });
             }
             None => {
-                let account = keygate.store.operator_account().await?;
+                let account = keygate.store.operator_account().await.map_err(ApiError::from)?;
                 out.note("The operator account already exists; no key was printed.");
                 out.result(&json!({"account": account.as_ref().map(AccountView::from), "key": null}), || {
                     account.map_or_else(String::new, |a| format!("Operator account: {}", a.id))
@@ -426,17 +666,12 @@ async fn manage(out: &Out, keygate: &Keygate, command: Command) -> Result<(), Ap
                 format!("Created account {} ({}).\nIts first key:\n{}", account.id, account.name, plaintext.expose())
             });
         }
-        Command::Accounts(AccountsCommand::List { limit }) => {
+        Command::Accounts(AccountsCommand::List { page }) => {
             let operator = account_for(keygate, &AccountArg { account: None }).await?;
-            let (rows, _) =
-                keygate.list_accounts(&Principal::cli(operator), PageParams { limit, cursor: None }).await?;
+            let (rows, next) = keygate.list_accounts(&Principal::cli(operator), page.into()).await?;
             let views: Vec<AccountView> = rows.iter().map(AccountView::from).collect();
-            out.result(&json!({"data": views}), || {
-                rows.iter()
-                    .map(|a| format!("{}  {}  {}", a.id, a.status.as_str(), a.name))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            });
+            let lines = rows.iter().map(|a| format!("{}  {}  {}", a.id, a.status.as_str(), a.name)).collect();
+            out.page(&views, next.as_deref(), lines, "No accounts.");
         }
         Command::Keys(cmd) => keys(out, keygate, cmd).await?,
         Command::Tenants(TenantsCommand::Create { account, name, external_id }) => {
@@ -446,24 +681,21 @@ async fn manage(out: &Out, keygate: &Keygate, command: Command) -> Result<(), Ap
                 format!("Created tenant {} ({}).", t.id, t.name)
             });
         }
-        Command::Tenants(TenantsCommand::List { account, limit }) => {
-            let p = Principal::cli(account_for(keygate, &account).await?);
-            let q = ListTenantsParams { limit, ..ListTenantsParams::default() };
-            let (rows, _) = keygate.list_tenants(&p, q).await?;
+        Command::Tenants(TenantsCommand::List { account, page }) => {
+            let account = account_for(keygate, &account).await?;
+            let none = format!("Account {} has no tenants.", account.id);
+            let q = ListTenantsParams { limit: page.limit, cursor: page.cursor, ..ListTenantsParams::default() };
+            let (rows, next) = keygate.list_tenants(&Principal::cli(account), q).await?;
             let views: Vec<TenantView> = rows.iter().map(TenantView::from).collect();
-            out.result(&json!({"data": views}), || {
-                rows.iter()
-                    .map(|t| format!("{}  {}  {}", t.id, t.status.as_str(), t.name))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            });
+            let lines = rows.iter().map(|t| format!("{}  {}  {}", t.id, t.status.as_str(), t.name)).collect();
+            out.page(&views, next.as_deref(), lines, &none);
         }
         Command::Serve { .. } | Command::Migrate | Command::Openapi | Command::Healthcheck { .. } => {}
     }
     Ok(())
 }
 
-async fn keys(out: &Out, keygate: &Keygate, cmd: KeysCommand) -> Result<(), ApiError> {
+async fn keys(out: &Out, keygate: &Keygate, cmd: KeysCommand) -> Result<(), Failure> {
     match cmd {
         KeysCommand::Create { account, name, environment, scopes, tenants, allowed_ips, rate_limit, expires_at } => {
             let p = Principal::cli(account_for(keygate, &account).await?);
@@ -481,33 +713,40 @@ async fn keys(out: &Out, keygate: &Keygate, cmd: KeysCommand) -> Result<(), ApiE
             out.note(SHOWN_ONCE);
             out.result(&created_key_json(&key, &plaintext), || format!("{}\n{}", key_line(&key), plaintext.expose()));
         }
-        KeysCommand::List { account, name, status, limit } => {
-            let p = Principal::cli(account_for(keygate, &account).await?);
-            let q = ListKeysParams { name, status, limit, ..ListKeysParams::default() };
-            let (rows, _) = keygate.list_keys(&p, q).await?;
+        KeysCommand::List { account, name, status, page } => {
+            let account = account_for(keygate, &account).await?;
+            let none = format!("No keys in account {} match.", account.id);
+            let q =
+                ListKeysParams { name, status, limit: page.limit, cursor: page.cursor, ..ListKeysParams::default() };
+            let (rows, next) = keygate.list_keys(&Principal::cli(account), q).await?;
             let now = time::now();
             let views: Vec<KeyView> = rows.iter().map(|k| KeyView::new(k, now)).collect();
-            out.result(&json!({"data": views}), || rows.iter().map(key_line).collect::<Vec<_>>().join("\n"));
+            out.page(&views, next.as_deref(), rows.iter().map(key_line).collect(), &none);
         }
         KeysCommand::Get { id, account } => {
-            let p = Principal::cli(account_for(keygate, &account).await?);
+            let p = key_holder(keygate, &id, &account).await?;
             let key = keygate.get_key(&p, &id).await?;
-            out.result(&serde_json::to_value(KeyView::new(&key, time::now())).unwrap_or(Value::Null), || {
-                key_line(&key)
-            });
+            out.result(&key_json(&key), || key_line(&key));
         }
         KeysCommand::Revoke { id, account, reason } => {
-            let p = Principal::cli(account_for(keygate, &account).await?);
+            let p = key_holder(keygate, &id, &account).await?;
             let key = keygate.revoke_key(&p, &id, reason).await?;
-            out.result(&serde_json::to_value(KeyView::new(&key, time::now())).unwrap_or(Value::Null), || {
-                format!("Revoked: {}", key_line(&key))
-            });
+            out.result(&key_json(&key), || format!("Revoked: {}", key_line(&key)));
         }
         KeysCommand::Roll { id, account, grace_period_seconds } => {
-            let p = Principal::cli(account_for(keygate, &account).await?);
+            let p = key_holder(keygate, &id, &account).await?;
             let (key, plaintext) = keygate.roll_key(&p, &id, Some(grace_period_seconds)).await?;
             out.note(SHOWN_ONCE);
             out.result(&created_key_json(&key, &plaintext), || format!("{}\n{}", key_line(&key), plaintext.expose()));
+        }
+        KeysCommand::Delete { id, account } => {
+            let p = key_holder(keygate, &id, &account).await?;
+            let key = keygate.get_key(&p, &id).await?;
+            keygate.delete_key(&p, &id).await?;
+            out.result(
+                &json!({"id": key.id.to_string(), "account_id": key.account_id.to_string(), "deleted": true}),
+                || format!("Deleted: {}", key_line(&key)),
+            );
         }
     }
     Ok(())

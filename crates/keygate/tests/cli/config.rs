@@ -3,7 +3,9 @@
 //!
 //! `key_prefix` is the easiest setting to observe from outside: it shapes the key `init` prints.
 
-use crate::support::Sandbox;
+use std::time::{Duration, Instant};
+
+use crate::support::{Sandbox, free_port};
 
 fn operator_key(sandbox: &Sandbox, extra: &[&str]) -> String {
     let mut args = vec!["--json"];
@@ -176,4 +178,146 @@ fn postgres_without_a_hash_secret_asks_for_one() {
     let run = sandbox.fails(&["init"]);
     assert!(run.stderr.contains("KEYGATE_HASH_SECRET"), "{}", run.describe());
     assert!(!sandbox.file("keygate.secret").exists(), "no local secret for a shared database");
+}
+
+#[test]
+fn every_unknown_setting_is_reported_at_once_as_written() {
+    let mut sandbox = Sandbox::new();
+    sandbox.write("keygate.toml", "limts = 5\nlisen = \"127.0.0.1:9000\"\n[auth]\nallow_query_keys = true\n");
+    sandbox.set_env("KEYGATE_LIMTS__MAX_KEYS_PER_ACCOUNT", "3");
+    sandbox.set_env("KEYGATE_FROBNICATE", "1");
+    let run = sandbox.fails(&["init"]);
+    for expected in [
+        "unknown setting `limts` in keygate.toml",
+        "did you mean `limits`?",
+        "unknown setting `lisen` in keygate.toml",
+        "did you mean `listen`?",
+        "unknown setting `auth.allow_query_keys` in keygate.toml",
+        "did you mean `auth.allow_query_key`?",
+        "unknown setting KEYGATE_LIMTS__MAX_KEYS_PER_ACCOUNT in the environment",
+        "did you mean KEYGATE_LIMITS__MAX_KEYS_PER_ACCOUNT?",
+        "unknown setting KEYGATE_FROBNICATE in the environment",
+    ] {
+        assert!(run.stderr.contains(expected), "says {expected:?}:\n{}", run.describe());
+    }
+    assert!(!run.stderr.contains("default."), "no figment internals:\n{}", run.describe());
+    assert!(!sandbox.file("keygate.db").exists(), "nothing was created");
+
+    let doc = sandbox.fails(&["--json", "init"]).json();
+    assert_eq!(doc["code"], "invalid_configuration", "{doc}");
+    assert_eq!(doc["type"], "https://keygate.dev/problems/invalid_configuration");
+    assert!(doc["title"].is_string() && doc["status"].is_number() && doc["detail"].is_string(), "{doc}");
+    let mut fields: Vec<&str> =
+        doc["errors"].as_array().expect("errors").iter().filter_map(|e| e["field"].as_str()).collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        ["KEYGATE_FROBNICATE", "KEYGATE_LIMTS__MAX_KEYS_PER_ACCOUNT", "auth.allow_query_keys", "limts", "lisen"],
+        "{doc}"
+    );
+}
+
+#[test]
+fn values_of_the_wrong_type_are_named_where_they_were_set() {
+    let mut sandbox = Sandbox::new();
+    sandbox.write("keygate.toml", "[auth]\nallow_query_key = \"maybe\"\n");
+    sandbox.set_env("KEYGATE_WORKERS", "many");
+    let run = sandbox.fails(&["--log-format", "xml", "init"]);
+    assert!(run.stderr.contains("`auth.allow_query_key` in keygate.toml: expected a boolean"), "{}", run.describe());
+    assert!(run.stderr.contains("KEYGATE_WORKERS: expected u16"), "{}", run.describe());
+    assert!(run.stderr.contains("--log-format: `xml` is not one of `text`, `json`"), "{}", run.describe());
+}
+
+#[test]
+fn configuration_problems_and_invalid_values_come_in_one_report() {
+    let mut sandbox = Sandbox::new();
+    sandbox.write("keygate.toml", "key_prefix = \"A\"\nlimts = 1\n");
+    sandbox.set_env("KEYGATE_LISTEN", "nowhere");
+    let run = sandbox.fails(&["serve"]);
+    for expected in ["limts", "key_prefix", "listen: `nowhere`"] {
+        assert!(run.stderr.contains(expected), "names {expected}:\n{}", run.describe());
+    }
+}
+
+#[test]
+fn a_database_url_without_a_scheme_says_what_a_url_looks_like() {
+    let sandbox = Sandbox::new();
+    let run = sandbox.fails(&["--database-url", "keygate.db", "init"]);
+    assert!(run.stderr.contains("`keygate.db` is not a URL"), "{}", run.describe());
+    assert!(run.stderr.contains("sqlite://keygate.db") && run.stderr.contains("postgres://"), "{}", run.describe());
+    assert!(!run.stderr.contains("scheme ``"), "{}", run.describe());
+    assert!(!sandbox.file("keygate.secret").exists(), "nothing was created");
+
+    let doc = sandbox.fails(&["--json", "--database-url", "keygate.db", "keys", "list"]).json();
+    assert_eq!(doc["code"], "invalid_configuration");
+    assert_eq!(doc["errors"][0]["field"], "database_url");
+}
+
+#[test]
+fn a_sqlite_file_in_a_missing_directory_names_the_directory() {
+    let sandbox = Sandbox::new();
+    let run = sandbox.fails(&["--database-url", "sqlite://data/keygate.db", "init"]);
+    assert!(run.stderr.contains("the directory data does not exist"), "{}", run.describe());
+    assert!(run.stderr.contains("mkdir -p data"), "says what to do:\n{}", run.describe());
+    assert!(!run.stderr.contains("keygate.secret"), "not blamed on the secret file:\n{}", run.describe());
+    assert!(!sandbox.file("data").exists());
+
+    // Commands that never open the database do not care.
+    sandbox.ok(&["--database-url", "sqlite://data/keygate.db", "openapi"]);
+}
+
+#[test]
+fn an_unreachable_postgres_fails_fast_naming_host_and_port() {
+    let mut sandbox = Sandbox::new();
+    sandbox.set_env("KEYGATE_HASH_SECRET", "0123456789abcdef0123456789abcdef-test");
+    let port = free_port();
+    sandbox.set_env("KEYGATE_DATABASE_URL", &format!("postgres://keygate:hunter2@127.0.0.1:{port}/keygate"));
+    for args in [&["keys", "list"][..], &["serve", "--listen", "127.0.0.1:0"], &["migrate"]] {
+        let started = Instant::now();
+        let run = sandbox.fails(args);
+        assert!(started.elapsed() < Duration::from_secs(4), "failed fast: {:?}\n{}", started.elapsed(), run.describe());
+        assert!(run.stderr.contains(&format!("127.0.0.1:{port}")), "names host and port:\n{}", run.describe());
+        assert!(run.stderr.contains("check that PostgreSQL runs there"), "says what to check:\n{}", run.describe());
+        assert!(!run.stderr.contains("pool timed out"), "{}", run.describe());
+        assert!(!run.stderr.contains("hunter2"), "never the password:\n{}", run.describe());
+    }
+    let doc = sandbox.fails(&["--json", "init"]).json();
+    assert_eq!(doc["code"], "database_unavailable", "{doc}");
+    assert_eq!(doc["status"], 503);
+}
+
+#[test]
+fn an_unknown_postgres_host_is_named() {
+    let mut sandbox = Sandbox::new();
+    sandbox.set_env("KEYGATE_HASH_SECRET", "0123456789abcdef0123456789abcdef-test");
+    // `.invalid` never resolves (RFC 6761).
+    let run = sandbox.fails(&["--database-url", "postgres://keygate@db.keygate.invalid/keygate", "init"]);
+    assert!(run.stderr.contains("`db.keygate.invalid`"), "{}", run.describe());
+    assert!(run.stderr.contains("database_unavailable"), "{}", run.describe());
+}
+
+/// The PostgreSQL server named by `KEYGATE_TEST_POSTGRES_URL` when the tests were built.
+#[cfg(keygate_pg)]
+fn postgres_server() -> String {
+    let url = option_env!("KEYGATE_TEST_POSTGRES_URL").expect("KEYGATE_TEST_POSTGRES_URL at build time");
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host = authority.split(['/', '?']).next().unwrap_or_default();
+    host.rsplit_once('@').map_or(host, |(_, h)| h).to_owned()
+}
+
+#[test]
+#[cfg_attr(not(keygate_pg), ignore = "set KEYGATE_TEST_POSTGRES_URL to run the PostgreSQL tests")]
+fn postgres_refusing_the_login_says_what_to_check() {
+    #[cfg(keygate_pg)]
+    {
+        let mut sandbox = Sandbox::new();
+        sandbox.set_env("KEYGATE_HASH_SECRET", "0123456789abcdef0123456789abcdef-test");
+        let server = postgres_server();
+        let url = format!("postgres://no_such_role_kg:hunter2@{server}/keygate");
+        let run = sandbox.fails(&["--database-url", &url, "init"]);
+        assert!(run.stderr.contains(&format!("PostgreSQL at {server} refused")), "{}", run.describe());
+        assert!(run.stderr.contains("no_such_role_kg"), "says why:\n{}", run.describe());
+        assert!(run.stderr.contains("check the user, password and database name"), "{}", run.describe());
+        assert!(!run.stderr.contains("hunter2"), "{}", run.describe());
+    }
 }

@@ -3,6 +3,9 @@
 //! over real HTTP.
 //!
 //! - `commands`: what each CLI command prints, human and `--json`.
+//! - `operator`: `keys get|revoke|roll|delete ID` in whichever account holds the key, `--account`
+//!   as a check, and failures as one problem document with `--json`.
+//! - `lists`: `--limit` and `--cursor` on every list, followed to the end.
 //! - `config`: the layering (defaults → `keygate.toml` / `KEYGATE_CONFIG` → env → flags) and
 //!   the start-up errors that say what to fix.
 //! - `serve`: health, `healthcheck`, SIGTERM, the interactive reference, and a CLI revocation
@@ -18,6 +21,8 @@ mod support;
 
 mod commands;
 mod config;
+mod lists;
+mod operator;
 mod quickstart;
 mod security;
 mod serve;
