@@ -196,6 +196,10 @@ print(keys[0]["id"])')"
 # A partner account, so account operations have a target besides the operator's own account.
 "$KEYGATE" --json accounts create --name "Contract partner" --rate-limit $HIGH_LIMIT >/dev/null 2>&1 \
     || fail "keygate accounts create failed"
+# A tenant of the operator's account: hooks.py puts generated tenant ids to it (a key may only
+# name tenants that exist, a rule no schema can state).
+tenant_id="$("$KEYGATE" --json tenants create --account "$operator_account" --name "Contract tenant" 2>/dev/null \
+    | python -c 'import json, sys; print(json.load(sys.stdin)["id"])')" || fail "keygate tenants create failed"
 
 port="$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 base_url="http://127.0.0.1:$port"
@@ -218,6 +222,7 @@ stage_ok "$base_url, log $OUT/server.log"
 export CONTRACT_API_KEY="$operator_key"
 export CONTRACT_OWN_ACCOUNT_ID="$operator_account"
 export CONTRACT_OWN_KEY_ID="$operator_key_id"
+export CONTRACT_TENANT_ID="$tenant_id"
 
 # --- 5. the generated client against the server --------------------------------------------
 stage smoke

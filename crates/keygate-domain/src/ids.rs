@@ -14,6 +14,15 @@ pub struct InvalidId {
     pub prefix: &'static str,
 }
 
+/// Is `s` a ULID in its canonical form (what `Display` writes)? The pattern
+/// `[0-7][0-9A-HJKMNP-TV-Z]{25}`, which the OpenAPI document states for every id.
+#[must_use]
+pub fn canonical_ulid(s: &str) -> bool {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let b = s.as_bytes();
+    b.len() == 26 && (b'0'..=b'7').contains(&b[0]) && b.iter().all(|c| ALPHABET.contains(c))
+}
+
 macro_rules! prefixed_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
         $(#[$doc])*
@@ -56,7 +65,9 @@ macro_rules! prefixed_id {
                     .strip_prefix($prefix)
                     .and_then(|r| r.strip_prefix('_'))
                     .ok_or(err.clone())?;
-                if rest.len() != 26 {
+                // The one canonical spelling: 26 upper-case Crockford base32 characters, the
+                // first at most `7` (a larger one overflows 128 bits and would alias another id).
+                if !canonical_ulid(rest) {
                     return Err(err);
                 }
                 Ulid::from_string(rest).map(Self).map_err(|_| err)
@@ -124,5 +135,14 @@ mod tests {
         assert!("key_".parse::<KeyId>().is_err());
         assert!("key_0000000000000000000000000!".parse::<KeyId>().is_err());
         assert!("keyx01J00000000000000000000000".parse::<KeyId>().is_err());
+    }
+
+    #[test]
+    fn only_the_canonical_spelling_parses() {
+        let id = KeyId::generate().to_string();
+        assert!(id.to_lowercase().replace("key_", "key_").parse::<KeyId>().is_err(), "lower case");
+        assert!("key_8ZZZZZZZZZZZZZZZZZZZZZZZZZ".parse::<KeyId>().is_err(), "overflows 128 bits");
+        assert!("key_7ZZZZZZZZZZZZZZZZZZZZZZZZZ".parse::<KeyId>().is_ok(), "the largest ULID");
+        assert!("key_0000000000000000000000000I".parse::<KeyId>().is_err(), "not Crockford");
     }
 }

@@ -12,8 +12,9 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 /// Parses an allowlist entry: an address (`203.0.113.7`, `2001:db8::1`) or a CIDR
-/// (`10.0.0.0/8`). A CIDR with host bits set (`10.0.0.1/8`) is refused, since it is almost
-/// always a typo for something else. IPv4-mapped forms become IPv4 ([`canonical_net`]).
+/// (`10.0.0.0/8`). A CIDR with host bits set (`10.0.0.1/8`) is taken as the network it lies in
+/// (`10.0.0.0/8`), which is what the allowlist then shows. IPv4-mapped forms become IPv4
+/// ([`canonical_net`]).
 ///
 /// # Errors
 /// A message fit for a validation error.
@@ -23,10 +24,7 @@ pub fn parse_entry(s: &str) -> Result<IpNet, String> {
         return Ok(IpNet::from(canonical(ip)));
     }
     let net: IpNet = s.parse().map_err(|_| format!("`{s}` is not an IP address or CIDR"))?;
-    if net.network() != net.addr() {
-        return Err(format!("`{s}` has host bits set; did you mean `{}`?", net.trunc()));
-    }
-    Ok(canonical_net(net))
+    Ok(canonical_net(net.trunc()))
 }
 
 /// An IPv4-mapped IPv6 network (`::ffff:127.0.0.0/104`) becomes the IPv4 network it is
@@ -167,7 +165,7 @@ mod tests {
 
     #[test]
     fn entry_parsing() {
-        assert!(parse_entry("10.0.0.1/8").is_err());
+        assert_eq!(parse_entry("10.0.0.1/8").map(|n| n.to_string()), Ok("10.0.0.0/8".into()), "the network it lies in");
         assert!(parse_entry("nope").is_err());
         assert!(parse_entry("300.0.0.1").is_err());
         assert_eq!(parse_entry(" ::1 ").map(|n| n.to_string()), Ok("::1/128".into()));

@@ -129,8 +129,9 @@ impl Authenticator {
     }
 
     /// Checks 2–8, calling `before_store` before anything the credential cache cannot answer
-    /// (a malformed key or a cache miss): the failed-attempt throttle goes there, so a valid key
-    /// held in memory is never throttled (SPEC §3).
+    /// (a malformed key, or a cache miss for a hash no lookup has vouched for): the failed-attempt
+    /// throttle goes there, so a valid key held in memory, or evicted from it, is never
+    /// throttled (SPEC §3).
     async fn evaluate_guarded(
         &self,
         presented: &str,
@@ -149,7 +150,11 @@ impl Authenticator {
                 None
             }
             None => {
-                before_store()?;
+                // A hash a lookup already found a key for is no guess: it goes to the store even
+                // from a throttled address, so an evicted valid key is not locked out.
+                if !self.cache.vouched(&hash) {
+                    before_store()?;
+                }
                 self.cache.load(&hash, &*self.store).await?
             }
         };

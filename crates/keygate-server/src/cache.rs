@@ -14,6 +14,13 @@
 //!
 //! Unknown hashes are remembered in a bounded negative cache, so a flood of well-formed but
 //! unknown keys does not become a flood of queries.
+//!
+//! Hashes that belonged to a key when last looked up are also remembered ([`Cache::vouched`]),
+//! apart from the key itself and for longer: an eviction (any change to the key or its account)
+//! forgets the credential, not that the hash is a real key's. The failed-attempt throttle lets
+//! such a hash through to the store, so a valid key is never locked out by a noisy neighbour
+//! behind the same address, even right after its cache entry was evicted (SPEC §3). A guesser
+//! cannot produce such a hash.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -95,10 +102,16 @@ impl Default for CacheConfig {
     }
 }
 
+/// How long a hash that belonged to a key bypasses the failed-attempt throttle after its last
+/// lookup.
+pub const VOUCHED_FOR: Duration = Duration::from_secs(3600);
+
 /// The in-memory part, shared by the decorator and the change-log follower.
 pub struct Cache {
     keys: Moka<KeyHash, Credential>,
     unknown: Moka<KeyHash, ()>,
+    /// Hashes a store lookup found a key for: they bypass the failed-attempt throttle.
+    vouched: Moka<KeyHash, ()>,
     tenants: Moka<(AccountId, TenantId), Option<Tenant>>,
     generation: AtomicU64,
     /// False until the change-log follower knows where the log stands; until then nothing is
@@ -116,6 +129,7 @@ impl Cache {
                 .support_invalidation_closures()
                 .build(),
             unknown: Moka::builder().max_capacity(config.max_unknown).time_to_live(config.unknown_ttl).build(),
+            vouched: Moka::builder().max_capacity(config.max_keys).time_to_live(VOUCHED_FOR).build(),
             tenants: Moka::builder()
                 .max_capacity(config.max_keys)
                 .time_to_live(config.ttl)
@@ -189,6 +203,13 @@ impl Cache {
         None
     }
 
+    /// Did a store lookup find a key for this hash within [`VOUCHED_FOR`]? (Revoked, expired,
+    /// changed or not: only that it is a real key's, so looking it up again is no guess.)
+    #[must_use]
+    pub fn vouched(&self, hash: &KeyHash) -> bool {
+        self.vouched.contains_key(hash)
+    }
+
     /// A cache miss: the key with this hash from `store`, remembered when it is safe to.
     ///
     /// # Errors
@@ -197,6 +218,9 @@ impl Cache {
         metrics::counter!("keygate_auth_cache_misses_total").increment(1);
         let ticket = self.fill_ticket();
         let found = store.find_key_by_hash(hash).await?.map(|(key, account)| Arc::new(Cached::new(key, account)));
+        if found.is_some() {
+            self.vouched.insert(*hash, ());
+        }
         if self.may_fill(ticket) {
             match &found {
                 Some(credential) => self.keys.insert(*hash, Arc::clone(credential)),

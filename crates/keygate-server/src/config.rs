@@ -367,7 +367,7 @@ mod tests {
     fn every_problem_is_reported() {
         let c = Config {
             listen: "nope".into(),
-            trusted_proxies: vec!["10.0.0.1/8".into()],
+            trusted_proxies: vec!["10.0.0.0/33".into()],
             key_prefix: "S_K".into(),
             hash_secret: Some(SecretString::new("short".into())),
             request_log_retention_days: 0,

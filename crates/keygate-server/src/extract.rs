@@ -72,6 +72,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// `bytes` as `T`; an empty body (or a JSON `null`) is `T::default()`.
+///
+/// # Errors
+/// As [`parse_json`].
+pub fn parse_json_or_default<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+    let trimmed = bytes.trim_ascii();
+    if trimmed.is_empty() || trimmed == b"null" { Ok(T::default()) } else { parse_json(bytes) }
+}
+
 /// serde names an unknown or missing field only in its message: "unknown field `x`, expected …".
 fn unknown_field(msg: &str) -> Option<String> {
     let start = msg.find('`')? + 1;
@@ -101,10 +110,7 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalBody<T> {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let bytes = body_bytes(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self(T::default()));
-        }
-        parse_json(&bytes).map(OptionalBody)
+        parse_json_or_default(&bytes).map(OptionalBody)
     }
 }
 

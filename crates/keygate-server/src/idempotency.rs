@@ -152,7 +152,7 @@ impl Idempotent {
     /// # Errors
     /// As [`Idempotent::json`].
     pub fn json_or_default<T: DeserializeOwned + Default>(&self) -> Result<T, ApiError> {
-        if self.bytes.iter().all(u8::is_ascii_whitespace) { Ok(T::default()) } else { parse_json(&self.bytes) }
+        crate::extract::parse_json_or_default(&self.bytes)
     }
 
     /// For keygate's own endpoints: claims the key, runs `execute` unless a stored response is

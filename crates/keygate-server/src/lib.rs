@@ -32,7 +32,7 @@ use std::net::SocketAddr;
 
 pub use config::{Config, Settings};
 pub use error::ApiError;
-pub use routes::{app, openapi};
+pub use routes::{app, openapi, openapi_for};
 pub use state::{AppState, Keygate};
 pub use workers::serve_per_core;
 

@@ -233,9 +233,11 @@ async fn account_allowlist_is_set_and_enforced(app: TestApp) {
     app.get(&p.key, "/v1/account").await.expect_status(200);
     assert_problem(&from_elsewhere().await, 403, "ip_not_allowed");
 
-    // A list that leaves out the caller's own address would lock it out: refused.
+    // A list that leaves out the caller's own address would lock it out: refused, as a conflict
+    // with the state it would leave (the list itself is well-formed).
     let r = app.patch(&p.key, "/v1/account", &json!({"allowed_ips": ["10.0.0.0/8"]})).await;
-    assert_invalid_fields(&r, &["allowed_ips"]);
+    assert_problem(&r, 409, "conflict");
+    assert!(r.body["detail"].as_str().is_some_and(|d| d.contains("127.0.0.1")), "{r:?}");
     let own = app.get(&p.key, "/v1/account").await.expect_status(200);
     assert_eq!(own["allowed_ips"], json!(["127.0.0.1", "10.0.0.0/8"]));
 

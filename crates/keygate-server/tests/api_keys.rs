@@ -72,7 +72,7 @@ async fn create_returns_the_plaintext_and_every_field(app: TestApp) {
                 "allowed_ips": ["203.0.113.7", "10.0.0.0/8"],
                 "rate_limit_per_minute": 75,
                 "expires_at": expires_at,
-                "metadata": {"crm": "hubspot", "seats": 3},
+                "metadata": {"crm": "hubspot", "seats": "3"},
             }),
         )
         .await;
@@ -95,7 +95,7 @@ async fn create_returns_the_plaintext_and_every_field(app: TestApp) {
     assert_eq!(k["revoked_reason"], Value::Null);
     assert_eq!(k["last_used_at"], Value::Null);
     assert_eq!(k["last_used_ip"], Value::Null);
-    assert_eq!(k["metadata"], json!({"crm": "hubspot", "seats": 3}));
+    assert_eq!(k["metadata"], json!({"crm": "hubspot", "seats": "3"}));
     assert!(is_timestamp(&str_of(&k["created_at"])), "{}", k["created_at"]);
     assert!(is_timestamp(&str_of(&k["updated_at"])), "{}", k["updated_at"]);
     assert_eq!(k["created_by"], p.key_id, "created by the acting key");
@@ -184,9 +184,10 @@ async fn create_names_each_invalid_field(app: TestApp) {
         (json!({"name": "x".repeat(201)}), &["name"]),
         (json!({"name": "k", "metadata": {"k": "x".repeat(600)}}), &["metadata.k"]),
         (
-            json!({"name": "k", "metadata": (0..51).map(|i| (format!("k{i}"), json!(i))).collect::<serde_json::Map<_, _>>()}),
+            json!({"name": "k", "metadata": (0..51).map(|i| (format!("k{i}"), json!(i.to_string()))).collect::<serde_json::Map<_, _>>()}),
             &["metadata"],
         ),
+        (json!({"name": "k", "metadata": {"seats": 3}}), &["metadata.seats"]),
         (json!({"name": "k", "nmae": "typo"}), &["nmae"]),
         (json!({"name": 5}), &["name"]),
         (json!({"name": "k", "rate_limit_per_minute": "lots"}), &["rate_limit_per_minute"]),
@@ -373,7 +374,7 @@ both_backends!(list_paginates_with_a_cursor);
 
 async fn get_returns_one_key(app: TestApp) {
     let p = app.partner("Acme").await;
-    let k = app.create_key(&p.key, json!({"name": "one", "metadata": {"a": 1}})).await;
+    let k = app.create_key(&p.key, json!({"name": "one", "metadata": {"a": "1"}})).await;
     let got = app.get(&p.key, &format!("/v1/api-keys/{}", str_of(&k["id"]))).await.expect_status(200);
     assert_key_fields(&got, false);
     assert_eq!(settled(&got), settled(&k));
@@ -467,7 +468,7 @@ both_backends!(patch_changes_each_field_and_records_what_changed);
 
 async fn empty_patch_changes_nothing(app: TestApp) {
     let p = app.partner("Acme").await;
-    let k = app.create_key(&p.key, json!({"name": "same", "metadata": {"a": 1}})).await;
+    let k = app.create_key(&p.key, json!({"name": "same", "metadata": {"a": "1"}})).await;
     let id = str_of(&k["id"]);
     let path = format!("/v1/api-keys/{id}");
     let before = app.audit_events(&p.key, &[("target_id", &id)]).await;
@@ -475,7 +476,7 @@ async fn empty_patch_changes_nothing(app: TestApp) {
     let same = app.patch(&p.key, &path, &json!({})).await.expect_status(200);
     assert_eq!(settled(&same), settled(&k));
     // Setting fields to what they already are is no change either.
-    let same = app.patch(&p.key, &path, &json!({"name": "same", "metadata": {"a": 1}})).await.expect_status(200);
+    let same = app.patch(&p.key, &path, &json!({"name": "same", "metadata": {"a": "1"}})).await.expect_status(200);
     assert_eq!(settled(&same), settled(&k), "updated_at untouched");
 
     let after = app.audit_events(&p.key, &[("target_id", &id)]).await;

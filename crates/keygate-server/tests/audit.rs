@@ -218,7 +218,7 @@ async fn refused_writes_leave_no_event(app: TestApp) {
     assert_eq!(app.post(&p.key, "/v1/api-keys", &json!({"name": ""})).await.status, 422);
     assert_eq!(app.post(&reader_key, "/v1/api-keys", &json!({"name": "x"})).await.status, 403);
     assert_eq!(app.post(&p.key, "/v1/tenants", &json!({"nmae": "x"})).await.status, 422);
-    assert_eq!(app.patch(&p.key, "/v1/account", &json!({"allowed_ips": ["10.0.0.0/8"]})).await.status, 422);
+    assert_eq!(app.patch(&p.key, "/v1/account", &json!({"allowed_ips": ["10.0.0.0/8"]})).await.status, 409);
     assert_eq!(app.post_empty(&p.key, "/v1/api-keys/key_01JABCDEFGHJKMNPQRSTVWXYZ0/revoke").await.status, 404);
     assert_eq!(ids(&app.audit_events(&p.key, &[]).await), after_create);
 }

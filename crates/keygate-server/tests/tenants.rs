@@ -150,19 +150,21 @@ both_backends!(a_page_holds_twenty_by_default);
 
 async fn patch_changes_name_external_id_and_merges_metadata(app: TestApp) {
     let p = app.partner("Acme").await;
-    let t =
-        app.create_tenant(&p.key, json!({"name": "Before", "external_id": "e1", "metadata": {"a": 1, "b": 2}})).await;
+    let t = app
+        .create_tenant(&p.key, json!({"name": "Before", "external_id": "e1", "metadata": {"a": "1", "b": "2"}}))
+        .await;
     let id = str_of(&t["id"]);
     let path = format!("/v1/tenants/{id}");
 
-    let r =
-        app.patch(&p.key, &path, &json!({"name": "After", "external_id": "e2", "metadata": {"b": null, "c": 3}})).await;
+    let r = app
+        .patch(&p.key, &path, &json!({"name": "After", "external_id": "e2", "metadata": {"b": null, "c": "3"}}))
+        .await;
     let request_id = r.request_id().to_owned();
     let patched = r.expect_status(200);
     assert_tenant_fields(&patched);
     assert_eq!(patched["name"], "After");
     assert_eq!(patched["external_id"], "e2");
-    assert_eq!(patched["metadata"], json!({"a": 1, "c": 3}));
+    assert_eq!(patched["metadata"], json!({"a": "1", "c": "3"}));
     assert_eq!(patched["created_at"], t["created_at"]);
     assert_eq!(app.get(&p.key, &path).await.expect_status(200), patched);
 
@@ -170,7 +172,7 @@ async fn patch_changes_name_external_id_and_merges_metadata(app: TestApp) {
     assert_eq!(event["request_id"], request_id.as_str());
     assert_eq!(event["changes"]["name"], json!({"from": "Before", "to": "After"}));
     assert_eq!(event["changes"]["external_id"], json!({"from": "e1", "to": "e2"}));
-    assert_eq!(event["changes"]["metadata"], json!({"from": {"a": 1, "b": 2}, "to": {"a": 1, "c": 3}}));
+    assert_eq!(event["changes"]["metadata"], json!({"from": {"a": "1", "b": "2"}, "to": {"a": "1", "c": "3"}}));
 
     let cleared = app.patch(&p.key, &path, &json!({"external_id": null})).await.expect_status(200);
     assert_eq!(cleared["external_id"], Value::Null);

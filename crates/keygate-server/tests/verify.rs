@@ -88,7 +88,7 @@ async fn a_valid_key_is_described_without_secrets(app: TestApp) {
                 "environment": "test",
                 "scopes": ["calls:write", "sms:send"],
                 "tenant_ids": [tenant],
-                "metadata": {"crm": "hubspot", "seats": 3},
+                "metadata": {"crm": "hubspot", "seats": "3"},
             }),
         )
         .await;
@@ -106,7 +106,7 @@ async fn a_valid_key_is_described_without_secrets(app: TestApp) {
             "scopes": ["calls:write", "sms:send"],
             "tenant_ids": [tenant],
             "environment": "test",
-            "metadata": {"crm": "hubspot", "seats": 3},
+            "metadata": {"crm": "hubspot", "seats": "3"},
         })
     );
     assert!(!r.text.contains(&plaintext), "the verdict never repeats the key: {r:?}");

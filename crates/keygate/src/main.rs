@@ -428,7 +428,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
 
     match cli.command {
         Command::Openapi => {
-            let doc = keygate_server::openapi()
+            let doc = keygate_server::openapi_for(&settings.catalog, settings.limits.max_key_rate_limit_per_minute)
                 .to_pretty_json()
                 .map_err(|e| Failure::new("internal", 500, format!("rendering the OpenAPI document: {e}")))?;
             out.result(&serde_json::from_str(&doc).unwrap_or(Value::Null), || doc.clone());

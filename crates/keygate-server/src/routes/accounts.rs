@@ -11,8 +11,9 @@ use crate::auth::{AccountRead, AccountWrite, AccountsRead, AccountsWrite, Scoped
 use crate::error::{ApiError, Problem};
 use crate::extract::{Body, Path, Query};
 use crate::idempotency::Idempotent;
-use crate::services::PageParams;
-use crate::services::accounts::{CreateAccountRequest, UpdateAccountRequest};
+use crate::services::accounts::{
+    CreateAccountRequest, ListAccountsParams, UpdateAccountRequest, UpdateOwnAccountRequest,
+};
 use crate::state::AppState;
 use crate::views::{AccountList, AccountView, CreatedAccount, CreatedKey, KeyView};
 
@@ -26,13 +27,13 @@ pub async fn get_own_account(caller: Scoped<AccountRead>) -> Json<AccountView> {
 }
 
 /// Change the caller's account name or IP allowlist. The rate limit is read-only here.
-#[utoipa::path(patch, path = "/v1/account", tag = OWN, request_body = UpdateAccountRequest,
+#[utoipa::path(patch, path = "/v1/account", tag = OWN, request_body = UpdateOwnAccountRequest,
     responses((status = 200, body = AccountView), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn update_own_account(
     State(state): State<AppState>,
     caller: Scoped<AccountWrite>,
-    Body(req): Body<UpdateAccountRequest>,
+    Body(req): Body<UpdateOwnAccountRequest>,
 ) -> Result<Json<AccountView>, ApiError> {
     Ok(Json(AccountView::from(&state.keygate.update_own_account(&caller.principal(), req).await?)))
 }
@@ -57,14 +58,14 @@ pub async fn create_account(
 }
 
 /// List accounts, newest first.
-#[utoipa::path(get, path = "/v1/accounts", tag = OPERATOR, params(PageParams),
+#[utoipa::path(get, path = "/v1/accounts", tag = OPERATOR, params(ListAccountsParams),
     responses((status = 200, body = AccountList)), security(("bearer" = [])))]
 pub async fn list_accounts(
     State(state): State<AppState>,
     caller: Scoped<AccountsRead>,
-    Query(q): Query<PageParams>,
+    Query(q): Query<ListAccountsParams>,
 ) -> Result<Json<AccountList>, ApiError> {
-    let (rows, next_cursor) = state.keygate.list_accounts(&caller.principal(), q).await?;
+    let (rows, next_cursor) = state.keygate.list_accounts(&caller.principal(), q.into()).await?;
     Ok(Json(AccountList { data: rows.iter().map(AccountView::from).collect(), next_cursor }))
 }
 

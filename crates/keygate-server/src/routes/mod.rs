@@ -23,6 +23,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
+use keygate_domain::scope::Catalog;
+
 use crate::middleware;
 use crate::state::AppState;
 
@@ -94,19 +96,28 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::metrics::render))
 }
 
-/// The OpenAPI document (what `/openapi.json` serves and `keygate openapi` prints).
+/// The OpenAPI document of a server with the default settings.
 #[must_use]
 pub fn openapi() -> utoipa::openapi::OpenApi {
+    let limits = crate::config::Config::default().limits;
+    openapi_for(&Catalog::default(), limits.max_key_rate_limit_per_minute)
+}
+
+/// The OpenAPI document of a server with this scope `catalog` and highest key rate limit (what
+/// its `/openapi.json` serves and `keygate openapi` prints): the document states exactly what
+/// that server accepts.
+#[must_use]
+pub fn openapi_for(catalog: &Catalog, max_key_rate_limit: u32) -> utoipa::openapi::OpenApi {
     let (_, mut doc) = api().split_for_parts();
-    finish(&mut doc);
+    finish(&mut doc, catalog, max_key_rate_limit);
     doc
 }
 
-/// What the router's document still needs: the version, and every status each operation can
-/// answer (`outcomes`).
-fn finish(doc: &mut utoipa::openapi::OpenApi) {
+/// What the router's document still needs: the version, every status each operation can answer,
+/// and what the settings decide (`outcomes`).
+fn finish(doc: &mut utoipa::openapi::OpenApi, catalog: &Catalog, max_key_rate_limit: u32) {
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    outcomes::document(doc);
+    outcomes::document(doc, catalog, max_key_rate_limit);
 }
 
 /// The whole HTTP application.
@@ -118,7 +129,7 @@ pub fn app(state: AppState) -> Router {
         key_format: std::sync::Arc::new(state.keygate.key_format.clone()),
     };
     let (router, mut doc) = api().split_for_parts();
-    finish(&mut doc);
+    finish(&mut doc, &state.keygate.catalog, state.keygate.limits.max_key_rate_limit_per_minute);
     router
         // The interactive reference: Swagger UI's assets are compiled into the binary.
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))

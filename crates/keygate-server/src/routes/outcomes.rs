@@ -15,11 +15,16 @@
 //! Every response also gets a description (OpenAPI requires one), and every error response the
 //! `Problem` schema as `application/problem+json`.
 
+use keygate_domain::scope::Catalog;
 use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::schema::{ArrayItems, Schema};
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr, Response};
 
-/// Fills in `doc`: see the module documentation.
-pub fn document(doc: &mut OpenApi) {
+/// Fills in `doc`: see the module documentation. `catalog` gives the scopes a key may be given
+/// (the `enum` of `scopes` items), `max_key_rate_limit` the `maximum` of a key's
+/// `rate_limit_per_minute`: the settings' own, so the document says what this server accepts.
+pub fn document(doc: &mut OpenApi, catalog: &Catalog, max_key_rate_limit: u32) {
+    key_request_bounds(doc, catalog, max_key_rate_limit);
     for item in doc.paths.paths.values_mut() {
         for (write, op) in [
             (false, item.get.as_mut()),
@@ -32,6 +37,33 @@ pub fn document(doc: &mut OpenApi) {
             if let Some(op) = op {
                 document_operation(op, write);
             }
+        }
+    }
+}
+
+/// The key requests' bounds that come from the settings: the scopes a key may hold (every
+/// action of every catalog resource, and `resource:*`) as the `enum` of `scopes` items, and the
+/// highest `rate_limit_per_minute`.
+fn key_request_bounds(doc: &mut OpenApi, catalog: &Catalog, max_key_rate_limit: u32) {
+    let scopes: Vec<serde_json::Value> = catalog
+        .entries()
+        .iter()
+        .flat_map(|e| {
+            e.actions.iter().map(|a| format!("{}:{a}", e.resource)).chain(std::iter::once(format!("{}:*", e.resource)))
+        })
+        .map(serde_json::Value::String)
+        .collect();
+    let Some(components) = doc.components.as_mut() else { return };
+    for name in ["CreateKeyRequest", "UpdateKeyRequest"] {
+        let Some(RefOr::T(Schema::Object(request))) = components.schemas.get_mut(name) else { continue };
+        if let Some(RefOr::T(Schema::Object(rate))) = request.properties.get_mut("rate_limit_per_minute") {
+            rate.maximum = Some(utoipa::Number::from(max_key_rate_limit));
+        }
+        let Some(RefOr::T(Schema::Array(list))) = request.properties.get_mut("scopes") else { continue };
+        if let ArrayItems::RefOrSchema(item) = &mut list.items
+            && let RefOr::T(Schema::Object(item)) = item.as_mut()
+        {
+            item.enum_values = Some(scopes.clone());
         }
     }
 }
@@ -72,6 +104,16 @@ fn document_operation(op: &mut Operation, write: bool) {
     }
     for status in statuses {
         op.responses.responses.entry(status.to_string()).or_insert_with(|| RefOr::T(problem(status)));
+    }
+    if let Some(params) = op.parameters.as_mut() {
+        for param in params.iter_mut() {
+            if let RefOr::T(param) = param
+                && param.name == "Idempotency-Key"
+                && let Some(RefOr::T(Schema::Object(schema))) = param.schema.as_mut()
+            {
+                schema.pattern = Some(crate::services::fields::IDEMPOTENCY_KEY.to_owned());
+            }
+        }
     }
     for (status, response) in &mut op.responses.responses {
         if let RefOr::T(response) = response

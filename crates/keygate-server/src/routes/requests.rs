@@ -43,14 +43,20 @@ pub struct KeyUsageParams {
 #[into_params(parameter_in = Query)]
 pub struct ListRequestsParams {
     /// Requests made with this key (`key_…`).
+    #[param(pattern = "^key_[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
     pub key_id: Option<String>,
     /// Requests answered with this HTTP status.
+    #[param(minimum = 0, maximum = 65535)]
     pub status: Option<u16>,
     /// Requests at or after this time (RFC 3339).
     pub since: Option<DateTime<Utc>>,
     /// Requests before this time (RFC 3339).
     pub until: Option<DateTime<Utc>>,
+    /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = "^rl_[0-9A-Z]{26}$")]
     pub cursor: Option<String>,
 }
 
@@ -58,13 +64,14 @@ impl Keygate {
     /// Requests of one visible key per UTC day and outcome, newest day first.
     ///
     /// # Errors
-    /// 404 when the key is not visible to `p`, 422 when `since` is not before `until`.
+    /// 404 when the key is not visible to `p`.
     pub async fn key_usage(&self, p: &Principal, id: &str, q: KeyUsageParams) -> Result<Vec<UsageRow>, ApiError> {
         let key = self.get_key(p, id).await?;
         let until = q.until.unwrap_or_else(time::now);
         let since = q.since.unwrap_or(until - DEFAULT_USAGE_WINDOW);
+        // An empty window (`since` at or after `until`) holds no requests.
         if since >= until {
-            return Err(ApiError::field("since", "must be before until"));
+            return Ok(Vec::new());
         }
         Ok(self.store.key_usage(p.account.id, key.id, since, until).await?)
     }

@@ -33,12 +33,13 @@ pub struct VerifyRequest {
     #[schema(example = "sk_live_3kTMd9pQ7vXz1bN4cR8wY2hJ6fL0sA5eQ9xZ2a")]
     pub key: String,
     /// The permission the request needs.
-    #[schema(example = "calls:write")]
+    #[schema(example = "calls:write", pattern = "^[a-z0-9_]{1,64}:([a-z0-9_]{1,64}|\\*)$")]
     pub scope: Option<String>,
     /// The tenant the request acts for.
+    #[schema(pattern = "^ten_[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
     pub tenant_id: Option<String>,
     /// The end client's IP, for allowlists.
-    #[schema(example = "203.0.113.7")]
+    #[schema(example = "203.0.113.7", schema_with = crate::services::fields::ip_schema)]
     pub ip: Option<String>,
 }
 
@@ -96,10 +97,13 @@ pub async fn verify(
         .tenant_id
         .as_deref()
         .and_then(|s| s.parse::<TenantId>().map_err(|e| v.error("tenant_id", e.to_string())).ok());
-    let ip = req
-        .ip
-        .as_deref()
-        .and_then(|s| s.trim().parse::<IpAddr>().map_err(|_| v.error("ip", "must be an IPv4 or IPv6 address")).ok());
+    let ip = req.ip.as_deref().and_then(|s| {
+        let parsed = crate::services::fields::is_ip(s).then(|| s.parse::<IpAddr>().ok()).flatten();
+        parsed.or_else(|| {
+            v.error("ip", "must be an IPv4 or IPv6 address, like 203.0.113.7 or 2001:db8::1");
+            None
+        })
+    });
     v.finish()?;
 
     let evaluation = state.auth.evaluate(&req.key, ip).await?;

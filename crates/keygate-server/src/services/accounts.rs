@@ -4,7 +4,7 @@
 //! the maximum key rate limit, since every key the account makes later is bounded by the key
 //! that made it; the operator account cannot be suspended (it would lock everyone
 //! out); an account cannot set an IP allowlist that excludes the address making the change (it
-//! would lock itself out); a partner cannot change its own rate limit (422: the operator sets
+//! would lock itself out: 409 `conflict`); a partner cannot change its own rate limit (422: the operator sets
 //! it). Audit events live in the acting account's log, so the operator's log shows the accounts
 //! it created and suspended.
 
@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
-use super::{PageParams, Principal, Validator, diff, paginate};
+use super::{PageParams, Principal, Validator, diff, fields, paginate};
 use crate::error::{ApiError, Exceeds};
 use crate::state::Keygate;
 use crate::views::ip_entry;
@@ -23,9 +23,17 @@ use crate::views::ip_entry;
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccountRequest {
-    #[schema(example = "Acme Telecom")]
+    /// 1–200 characters, not only white space, no control characters.
+    #[schema(
+        example = "Acme Telecom",
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: String,
     /// Requests per minute across all the account's keys; default 1,000 (configurable).
+    #[serde(default, deserialize_with = "fields::whole")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 4_294_967_295_i64)]
     pub rate_limit_per_minute: Option<u32>,
 }
 
@@ -33,10 +41,54 @@ pub struct CreateAccountRequest {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAccountRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: Option<String>,
     /// Account-wide IP allowlist; `[]` = any IP.
+    #[serde(default, deserialize_with = "fields::not_null")]
+    #[schema(schema_with = fields::account_ips_schema)]
     pub allowed_ips: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "fields::whole")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 4_294_967_295_i64)]
     pub rate_limit_per_minute: Option<u32>,
+}
+
+/// What an account may change on itself (its rate limit is the operator's to set).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateOwnAccountRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
+    pub name: Option<String>,
+    /// Account-wide IP allowlist; `[]` = any IP. It may not exclude the address making the change.
+    #[serde(default, deserialize_with = "fields::not_null")]
+    #[schema(schema_with = fields::account_ips_schema)]
+    pub allowed_ips: Option<Vec<String>>,
+}
+
+impl From<ListAccountsParams> for PageParams {
+    fn from(q: ListAccountsParams) -> Self {
+        Self { limit: q.limit, cursor: q.cursor }
+    }
+}
+
+/// `limit` and `cursor` of the accounts list.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListAccountsParams {
+    /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = "^acct_[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
+    pub cursor: Option<String>,
 }
 
 /// The result of creating an account: it, its first key, and that key's plaintext (once).
@@ -177,11 +229,9 @@ impl Keygate {
     /// An account changes its own name and allowlist.
     ///
     /// # Errors
-    /// 422, including for `rate_limit_per_minute` (read-only here).
-    pub async fn update_own_account(&self, p: &Principal, req: UpdateAccountRequest) -> Result<Account, ApiError> {
-        if req.rate_limit_per_minute.is_some() {
-            return Err(ApiError::field("rate_limit_per_minute", "is read-only here; the operator sets it"));
-        }
+    /// 403 for a narrower principal that would loosen the account's bounds; 422.
+    pub async fn update_own_account(&self, p: &Principal, req: UpdateOwnAccountRequest) -> Result<Account, ApiError> {
+        let req = UpdateAccountRequest { name: req.name, allowed_ips: req.allowed_ips, rate_limit_per_minute: None };
         // The account's settings bound every key of it: a narrower principal may not loosen them
         // for the others (SPEC §4). A tenant-scoped key acts for its tenants, not the account.
         if p.tenant_ids.is_some() {
@@ -214,14 +264,6 @@ impl Keygate {
         }
         if let Some(ips) = &req.allowed_ips {
             a.allowed_ips = v.ip_list("allowed_ips", ips);
-            let own = a.id == p.account.id;
-            if own
-                && let Some(ip) = p.ip
-                && !a.allowed_ips.is_empty()
-                && !keygate_domain::ip::contains(&a.allowed_ips, ip)
-            {
-                v.error("allowed_ips", format!("would lock out {ip}, the address making this request"));
-            }
         }
         if let Some(rate) = req.rate_limit_per_minute {
             if rate == 0 {
@@ -230,6 +272,18 @@ impl Keygate {
             a.rate_limit_per_minute = rate;
         }
         v.finish()?;
+        // Like removing an account's last owner, a valid list that would shut out the very
+        // address asking conflicts with the state it would leave (409, not a field error).
+        if a.id == p.account.id
+            && let Some(ip) = p.ip
+            && !a.allowed_ips.is_empty()
+            && !keygate_domain::ip::contains(&a.allowed_ips, ip)
+        {
+            return Err(ApiError::Conflict(format!(
+                "This allowlist would lock out {ip}, the address making this request; include it (or a network \
+                 that holds it), or make the change from an address the list allows."
+            )));
+        }
         let mut changes = Map::new();
         diff(&mut changes, "name", json!(old.name), json!(a.name));
         diff(&mut changes, "allowed_ips", ip_strings(&old), ip_strings(&a));

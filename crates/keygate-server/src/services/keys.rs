@@ -25,7 +25,8 @@ use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    PageParams, Principal, Validator, about_tenants, diff, double_option, merge_metadata, paginate, tenants_within,
+    PageParams, Principal, Validator, about_tenants, diff, double_option, fields, merge_metadata, paginate,
+    tenants_within,
 };
 use crate::error::{ApiError, Exceeds};
 use crate::state::Keygate;
@@ -37,55 +38,71 @@ pub const MAX_GRACE_SECONDS: i64 = 604_800;
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
+    /// 1–200 characters, not only white space, no control characters.
     #[schema(example = "Production CRM Integration")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: String,
     /// `live` (default; `test` when the creator is a test key) or `test`.
+    #[schema(pattern = "^(live|test)$")]
     pub environment: Option<String>,
     /// Absent: the creator's own scopes. `null`: unrestricted.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Vec<String>>, example = json!(["tenants:write", "billing:read"]))]
+    #[schema(schema_with = fields::scopes_schema, example = json!(["tenants:write", "billing:read"]))]
     pub scopes: Option<Option<Vec<String>>>,
     /// Absent: the creator's own tenant scope. `null`: all tenants.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(schema_with = fields::tenant_ids_schema)]
     pub tenant_ids: Option<Option<Vec<String>>>,
     /// Absent: the creator's own allowlist. `null`: any IP. `[]`: no IP at all.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Vec<String>>, example = json!(["203.0.113.7", "10.0.0.0/8"]))]
+    #[schema(schema_with = fields::allowed_ips_schema, example = json!(["203.0.113.7", "10.0.0.0/8"]))]
     pub allowed_ips: Option<Option<Vec<String>>>,
     /// Default 100 (configurable), at most 10,000 (configurable) and the creator's own.
+    #[serde(default, deserialize_with = "fields::whole")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub rate_limit_per_minute: Option<u32>,
     /// Must be in the future. Absent: the creator's own expiry. `null`: never expires.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[schema(value_type = Option<String>, format = DateTime, example = "2099-01-01T00:00:00Z")]
     pub expires_at: Option<Option<DateTime<Utc>>>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = fields::metadata_create)]
     pub metadata: Option<Map<String, Value>>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKeyRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: Option<String>,
     /// `null`: unrestricted.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(schema_with = fields::scopes_schema)]
     pub scopes: Option<Option<Vec<String>>>,
     /// `null`: all tenants.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(schema_with = fields::tenant_ids_schema)]
     pub tenant_ids: Option<Option<Vec<String>>>,
     /// `null`: any IP. `[]`: no IP at all.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(schema_with = fields::allowed_ips_schema)]
     pub allowed_ips: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "fields::whole")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub rate_limit_per_minute: Option<u32>,
     /// `null`: never expires. A new value must be in the future.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[schema(value_type = Option<String>, format = DateTime, example = "2099-01-01T00:00:00Z")]
     pub expires_at: Option<Option<DateTime<Utc>>>,
     /// Merged into the existing metadata; a key set to `null` is removed.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = fields::metadata_patch)]
     pub metadata: Option<Map<String, Value>>,
 }
 
@@ -93,6 +110,7 @@ pub struct UpdateKeyRequest {
 #[serde(deny_unknown_fields)]
 pub struct RevokeKeyRequest {
     /// Why (at most 500 characters); kept on the key and in the audit log.
+    #[schema(max_length = 500)]
     pub reason: Option<String>,
 }
 
@@ -100,6 +118,8 @@ pub struct RevokeKeyRequest {
 #[serde(deny_unknown_fields)]
 pub struct RollKeyRequest {
     /// How long the old key keeps working: 0–604800 seconds, default 0 (it expires now).
+    #[serde(default, deserialize_with = "fields::whole")]
+    #[schema(minimum = 0, maximum = 604_800)]
     pub grace_period_seconds: Option<i64>,
 }
 
@@ -119,12 +139,19 @@ pub struct ListKeysParams {
     /// Alias of `name`.
     pub label: Option<String>,
     /// `active`, `revoked` or `expired`.
+    #[param(pattern = "^(active|revoked|expired)$")]
     pub status: Option<String>,
     /// Keys scoped to this tenant.
+    #[param(pattern = "^ten_[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
     pub tenant_id: Option<String>,
     /// `live` or `test`.
+    #[param(pattern = "^(live|test)$")]
     pub environment: Option<String>,
+    /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = "^key_[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
     pub cursor: Option<String>,
 }
 
@@ -413,10 +440,10 @@ impl Keygate {
     pub async fn revoke_key(&self, p: &Principal, id: &str, reason: Option<String>) -> Result<ApiKey, ApiError> {
         let mut key = self.load_key(p, id).await?;
         ensure_key_within(p, &key)?;
-        let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
         if reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
             return Err(ApiError::field("reason", "must be at most 500 characters"));
         }
+        let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
         if key.revoked_at.is_some() {
             return Ok(key);
         }

@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod fields;
 pub mod keys;
 pub mod operator;
 pub mod tenants;
@@ -21,7 +22,6 @@ use keygate_domain::{Environment, EventId, Scope, TenantId, time};
 use keygate_store::Page;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
-use utoipa::IntoParams;
 
 use crate::error::{ApiError, FieldError};
 
@@ -129,8 +129,7 @@ pub fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Re
 }
 
 /// `limit` and `cursor` of every list.
-#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct PageParams {
     /// 1–100, default 20.
     pub limit: Option<u32>,
@@ -188,21 +187,22 @@ impl Validator {
         if self.errors.is_empty() { Ok(()) } else { Err(ApiError::Validation(self.errors)) }
     }
 
-    /// A display name: trimmed, 1–200 characters, no control characters.
-    pub fn name(&mut self, field: &str, name: &str) -> String {
-        let trimmed = name.trim();
-        if trimmed.is_empty() {
-            self.error(field, "must not be empty");
-        } else if trimmed.chars().count() > 200 {
-            self.error(field, "must be at most 200 characters");
-        } else if trimmed.chars().any(char::is_control) {
-            self.error(field, "must not contain control characters");
+    /// A display name ([`fields::TEXT`]): 1–`max` characters as sent, not only white space, no
+    /// control characters; kept trimmed.
+    pub fn text(&mut self, field: &str, text: &str, max: usize) -> String {
+        if !fields::is_text(text, max) {
+            self.error(field, format!("must be 1–{max} characters, not only spaces, without control characters"));
         }
-        trimmed.to_owned()
+        text.trim().to_owned()
     }
 
-    /// Metadata as Stripe limits it: at most 50 keys of ≤ 40 characters, values ≤ 500
-    /// characters of JSON each.
+    /// A display name: [`Validator::text`] of at most 200 characters.
+    pub fn name(&mut self, field: &str, name: &str) -> String {
+        self.text(field, name, 200)
+    }
+
+    /// Metadata as Stripe bounds it: at most 50 keys of 1–40 characters, each value a string of at
+    /// most 500 characters ([`fields::metadata_schema`]).
     pub fn metadata(&mut self, field: &str, metadata: &Map<String, Value>) {
         if metadata.len() > 50 {
             self.error(field, "may have at most 50 keys");
@@ -211,19 +211,28 @@ impl Validator {
             if k.is_empty() || k.chars().count() > 40 {
                 self.error(format!("{field}.{k}"), "keys must be 1–40 characters");
             }
-            if v.to_string().chars().count() > 500 {
-                self.error(format!("{field}.{k}"), "values must be at most 500 characters of JSON");
+            match v.as_str() {
+                Some(text) if text.chars().count() <= 500 => {}
+                Some(_) => self.error(format!("{field}.{k}"), "values must be at most 500 characters"),
+                None => self.error(format!("{field}.{k}"), "values must be strings (send numbers as text)"),
             }
         }
     }
 
-    /// An IP allowlist: addresses and CIDRs, at most 100.
+    /// An IP allowlist: addresses and CIDRs ([`fields::ip_entry_pattern`]), at most 100.
     pub fn ip_list(&mut self, field: &str, entries: &[String]) -> Vec<IpNet> {
         if entries.len() > 100 {
             self.error(field, "may have at most 100 entries");
         }
         let mut out = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
+            if !fields::is_ip_entry(e) {
+                self.error(
+                    format!("{field}[{i}]"),
+                    format!("`{e}` is not an IP address or CIDR (like 203.0.113.7 or 10.0.0.0/8)"),
+                );
+                continue;
+            }
             match keygate_domain::ip::parse_entry(e) {
                 Ok(net) if !out.contains(&net) => out.push(net),
                 Ok(_) => {}

@@ -12,31 +12,47 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{PageParams, Principal, Validator, about_tenants, diff, double_option, merge_metadata, paginate};
+use super::{PageParams, Principal, Validator, about_tenants, diff, double_option, fields, merge_metadata, paginate};
 use crate::error::ApiError;
 use crate::state::Keygate;
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenantRequest {
-    #[schema(example = "Northwind Clinic")]
+    /// 1–200 characters, not only white space, no control characters.
+    #[schema(
+        example = "Northwind Clinic",
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: String,
-    /// Your own id for this tenant; unique within your account.
+    /// Your own id for this tenant (1–255 characters); unique within your account.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub external_id: Option<String>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = fields::metadata_create)]
     pub metadata: Option<Map<String, Value>>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenantRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: Option<String>,
     /// `null` removes it.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 255, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub external_id: Option<Option<String>>,
     /// Merged; a key set to `null` is removed.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = fields::metadata_patch)]
     pub metadata: Option<Map<String, Value>>,
 }
 
@@ -45,18 +61,19 @@ pub struct UpdateTenantRequest {
 #[into_params(parameter_in = Query)]
 pub struct ListTenantsParams {
     /// `active` or `suspended`.
+    #[param(pattern = "^(active|suspended)$")]
     pub status: Option<String>,
     pub external_id: Option<String>,
+    /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = "^ten_[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
     pub cursor: Option<String>,
 }
 
 fn external_id(v: &mut Validator, id: &str) -> String {
-    let id = id.trim();
-    if id.is_empty() || id.chars().count() > 255 || id.chars().any(char::is_control) {
-        v.error("external_id", "must be 1–255 characters without control characters");
-    }
-    id.to_owned()
+    v.text("external_id", id, 255)
 }
 
 impl Keygate {
