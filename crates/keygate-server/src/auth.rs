@@ -354,6 +354,29 @@ impl<S: RequiredScope + Send + Sync> FromRequestParts<AppState> for Scoped<S> {
     }
 }
 
+/// A [`Caller`] whose key holds `S::scope()`, checks 1–9 only: no limit of the caller's is spent.
+/// For `POST /v1/verify`, whose traffic is the platform's whole traffic: it spends the verified
+/// key's limits instead (SPEC §9).
+pub struct Unmetered<S>(pub Caller, PhantomData<S>);
+
+impl<S> Deref for Unmetered<S> {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        &self.0
+    }
+}
+
+impl<S: RequiredScope + Send + Sync> FromRequestParts<AppState> for Unmetered<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = Caller::authenticate(parts, state).await?;
+        caller.require(S::scope())?;
+        Ok(Self(caller, PhantomData))
+    }
+}
+
 macro_rules! scope_markers {
     ($($name:ident = $scope:literal),* $(,)?) => {
         $(

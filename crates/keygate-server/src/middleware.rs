@@ -49,6 +49,26 @@ pub struct RequestFacts {
     /// The gateway route template the request matched (axum's `MatchedPath` covers keygate's
     /// own routes only).
     pub route: OnceLock<Arc<str>>,
+    /// For `POST /v1/verify`: the key it verified, whose use the request-log record is.
+    pub verified: OnceLock<Verified>,
+}
+
+/// A key a verify call checked (SPEC §9): its request-log record is a use of this key, with the
+/// verifying key noted.
+#[derive(Debug, Clone, Copy)]
+pub struct Verified {
+    pub account: AccountId,
+    pub key: KeyId,
+    pub tenant: Option<TenantId>,
+    /// The end client's IP, when the call named one.
+    pub ip: Option<IpAddr>,
+    /// `ok`, or the code of the verdict.
+    pub outcome: &'static str,
+}
+
+/// Records the key a verify call checked, for the request log.
+pub fn note_verified(verified: Verified) {
+    let _ = REQUEST_FACTS.try_with(|f| f.verified.set(verified));
 }
 
 /// Records the gateway route a request matched, for its log line, metrics and request-log record:
@@ -125,12 +145,13 @@ pub async fn request_context(State(context): State<RequestContext>, req: Request
                     f.ratelimit.get().copied(),
                     f.tenant.get().copied(),
                     f.route.get().cloned(),
+                    f.verified.get().copied(),
                 )
             });
             (response, facts)
         })
         .await;
-    let (caller, deprecated, ratelimit, tenant, gateway_route) = facts;
+    let (caller, deprecated, ratelimit, tenant, gateway_route, verified) = facts;
     let headers = response.headers_mut();
     if let Some(status) = ratelimit
         && !headers.contains_key("x-ratelimit-limit")
@@ -169,20 +190,41 @@ pub async fn request_context(State(context): State<RequestContext>, req: Request
         "request"
     );
     if let Some((account, key, ip)) = caller {
-        recorder.record(RequestRecord {
-            id: RequestRecord::generate_id(),
-            request_id: id,
-            at,
-            account_id: account,
-            key_id: Some(key),
-            tenant_id: tenant,
-            route: route.to_string(),
-            method: method.as_str().to_owned(),
-            status,
-            outcome: code.to_owned(),
-            client_ip: Some(ip),
-            latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-        });
+        let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let record = match verified {
+            // A verify call is a use of the verified key, noting who asked (SPEC §9).
+            Some(v) => RequestRecord {
+                id: RequestRecord::generate_id(),
+                request_id: id,
+                at,
+                account_id: v.account,
+                key_id: Some(v.key),
+                tenant_id: v.tenant,
+                route: route.to_string(),
+                method: method.as_str().to_owned(),
+                status,
+                outcome: v.outcome.to_owned(),
+                client_ip: v.ip.or(Some(ip)),
+                latency_us,
+                via_key_id: Some(key),
+            },
+            None => RequestRecord {
+                id: RequestRecord::generate_id(),
+                request_id: id,
+                at,
+                account_id: account,
+                key_id: Some(key),
+                tenant_id: tenant,
+                route: route.to_string(),
+                method: method.as_str().to_owned(),
+                status,
+                outcome: code.to_owned(),
+                client_ip: Some(ip),
+                latency_us,
+                via_key_id: None,
+            },
+        };
+        recorder.record(record);
     }
     response
 }

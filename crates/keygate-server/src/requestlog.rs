@@ -130,6 +130,7 @@ mod tests {
             outcome: "ok".into(),
             client_ip: None,
             latency_us: 1,
+            via_key_id: None,
         }
     }
 

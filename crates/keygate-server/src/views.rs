@@ -256,6 +256,8 @@ pub struct RequestView {
     pub client_ip: Option<String>,
     #[schema(example = 1.25)]
     pub latency_ms: f64,
+    /// For a use recorded by `POST /v1/verify`: the key that asked (`key_id` is the key verified).
+    pub via_key_id: Option<String>,
 }
 
 impl From<&RequestRecord> for RequestView {
@@ -274,6 +276,7 @@ impl From<&RequestRecord> for RequestView {
             outcome: r.outcome.clone(),
             client_ip: r.client_ip.map(|ip| ip.to_string()),
             latency_ms,
+            via_key_id: r.via_key_id.map(|k| k.to_string()),
         }
     }
 }

@@ -808,3 +808,33 @@ async fn accounts_cannot_grow_without_bound(app: TestApp) {
     assert_eq!(listed.len(), 2, "nothing was made");
 }
 both_backends_with!(small_caps; accounts_cannot_grow_without_bound);
+
+/// A body declared as something other than JSON is refused, not guessed at; a time past year
+/// 9999 (RFC 3339 years have four digits) is refused, not stored as an expired key.
+async fn bodies_must_be_json_and_times_rfc3339(app: TestApp) {
+    let p = app.partner("Acme").await;
+    for content_type in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+        let r = send(
+            app.request(Method::POST, "/v1/api-keys", &p.key)
+                .header("content-type", content_type)
+                .body(r#"{"name": "typed"}"#),
+        )
+        .await;
+        assert_problem(&r, 400, "invalid_request");
+        assert!(r.body["detail"].as_str().is_some_and(|d| d.contains("application/json")), "{r:?}");
+    }
+    for content_type in ["application/json", "application/json; charset=utf-8", "application/merge-patch+json"] {
+        let r = send(
+            app.request(Method::POST, "/v1/api-keys", &p.key)
+                .header("content-type", content_type)
+                .body(r#"{"name": "typed"}"#),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{content_type}: {r:?}");
+    }
+    let r = app.post(&p.key, "/v1/api-keys", &json!({"name": "far", "expires_at": "+10000-01-01T00:00:00Z"})).await;
+    assert_invalid_fields(&r, &["expires_at"]);
+    let r = app.post(&p.key, "/v1/api-keys", &json!({"name": "edge", "expires_at": "9999-12-31T23:59:59Z"})).await;
+    assert_eq!(r.expect_status(201)["status"], "active");
+}
+both_backends!(bodies_must_be_json_and_times_rfc3339);

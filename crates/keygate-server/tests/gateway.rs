@@ -436,6 +436,7 @@ gateway_tests!(
     the_request_log_keeps_the_route_not_the_path,
 );
 gateway_tests!(with query_keys; the_credential_leaves_the_query_whichever_source_carried_it);
+gateway_tests!(a_405_says_what_is_allowed_and_head_is_served_by_get);
 gateway_tests!(with small_bodies; a_body_over_the_gateway_limit_is_413);
 gateway_tests!(
     with short_timeout;
@@ -1560,4 +1561,28 @@ async fn the_request_log_keeps_the_route_not_the_path(app: TestApp, _up: Upstrea
     .expect("the gateway request is in the request log");
     let text = serde_json::to_string(&records).expect("json");
     assert!(!text.contains(&secret), "the pasted key is not in the request log: {text}");
+}
+
+/// RFC 9110 §15.5.6: a 405 lists the methods the path has; HEAD is served wherever GET is.
+async fn a_405_says_what_is_allowed_and_head_is_served_by_get(app: TestApp, up: Upstream) {
+    let p = app.partner("Acme").await;
+    let put = send(app.request(Method::PUT, "/v1/calls/c-1", &p.key)).await;
+    assert_problem(&put, 405, "method_not_allowed");
+    assert_eq!(put.header("allow"), Some("GET, DELETE, HEAD"), "{put:?}");
+    let get_only = send(app.request(Method::POST, "/v1/recording", &p.key)).await;
+    assert_problem(&get_only, 405, "method_not_allowed");
+    assert_eq!(get_only.header("allow"), Some("GET, HEAD"));
+    let post_only = send(app.request(Method::GET, "/v1/sms/send", &p.key)).await;
+    assert_eq!(post_only.header("allow"), Some("POST"));
+    assert_eq!(up.calls(), 0);
+
+    let head = app.request(Method::HEAD, "/v1/calls/c-1", &p.key).send().await.expect("the server answers");
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers().get("x-upstream").map(|v| v.as_bytes()), Some(&b"yes"[..]), "forwarded as HEAD");
+    assert_eq!(up.calls(), 1);
+    // The GET route's scope applies to HEAD.
+    let (sender, _, _) = key_with(&app, &p.key, json!({"scopes": ["sms:send"]})).await;
+    let refused = app.request(Method::HEAD, "/v1/calls/c-1", &sender).send().await.expect("the server answers");
+    assert_eq!(refused.status(), 403);
+    assert_eq!(up.calls(), 1);
 }

@@ -264,3 +264,24 @@ async fn tenant_scoped_keys_see_only_their_tenants_requests(app: TestApp) {
     assert_problem(&app.get(&reader, &format!("/v1/api-keys/{k2_id}/usage")).await, 404, "not_found");
 }
 both_backends!(tenant_scoped_keys_see_only_their_tenants_requests);
+
+/// SPEC §8: usage is exact at once, the current second included.
+async fn usage_counts_the_requests_just_made(app: TestApp) {
+    let p = app.partner("Acme").await;
+    for _ in 0..3 {
+        assert_eq!(app.get(&p.key, "/v1/account").await.status, 200);
+    }
+    let usage = app.get(&p.key, &format!("/v1/api-keys/{}/usage", p.key_id)).await.expect_status(200);
+    let ok: u64 = usage["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["outcome"] == "ok")
+        .filter_map(|r| r["count"].as_u64())
+        .sum();
+    assert_eq!(ok, 3, "the three requests just made count at once: {usage}");
+    let listed =
+        list_data(app.get(&p.key, &format!("/v1/requests?key_id={}&limit=100", p.key_id)).await.expect_status(200));
+    assert_eq!(listed.iter().filter(|r| r["route"] == "/v1/account").count(), 3, "{listed:?}");
+}
+both_backends!(usage_counts_the_requests_just_made);

@@ -343,3 +343,39 @@ async fn verifying_records_the_verified_keys_use(app: TestApp) {
     eprintln!("last_used_at visible after {after:?}");
 }
 both_backends!(verifying_records_the_verified_keys_use);
+
+/// SPEC §9: verify spends the verified key's limits, never the verifier's own (the platform's
+/// whole traffic passes through it), and is a use of the verified key in `/usage` and the
+/// request log, noting the verifier.
+async fn verify_spends_the_verified_key_not_the_verifier(app: TestApp) {
+    let p = app.partner("Acme").await;
+    // The operator account's own limit is tiny: were verify spending it, the 4th call would be 429.
+    let operator_account = app.get(&app.operator_key, "/v1/account").await.expect_status(200);
+    let path = format!("/v1/accounts/{}", str_of(&operator_account["id"]));
+    app.patch(&app.operator_key, &path, &json!({"rate_limit_per_minute": 3})).await.expect_status(200);
+    let k = app.create_key(&p.key, json!({"name": "partner's", "rate_limit_per_minute": 50})).await;
+    let (plaintext, id) = (str_of(&k["key"]), str_of(&k["id"]));
+    for i in 0..60 {
+        let r = verify(&app, &json!({"key": plaintext})).await;
+        let expected = if i < 50 { "valid" } else { "rate_limited" };
+        assert_verdict(&r, expected, Some(&id));
+    }
+    // Usage counts every one of them as the verified key's, at once (nothing waits for a flush).
+    let usage = app.get(&p.key, &format!("/v1/api-keys/{id}/usage")).await.expect_status(200);
+    let count = |outcome: &str| -> u64 {
+        usage["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["outcome"] == outcome)
+            .filter_map(|r| r["count"].as_u64())
+            .sum()
+    };
+    assert_eq!((count("ok"), count("rate_limited")), (50, 10), "{usage}");
+    // The request log shows them as the verified key's, with the verifier noted.
+    let records =
+        common::list_data(app.get(&p.key, &format!("/v1/requests?key_id={id}&limit=100")).await.expect_status(200));
+    assert_eq!(records.len(), 60);
+    assert!(records.iter().all(|r| r["via_key_id"] == app.operator_key_id.as_str() && r["route"] == "/v1/verify"));
+}
+both_backends!(verify_spends_the_verified_key_not_the_verifier);

@@ -260,6 +260,9 @@ pub struct RequestRecord {
     pub outcome: String,
     pub client_ip: Option<IpAddr>,
     pub latency_us: u64,
+    /// For a use recorded by `POST /v1/verify` (SPEC §9): the key that asked; `key_id` is the key
+    /// it verified.
+    pub via_key_id: Option<KeyId>,
 }
 
 impl RequestRecord {

@@ -1146,6 +1146,7 @@ fn request(account: AccountId, key: Option<KeyId>, at: Timestamp, status: u16, o
         outcome: outcome.to_owned(),
         client_ip: Some(ip("203.0.113.7")),
         latency_us: 1234,
+        via_key_id: None,
     }
 }
 

@@ -67,7 +67,9 @@ impl Keygate {
     /// 404 when the key is not visible to `p`.
     pub async fn key_usage(&self, p: &Principal, id: &str, q: KeyUsageParams) -> Result<Vec<UsageRow>, ApiError> {
         let key = self.get_key(p, id).await?;
-        let until = q.until.unwrap_or_else(time::now);
+        // By default up to the end of the current second: records carry whole seconds, and the
+        // request made a moment ago counts.
+        let until = q.until.unwrap_or_else(|| time::truncate(time::now()) + Duration::seconds(1));
         let since = q.since.unwrap_or(until - DEFAULT_USAGE_WINDOW);
         // An empty window (`since` at or after `until`) holds no requests.
         if since >= until {
@@ -133,6 +135,8 @@ pub async fn api_key_usage(
     Path(id): Path<String>,
     Query(q): Query<KeyUsageParams>,
 ) -> Result<Json<KeyUsageList>, ApiError> {
+    // What this node has queued counts at once (SPEC §8: the current second included).
+    state.requests.flush(&*state.keygate.store).await;
     let rows = state.keygate.key_usage(&caller.principal(), &id, q).await?;
     Ok(Json(KeyUsageList { data: rows.into_iter().map(KeyUsageView::from).collect() }))
 }
@@ -145,6 +149,7 @@ pub async fn list_requests(
     caller: Scoped<AuditRead>,
     Query(q): Query<ListRequestsParams>,
 ) -> Result<Json<RequestList>, ApiError> {
+    state.requests.flush(&*state.keygate.store).await;
     let (rows, next_cursor) = state.keygate.list_requests(&caller.principal(), q).await?;
     Ok(Json(RequestList { data: rows.iter().map(RequestView::from).collect(), next_cursor }))
 }

@@ -7,6 +7,11 @@
 //! refused (`ip_not_allowed`): an unknown address is in no allowlist; a tenant-scoped key verified
 //! without a `tenant_id` is `tenant_not_allowed` (fail closed). The failed-attempts
 //! throttle guards the caller's own credential, not the keys it asks about.
+//!
+//! The caller's own rate limits are not spent: verify traffic is the platform's whole traffic,
+//! and what it stands for is the verified key's requests. The request-log record of a call about
+//! a known key is a use of that key (its account, its `/usage`), with the verifying key noted in
+//! `via_key_id`; a call about an unknown key is recorded as the caller's.
 
 use std::net::IpAddr;
 
@@ -19,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::auth::{KeysVerify, Scoped};
+use crate::auth::{KeysVerify, Unmetered};
 use crate::error::{ApiError, Problem};
 use crate::extract::Body;
 use crate::ratelimit;
@@ -88,7 +93,7 @@ pub struct VerifyResponse<'a> {
     security(("bearer" = [])))]
 pub async fn verify(
     State(state): State<AppState>,
-    caller: Scoped<KeysVerify>,
+    caller: Unmetered<KeysVerify>,
     Body(req): Body<VerifyRequest>,
 ) -> Result<Response, ApiError> {
     let mut v = Validator::default();
@@ -157,6 +162,15 @@ pub async fn verify(
         Ok(()) if rate_limited => "rate_limited",
         Ok(()) => "valid",
     };
+    if let Some(c) = &evaluation.credential {
+        crate::middleware::note_verified(crate::middleware::Verified {
+            account: c.key.account_id,
+            key: c.key.id,
+            tenant: tenant_id.filter(|_| code == "valid"),
+            ip: ip.map(keygate_domain::ip::canonical),
+            outcome: if code == "valid" { "ok" } else { code },
+        });
+    }
     let ratelimit =
         ratelimit_info.map(|s| RateLimitInfo { limit: s.limit, remaining: s.remaining, reset: s.reset_after });
     let response = VerifyResponse { valid: code == "valid", code, key, ratelimit };

@@ -100,11 +100,12 @@ macro_rules! audit_columns {
 
 macro_rules! request_columns {
     () => {
-        "id, request_id, at, account_id, key_id, tenant_id, route, method, status, outcome, client_ip, latency_us"
+        "id, request_id, at, account_id, key_id, tenant_id, route, method, status, outcome, client_ip, latency_us, \
+         via_key_id"
     };
 }
 
-/// Rows per `INSERT` of the request log: 12 binds each stays far below either backend's limit
+/// Rows per `INSERT` of the request log: 13 binds each stays far below either backend's limit
 /// on bound parameters (SQLite 32766, PostgreSQL 65535).
 const REQUEST_INSERT_CHUNK: usize = 500;
 
@@ -847,7 +848,8 @@ macro_rules! sql_store {
                             .push_bind(i32::from(r.status))
                             .push_bind(r.outcome.clone())
                             .push_bind(r.client_ip.map(|ip| ip.to_string()))
-                            .push_bind(i64::try_from(r.latency_us).unwrap_or(i64::MAX));
+                            .push_bind(i64::try_from(r.latency_us).unwrap_or(i64::MAX))
+                            .push_bind(r.via_key_id.map(|k| k.to_string()));
                     });
                     query.build().execute(&mut *tx).await.map_err(map_err)?;
                 }

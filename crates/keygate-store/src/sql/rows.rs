@@ -127,6 +127,7 @@ pub(super) struct RequestRow {
     pub outcome: String,
     pub client_ip: Option<String>,
     pub latency_us: i64,
+    pub via_key_id: Option<String>,
 }
 
 /// One group of `key_usage`.
@@ -332,6 +333,7 @@ impl TryFrom<RequestRow> for RequestRecord {
             client_ip: row.client_ip.map(|ip| parse::<IpAddr>("request_log.client_ip", &ip)).transpose()?,
             latency_us: u64::try_from(row.latency_us)
                 .map_err(|_| corrupt("request_log.latency_us", &row.latency_us.to_string()))?,
+            via_key_id: row.via_key_id.map(|k| parse("request_log.via_key_id", &k)).transpose()?,
         })
     }
 }
