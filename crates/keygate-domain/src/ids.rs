@@ -140,7 +140,7 @@ mod tests {
     #[test]
     fn only_the_canonical_spelling_parses() {
         let id = KeyId::generate().to_string();
-        assert!(id.to_lowercase().replace("key_", "key_").parse::<KeyId>().is_err(), "lower case");
+        assert!(id.to_lowercase().parse::<KeyId>().is_err(), "lower case");
         assert!("key_8ZZZZZZZZZZZZZZZZZZZZZZZZZ".parse::<KeyId>().is_err(), "overflows 128 bits");
         assert!("key_7ZZZZZZZZZZZZZZZZZZZZZZZZZ".parse::<KeyId>().is_ok(), "the largest ULID");
         assert!("key_0000000000000000000000000I".parse::<KeyId>().is_err(), "not Crockford");

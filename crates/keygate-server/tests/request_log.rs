@@ -120,7 +120,8 @@ async fn requests_are_listed_newest_first_with_filters_and_pages(app: TestApp) {
             "request_id",
             "route",
             "status",
-            "tenant_id"
+            "tenant_id",
+            "via_key_id"
         ]
     );
     for item in &items {

@@ -134,7 +134,7 @@ fn a_bad_key_prefix_says_what_to_fix() {
 #[test]
 fn every_configuration_problem_is_reported_at_once() {
     let sandbox = Sandbox::new();
-    sandbox.write("keygate.toml", "listen = \"nowhere\"\nkey_prefix = \"A\"\ntrusted_proxies = [\"10.0.0.1/8\"]\n");
+    sandbox.write("keygate.toml", "listen = \"nowhere\"\nkey_prefix = \"A\"\ntrusted_proxies = [\"10.0.0.0/33\"]\n");
     let run = sandbox.fails(&["serve"]);
     for setting in ["listen", "key_prefix", "trusted_proxies"] {
         assert!(run.stderr.contains(setting), "names {setting}:\n{}", run.describe());
