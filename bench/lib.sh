@@ -50,5 +50,5 @@ start_keygate() {
 }
 
 create_key() {
-  curl -sf -X POST "http://127.0.0.1:$1/v1/api-keys" -H "Authorization: Bearer $OPERATOR" -d "$2" | json_key
+  curl -sf -X POST "http://127.0.0.1:$1/v1/api-keys" -H "Authorization: Bearer $OPERATOR" -H "Content-Type: application/json" -d "$2" | json_key
 }
