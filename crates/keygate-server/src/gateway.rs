@@ -289,10 +289,10 @@ async fn proxy(state: &AppState, gw: &Gateway, req: Request) -> Result<Response,
     let key_header = if route.idempotent { idempotency::key_header(&parts.headers)? } else { None };
     let Some(idem_key) = key_header else {
         // A body of declared length (checked above) streams: hyper delivers exactly that many
-        // bytes or fails the message. A body of unknown length (chunked) could cross the limit
+        // bytes or fails the message; so does the empty body of a GET. A body of unknown length (chunked) could cross the limit
         // midway, after the upstream had part of it, so it is read up to the limit first and
         // sent whole: the upstream never gets a cut-off body it could take as complete.
-        if declared.is_some() {
+        if declared.is_some() || hyper::body::Body::is_end_stream(&body) {
             return forward(gw, &state.auth, parts, body, &caller, tenant).await.map_err(ApiError::from);
         }
         let bytes = read_limited(body, gw.max_body_bytes).await?;
