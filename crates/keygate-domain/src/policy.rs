@@ -15,9 +15,9 @@ use crate::time::Timestamp;
 /// Why a request was refused. Each variant is one stable error `code`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthFailure {
-    #[error("No API key was presented.")]
+    #[error("No API key was presented. Send it as `Authorization: Bearer <key>` or `X-API-Key: <key>`.")]
     MissingKey,
-    #[error("More than one different credential was presented.")]
+    #[error("Two different API keys were presented; send one key, in one place.")]
     AmbiguousCredentials,
     #[error("The API key is not valid.")]
     InvalidKey,

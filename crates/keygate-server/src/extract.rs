@@ -88,9 +88,22 @@ fn unknown_field(msg: &str) -> Option<String> {
     Some(msg[start..start + len].to_owned())
 }
 
-/// serde_json appends " at line 1 column 12"; the field path already says where.
+/// serde_json appends " at line 1 column 12"; the field path already says where. A time that does
+/// not parse gets the form it must have.
 fn clean_serde_message(msg: &str) -> String {
-    msg.find(" at line ").map_or(msg, |i| &msg[..i]).to_owned()
+    let msg = msg.find(" at line ").map_or(msg, |i| &msg[..i]);
+    let chrono = [
+        "input contains invalid characters",
+        "premature end of input",
+        "input is out of range",
+        "input is not enough for unique date and time",
+        "trailing input",
+    ];
+    if chrono.iter().any(|m| msg.contains(m)) {
+        format!("{msg}: expected an RFC 3339 time, like 2027-01-01T00:00:00Z")
+    } else {
+        msg.to_owned()
+    }
 }
 
 impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {

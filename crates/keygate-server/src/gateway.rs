@@ -79,6 +79,13 @@ pub struct Gateway {
     connect_timeout: Duration,
 }
 
+/// `http://host:port (N routes)`, for the start-up log line.
+impl fmt::Display for Gateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({} routes)", self.upstream, self.routes.len())
+    }
+}
+
 impl fmt::Debug for Gateway {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Gateway")
@@ -535,8 +542,16 @@ async fn forward(
     }
     let request = request.body(body).map_err(|_| UpstreamError::Broken)?;
     let response = match tokio::time::timeout(gw.timeout, gw.client().request(request)).await {
-        Err(_) => return Err(UpstreamError::Timeout),
-        Ok(Err(e)) => return Err(classify(&e, gw.max_body_bytes)),
+        Err(_) => {
+            tracing::warn!(upstream = %gw.upstream, timeout_ms = gw.timeout.as_millis(), "the upstream sent no response headers in time");
+            return Err(UpstreamError::Timeout);
+        }
+        Ok(Err(e)) => {
+            // The operator's side of a 502: which upstream, and why (the client's problem
+            // document says only that it could not be reached).
+            tracing::warn!(upstream = %gw.upstream, error = %e, source = ?std::error::Error::source(&e), "forwarding to the upstream failed");
+            return Err(classify(&e, gw.max_body_bytes));
+        }
         Ok(Ok(r)) => r,
     };
     let (mut head, incoming) = response.into_parts();

@@ -517,7 +517,11 @@ async fn serve(config: &Config, settings: &Settings) -> Result<ExitCode, Failure
     })?;
     let workers = settings.workers();
     let address = listener.local_addr().map_or_else(|_| settings.listen.to_string(), |a| a.to_string());
-    tracing::info!(address, workers, database = %settings::redacted_url(&settings.database_url), "keygate listening");
+    let gateway = settings.gateway.as_ref().map(|g| g.to_string());
+    tracing::info!(
+        address, workers, database = %settings::redacted_url(&settings.database_url),
+        gateway = gateway.as_deref().unwrap_or("off"), "keygate listening"
+    );
     keygate_server::serve_per_core(listener, workers, app, shutdown_signal(), state.shutdown())
         .await
         .map_err(|e| Failure::new("internal", 500, format!("serving stopped: {e}")))?;
@@ -650,7 +654,10 @@ async fn manage(out: &Out, keygate: &Keygate, command: Command) -> Result<(), Fa
             }
             None => {
                 let account = keygate.store.operator_account().await.map_err(ApiError::from)?;
-                out.note("The operator account already exists; no key was printed.");
+                out.note(
+                    "The operator account already exists; no key was printed. Use the key the first `init` \
+                     printed, or make another: `keygate keys create --account <the account below> --name …`.",
+                );
                 out.result(&json!({"account": account.as_ref().map(AccountView::from), "key": null}), || {
                     account.map_or_else(String::new, |a| format!("Operator account: {}", a.id))
                 });

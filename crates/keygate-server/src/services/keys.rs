@@ -209,6 +209,10 @@ impl Keygate {
                         out.push(scope);
                     }
                 }
+                Ok(scope) if self.catalog.allows(&scope, true) => v.error(
+                    format!("scopes[{i}]"),
+                    format!("`{s}` belongs to the operator account only; partner keys cannot hold it"),
+                ),
                 Ok(_) => {
                     v.error(format!("scopes[{i}]"), format!("`{s}` is not a scope in the catalog (GET /v1/scopes)"))
                 }
