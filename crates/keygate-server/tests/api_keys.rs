@@ -838,3 +838,18 @@ async fn bodies_must_be_json_and_times_rfc3339(app: TestApp) {
     assert_eq!(r.expect_status(201)["status"], "active");
 }
 both_backends!(bodies_must_be_json_and_times_rfc3339);
+
+/// Refusals say what to do next.
+async fn refusals_say_what_to_do(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let r = send(app.client.get(app.url("/v1/api-keys"))).await;
+    assert_problem(&r, 401, "missing_api_key");
+    assert!(str_of(&r.body["detail"]).contains("Authorization: Bearer"), "{r:?}");
+    let r = app.post(&p.key, "/v1/api-keys", &json!({"name": "k", "expires_at": "tomorrow"})).await;
+    assert_invalid_fields(&r, &["expires_at"]);
+    assert!(r.text.contains("RFC 3339"), "{r:?}");
+    let r = app.post(&p.key, "/v1/api-keys", &json!({"name": "k", "scopes": ["accounts:read"]})).await;
+    assert_invalid_fields(&r, &["scopes[0]"]);
+    assert!(r.text.contains("operator account only"), "{r:?}");
+}
+both_backends!(refusals_say_what_to_do);
