@@ -5,7 +5,7 @@
 //! upstream connection the gateway forwards it on (one pool per thread, see
 //! [`crate::gateway`]) and every task in between stay on one thread, so no wake-up crosses
 //! threads. On the two-core bench machine this made the gateway about 40% faster than one
-//! work-stealing runtime (README, Benchmarks). The cost: connections are spread when they
+//! work-stealing runtime (docs/benchmarks.md). The cost: connections are spread when they
 //! arrive, not rebalanced while they live.
 //!
 //! Background work (change-log follower, flushers, purge) stays on the runtime that calls

@@ -256,7 +256,7 @@ fn describe(kind: &Kind, path: &[String], layer: &Layer, vars: &[EnvVar]) -> Vec
     match (&layer.origin, kind) {
         (Origin::File(file), Kind::UnknownField(name, expected)) => {
             let hint = closest(name, expected).map_or_else(
-                || "remove it (the README's Configuration section lists every setting)".to_owned(),
+                || "remove it (docs/configuration.md lists every setting)".to_owned(),
                 |s| {
                     let mut fixed = path.to_vec();
                     if let Some(last) = fixed.last_mut() {
@@ -273,7 +273,7 @@ fn describe(kind: &Kind, path: &[String], layer: &Layer, vars: &[EnvVar]) -> Vec
                 .filter(|v| v.path.starts_with(path))
                 .map(|v| {
                     let hint = suggestion.map_or_else(
-                        || "unset it (the README's Configuration section lists every setting)".to_owned(),
+                        || "unset it (docs/configuration.md lists every setting)".to_owned(),
                         |s| {
                             let mut fixed = v.path.clone();
                             s.clone_into(&mut fixed[path.len() - 1]);

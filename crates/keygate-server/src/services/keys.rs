@@ -1,6 +1,6 @@
 //! API keys: create (plaintext once), list, get, update, revoke, delete, roll, look up.
 //!
-//! Rules beyond the SPEC, written down here and in the README:
+//! Rules beyond the SPEC, written down here and in docs/decisions.md:
 //! - On create, an absent `scopes` or `tenant_ids` inherits the creator's own (so a restricted
 //!   key mints restricted keys by default); an explicit `null` asks for unrestricted / all
 //!   tenants, which only an unrestricted creator may give.
