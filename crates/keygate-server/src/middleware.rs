@@ -190,39 +190,25 @@ pub async fn request_context(State(context): State<RequestContext>, req: Request
         "request"
     );
     if let Some((account, key, ip)) = caller {
-        let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        let record = match verified {
-            // A verify call is a use of the verified key, noting who asked (SPEC §9).
-            Some(v) => RequestRecord {
-                id: RequestRecord::generate_id(),
-                request_id: id,
-                at,
-                account_id: v.account,
-                key_id: Some(v.key),
-                tenant_id: v.tenant,
-                route: route.to_string(),
-                method: method.as_str().to_owned(),
-                status,
-                outcome: v.outcome.to_owned(),
-                client_ip: v.ip.or(Some(ip)),
-                latency_us,
-                via_key_id: Some(key),
-            },
-            None => RequestRecord {
-                id: RequestRecord::generate_id(),
-                request_id: id,
-                at,
-                account_id: account,
-                key_id: Some(key),
-                tenant_id: tenant,
-                route: route.to_string(),
-                method: method.as_str().to_owned(),
-                status,
-                outcome: code.to_owned(),
-                client_ip: Some(ip),
-                latency_us,
-                via_key_id: None,
-            },
+        // A verify call is a use of the verified key, noting who asked (SPEC §9).
+        let (account_id, key_id, tenant_id, outcome, client_ip, via_key_id) = match verified {
+            Some(v) => (v.account, v.key, v.tenant, v.outcome, v.ip.unwrap_or(ip), Some(key)),
+            None => (account, key, tenant, code, ip, None),
+        };
+        let record = RequestRecord {
+            id: RequestRecord::generate_id(),
+            request_id: id,
+            at,
+            account_id,
+            key_id: Some(key_id),
+            tenant_id,
+            route: route.to_string(),
+            method: method.as_str().to_owned(),
+            status,
+            outcome: outcome.to_owned(),
+            client_ip: Some(client_ip),
+            latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            via_key_id,
         };
         recorder.record(record);
     }
