@@ -331,6 +331,12 @@ impl IntoResponse for ApiError {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             Self::RateLimited(status) => status.write_headers(headers),
+            // Refused before the body was read: the rest of it is still on the wire, so this
+            // connection cannot carry another request. Saying so keeps a client from reusing it
+            // (and seeing its next request fail as an incomplete message).
+            Self::PayloadTooLarge(_) => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             _ => {}
         }
         response.extensions_mut().insert(ErrorCode(self.code()));

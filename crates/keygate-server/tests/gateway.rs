@@ -876,7 +876,9 @@ async fn a_body_over_the_gateway_limit_is_413(app: TestApp, up: Upstream) {
             break;
         }
     }
-    assert_problem(&by_length.expect("one of the tries got an answer"), 413, "payload_too_large");
+    let by_length = by_length.expect("one of the tries got an answer");
+    assert_problem(&by_length, 413, "payload_too_large");
+    assert_eq!(by_length.header("connection"), Some("close"), "the unread body makes the connection unusable");
     assert_eq!(up.calls(), 0, "refused from Content-Length before forwarding");
 
     let at_limit = send(app.request(Method::POST, "/v1/recordings", &p.key).body(pattern(4096))).await;
