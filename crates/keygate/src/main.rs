@@ -559,19 +559,26 @@ async fn healthcheck(out: &Out, url: Option<String>, settings: &Settings) -> Exi
         }
         format!("http://{addr}")
     });
+    let url = format!("{}/healthz", base.trim_end_matches('/'));
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build();
-    let healthy = match client {
-        Ok(client) => client
-            .get(format!("{}/healthz", base.trim_end_matches('/')))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success()),
-        Err(_) => false,
+    // Why it is not healthy, so the operator knows where to look.
+    let problem = match client {
+        Ok(client) => match client.get(&url).send().await {
+            Ok(r) if r.status().is_success() => None,
+            Ok(r) => Some(format!("{url} answered {}; see the server's log", r.status())),
+            Err(e) if e.is_timeout() => Some(format!("{url} did not answer within 5 s")),
+            Err(e) if e.is_connect() => {
+                Some(format!("nothing accepts connections at {base}; is `keygate serve` running there (--url)?"))
+            }
+            Err(e) => Some(format!("{url}: {e}")),
+        },
+        Err(e) => Some(format!("no HTTP client: {e}")),
     };
-    out.result(
-        &json!({"healthy": healthy, "url": base}),
-        || if healthy { "healthy".into() } else { "unhealthy".into() },
-    );
+    let healthy = problem.is_none();
+    out.result(&json!({"healthy": healthy, "url": base, "reason": problem}), || match &problem {
+        None => "healthy".into(),
+        Some(reason) => format!("unhealthy: {reason}"),
+    });
     if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 

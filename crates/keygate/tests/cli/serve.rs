@@ -36,8 +36,10 @@ fn healthcheck_fails_against_a_closed_port() {
     let url = format!("http://127.0.0.1:{}", free_port());
     let run = sandbox.fails(&["healthcheck", "--url", &url]);
     assert!(run.stdout.contains("unhealthy"), "{}", run.describe());
+    assert!(run.stdout.contains("nothing accepts connections"), "says why: {}", run.describe());
     let run = sandbox.fails(&["--json", "healthcheck", "--url", &url]);
     assert_eq!(run.json()["healthy"], false);
+    assert!(run.json()["reason"].as_str().is_some_and(|r| r.contains(&url)), "{}", run.describe());
 }
 
 #[test]
