@@ -112,14 +112,23 @@ fn request_id(req: &Request, key_format: &keygate_domain::KeyFormat) -> String {
         .map_or_else(|| RequestId::generate().to_string(), str::to_owned)
 }
 
-/// A request line's path as the log shows it: percent-decoded when it holds escapes (so an encoded
-/// key is seen), then with every key-shaped string masked (SPEC §2).
-fn loggable(key_format: &keygate_domain::KeyFormat, path: &str) -> String {
-    if !path.contains('%') {
-        return key_format.mask_keys(path).into_owned();
+/// A part of the request line (path, method) as the log shows it: percent-decoded when it holds
+/// escapes (so an encoded key is seen), then with every key-shaped string masked (SPEC §2). The
+/// work happens when the line is written, never for a line the filter leaves out.
+struct Masked<'a> {
+    key_format: &'a keygate_domain::KeyFormat,
+    text: &'a str,
+}
+
+impl std::fmt::Display for Masked<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.text.contains('%') {
+            let decoded = keygate_domain::request::percent_decode_lossy(self.text);
+            f.write_str(&self.key_format.mask_keys(&decoded))
+        } else {
+            f.write_str(&self.key_format.mask_keys(self.text))
+        }
     }
-    let decoded = keygate_domain::request::percent_decode_lossy(path);
-    key_format.mask_keys(&decoded).into_owned()
 }
 
 /// Gives the request an id, makes it available to errors, logs the request, queues its
@@ -174,16 +183,16 @@ pub async fn request_context(State(context): State<RequestContext>, req: Request
         (None, Some(r)) => r,
         (None, None) => "unmatched".into(),
     };
-    let path = loggable(&key_format, &path);
-    // An extension method is any token, a pasted key included.
-    let logged_method = key_format.mask_keys(method.as_str());
+    // An extension method is any token, a pasted key included: masked like the path.
+    let logged_path = Masked { key_format: &key_format, text: &path };
+    let logged_method = Masked { key_format: &key_format, text: method.as_str() };
     metrics::counter!("keygate_requests_total", "outcome" => code, "route" => route.to_string()).increment(1);
     metrics::histogram!("keygate_request_duration_seconds").record(elapsed);
     // The ids are formatted by the log line itself, only when it is enabled.
     let client_ip = caller.map_or(peer, |(_, _, ip)| Some(ip));
     tracing::info!(
         target: "keygate::request",
-        request_id = %id, method = %logged_method, path = %path, status, outcome = code,
+        request_id = %id, method = %logged_method, path = %logged_path, status, outcome = code,
         account_id = caller.map(|(a, _, _)| tracing::field::display(a)),
         key_id = caller.map(|(_, k, _)| tracing::field::display(k)),
         client_ip = client_ip.map(tracing::field::display), latency_ms,

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
-use super::{PageParams, Principal, Validator, diff, fields, paginate};
+use super::{PageParams, Principal, Validator, diff, fields, ips_within, paginate};
 use crate::error::{ApiError, Exceeds};
 use crate::state::Keygate;
 use crate::views::ip_entry;
@@ -242,8 +242,7 @@ impl Keygate {
             let mut v = Validator::default();
             let wanted = v.ip_list("allowed_ips", ips);
             v.finish()?;
-            let inside = wanted.iter().all(|net| own.iter().any(|outer| keygate_domain::ip::net_within(net, outer)));
-            if wanted.is_empty() || !inside {
+            if wanted.is_empty() || !ips_within(Some(&wanted), Some(own)) {
                 return Err(ApiError::Escalation { exceeds: Exceeds::AllowedIps, required_scope: None });
             }
         }

@@ -244,6 +244,32 @@ mod tests {
         }
     }
 
+    /// The module's promise: the attributes' literal patterns are these constants.
+    #[test]
+    fn the_document_states_every_pattern_validation_enforces() {
+        fn patterns(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        match (k.as_str(), v) {
+                            ("pattern", serde_json::Value::String(p)) => out.push(p.clone()),
+                            _ => patterns(v, out),
+                        }
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| patterns(v, out)),
+                _ => {}
+            }
+        }
+        let doc = serde_json::to_value(crate::routes::openapi()).unwrap_or_default();
+        let mut found = Vec::new();
+        patterns(&doc, &mut found);
+        for pattern in [TEXT, KEY_ID, TENANT_ID, ACCOUNT_ID, EVENT_ID, RECORD_ID, SCOPE, IDEMPOTENCY_KEY] {
+            assert!(found.iter().any(|p| p == pattern), "the document does not state {pattern}");
+        }
+        assert!(found.contains(&ip_entry_pattern()) && found.contains(&ip_pattern()));
+    }
+
     #[test]
     fn text_is_one_to_max_characters_not_blank_without_controls() {
         assert!(is_text("Acme", 200));

@@ -16,16 +16,15 @@
 //! - PATCH `metadata` merges like Stripe's: a key set to `null` is removed.
 
 use chrono::{DateTime, Duration, Utc};
-use ipnet::IpNet;
 use keygate_domain::model::{ApiKey, KeyStatus};
-use keygate_domain::{Environment, KeyId, PlaintextKey, Scope, TenantId, ip, scope, time};
+use keygate_domain::{Environment, KeyId, PlaintextKey, Scope, TenantId, scope, time};
 use keygate_store::KeyFilter;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    PageParams, Principal, Validator, about_tenants, diff, double_option, fields, merge_metadata, paginate,
+    PageParams, Principal, Validator, about_tenants, diff, double_option, fields, ips_within, merge_metadata, paginate,
     tenants_within,
 };
 use crate::error::{ApiError, Exceeds};
@@ -153,15 +152,6 @@ pub struct ListKeysParams {
     /// `next_cursor` of the previous page.
     #[param(pattern = "^key_[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
     pub cursor: Option<String>,
-}
-
-/// Is every entry of `wanted` inside some entry of `held`? (`None` = any IP.)
-fn ips_within(wanted: Option<&[IpNet]>, held: Option<&[IpNet]>) -> bool {
-    match (wanted, held) {
-        (_, None) => true,
-        (None, Some(_)) => false,
-        (Some(w), Some(h)) => w.iter().all(|net| h.iter().any(|outer| ip::net_within(net, outer))),
-    }
 }
 
 /// The no-escalation rule (SPEC §4): every bound of `key` lies within `p`'s own.

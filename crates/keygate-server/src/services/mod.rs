@@ -111,6 +111,17 @@ pub fn tenants_within(wanted: Option<&[TenantId]>, held: Option<&[TenantId]>) ->
     }
 }
 
+/// Is every entry of `wanted` inside some entry of `held`? (`None` = any IP.) The no-escalation
+/// rule for allowlists, a key's and the account's (SPEC §4).
+#[must_use]
+pub fn ips_within(wanted: Option<&[IpNet]>, held: Option<&[IpNet]>) -> bool {
+    match (wanted, held) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some(w), Some(h)) => w.iter().all(|net| h.iter().any(|outer| keygate_domain::ip::net_within(net, outer))),
+    }
+}
+
 /// `event` marked as being about `tenants` (`None`: the account as a whole), so that
 /// tenant-scoped callers see it only when those tenants are all theirs.
 #[must_use]
