@@ -17,16 +17,19 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+use keygate::config::LogFormat;
+use keygate::{Config, Settings};
 use keygate_domain::model::Account;
 use keygate_domain::{AccountId, ApiKey, PlaintextKey, time};
-use keygate_server::config::LogFormat;
-use keygate_server::services::keys::{CreateKeyRequest, ListKeysParams};
-use keygate_server::services::tenants::{CreateTenantRequest, ListTenantsParams};
-use keygate_server::services::{PageParams, Principal};
-use keygate_server::views::{AccountView, CreatedKey, KeyView, TenantView};
-use keygate_server::{ApiError, AppState, Config, Keygate, Settings};
+use keygate_engine::services::keys::{CreateKeyRequest, ListKeysParams};
+use keygate_engine::services::tenants::{CreateTenantRequest, ListTenantsParams};
+use keygate_engine::services::{PageParams, Principal};
+use keygate_engine::views::{AccountView, CreatedKey, KeyView, TenantView};
+use keygate_engine::{Engine, Error, Keygate, SecretCheckError};
+use keygate_http::ApiError;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use settings::Problem;
@@ -263,7 +266,7 @@ struct Failure {
 }
 
 impl Failure {
-    /// A failure only the CLI has (the API's come from [`ApiError`]).
+    /// A failure only the CLI has (the use cases' come from [`Error`]).
     fn new(code: &str, status: u16, detail: impl Into<String>) -> Self {
         let mut title = code.replace('_', " ");
         if let Some(first) = title.get_mut(..1) {
@@ -325,27 +328,35 @@ impl Failure {
     }
 }
 
-impl From<ApiError> for Failure {
-    fn from(e: ApiError) -> Self {
+/// The document is the problem the API would answer ([`ApiError::problem`]); the CLI words two
+/// failures its own way (the database is down, a bug).
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
         match &e {
-            ApiError::Unavailable(source) => {
+            Error::Unavailable(source) => {
                 return Self::database(format!(
                     "The database did not answer ({source}); check that it runs and database_url names it, then \
                      retry."
                 ));
             }
-            ApiError::Internal(message) => {
+            Error::Internal(message) => {
                 return Self::new("internal", 500, format!("Something went wrong: {message}. Please report it."));
             }
             _ => {}
         }
         let lines = match &e {
-            ApiError::Validation(errors) if errors.len() > 1 => {
+            Error::Validation(errors) if errors.len() > 1 => {
                 errors.iter().map(|fe| format!("{}: {}", fe.field, fe.message)).collect()
             }
             _ => Vec::new(),
         };
-        Self { problem: e.problem(), lines }
+        Self { problem: ApiError::from(e).problem(), lines }
+    }
+}
+
+impl From<keygate_store::StoreError> for Failure {
+    fn from(e: keygate_store::StoreError) -> Self {
+        Error::from(e).into()
     }
 }
 
@@ -428,9 +439,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
 
     match cli.command {
         Command::Openapi => {
-            let doc = keygate_server::openapi_for(&settings.catalog, settings.limits.max_key_rate_limit_per_minute)
-                .to_pretty_json()
-                .map_err(|e| Failure::new("internal", 500, format!("rendering the OpenAPI document: {e}")))?;
+            let doc = keygate_api::openapi_for(
+                &settings.engine.catalog,
+                settings.engine.limits.max_key_rate_limit_per_minute,
+            )
+            .to_pretty_json()
+            .map_err(|e| Failure::new("internal", 500, format!("rendering the OpenAPI document: {e}")))?;
             out.result(&serde_json::from_str(&doc).unwrap_or(Value::Null), || doc.clone());
             Ok(ExitCode::SUCCESS)
         }
@@ -484,11 +498,11 @@ async fn connect(url: &str) -> Result<std::sync::Arc<dyn keygate_store::Store>, 
 async fn open(config: &Config, settings: &Settings) -> Result<Keygate, Failure> {
     let secret = settings::hash_secret(config).map_err(|p| Failure::config(vec![p]))?;
     let store = connect(&settings.database_url).await?;
-    let keygate = Keygate::new(store, settings, &secret);
+    let keygate = Keygate::new(store, &settings.engine, &secret);
     // SPEC §2: a process with another secret than the database's refuses to start.
     keygate.check_hash_secret().await.map_err(|e| match e {
-        keygate_server::state::SecretCheckError::Store(e) => Failure::from(ApiError::from(e)),
-        e @ keygate_server::state::SecretCheckError::Mismatch { .. } => {
+        SecretCheckError::Store(e) => Failure::from(e),
+        e @ SecretCheckError::Mismatch { .. } => {
             Failure::config(vec![Problem { setting: "hash_secret".into(), message: e.to_string() }])
         }
     })?;
@@ -500,11 +514,11 @@ async fn serve(config: &Config, settings: &Settings) -> Result<ExitCode, Failure
         tracing::warn!("redis_url is set, but this version keeps rate limits and locks in process; it is not used");
     }
     let keygate = open(config, settings).await?;
-    if keygate.store.operator_account().await.map_err(ApiError::from)?.is_none() {
+    if keygate.store.operator_account().await?.is_none() {
         tracing::warn!("no operator account yet: run `keygate init` to create it and its first key");
     }
-    let state = AppState::new(keygate, settings);
-    let app = keygate_server::app(state.clone());
+    let engine = Arc::new(Engine::new(keygate, &settings.engine));
+    let app = keygate::server::app(Arc::clone(&engine), settings);
     let listener = tokio::net::TcpListener::bind(settings.listen).await.map_err(|e| {
         Failure::config(vec![Problem {
             setting: "listen".into(),
@@ -522,7 +536,7 @@ async fn serve(config: &Config, settings: &Settings) -> Result<ExitCode, Failure
         address, workers, database = %settings::redacted_url(&settings.database_url),
         gateway = gateway.as_deref().unwrap_or("off"), "keygate listening"
     );
-    keygate_server::serve_per_core(listener, workers, app, shutdown_signal(), state.shutdown())
+    keygate::serve_per_core(listener, workers, app, shutdown_signal(), engine.shutdown())
         .await
         .map_err(|e| Failure::new("internal", 500, format!("serving stopped: {e}")))?;
     tracing::info!("keygate stopped");
@@ -586,21 +600,19 @@ async fn healthcheck(out: &Out, url: Option<String>, settings: &Settings) -> Exi
 async fn account_for(keygate: &Keygate, arg: &AccountArg) -> Result<Account, Failure> {
     match &arg.account {
         Some(id) => named_account(keygate, id).await,
-        None => keygate.store.operator_account().await.map_err(ApiError::from)?.ok_or_else(|| {
-            Failure::from(ApiError::InvalidRequest(
-                "There is no operator account yet; run `keygate init` first.".into(),
-            ))
+        None => keygate.store.operator_account().await?.ok_or_else(|| {
+            Failure::from(Error::InvalidRequest("There is no operator account yet; run `keygate init` first.".into()))
         }),
     }
 }
 
 async fn named_account(keygate: &Keygate, id: &str) -> Result<Account, Failure> {
     let missing = || {
-        Failure::from(ApiError::NotFound("account"))
+        Failure::from(Error::NotFound("account"))
             .detail(format!("No account has the id {id}; `keygate accounts list` lists them."))
     };
     let parsed: AccountId = id.trim().parse().map_err(|_| missing())?;
-    keygate.store.get_account(parsed).await.map_err(ApiError::from)?.ok_or_else(missing)
+    keygate.store.get_account(parsed).await?.ok_or_else(missing)
 }
 
 /// The CLI acting for the account that holds key `id` (with `--account`, only if it is that
@@ -611,7 +623,7 @@ async fn key_holder(keygate: &Keygate, id: &str, arg: &KeyAccountArg) -> Result<
         None => None,
     };
     keygate.cli_principal_for_key(id, within.as_ref().map(|a| a.id)).await.map_err(|e| {
-        let not_found = matches!(e, ApiError::NotFound(_));
+        let not_found = matches!(e, Error::NotFound(_));
         let failure = Failure::from(e);
         match (not_found, &within) {
             (false, _) => failure,
@@ -660,7 +672,7 @@ async fn manage(out: &Out, keygate: &Keygate, command: Command) -> Result<(), Fa
                 });
             }
             None => {
-                let account = keygate.store.operator_account().await.map_err(ApiError::from)?;
+                let account = keygate.store.operator_account().await?;
                 out.note(
                     "The operator account already exists; no key was printed. Use the key the first `init` \
                      printed, or make another: `keygate keys create --account <the account below> --name …`.",
@@ -673,7 +685,7 @@ async fn manage(out: &Out, keygate: &Keygate, command: Command) -> Result<(), Fa
         Command::Accounts(AccountsCommand::Create { name, rate_limit }) => {
             let operator = account_for(keygate, &AccountArg { account: None }).await?;
             let req =
-                keygate_server::services::accounts::CreateAccountRequest { name, rate_limit_per_minute: rate_limit };
+                keygate_engine::services::accounts::CreateAccountRequest { name, rate_limit_per_minute: rate_limit };
             let (account, _key, plaintext) = keygate.create_account(&Principal::cli(operator), req).await?;
             out.note(SHOWN_ONCE);
             out.result(&json!({"account": AccountView::from(&account), "key": plaintext.expose()}), || {

@@ -18,8 +18,8 @@ use figment::error::Kind;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
+use keygate::{Config, Settings};
 use keygate_domain::key::HashSecret;
-use keygate_server::{Config, Settings};
 
 /// Flags that override the other layers.
 #[derive(Debug, Default, Clone)]

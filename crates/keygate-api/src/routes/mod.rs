@@ -1,0 +1,159 @@
+//! The table of contents: every route keygate serves, with its OpenAPI description.
+//!
+//! Handlers live in one module per resource and are thin: extract, call a use case in
+//! `services`, render a view. Authentication and the scope each route needs are visible in the
+//! handler's signature (`Scoped<ApiKeysWrite>`).
+
+pub mod accounts;
+pub mod api_keys;
+mod outcomes;
+pub mod requests;
+pub mod system;
+pub mod tenants;
+pub mod verify;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::response::Redirect;
+use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use keygate_domain::scope::Catalog;
+
+use crate::state::AppState;
+use keygate_http::context as middleware;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "keygate",
+        description = "API keys for a multi-tenant API platform: issue, scope, verify, revoke. \
+            Every error is an RFC 9457 problem document with a stable `code`.",
+        license(name = "Apache-2.0")
+    ),
+    components(schemas(keygate_http::error::Problem, keygate_engine::FieldError)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "API keys", description = "Create, scope, roll and revoke keys. The full key is shown once."),
+        (name = "Tenants", description = "Sub-accounts of your account."),
+        (name = "Account", description = "Your own account."),
+        (name = "Accounts (operator)", description = "Partner accounts; operator keys only."),
+        (name = "Audit", description = "Who did what."),
+        (name = "Requests", description = "The request log: what each key did, and per-day usage."),
+        (name = "Scopes", description = "The scope catalog."),
+        (name = "Verify", description = "Check keys from your own services (operator keys with keys:verify)."),
+        (name = "System", description = "Health and readiness."),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key: `Authorization: Bearer sk_live_…` (or `X-API-Key: sk_live_…`)."))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every documented route, paired with its OpenAPI description.
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(api_keys::list_api_keys, api_keys::create_api_key))
+        .routes(routes!(api_keys::lookup_api_key))
+        .routes(routes!(api_keys::get_api_key, api_keys::update_api_key, api_keys::delete_api_key))
+        .routes(routes!(api_keys::revoke_api_key))
+        .routes(routes!(api_keys::roll_api_key))
+        .routes(routes!(requests::api_key_usage))
+        .routes(routes!(requests::list_requests))
+        .routes(routes!(tenants::list_tenants, tenants::create_tenant))
+        .routes(routes!(tenants::get_tenant, tenants::update_tenant))
+        .routes(routes!(tenants::suspend_tenant))
+        .routes(routes!(tenants::unsuspend_tenant))
+        .routes(routes!(accounts::get_own_account, accounts::update_own_account))
+        .routes(routes!(accounts::list_accounts, accounts::create_account))
+        .routes(routes!(accounts::get_account, accounts::update_account))
+        .routes(routes!(accounts::suspend_account))
+        .routes(routes!(accounts::unsuspend_account))
+        .routes(routes!(system::list_audit_events))
+        .routes(routes!(system::scope_catalog))
+        .routes(routes!(verify::verify))
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::readyz))
+        .routes(routes!(crate::metrics::render))
+}
+
+/// The paths of keygate's own endpoints, as templates (`/v1/api-keys/{id}`): the gateway refuses
+/// routes that would collide with them.
+#[must_use]
+pub fn own_paths() -> Vec<String> {
+    openapi().paths.paths.into_keys().collect()
+}
+
+/// The OpenAPI document of a server with the default settings.
+#[must_use]
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    openapi_for(&Catalog::default(), keygate_engine::Limits::default().max_key_rate_limit_per_minute)
+}
+
+/// The OpenAPI document of a server with this scope `catalog` and highest key rate limit (what
+/// its `/openapi.json` serves and `keygate openapi` prints): the document states exactly what
+/// that server accepts.
+#[must_use]
+pub fn openapi_for(catalog: &Catalog, max_key_rate_limit: u32) -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = api().split_for_parts();
+    finish(&mut doc, catalog, max_key_rate_limit);
+    doc
+}
+
+/// What the router's document still needs: the version, every status each operation can answer,
+/// and what the settings decide (`outcomes`).
+fn finish(doc: &mut utoipa::openapi::OpenApi, catalog: &Catalog, max_key_rate_limit: u32) {
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    outcomes::document(doc, catalog, max_key_rate_limit);
+}
+
+/// The whole HTTP application: keygate's own routes, and `fallback` (the gateway, when one is
+/// configured) for every other path, all inside the same middleware.
+pub fn app(state: AppState, fallback: Option<Router>) -> Router {
+    crate::metrics::install();
+    let max_body = state.max_body_bytes;
+    let context = middleware::RequestContext {
+        recorder: std::sync::Arc::clone(&state.requests),
+        key_format: std::sync::Arc::new(state.keygate.key_format.clone()),
+    };
+    let (router, mut doc) = api().split_for_parts();
+    finish(&mut doc, &state.keygate.catalog, state.keygate.limits.max_key_rate_limit_per_minute);
+    let router = router
+        // The interactive reference: Swagger UI's assets are compiled into the binary.
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
+        .route("/", get(|| async { Redirect::temporary("/docs/") }))
+        .method_not_allowed_fallback(middleware::method_not_allowed);
+    // Everything else: the gateway's routes when one is configured, else 404 route_not_found.
+    let router = match fallback {
+        Some(fallback) => router.fallback_service(fallback),
+        None => router.fallback(middleware::route_not_found),
+    };
+    router
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        // keygate's own answers are one account's data, and some carry a plaintext key: no cache
+        // may keep any of them, errors and the gateway's refusals included (SPEC §2). Responses
+        // from the gateway's upstream keep its own headers.
+        .layer(axum::middleware::map_response(middleware::no_store))
+        .layer(axum::middleware::from_fn_with_state(context, middleware::request_context))
+}

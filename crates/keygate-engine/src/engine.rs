@@ -1,0 +1,166 @@
+//! [`Engine`]: the [`Keygate`] core plus what serving requests needs — the credential cache in
+//! front of the store, the [`Authenticator`], the rate limiter and its clock, the idempotency
+//! sealer, and the background tasks (change-log follower, usage and request-log flushers, purge),
+//! which [`Engine::shutdown`] stops. The API and the gateway share one.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Duration as ChronoDuration;
+use keygate_domain::gcra::Quota;
+use keygate_domain::model::{Account, ApiKey};
+use keygate_domain::time;
+use keygate_store::Store;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::auth::{Authenticator, Caller};
+use crate::background::sleep_or_stop;
+use crate::cache::{Cache, CacheConfig, CachedStore};
+use crate::core::Keygate;
+use crate::error::Error;
+use crate::follower;
+use crate::idempotency::Idempotency;
+use crate::ratelimit::{self, Clock, InProcessLimiter, LimitKey, RateLimitStatus, RateLimiter, SystemClock};
+use crate::requestlog::RequestRecorder;
+use crate::settings::Settings;
+use crate::usage::UsageRecorder;
+
+/// How often the change log is polled: revocations elsewhere reach this node within about this
+/// long plus one query.
+pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
+/// How long change-log rows are kept.
+pub const CHANGE_RETENTION: ChronoDuration = ChronoDuration::hours(1);
+/// How often old request-log records are purged.
+const REQUEST_LOG_PURGE_INTERVAL: Duration = Duration::from_secs(86_400);
+
+/// The engine a server runs: share it behind an `Arc`.
+pub struct Engine {
+    pub keygate: Arc<Keygate>,
+    pub auth: Arc<Authenticator>,
+    pub limiter: Arc<dyn RateLimiter>,
+    pub clock: Arc<dyn Clock>,
+    /// `Idempotency-Key` claims and stored responses (SPEC §6).
+    pub idempotency: Idempotency,
+    /// The request log's in-memory queue, written to the store in batches.
+    pub requests: Arc<RequestRecorder>,
+    background: Background,
+}
+
+struct Background {
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Engine {
+    /// Puts the credential cache in front of `keygate.store` and starts the background tasks.
+    /// Must be called within a Tokio runtime.
+    #[must_use]
+    pub fn new(keygate: Keygate, settings: &Settings) -> Self {
+        Self::with_clock(keygate, settings, Arc::new(SystemClock))
+    }
+
+    /// As [`Engine::new`], with rate limits timed by `clock` (tests pass a manual one).
+    #[must_use]
+    pub fn with_clock(mut keygate: Keygate, settings: &Settings, clock: Arc<dyn Clock>) -> Self {
+        let raw = Arc::clone(&keygate.store);
+        let cache = Arc::new(Cache::new(CacheConfig::default()));
+        keygate.store = Arc::new(CachedStore::new(Arc::clone(&raw), Arc::clone(&cache)));
+        let usage = Arc::new(UsageRecorder::default());
+        let auth = Arc::new(Authenticator::new(
+            settings,
+            keygate.hasher.clone(),
+            Arc::clone(&cache),
+            Arc::clone(&raw),
+            Arc::clone(&usage),
+        ));
+        let requests = Arc::new(RequestRecorder::default());
+        let (stop, stopped) = watch::channel(false);
+        let sealer_key = keygate.hasher.derive("idempotency-responses-v1");
+        let idempotency =
+            Idempotency::new(Arc::clone(&keygate.store), sealer_key, settings.idempotency_retention_seconds);
+        let request_log_retention = ChronoDuration::days(i64::from(settings.request_log_retention_days));
+        let tasks = vec![
+            tokio::spawn(follower::follow(Arc::clone(&raw), cache, FOLLOW_INTERVAL, stopped.clone())),
+            tokio::spawn(usage.run(Arc::clone(&raw), stopped.clone())),
+            tokio::spawn(Arc::clone(&requests).run(Arc::clone(&raw), stopped.clone())),
+            tokio::spawn(purge_expired(raw, request_log_retention, stopped)),
+        ];
+        Self {
+            keygate: Arc::new(keygate),
+            auth,
+            limiter: Arc::new(InProcessLimiter::default()),
+            clock,
+            idempotency,
+            requests,
+            background: Background { stop, tasks: Mutex::new(tasks) },
+        }
+    }
+
+    /// Check 11 for `caller`: spends one request of its key's allowance, then the route's per-IP
+    /// one (`route_ip`, where the route has one), then its account's (SPEC §5). `Ok` carries the
+    /// tightest limit that applied, for the response's headers.
+    ///
+    /// # Errors
+    /// [`Error::RateLimited`] naming the limit that refused; [`Error::LimiterUnavailable`] when
+    /// the limiter cannot decide.
+    pub async fn spend(
+        &self,
+        caller: &Caller,
+        route_ip: Option<(LimitKey, Quota)>,
+    ) -> Result<Option<RateLimitStatus>, Error> {
+        self.spend_key(caller.key(), caller.account(), route_ip).await?.map_err(Error::RateLimited)
+    }
+
+    /// Check 11 for a key: as [`Engine::spend`], with the refusal as a value. `Ok(Ok(tightest))`
+    /// when admitted, `Ok(Err(refusing))` when refused (verify answers a refusal in its body).
+    ///
+    /// # Errors
+    /// [`Error::LimiterUnavailable`] when the limiter cannot decide.
+    pub async fn spend_key(
+        &self,
+        key: &ApiKey,
+        account: &Account,
+        route_ip: Option<(LimitKey, Quota)>,
+    ) -> Result<Result<Option<RateLimitStatus>, RateLimitStatus>, Error> {
+        let mut checks = Vec::with_capacity(3);
+        checks.push((LimitKey::Key(key.id), Quota::per_minute(key.rate_limit_per_minute)));
+        checks.extend(route_ip);
+        checks.push((LimitKey::Account(account.id), Quota::per_minute(account.rate_limit_per_minute)));
+        ratelimit::enforce(&*self.limiter, &*self.clock, &checks, 1).await.map_err(|e| Error::LimiterUnavailable(e.0))
+    }
+
+    /// Stops the background tasks, flushing pending usage and request-log records. Call after
+    /// the server has stopped.
+    pub async fn shutdown(&self) {
+        let _ = self.background.stop.send(true);
+        let tasks = self.background.tasks.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Every ten minutes: deletes change-log rows older than [`CHANGE_RETENTION`] and expired
+/// idempotency records (with the responses they sealed). Once a day (first ten minutes after
+/// start): request-log records older than `request_log_retention`.
+async fn purge_expired(store: Arc<dyn Store>, request_log_retention: ChronoDuration, mut stop: watch::Receiver<bool>) {
+    let mut last_request_purge: Option<Instant> = None;
+    while !sleep_or_stop(&mut stop, Duration::from_secs(600)).await {
+        if last_request_purge.is_none_or(|t| t.elapsed() >= REQUEST_LOG_PURGE_INTERVAL) {
+            match store.purge_requests(time::now() - request_log_retention).await {
+                Ok(n) => {
+                    last_request_purge = Some(Instant::now());
+                    tracing::debug!(records = n, "purged old request-log records");
+                }
+                Err(e) => tracing::warn!(error = %e, "could not purge the request log"),
+            }
+        }
+        if let Err(e) = store.purge_changes(time::now() - CHANGE_RETENTION).await {
+            tracing::warn!(error = %e, "could not purge the change log");
+        }
+        if let Err(e) = store.purge_idempotency(time::now()).await {
+            tracing::warn!(error = %e, "could not purge expired idempotency records");
+        }
+    }
+}

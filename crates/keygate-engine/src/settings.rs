@@ -1,0 +1,54 @@
+//! What the engine is configured with: validated values, never the file's raw shape (the binary
+//! reads and checks `keygate.toml`, see `docs/configuration.md`).
+
+use ipnet::IpNet;
+use keygate_domain::key::KeyFormat;
+use keygate_domain::scope::Catalog;
+
+/// Key rate-limit bounds and per-account caps, used when creating and changing keys and tenants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests per minute of a key created without `rate_limit_per_minute`.
+    pub default_key_rate_limit_per_minute: u32,
+    /// The most requests per minute a key may be given.
+    pub max_key_rate_limit_per_minute: u32,
+    /// Requests per minute of an account created without a limit.
+    pub default_account_rate_limit_per_minute: u32,
+    /// API keys one account may hold (OWASP API4).
+    pub max_keys_per_account: u32,
+    /// Tenants one account may hold.
+    pub max_tenants_per_account: u32,
+}
+
+/// The partner guide's numbers (SPEC §8: "Rate Limit — default 100, max 10,000").
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            default_key_rate_limit_per_minute: 100,
+            max_key_rate_limit_per_minute: 10_000,
+            default_account_rate_limit_per_minute: 1_000,
+            max_keys_per_account: 1_000,
+            max_tenants_per_account: 10_000,
+        }
+    }
+}
+
+/// The engine's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Peers whose `X-Forwarded-For` is believed (SPEC §3).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Bits of an IPv6 client address that identify it for per-IP counting (1–128).
+    pub client_ipv6_prefix: u8,
+    pub key_format: KeyFormat,
+    pub catalog: Catalog,
+    pub limits: Limits,
+    /// Whether the deprecated `appid` query parameter is a credential (SPEC §3, check 1).
+    pub allow_query_key: bool,
+    /// Failed authentications per minute tolerated from one IP before it gets 429.
+    pub max_failed_attempts_per_minute: u32,
+    /// How long an `Idempotency-Key` and its stored response are kept, in seconds (SPEC §6).
+    pub idempotency_retention_seconds: u64,
+    /// How many days request-log records are kept.
+    pub request_log_retention_days: u32,
+}

@@ -1,0 +1,589 @@
+//! The gateway (SPEC §10): keygate in front of an upstream API.
+//!
+//! Every `/v1/*` request that is not keygate's own endpoint is matched against the configured
+//! routes (compiled once at start into `matchit` routers, one per method) and fails closed: no
+//! route, 404 `route_not_found`; the path under another method, 405. A matched request runs SPEC
+//! §3 in order with the route's scope (9) and tenant (10, from the route's path parameter or
+//! `X-Tenant-Id`; a tenant-scoped key must name one), then its limits (11: key, the route's
+//! per-IP limit, account), then `Idempotency-Key` on idempotent routes, and is forwarded with a
+//! pooled hyper client, bodies streamed both ways.
+//!
+//! What the upstream sees: the request without the credential (`Authorization`, `X-API-Key`, or
+//! the `appid` parameter that carried it), without hop-by-hop headers and without any incoming
+//! `X-Keygate-*` (a client cannot forge identity), plus `X-Keygate-Account-Id`,
+//! `X-Keygate-Key-Id`, `X-Keygate-Tenant-Id` (when the request names a tenant),
+//! `X-Keygate-Scopes` (comma-separated; `*` for an unrestricted key), keygate's `X-Request-Id`,
+//! and `X-Forwarded-For` set to the client IP keygate resolved (an incoming chain is not passed
+//! on: the upstream should trust keygate's view, not the client's claim).
+//!
+//! Idempotent routes (POST by default) buffer the body (to fingerprint it) and store whatever the
+//! upstream answered, its 4xx and 5xx included; a 502 where the upstream could not be reached is
+//! not stored, so a retry executes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::request::Parts;
+use axum::http::{Method, Uri};
+use axum::response::{IntoResponse, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use keygate_domain::gcra::Quota;
+use keygate_domain::policy::{self, AuthFailure};
+use keygate_domain::scope::Catalog;
+use keygate_domain::{Scope, TenantId};
+
+use keygate_domain::request::{TargetError, query_without_credential};
+
+use keygate_engine::Engine;
+use keygate_engine::auth::{Authenticator, Caller};
+use keygate_engine::idempotency::Binding;
+use keygate_engine::ratelimit::LimitKey;
+use keygate_http::context::{FromUpstream, X_REQUEST_ID, note_route, note_tenant};
+use keygate_http::headers::strip_hop_by_hop;
+use keygate_http::idempotency::{self, Claim};
+use keygate_http::{ApiError, caller};
+
+pub mod config;
+
+pub use config::{GatewayConfig, RouteConfig};
+
+/// One compiled route.
+#[derive(Debug)]
+pub struct Route {
+    pub method: Method,
+    /// As configured; also names the route's per-IP limiter.
+    pub path: Arc<str>,
+    pub scope: Scope,
+    pub tenant: Option<String>,
+    pub idempotent: bool,
+    pub ip_rate_limit_per_minute: Option<u32>,
+}
+
+/// The compiled `[gateway]`: the route table and the upstream client.
+pub struct Gateway {
+    /// `http://host:port`, no trailing slash.
+    upstream: String,
+    timeout: Duration,
+    pub max_body_bytes: usize,
+    routes: Vec<Route>,
+    by_method: HashMap<Method, matchit::Router<usize>>,
+    /// Every route's path (parameters renamed) → the index in `allowed` of the methods it has, to
+    /// tell 405 (with `Allow`) from 404.
+    any_method: matchit::Router<usize>,
+    /// The `Allow` value of each path shape: its methods, plus `HEAD` where it has `GET`.
+    allowed: Vec<HeaderValue>,
+    /// One connection pool per thread: a request is forwarded on connections whose tasks run on
+    /// its own thread, so no wake-up crosses threads (keygate serves on one thread per core).
+    clients: thread_local::ThreadLocal<Client<HttpConnector, Body>>,
+    connect_timeout: Duration,
+}
+
+/// `http://host:port (N routes)`, for the start-up log line.
+impl fmt::Display for Gateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({} routes)", self.upstream, self.routes.len())
+    }
+}
+
+impl fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gateway")
+            .field("upstream", &self.upstream)
+            .field("routes", &self.routes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `/v1/x/{a}/y/{b}` → `/v1/x/{p0}/y/{p1}`: the same shape whatever the parameters are called.
+fn normalized(path: &str) -> String {
+    let mut n = 0;
+    path.split('/')
+        .map(|seg| {
+            if seg.starts_with('{') && seg.ends_with('}') {
+                n += 1;
+                format!("{{p{}}}", n - 1)
+            } else {
+                seg.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A concrete path the template matches (parameters filled with `x`).
+fn sample(path: &str) -> String {
+    path.split('/').map(|seg| if seg.starts_with('{') { "x" } else { seg }).collect::<Vec<_>>().join("/")
+}
+
+const METHODS: [Method; 7] =
+    [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::HEAD, Method::OPTIONS];
+
+impl Gateway {
+    /// Validates and compiles the configuration.
+    ///
+    /// # Errors
+    /// Every problem, each naming its route.
+    /// `own_paths` are keygate's own endpoints (`/v1/api-keys/{id}`, …): a route that collides
+    /// with one is refused, since keygate's router would answer it first.
+    pub fn compile<'a>(
+        config: &GatewayConfig,
+        catalog: &Catalog,
+        own_paths: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, Vec<String>> {
+        let mut errors = Vec::new();
+        let upstream = match config.upstream.parse::<Uri>() {
+            Ok(uri)
+                if uri.scheme_str() == Some("http")
+                    && uri.authority().is_some()
+                    && matches!(uri.path(), "" | "/")
+                    && uri.query().is_none() =>
+            {
+                format!("http://{}", uri.authority().map(ToString::to_string).unwrap_or_default())
+            }
+            _ => {
+                errors.push(format!(
+                    "upstream `{}` must be http://host:port (no path; https upstreams are not supported yet)",
+                    config.upstream
+                ));
+                String::new()
+            }
+        };
+        if config.timeout_ms == 0 || config.connect_timeout_ms == 0 {
+            errors.push("timeout_ms and connect_timeout_ms must be at least 1".into());
+        }
+        if config.max_body_bytes == 0 {
+            errors.push("max_body_bytes must be at least 1".into());
+        }
+        let mut own = matchit::Router::new();
+        for path in own_paths {
+            let _ = own.insert(normalized(path), ());
+        }
+        let mut routes = Vec::new();
+        let mut by_method: HashMap<Method, matchit::Router<usize>> = HashMap::new();
+        let mut methods_of: Vec<(String, Vec<Method>)> = Vec::new();
+        for (i, r) in config.routes.iter().enumerate() {
+            let label = format!("routes[{i}] ({} {})", r.method, r.path);
+            let method_name = r.method.to_ascii_uppercase();
+            let Some(method) = METHODS.iter().find(|m| m.as_str() == method_name).cloned() else {
+                let known: Vec<&str> = METHODS.iter().map(Method::as_str).collect();
+                errors.push(format!("{label}: method must be one of {}", known.join(", ")));
+                continue;
+            };
+            if !r.path.starts_with("/v1/") {
+                errors.push(format!("{label}: path must start with /v1/"));
+                continue;
+            }
+            if own.at(&sample(&r.path)).is_ok() || own.at(&r.path).is_ok() {
+                errors.push(format!("{label}: collides with one of keygate's own endpoints"));
+                continue;
+            }
+            let scope = match r.scope.parse::<Scope>() {
+                Ok(s) if catalog.allows(&s, true) => s,
+                _ => {
+                    errors.push(format!("{label}: scope `{}` is not in the scope catalog", r.scope));
+                    continue;
+                }
+            };
+            if let Some(param) = &r.tenant
+                && !r.path.split('/').any(|seg| seg == format!("{{{param}}}"))
+            {
+                errors.push(format!("{label}: tenant names `{param}`, which is not a parameter of the path"));
+                continue;
+            }
+            if r.ip_rate_limit_per_minute == Some(0) {
+                errors.push(format!("{label}: ip_rate_limit_per_minute must be at least 1"));
+                continue;
+            }
+            let router = by_method.entry(method.clone()).or_default();
+            if let Err(e) = router.insert(r.path.clone(), routes.len()) {
+                errors.push(format!("{label}: {e}"));
+                continue;
+            }
+            let shape = normalized(&r.path);
+            match methods_of.iter_mut().find(|(s, _)| *s == shape) {
+                Some((_, methods)) => methods.push(method.clone()),
+                None => methods_of.push((shape, vec![method.clone()])),
+            }
+            routes.push(Route {
+                idempotent: r.idempotent.unwrap_or(method == Method::POST),
+                method,
+                path: r.path.as_str().into(),
+                scope,
+                tenant: r.tenant.clone(),
+                ip_rate_limit_per_minute: r.ip_rate_limit_per_minute,
+            });
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let mut any_method = matchit::Router::new();
+        let mut allowed = Vec::with_capacity(methods_of.len());
+        for (shape, mut methods) in methods_of {
+            if methods.contains(&Method::GET) && !methods.contains(&Method::HEAD) {
+                methods.push(Method::HEAD);
+            }
+            methods.sort_by_key(|m| METHODS.iter().position(|known| known == m));
+            let list = methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+            let _ = any_method.insert(shape, allowed.len());
+            allowed.push(HeaderValue::from_str(&list).unwrap_or(HeaderValue::from_static("")));
+        }
+        Ok(Self {
+            upstream,
+            timeout: Duration::from_millis(config.timeout_ms),
+            max_body_bytes: config.max_body_bytes,
+            routes,
+            by_method,
+            any_method,
+            allowed,
+            clients: thread_local::ThreadLocal::new(),
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+        })
+    }
+
+    /// The route for this request and its path parameters. `HEAD` is served by a `GET` route
+    /// where the path has no `HEAD` route of its own (RFC 9110 §9.3.2).
+    fn find(&self, method: &Method, path: &str) -> Option<(&Route, Vec<(String, String)>)> {
+        let m = match self.by_method.get(method).and_then(|r| r.at(path).ok()) {
+            Some(m) => m,
+            None if *method == Method::HEAD => self.by_method.get(&Method::GET)?.at(path).ok()?,
+            None => return None,
+        };
+        let params = m.params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        Some((&self.routes[*m.value], params))
+    }
+}
+
+/// What the gateway's handler needs: the engine it shares with the API, and the route table.
+#[derive(Clone)]
+struct State {
+    engine: Arc<Engine>,
+    gateway: Arc<Gateway>,
+}
+
+/// The gateway as a service for everything keygate's own router does not serve: `/v1/*` requests
+/// are matched against the routes and forwarded; anything else is 404 `route_not_found`. The
+/// binary mounts it as the API's fallback, inside the API's middleware (request id, log line,
+/// request log, no-store for keygate's own answers).
+pub fn service(engine: Arc<Engine>, gateway: Arc<Gateway>) -> axum::Router {
+    axum::Router::new().fallback(handle).with_state(State { engine, gateway })
+}
+
+async fn handle(axum::extract::State(state): axum::extract::State<State>, req: Request) -> Response {
+    if !req.uri().path().starts_with("/v1/") {
+        return ApiError::RouteNotFound.into_response();
+    }
+    proxy(&state.engine, &state.gateway, req).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn proxy(engine: &Engine, gw: &Gateway, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    // One canonical form (SPEC §10): what keygate matches and authorises is byte for byte what
+    // the upstream receives, so anything an upstream might resolve differently is refused.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        return Err(ApiError::invalid(TargetError::AbsoluteForm.to_string()));
+    }
+    keygate_domain::request::check_path(parts.uri.path()).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let Some((route, params)) = gw.find(&parts.method, parts.uri.path()) else {
+        return Ok(match gw.any_method.at(parts.uri.path()) {
+            Ok(m) => {
+                let mut refused = ApiError::MethodNotAllowed.into_response();
+                if let Some(allow) = gw.allowed.get(*m.value) {
+                    refused.headers_mut().insert(header::ALLOW, allow.clone());
+                }
+                refused
+            }
+            Err(_) => ApiError::RouteNotFound.into_response(),
+        });
+    };
+    note_route(&route.path);
+    let caller = caller::authenticate(&parts, engine).await?;
+    caller.require(&route.scope)?;
+    let tenant = tenant_of(engine, &caller, route, &params, &parts.headers).await?;
+    let ip_limit = route.ip_rate_limit_per_minute.map(|n| {
+        (LimitKey::RouteIp(Arc::clone(&route.path), engine.auth.rate_key(caller.client_ip)), Quota::per_minute(n))
+    });
+    caller::spend(engine, &caller, ip_limit).await?;
+
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > gw.max_body_bytes as u64) {
+        return Err(ApiError::PayloadTooLarge(gw.max_body_bytes));
+    }
+
+    let key_header = if route.idempotent { idempotency::key_header(&parts.headers)? } else { None };
+    let Some(idem_key) = key_header else {
+        // A body of declared length (checked above) streams: hyper delivers exactly that many
+        // bytes or fails the message; so does the empty body of a GET. A body of unknown length (chunked) could cross the limit
+        // midway, after the upstream had part of it, so it is read up to the limit first and
+        // sent whole: the upstream never gets a cut-off body it could take as complete.
+        if declared.is_some() || hyper::body::Body::is_end_stream(&body) {
+            return forward(gw, &engine.auth, parts, body, &caller, tenant).await.map_err(ApiError::from);
+        }
+        let bytes = read_limited(body, gw.max_body_bytes).await?;
+        return forward(gw, &engine.auth, parts, Body::from(bytes), &caller, tenant).await.map_err(ApiError::from);
+    };
+    let bytes = read_limited(body, gw.max_body_bytes).await?;
+    let request = idempotency::request(Some(idem_key), &parts.method, &parts.uri, &bytes);
+    let binding = Binding { tenant, ..caller.idempotency_binding() };
+    let ticket = match idempotency::claim(engine, &binding, request.as_ref()).await? {
+        Claim::Replay(stored) => return Ok(stored),
+        Claim::Proceed(ticket) => ticket,
+    };
+    match forward(gw, &engine.auth, parts, Body::from(bytes), &caller, tenant).await {
+        Ok(response) => Ok(ticket.complete(engine, response).await),
+        Err(UpstreamError::Unreachable) => {
+            ticket.release(engine).await;
+            Err(UpstreamError::Unreachable.into())
+        }
+        Err(e) => Ok(ticket.complete(engine, ApiError::from(e).into_response()).await),
+    }
+}
+
+/// The whole request body, or 413 once it passes `limit` bytes.
+async fn read_limited(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = source {
+            if s.is::<http_body_util::LengthLimitError>() {
+                return ApiError::PayloadTooLarge(limit);
+            }
+            source = s.source();
+        }
+        ApiError::invalid("The request body could not be read to its end.")
+    })
+}
+
+/// Check 10 for a gateway request: the tenant it names, if any, and whether the key may act on it.
+async fn tenant_of(
+    engine: &Engine,
+    caller: &Caller,
+    route: &Route,
+    params: &[(String, String)],
+    headers: &HeaderMap,
+) -> Result<Option<TenantId>, ApiError> {
+    let mut header_values = headers.get_all(X_TENANT_ID).iter();
+    let header = header_values.next();
+    if header_values.next().is_some() {
+        return Err(ApiError::invalid("Send at most one X-Tenant-Id header."));
+    }
+    let header = header.map(|v| v.to_str().map(str::trim).map_err(|_| AuthFailure::TenantNotAllowed)).transpose()?;
+    let named = match &route.tenant {
+        Some(param) => {
+            let from_path = params.iter().find(|(k, _)| k == param).map(|(_, v)| v.clone());
+            // Two different tenants in one request: the upstream might act on either.
+            if let (Some(h), Some(p)) = (header, &from_path)
+                && h != p
+            {
+                return Err(ApiError::invalid(format!(
+                    "X-Tenant-Id names a different tenant than the path's `{param}`; send one tenant."
+                )));
+            }
+            from_path
+        }
+        None => header.map(str::to_owned),
+    };
+    let Some(named) = named else {
+        return if caller.key().tenant_ids.is_some() { Err(AuthFailure::TenantNotAllowed.into()) } else { Ok(None) };
+    };
+    let id: TenantId = named.trim().parse().map_err(|_| ApiError::from(AuthFailure::TenantNotAllowed))?;
+    let tenant = engine.keygate.store.get_tenant(caller.account().id, id).await?;
+    policy::check_tenant(caller.key(), tenant.as_ref())?;
+    note_tenant(id);
+    Ok(Some(id))
+}
+
+/// Why forwarding failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// No connection could be made: nothing reached the upstream.
+    Unreachable,
+    /// No response headers within the timeout.
+    Timeout,
+    /// The request body grew past the limit while streaming.
+    BodyTooLarge(usize),
+    /// The connection failed after the request was sent.
+    Broken,
+}
+
+impl From<UpstreamError> for ApiError {
+    fn from(e: UpstreamError) -> Self {
+        let kind = match e {
+            UpstreamError::Unreachable => "unreachable",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::BodyTooLarge(_) => "body_too_large",
+            UpstreamError::Broken => "broken",
+        };
+        metrics::counter!("keygate_upstream_errors_total", "kind" => kind).increment(1);
+        match e {
+            UpstreamError::Timeout => Self::UpstreamTimeout,
+            UpstreamError::BodyTooLarge(limit) => Self::PayloadTooLarge(limit),
+            UpstreamError::Unreachable | UpstreamError::Broken => Self::UpstreamUnavailable,
+        }
+    }
+}
+
+/// Headers an upstream might trust for routing, method or identity (SPEC §10): removed from every
+/// forwarded request, since only keygate may say these things (it sets `X-Forwarded-For`). Every
+/// `X-Forwarded-*` goes too ([`is_untrusted`]), and every header whose name holds an `_`: CGI and
+/// WSGI servers read `X_Keygate_Key_Id` as `X-Keygate-Key-Id` (nginx drops such headers by
+/// default for the same reason).
+const UNTRUSTED: [HeaderName; 24] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-original-uri"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-original-host"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
+    HeaderName::from_static("x-cluster-client-ip"),
+    HeaderName::from_static("client-ip"),
+    HeaderName::from_static("x-original-method"),
+    HeaderName::from_static("x-envoy-original-path"),
+    HeaderName::from_static("x-envoy-internal"),
+    HeaderName::from_static("remote-user"),
+    HeaderName::from_static("x-remote-user"),
+    HeaderName::from_static("x-user"),
+    HeaderName::from_static("x-authenticated-user"),
+    HeaderName::from_static("x-auth-request-user"),
+    HeaderName::from_static("x-auth-request-email"),
+    HeaderName::from_static("x-auth-request-groups"),
+];
+
+/// Whether a client's header is one only keygate may set: the fixed list above, any
+/// `X-Forwarded-*` or `X-Keygate-*`, or a name with an `_` (an alias of a dashed name to CGI).
+fn is_untrusted(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n.contains('_') || n.starts_with("x-forwarded-") || n.starts_with("x-keygate-") || UNTRUSTED.contains(name)
+}
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const X_TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
+const X_KEYGATE_ACCOUNT_ID: HeaderName = HeaderName::from_static("x-keygate-account-id");
+const X_KEYGATE_KEY_ID: HeaderName = HeaderName::from_static("x-keygate-key-id");
+const X_KEYGATE_TENANT_ID: HeaderName = HeaderName::from_static("x-keygate-tenant-id");
+const X_KEYGATE_SCOPES: HeaderName = HeaderName::from_static("x-keygate-scopes");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+async fn forward(
+    gw: &Gateway,
+    auth: &Authenticator,
+    parts: Parts,
+    body: Body,
+    caller: &Caller,
+    tenant: Option<TenantId>,
+) -> Result<Response, UpstreamError> {
+    let mut path_and_query = parts.uri.path().to_owned();
+    if let Some(q) = parts.uri.query() {
+        // The credential, in whichever form it came, stays here (SPEC §10): every `appid` where
+        // that parameter is a credential, and any parameter holding the presented key.
+        let presented = caller::credential(auth, &parts.headers, Some(q)).map(|(c, _)| c).unwrap_or_default();
+        let q = query_without_credential(q, &presented, auth.allows_query_key());
+        if !q.is_empty() {
+            path_and_query.push('?');
+            path_and_query.push_str(&q);
+        }
+    }
+    let uri: Uri = format!("{}{path_and_query}", gw.upstream).parse().map_err(|_| UpstreamError::Broken)?;
+
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    let forged: Vec<HeaderName> = headers.keys().filter(|k| is_untrusted(k)).cloned().collect();
+    for name in forged {
+        headers.remove(name);
+    }
+    for name in [header::HOST, header::AUTHORIZATION, X_API_KEY] {
+        headers.remove(name);
+    }
+    let set = |headers: &mut HeaderMap, name: HeaderName, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    };
+    let key = caller.key();
+    set(&mut headers, X_KEYGATE_ACCOUNT_ID, caller.account().id.to_string());
+    set(&mut headers, X_KEYGATE_KEY_ID, key.id.to_string());
+    if let Some(t) = tenant {
+        set(&mut headers, X_KEYGATE_TENANT_ID, t.to_string());
+    }
+    let scopes = key
+        .scopes
+        .as_ref()
+        .map_or_else(|| "*".to_owned(), |s| s.iter().map(Scope::as_str).collect::<Vec<_>>().join(","));
+    set(&mut headers, X_KEYGATE_SCOPES, scopes);
+    if let Some(id) = &caller.request_id {
+        set(&mut headers, X_REQUEST_ID.clone(), id.clone());
+    }
+    set(&mut headers, X_FORWARDED_FOR, caller.client_ip.to_string());
+
+    let mut request = hyper::Request::builder().method(parts.method).uri(uri);
+    if let Some(h) = request.headers_mut() {
+        *h = headers;
+    }
+    let request = request.body(body).map_err(|_| UpstreamError::Broken)?;
+    let response = match tokio::time::timeout(gw.timeout, gw.client().request(request)).await {
+        Err(_) => {
+            tracing::warn!(upstream = %gw.upstream, timeout_ms = gw.timeout.as_millis(), "the upstream sent no response headers in time");
+            return Err(UpstreamError::Timeout);
+        }
+        Ok(Err(e)) => {
+            // The operator's side of a 502: which upstream, and why (the client's problem
+            // document says only that it could not be reached).
+            tracing::warn!(upstream = %gw.upstream, error = %e, source = ?std::error::Error::source(&e), "forwarding to the upstream failed");
+            return Err(classify(&e, gw.max_body_bytes));
+        }
+        Ok(Ok(r)) => r,
+    };
+    let (mut head, incoming) = response.into_parts();
+    strip_hop_by_hop(&mut head.headers);
+    // Answer in the client's HTTP version, not the upstream's (an HTTP/1.0 upstream must not
+    // turn keygate's own connection into HTTP/1.0).
+    head.version = parts.version;
+    // The upstream's own answer: keygate's no-store default does not apply to it.
+    head.extensions.insert(FromUpstream);
+    Ok(Response::from_parts(head, Body::new(incoming)))
+}
+
+impl Gateway {
+    /// This thread's upstream client.
+    fn client(&self) -> &Client<HttpConnector, Body> {
+        self.clients.get_or(|| {
+            let mut connector = HttpConnector::new();
+            connector.set_connect_timeout(Some(self.connect_timeout));
+            connector.set_nodelay(true);
+            Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector)
+        })
+    }
+}
+
+/// Tells a refused connection from a body that grew too large from a connection lost midway.
+fn classify(e: &hyper_util::client::legacy::Error, limit: usize) -> UpstreamError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return UpstreamError::BodyTooLarge(limit);
+        }
+        source = s.source();
+    }
+    if e.is_connect() { UpstreamError::Unreachable } else { UpstreamError::Broken }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes() {
+        assert_eq!(normalized("/v1/tenants/{tenant_id}/extensions/{id}"), "/v1/tenants/{p0}/extensions/{p1}");
+        assert_eq!(sample("/v1/tenants/{tenant_id}/extensions"), "/v1/tenants/x/extensions");
+    }
+}

@@ -1,0 +1,256 @@
+//! Middleware around every request: the request id, one log line per request, one request-log
+//! record per authenticated request, and the fallbacks that turn unknown routes and methods into
+//! problem documents.
+//!
+//! The log line never contains a query string (the deprecated `appid` credential lives there),
+//! a header value, or a body; a key-shaped string in its path is masked (SPEC §2). The request
+//! log keeps the matched route template, never the raw path.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use keygate_domain::{AccountId, KeyId, RequestId, TenantId, time};
+use keygate_store::RequestRecord;
+
+use keygate_engine::Error;
+use keygate_engine::ratelimit::RateLimitStatus;
+use keygate_engine::requestlog::RequestRecorder;
+
+use crate::error::{ApiError, ErrorCode, REQUEST_ID};
+use crate::headers::write_ratelimit;
+
+/// What [`request_context`] needs: where request-log records go, and the key format whose
+/// key-shaped strings it masks in log lines.
+#[derive(Clone)]
+pub struct RequestContext {
+    pub recorder: Arc<RequestRecorder>,
+    pub key_format: Arc<keygate_domain::KeyFormat>,
+}
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+tokio::task_local! {
+    /// Facts learned while handling the request, for its log line and response headers.
+    pub static REQUEST_FACTS: RequestFacts;
+}
+
+/// Set once by authentication.
+#[derive(Debug, Default)]
+pub struct RequestFacts {
+    pub caller: OnceLock<(AccountId, KeyId, IpAddr)>,
+    /// The credential came from the deprecated `appid` query parameter.
+    pub deprecated_credential: OnceLock<()>,
+    /// The rate limit that applied, for the response's headers.
+    pub ratelimit: OnceLock<RateLimitStatus>,
+    /// The tenant the request acted for, when one is known (for the request log).
+    pub tenant: OnceLock<TenantId>,
+    /// The gateway route template the request matched (axum's `MatchedPath` covers keygate's
+    /// own routes only).
+    pub route: OnceLock<Arc<str>>,
+    /// For `POST /v1/verify`: the key it verified, whose use the request-log record is.
+    pub verified: OnceLock<Verified>,
+}
+
+/// A key a verify call checked (SPEC §9): its request-log record is a use of this key, with the
+/// verifying key noted.
+#[derive(Debug, Clone, Copy)]
+pub struct Verified {
+    pub account: AccountId,
+    pub key: KeyId,
+    pub tenant: Option<TenantId>,
+    /// The end client's IP, when the call named one.
+    pub ip: Option<IpAddr>,
+    /// `ok`, or the code of the verdict.
+    pub outcome: &'static str,
+}
+
+/// Records the key a verify call checked, for the request log.
+pub fn note_verified(verified: Verified) {
+    let _ = REQUEST_FACTS.try_with(|f| f.verified.set(verified));
+}
+
+/// Records the gateway route a request matched, for its log line, metrics and request-log record:
+/// the template, never the raw path (which may hold anything, a pasted key included).
+pub fn note_route(route: &Arc<str>) {
+    let _ = REQUEST_FACTS.try_with(|f| f.route.set(Arc::clone(route)));
+}
+
+/// Records the tenant this request acts for, for its request-log record.
+pub fn note_tenant(tenant: TenantId) {
+    let _ = REQUEST_FACTS.try_with(|f| f.tenant.set(tenant));
+}
+
+/// Records the rate limit that applied to this request, for its response headers.
+pub fn note_ratelimit(status: RateLimitStatus) {
+    let _ = REQUEST_FACTS.try_with(|f| f.ratelimit.set(status));
+}
+
+/// Records who the authenticated caller is, for the request's log line.
+pub fn note_caller(account: AccountId, key: KeyId, client_ip: IpAddr, deprecated: bool) {
+    let _ = REQUEST_FACTS.try_with(|f| {
+        let _ = f.caller.set((account, key, client_ip));
+        if deprecated {
+            let _ = f.deprecated_credential.set(());
+        }
+    });
+}
+
+/// An incoming id is kept when it is 1–128 safe characters and not key-shaped (an id is logged,
+/// stored and forwarded); otherwise a new `req_…` is made.
+fn request_id(req: &Request, key_format: &keygate_domain::KeyFormat) -> String {
+    req.headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| {
+            !s.is_empty()
+                && s.len() <= 128
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+                && matches!(key_format.mask_keys(s), std::borrow::Cow::Borrowed(_))
+        })
+        .map_or_else(|| RequestId::generate().to_string(), str::to_owned)
+}
+
+/// A part of the request line (path, method) as the log shows it: percent-decoded when it holds
+/// escapes (so an encoded key is seen), then with every key-shaped string masked (SPEC §2). The
+/// work happens when the line is written, never for a line the filter leaves out.
+struct Masked<'a> {
+    key_format: &'a keygate_domain::KeyFormat,
+    text: &'a str,
+}
+
+impl std::fmt::Display for Masked<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.text.contains('%') {
+            let decoded = keygate_domain::request::percent_decode_lossy(self.text);
+            f.write_str(&self.key_format.mask_keys(&decoded))
+        } else {
+            f.write_str(&self.key_format.mask_keys(self.text))
+        }
+    }
+}
+
+/// Gives the request an id, makes it available to errors, logs the request, queues its
+/// request-log record when it was authenticated, and sets `X-Request-Id` (and `Deprecation`
+/// where a deprecated credential was used) on the response.
+pub async fn request_context(State(context): State<RequestContext>, req: Request, next: Next) -> Response {
+    let RequestContext { recorder, key_format } = context;
+    let id = request_id(&req, &key_format);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let at = time::truncate(time::now());
+    let started = Instant::now();
+    let facts = RequestFacts::default();
+    let (mut response, facts) = REQUEST_FACTS
+        .scope(facts, async {
+            let response = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+            let facts = REQUEST_FACTS.with(|f| {
+                (
+                    f.caller.get().copied(),
+                    f.deprecated_credential.get().is_some(),
+                    f.ratelimit.get().copied(),
+                    f.tenant.get().copied(),
+                    f.route.get().cloned(),
+                    f.verified.get().copied(),
+                )
+            });
+            (response, facts)
+        })
+        .await;
+    let (caller, deprecated, ratelimit, tenant, gateway_route, verified) = facts;
+    let headers = response.headers_mut();
+    if let Some(status) = ratelimit
+        && !headers.contains_key("x-ratelimit-limit")
+    {
+        write_ratelimit(headers, &status);
+    }
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        headers.insert(X_REQUEST_ID.clone(), v);
+    }
+    if deprecated {
+        headers.insert("deprecation", HeaderValue::from_static("true"));
+    }
+    let status = response.status().as_u16();
+    let code = response.extensions().get::<ErrorCode>().map_or("ok", |c| c.0);
+    let latency = started.elapsed();
+    let elapsed = latency.as_secs_f64();
+    let latency_ms = elapsed * 1000.0;
+    let route: Arc<str> = match (&matched, gateway_route) {
+        (Some(m), _) => m.as_str().into(),
+        (None, Some(r)) => r,
+        (None, None) => "unmatched".into(),
+    };
+    // An extension method is any token, a pasted key included: masked like the path.
+    let logged_path = Masked { key_format: &key_format, text: &path };
+    let logged_method = Masked { key_format: &key_format, text: method.as_str() };
+    metrics::counter!("keygate_requests_total", "outcome" => code, "route" => route.to_string()).increment(1);
+    metrics::histogram!("keygate_request_duration_seconds").record(elapsed);
+    // The ids are formatted by the log line itself, only when it is enabled.
+    let client_ip = caller.map_or(peer, |(_, _, ip)| Some(ip));
+    tracing::info!(
+        target: "keygate::request",
+        request_id = %id, method = %logged_method, path = %logged_path, status, outcome = code,
+        account_id = caller.map(|(a, _, _)| tracing::field::display(a)),
+        key_id = caller.map(|(_, k, _)| tracing::field::display(k)),
+        client_ip = client_ip.map(tracing::field::display), latency_ms,
+        "request"
+    );
+    if let Some((account, key, ip)) = caller {
+        // A verify call is a use of the verified key, noting who asked (SPEC §9).
+        let (account_id, key_id, tenant_id, outcome, client_ip, via_key_id) = match verified {
+            Some(v) => (v.account, v.key, v.tenant, v.outcome, v.ip.unwrap_or(ip), Some(key)),
+            None => (account, key, tenant, code, ip, None),
+        };
+        let record = RequestRecord {
+            id: RequestRecord::generate_id(),
+            request_id: id,
+            at,
+            account_id,
+            key_id: Some(key_id),
+            tenant_id,
+            route: route.to_string(),
+            method: method.as_str().to_owned(),
+            status,
+            outcome: outcome.to_owned(),
+            client_ip: Some(client_ip),
+            latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            via_key_id,
+        };
+        recorder.record(record);
+    }
+    response
+}
+
+/// Marks a response that is the gateway's upstream's own, not keygate's.
+#[derive(Debug, Clone, Copy)]
+pub struct FromUpstream;
+
+/// `Cache-Control: no-store` on everything keygate answers itself (its API, its errors, the
+/// gateway's refusals), unless the handler set its own; an upstream's response keeps its headers.
+pub async fn no_store(mut response: Response) -> Response {
+    if response.extensions().get::<FromUpstream>().is_none() {
+        response.headers_mut().entry(axum::http::header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+pub async fn route_not_found() -> Response {
+    ApiError::RouteNotFound.into_response()
+}
+
+pub async fn method_not_allowed() -> Response {
+    ApiError::MethodNotAllowed.into_response()
+}
+
+/// A panic in a handler becomes a 500 with nothing in it but the request id. The panic message
+/// is not logged either: it could hold anything.
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("handler panicked");
+    ApiError::from(Error::Internal("handler panicked".into())).into_response()
+}

@@ -1,0 +1,105 @@
+//! Headers keygate writes or removes, whichever front end answers: rate-limit fields and the
+//! hop-by-hop headers that never cross a proxy (RFC 9110 §7.6.1).
+
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use keygate_engine::ratelimit::RateLimitStatus;
+
+/// Writes `status` as GitHub's `X-RateLimit-*` and the IETF `RateLimit-Policy` / `RateLimit`
+/// fields (draft-ietf-httpapi-ratelimit-headers), plus `Retry-After` on a refusal.
+pub fn write_ratelimit(headers: &mut HeaderMap, status: &RateLimitStatus) {
+    const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+    const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+    const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+    const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+    const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+    let scope = status.scope.as_str();
+    headers.insert(LIMIT, HeaderValue::from(status.limit));
+    headers.insert(REMAINING, HeaderValue::from(status.remaining));
+    headers.insert(RESET, HeaderValue::from(status.reset_at));
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{scope}\";q={};w=60", status.limit)) {
+        headers.insert(POLICY, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{scope}\";r={};t={}", status.remaining, status.reset_after)) {
+        headers.insert(RATELIMIT, v);
+    }
+    if let Some(retry) = status.retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(retry));
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard `Proxy-Connection`), never
+/// forwarded in either direction. Header names are constants: parsed once, not per request.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("proxy-connection"),
+];
+/// Whether `name` is one of the fixed hop-by-hop headers.
+#[must_use]
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
+/// Removes the hop-by-hop headers: the fixed ones, and every header `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keygate_engine::ratelimit::LimitScope;
+
+    use super::*;
+
+    const T0: u64 = 1_800_000_000;
+
+    #[test]
+    fn headers() {
+        let s = RateLimitStatus {
+            scope: LimitScope::Key,
+            limit: 100,
+            remaining: 57,
+            reset_after: 26,
+            reset_at: T0 + 26,
+            retry_after: None,
+        };
+        let mut h = HeaderMap::new();
+        write_ratelimit(&mut h, &s);
+        assert_eq!(h["x-ratelimit-limit"], "100");
+        assert_eq!(h["x-ratelimit-remaining"], "57");
+        assert_eq!(h["x-ratelimit-reset"], (T0 + 26).to_string().as_str());
+        assert_eq!(h["ratelimit-policy"], "\"key\";q=100;w=60");
+        assert_eq!(h["ratelimit"], "\"key\";r=57;t=26");
+        assert!(h.get("retry-after").is_none());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}

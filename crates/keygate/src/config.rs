@@ -1,0 +1,333 @@
+//! keygate's configuration: the shape of `keygate.toml` and its validation.
+//!
+//! Layering (defaults → file → `KEYGATE_*` env → flags) happens in `settings` (the binary); this only
+//! defines what the layers fill in and turns it into validated [`Settings`]. Validation reports
+//! every problem at once, each saying what to fix. Nothing here is global: the result is passed
+//! explicitly to whatever needs it.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use keygate_domain::key::{HashSecret, KeyFormat};
+use keygate_domain::scope::{Catalog, CatalogEntry};
+use keygate_engine::Limits;
+use keygate_gateway::{Gateway, GatewayConfig};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The whole configuration file. Unknown keys are errors, not silently ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// `sqlite://path` (default, created on start) or `postgres://…`.
+    pub database_url: String,
+    /// Redis for cluster mode (rate limits and idempotency locks).
+    pub redis_url: Option<String>,
+    /// Peers whose `X-Forwarded-For` is believed (CIDRs or addresses). In env: comma-separated.
+    #[serde(deserialize_with = "list_or_comma_string")]
+    pub trusted_proxies: Vec<String>,
+    /// What is counted per client IP (route IP limits, the failed-attempt throttle) counts an
+    /// IPv6 client by its network of this many bits (SPEC §3): 64 by default, 1–128.
+    pub client_ipv6_prefix: u8,
+    /// HMAC secret for key hashes (≥ 32 chars). Generated into `keygate.secret` beside a SQLite
+    /// database when absent.
+    pub hash_secret: Option<SecretString>,
+    /// Key prefix: `sk` gives `sk_live_…`.
+    pub key_prefix: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Threads serving requests; 0 = one per core keygate may use.
+    pub workers: u16,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    /// How long an `Idempotency-Key` and its stored response are kept, in seconds.
+    pub idempotency_retention_seconds: u64,
+    /// How many days request-log records are kept (1–3650).
+    pub request_log_retention_days: u32,
+    /// The scope catalog; `None` = the built-in default (SPEC §4).
+    pub scopes: Option<Vec<CatalogEntry>>,
+    /// Put keygate in front of an upstream API (SPEC §10).
+    pub gateway: Option<GatewayConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            database_url: "sqlite://keygate.db".into(),
+            redis_url: None,
+            trusted_proxies: Vec::new(),
+            client_ipv6_prefix: 64,
+            hash_secret: None,
+            key_prefix: "sk".into(),
+            log_format: LogFormat::Text,
+            max_body_bytes: 1024 * 1024,
+            workers: 0,
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            idempotency_retention_seconds: 86_400,
+            request_log_retention_days: 30,
+            scopes: None,
+            gateway: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Accept the deprecated `appid` query parameter as a credential.
+    pub allow_query_key: bool,
+    /// Failed authentications per minute tolerated from one IP before it gets 429
+    /// `too_many_failed_attempts` (burst of this many, then refilling smoothly).
+    pub max_failed_attempts_per_minute: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { allow_query_key: false, max_failed_attempts_per_minute: 30 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub default_key_rate_limit_per_minute: u32,
+    pub max_key_rate_limit_per_minute: u32,
+    pub default_account_rate_limit_per_minute: u32,
+    /// API keys one account may hold (revoked and expired ones count until deleted); creating or
+    /// rolling past it is 409 `conflict`. OWASP API4: no unbounded growth.
+    pub max_keys_per_account: u32,
+    /// Tenants one account may hold; creating past it is 409 `conflict`.
+    pub max_tenants_per_account: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        Self {
+            default_key_rate_limit_per_minute: l.default_key_rate_limit_per_minute,
+            max_key_rate_limit_per_minute: l.max_key_rate_limit_per_minute,
+            default_account_rate_limit_per_minute: l.default_account_rate_limit_per_minute,
+            max_keys_per_account: l.max_keys_per_account,
+            max_tenants_per_account: l.max_tenants_per_account,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A configured secret: `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    #[must_use]
+    pub fn new(s: String) -> Self {
+        Self(s)
+    }
+
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+fn list_or_comma_string<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        One(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::List(v) => v,
+        Either::One(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+    })
+}
+
+/// The validated configuration: the engine's part, and what serving needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub engine: keygate_engine::Settings,
+    pub listen: SocketAddr,
+    pub database_url: String,
+    /// The largest request body keygate's own API accepts, in bytes.
+    pub max_body_bytes: usize,
+    /// Threads serving requests; `None` = one per core (see [`Settings::workers`]).
+    pub workers: Option<NonZeroUsize>,
+    pub log_format: LogFormat,
+    /// The compiled gateway, when configured.
+    pub gateway: Option<Arc<Gateway>>,
+}
+
+impl Settings {
+    /// How many threads serve requests: `workers`, or one per core keygate may use. Asked only
+    /// by `serve` (finding the cores reads the cgroup limits).
+    #[must_use]
+    pub fn workers(&self) -> NonZeroUsize {
+        self.workers.unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN))
+    }
+}
+
+impl Config {
+    /// Checks everything but the hash secret (resolved by the binary, which may generate it).
+    ///
+    /// # Errors
+    /// Every problem found, one message each.
+    pub fn validate(&self) -> Result<Settings, Vec<String>> {
+        let mut errors = Vec::new();
+        let listen = self
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|_| errors.push(format!("listen: `{}` is not an address like 127.0.0.1:8080", self.listen)))
+            .ok();
+        let mut trusted_proxies = Vec::new();
+        for p in &self.trusted_proxies {
+            match keygate_domain::ip::parse_entry(p) {
+                Ok(net) => trusted_proxies.push(net),
+                Err(m) => errors.push(format!("trusted_proxies: {m}")),
+            }
+        }
+        let key_format = KeyFormat::new(&self.key_prefix).map_err(|e| errors.push(format!("key_prefix: {e}"))).ok();
+        let catalog = Catalog::new(self.scopes.clone().unwrap_or_else(Catalog::default_entries))
+            .map_err(|e| errors.push(format!("scopes: {e}")))
+            .ok();
+        let l = &self.limits;
+        if l.max_key_rate_limit_per_minute == 0 {
+            errors.push("limits.max_key_rate_limit_per_minute must be at least 1".into());
+        }
+        if l.default_key_rate_limit_per_minute == 0
+            || l.default_key_rate_limit_per_minute > l.max_key_rate_limit_per_minute
+        {
+            errors.push(
+                "limits.default_key_rate_limit_per_minute must be between 1 and limits.max_key_rate_limit_per_minute"
+                    .into(),
+            );
+        }
+        if l.max_keys_per_account == 0 || l.max_tenants_per_account == 0 {
+            errors.push("limits.max_keys_per_account and limits.max_tenants_per_account must be at least 1".into());
+        }
+        if !(1..=128).contains(&self.client_ipv6_prefix) {
+            errors.push("client_ipv6_prefix must be between 1 and 128 (64: one host owns a /64)".into());
+        }
+        if l.default_account_rate_limit_per_minute == 0 {
+            errors.push("limits.default_account_rate_limit_per_minute must be at least 1".into());
+        }
+        if self.auth.max_failed_attempts_per_minute == 0 {
+            errors.push("auth.max_failed_attempts_per_minute must be at least 1".into());
+        }
+        if !(60..=30 * 86_400).contains(&self.idempotency_retention_seconds) {
+            errors.push("idempotency_retention_seconds must be between 60 and 2592000 (30 days)".into());
+        }
+        if !(1..=3650).contains(&self.request_log_retention_days) {
+            errors.push("request_log_retention_days must be between 1 and 3650".into());
+        }
+        if self.max_body_bytes < 1024 {
+            errors.push("max_body_bytes must be at least 1024".into());
+        }
+        if self.workers > 1024 {
+            errors.push("workers must be between 0 (one per core) and 1024".into());
+        }
+        if let Some(secret) = &self.hash_secret
+            && let Err(e) = HashSecret::new(secret.expose())
+        {
+            errors.push(format!("hash_secret: {e}"));
+        }
+        let gateway = match (&self.gateway, &catalog) {
+            (Some(g), Some(catalog)) => {
+                Gateway::compile(g, catalog, keygate_api::own_paths().iter().map(String::as_str))
+                    .map_err(|e| errors.extend(e.into_iter().map(|m| format!("gateway: {m}"))))
+                    .ok()
+                    .map(Arc::new)
+            }
+            _ => None,
+        };
+        match (listen, key_format, catalog) {
+            (Some(listen), Some(key_format), Some(catalog)) if errors.is_empty() => Ok(Settings {
+                engine: keygate_engine::Settings {
+                    trusted_proxies,
+                    client_ipv6_prefix: self.client_ipv6_prefix,
+                    key_format,
+                    catalog,
+                    limits: Limits {
+                        default_key_rate_limit_per_minute: l.default_key_rate_limit_per_minute,
+                        max_key_rate_limit_per_minute: l.max_key_rate_limit_per_minute,
+                        default_account_rate_limit_per_minute: l.default_account_rate_limit_per_minute,
+                        max_keys_per_account: l.max_keys_per_account,
+                        max_tenants_per_account: l.max_tenants_per_account,
+                    },
+                    allow_query_key: self.auth.allow_query_key,
+                    max_failed_attempts_per_minute: self.auth.max_failed_attempts_per_minute,
+                    idempotency_retention_seconds: self.idempotency_retention_seconds,
+                    request_log_retention_days: self.request_log_retention_days,
+                },
+                listen,
+                database_url: self.database_url.clone(),
+                max_body_bytes: self.max_body_bytes,
+                workers: NonZeroUsize::new(usize::from(self.workers)),
+                log_format: self.log_format,
+                gateway,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Config::default().validate().unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.engine.limits.default_key_rate_limit_per_minute, 100);
+        assert_eq!(Some(s.workers()), std::thread::available_parallelism().ok(), "0 workers: one per core");
+        let s = Config { workers: 3, ..Config::default() }.validate().unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(s.workers().get(), 3);
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let c = Config {
+            listen: "nope".into(),
+            trusted_proxies: vec!["10.0.0.0/33".into()],
+            key_prefix: "S_K".into(),
+            hash_secret: Some(SecretString::new("short".into())),
+            request_log_retention_days: 0,
+            workers: 1025,
+            ..Config::default()
+        };
+        let errors = c.validate().err().unwrap_or_default();
+        assert_eq!(errors.len(), 6, "{errors:?}");
+        assert!(errors.iter().all(|e| !e.contains("short")), "secrets are not echoed");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = Config {
+            hash_secret: Some(SecretString::new("supersecretsupersecretsupersecret".into())),
+            ..Config::default()
+        };
+        assert!(!format!("{c:?}").contains("supersecret"));
+    }
+}

@@ -1,0 +1,41 @@
+//! Wiring and serving: the API with the gateway mounted as its fallback, on one engine, served
+//! on a listener until a shutdown future completes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use keygate_api::AppState;
+use keygate_engine::Engine;
+
+use crate::config::Settings;
+
+/// The whole HTTP application: keygate's own API and, when `[gateway]` is configured, the
+/// gateway for every other `/v1/*` path, both on `engine`.
+pub fn app(engine: Arc<Engine>, settings: &Settings) -> axum::Router {
+    let gateway = settings.gateway.clone().map(|gateway| keygate_gateway::service(Arc::clone(&engine), gateway));
+    keygate_api::app(AppState::new(engine, settings.max_body_bytes), gateway)
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then finishes in-flight requests.
+///
+/// Connections get `TCP_NODELAY`: a response is small and complete when written, so waiting
+/// for Nagle's algorithm only adds latency (a delayed ACK away on every response).
+///
+/// # Errors
+/// The listener fails.
+pub async fn serve(
+    listener: impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr>,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
