@@ -9,11 +9,11 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use keygate_engine::Error;
+use keygate_http::ApiError;
 use serde::de::DeserializeOwned;
 
 use crate::state::AppState;
-use keygate_engine::Error;
-use keygate_http::ApiError;
 
 /// A JSON request body.
 pub struct Body<T>(pub T);

@@ -27,10 +27,10 @@
 //! it belongs to: only that account's retry can open it, a database dump alone opens nothing, and
 //! records are purged when they expire (default 24 h).
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use std::sync::Arc;
 
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use chrono::Duration;
 use keygate_domain::{AccountId, TenantId, time};
 use keygate_store::{IdempotencyBegin, Store};

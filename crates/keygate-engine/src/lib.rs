@@ -1,6 +1,6 @@
 //! keygate's engine: everything a request and a use case need, with no HTTP framework.
 //!
-//! - [`core::Keygate`]: the store, the key format and hasher, the catalog, the limits — what the
+//! - [`keygate::Keygate`]: the store, the key format and hasher, the catalog, the limits — what the
 //!   use cases in [`services`] run on (the CLI builds one over the database);
 //! - [`engine::Engine`]: the core plus what serving needs — the credential [`cache`] and its
 //!   change-log [`follower`], the [`auth::Authenticator`] (SPEC §3 checks 1–8) with its
@@ -16,11 +16,11 @@
 pub mod auth;
 pub mod background;
 pub mod cache;
-pub mod core;
 pub mod engine;
 pub mod error;
 pub mod follower;
 pub mod idempotency;
+pub mod keygate;
 pub mod principal;
 pub mod ratelimit;
 pub mod requestlog;
@@ -30,8 +30,8 @@ pub mod throttle;
 pub mod usage;
 pub mod views;
 
-pub use crate::core::{Keygate, SecretCheckError};
 pub use engine::Engine;
 pub use error::{Error, Exceeds, FieldError};
+pub use keygate::{Keygate, SecretCheckError};
 pub use principal::Principal;
 pub use settings::{Limits, Settings};

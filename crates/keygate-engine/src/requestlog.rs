@@ -17,6 +17,8 @@ use std::time::Duration;
 use keygate_store::{RequestRecord, Store};
 use tokio::sync::watch;
 
+use crate::background::sleep_or_stop;
+
 /// Short, so the store's work comes in small pieces: under load, one flush a second made a
 /// burst long enough to show in the request latency's 99th percentile.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -90,7 +92,7 @@ impl RequestRecorder {
 
     /// Flushes every [`FLUSH_INTERVAL`] until `stop`, then once more.
     pub async fn run(self: Arc<Self>, store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
-        while !crate::background::sleep_or_stop(&mut stop, FLUSH_INTERVAL).await {
+        while !sleep_or_stop(&mut stop, FLUSH_INTERVAL).await {
             self.flush(&*store).await;
         }
         self.flush(&*store).await;

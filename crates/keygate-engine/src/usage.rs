@@ -14,6 +14,8 @@ use keygate_domain::{KeyId, time};
 use keygate_store::{KeyUsage, Store};
 use tokio::sync::watch;
 
+use crate::background::sleep_or_stop;
+
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
@@ -53,7 +55,7 @@ impl UsageRecorder {
 
     /// Flushes every [`FLUSH_INTERVAL`] until `stop`, then once more.
     pub async fn run(self: Arc<Self>, store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
-        while !crate::background::sleep_or_stop(&mut stop, FLUSH_INTERVAL).await {
+        while !sleep_or_stop(&mut stop, FLUSH_INTERVAL).await {
             self.flush(&*store).await;
         }
         self.flush(&*store).await;

@@ -36,11 +36,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use keygate_domain::gcra::Quota;
 use keygate_domain::policy::{self, AuthFailure};
+use keygate_domain::request::{TargetError, query_without_credential};
 use keygate_domain::scope::Catalog;
 use keygate_domain::{Scope, TenantId};
-
-use keygate_domain::request::{TargetError, query_without_credential};
-
 use keygate_engine::Engine;
 use keygate_engine::auth::{Authenticator, Caller};
 use keygate_engine::idempotency::Binding;

@@ -15,11 +15,10 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keygate_domain::{AccountId, KeyId, RequestId, TenantId, time};
-use keygate_store::RequestRecord;
-
 use keygate_engine::Error;
 use keygate_engine::ratelimit::RateLimitStatus;
 use keygate_engine::requestlog::RequestRecorder;
+use keygate_store::RequestRecord;
 
 use crate::error::{ApiError, ErrorCode, REQUEST_ID};
 use crate::headers::write_ratelimit;

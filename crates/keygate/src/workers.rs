@@ -19,6 +19,8 @@ use axum::serve::Listener;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use crate::server::serve;
+
 /// New connections waiting for their worker; the acceptor waits when a worker lags this far.
 const HANDOFF_QUEUE: usize = 256;
 
@@ -57,7 +59,7 @@ pub async fn serve_per_core<F: Future>(
                 }
             };
             runtime.block_on(async move {
-                let served = crate::server::serve(handoff, app, async move {
+                let served = serve(handoff, app, async move {
                     let _ = stop.wait_for(|stop| *stop).await;
                 })
                 .await;

@@ -6,16 +6,16 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keygate_domain::time;
-
-use crate::auth::{AccountRead, AccountWrite, AccountsRead, AccountsWrite, Scoped};
-use crate::extract::{Body, Path, Query};
-use crate::idempotent::Idempotent;
-use crate::state::AppState;
 use keygate_engine::services::accounts::{
     CreateAccountRequest, ListAccountsParams, UpdateAccountRequest, UpdateOwnAccountRequest,
 };
 use keygate_engine::views::{AccountList, AccountView, CreatedAccount, CreatedKey, KeyView};
 use keygate_http::error::{ApiError, Problem};
+
+use crate::auth::{AccountRead, AccountWrite, AccountsRead, AccountsWrite, Scoped};
+use crate::extract::{Body, Path, Query};
+use crate::idempotent::Idempotent;
+use crate::state::AppState;
 
 const OWN: &str = "Account";
 const OPERATOR: &str = "Accounts (operator)";

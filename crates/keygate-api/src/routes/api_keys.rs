@@ -5,16 +5,16 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keygate_domain::time;
-
-use crate::auth::{ApiKeysRead, ApiKeysWrite, Scoped};
-use crate::extract::{Body, OptionalBody, Path, Query};
-use crate::idempotent::Idempotent;
-use crate::state::AppState;
 use keygate_engine::services::keys::{
     CreateKeyRequest, ListKeysParams, LookupKeyRequest, RevokeKeyRequest, RollKeyRequest, UpdateKeyRequest,
 };
 use keygate_engine::views::{CreatedKey, KeyList, KeyView};
 use keygate_http::error::{ApiError, Problem};
+
+use crate::auth::{ApiKeysRead, ApiKeysWrite, Scoped};
+use crate::extract::{Body, OptionalBody, Path, Query};
+use crate::idempotent::Idempotent;
+use crate::state::AppState;
 
 const TAG: &str = "API keys";
 

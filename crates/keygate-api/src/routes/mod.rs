@@ -16,6 +16,8 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::Redirect;
 use axum::routing::get;
+use keygate_domain::scope::Catalog;
+use keygate_http::context as middleware;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -23,10 +25,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
-use keygate_domain::scope::Catalog;
-
+use crate::metrics;
 use crate::state::AppState;
-use keygate_http::context as middleware;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -93,7 +93,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(verify::verify))
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))
-        .routes(routes!(crate::metrics::render))
+        .routes(routes!(metrics::render))
 }
 
 /// The paths of keygate's own endpoints, as templates (`/v1/api-keys/{id}`): the gateway refuses
@@ -129,7 +129,7 @@ fn finish(doc: &mut utoipa::openapi::OpenApi, catalog: &Catalog, max_key_rate_li
 /// The whole HTTP application: keygate's own routes, and `fallback` (the gateway, when one is
 /// configured) for every other path, all inside the same middleware.
 pub fn app(state: AppState, fallback: Option<Router>) -> Router {
-    crate::metrics::install();
+    metrics::install();
     let max_body = state.max_body_bytes;
     let context = middleware::RequestContext {
         recorder: std::sync::Arc::clone(&state.requests),

@@ -3,15 +3,15 @@
 use axum::Json;
 use axum::extract::State;
 use keygate_domain::scope::CatalogEntry;
+use keygate_engine::services::audit::ListAuditParams;
+use keygate_engine::views::{AuditEventList, AuditEventView};
+use keygate_http::ApiError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::auth::{AuditRead, Authenticated, Scoped};
 use crate::extract::Query;
 use crate::state::AppState;
-use keygate_engine::services::audit::ListAuditParams;
-use keygate_engine::views::{AuditEventList, AuditEventView};
-use keygate_http::ApiError;
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {

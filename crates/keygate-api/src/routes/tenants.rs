@@ -4,14 +4,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use keygate_engine::services::tenants::{CreateTenantRequest, ListTenantsParams, UpdateTenantRequest};
+use keygate_engine::views::{TenantList, TenantView};
+use keygate_http::error::{ApiError, Problem};
 
 use crate::auth::{Scoped, TenantsRead, TenantsWrite};
 use crate::extract::{Body, Path, Query};
 use crate::idempotent::Idempotent;
 use crate::state::AppState;
-use keygate_engine::services::tenants::{CreateTenantRequest, ListTenantsParams, UpdateTenantRequest};
-use keygate_engine::views::{TenantList, TenantView};
-use keygate_http::error::{ApiError, Problem};
 
 const TAG: &str = "Tenants";
 

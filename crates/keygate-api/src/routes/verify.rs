@@ -20,6 +20,10 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use keygate_domain::policy;
 use keygate_domain::{AccountId, Environment, KeyId, Scope, TenantId};
+use keygate_engine::Error;
+use keygate_engine::services::Validator;
+use keygate_http::context::{Verified, note_verified};
+use keygate_http::error::{ApiError, Problem};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -27,10 +31,6 @@ use utoipa::ToSchema;
 use crate::auth::{KeysVerify, Unmetered};
 use crate::extract::Body;
 use crate::state::AppState;
-use keygate_engine::Error;
-use keygate_engine::services::Validator;
-use keygate_http::context::{Verified, note_verified};
-use keygate_http::error::{ApiError, Problem};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -16,8 +16,8 @@ use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use super::{PageParams, Principal, Validator, diff, fields, ips_within, paginate};
-use crate::core::Keygate;
 use crate::error::{Error, Exceeds};
+use crate::keygate::Keygate;
 use crate::views::ip_entry;
 
 #[derive(Debug, Default, Deserialize, ToSchema)]

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::{PageParams, Principal, paginate, tenants_within};
-use crate::core::Keygate;
 use crate::error::Error;
+use crate::keygate::Keygate;
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

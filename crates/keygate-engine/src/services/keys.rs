@@ -27,9 +27,9 @@ use super::{
     PageParams, Principal, Validator, about_tenants, diff, double_option, fields, ips_within, merge_metadata, paginate,
     tenants_within,
 };
-use crate::core::Keygate;
 use crate::error::{Error, Exceeds};
-use crate::views::{KeyView, ip_entry};
+use crate::keygate::Keygate;
+use crate::views::{KeyView, ip_entry, ts};
 
 /// Longest grace period for a roll: one week.
 pub const MAX_GRACE_SECONDS: i64 = 604_800;
@@ -513,7 +513,7 @@ impl Keygate {
                 "api_key.rolled",
                 "api_key",
                 old.id,
-                json!({"new_key_id": new.id.to_string(), "old_key_expires_at": old.expires_at.map(crate::views::ts)}),
+                json!({"new_key_id": new.id.to_string(), "old_key_expires_at": old.expires_at.map(ts)}),
             ),
             old.tenant_ids.clone(),
         );
@@ -574,12 +574,7 @@ fn key_diff(old: &ApiKey, new: &ApiKey) -> Map<String, Value> {
     diff(&mut m, "tenant_ids", tenants(old), tenants(new));
     diff(&mut m, "allowed_ips", ips(old), ips(new));
     diff(&mut m, "rate_limit_per_minute", json!(old.rate_limit_per_minute), json!(new.rate_limit_per_minute));
-    diff(
-        &mut m,
-        "expires_at",
-        json!(old.expires_at.map(crate::views::ts)),
-        json!(new.expires_at.map(crate::views::ts)),
-    );
+    diff(&mut m, "expires_at", json!(old.expires_at.map(ts)), json!(new.expires_at.map(ts)));
     diff(&mut m, "metadata", Value::Object(old.metadata.clone()), Value::Object(new.metadata.clone()));
     m
 }

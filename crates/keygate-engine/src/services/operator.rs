@@ -5,8 +5,8 @@
 use keygate_domain::{AccountId, KeyId};
 
 use super::Principal;
-use crate::core::Keygate;
 use crate::error::Error;
+use crate::keygate::Keygate;
 
 impl Keygate {
     /// The command line acting for the account that holds key `id`: pass it to `get_key`,

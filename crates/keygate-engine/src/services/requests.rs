@@ -12,8 +12,8 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::{PageParams, Principal, paginate, tenants_within};
-use crate::core::Keygate;
 use crate::error::Error;
+use crate::keygate::Keygate;
 
 /// The window `/usage` covers when `since` is not given.
 const DEFAULT_USAGE_WINDOW: Duration = Duration::days(30);

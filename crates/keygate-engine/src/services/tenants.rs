@@ -13,8 +13,8 @@ use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{PageParams, Principal, Validator, about_tenants, diff, double_option, fields, merge_metadata, paginate};
-use crate::core::Keygate;
 use crate::error::Error;
+use crate::keygate::Keygate;
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -1,4 +1,4 @@
-//! The SQL backends: [`SqliteStore`] and [`PgStore`].
+//! The SQL backends: [`sqlite::SqliteStore`] and [`postgres::PgStore`].
 //!
 //! The queries are written once, in [`sql_store!`], and instantiated per backend in `sqlite.rs`
 //! and `postgres.rs`, which pass in what differs between the dialects (how to ask "does this JSON
@@ -981,10 +981,9 @@ macro_rules! sql_store {
     };
 }
 
-// Declared after the macros above, which are in scope only below their definitions.
-mod postgres;
+// Declared after the macros above, which are in scope only below their definitions. The crate
+// root names the backends by their modules: this module re-exports nothing, so that it and the
+// backends, which use its helpers, import each other in one direction only.
+pub mod postgres;
 mod rows;
-mod sqlite;
-
-pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+pub mod sqlite;

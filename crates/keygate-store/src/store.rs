@@ -1,0 +1,352 @@
+//! The storage traits, and the records and filters they exchange.
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use keygate_domain::model::{Account, ApiKey, AuditEvent, KeyStatus, Tenant, TenantStatus};
+use keygate_domain::time::Timestamp;
+use keygate_domain::{AccountId, Environment, KeyHash, KeyId, TenantId};
+
+/// What went wrong in the store. The server maps these to HTTP in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken; the string names the rule (e.g. `tenant_external_id`).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// The database could not be reached or answered with an error.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// A stored row could not be read back as a domain object.
+    #[error("stored data is not valid: {0}")]
+    Corrupt(String),
+    /// An insert would take an account past its cap of `max` rows in `what` (`api_keys`,
+    /// `tenants`); nothing was written.
+    #[error("limit reached: {max} {what}")]
+    LimitReached { what: &'static str, max: u64 },
+    /// Migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Newest-first pagination: at most `limit` rows whose id sorts before `before` (an id of the
+/// same kind, taken from the last row of the previous page).
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub limit: u32,
+    pub before: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct KeyFilter {
+    /// Case-insensitive substring of the name.
+    pub name: Option<String>,
+    pub status: Option<KeyStatus>,
+    /// Keys whose tenant list contains this tenant.
+    pub tenant_id: Option<TenantId>,
+    pub environment: Option<Environment>,
+    /// Needed to tell `active` from `expired`.
+    pub now: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TenantFilter {
+    pub status: Option<TenantStatus>,
+    pub external_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub action: Option<String>,
+    pub actor_id: Option<String>,
+    pub target_id: Option<String>,
+    /// Inclusive.
+    pub since: Option<Timestamp>,
+    /// Exclusive.
+    pub until: Option<Timestamp>,
+}
+
+/// What kind of object a change-log row is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Account,
+    Tenant,
+    ApiKey,
+}
+
+impl ChangeKind {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Account => "account",
+            Self::Tenant => "tenant",
+            Self::ApiKey => "api_key",
+        }
+    }
+
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "account" => Some(Self::Account),
+            "tenant" => Some(Self::Tenant),
+            "api_key" => Some(Self::ApiKey),
+            _ => None,
+        }
+    }
+}
+
+/// One row of the change log: "this object changed". Followers evict, then reload on demand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub seq: i64,
+    pub kind: ChangeKind,
+    pub entity_id: String,
+    pub account_id: AccountId,
+    pub at: Timestamp,
+}
+
+/// One observed use of a key, written in batches off the hot path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyUsage {
+    pub key_id: KeyId,
+    pub at: Timestamp,
+    pub ip: IpAddr,
+}
+
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Creates the account and its first key together.
+    async fn create_account(&self, account: &Account, initial_key: &ApiKey, audit: &AuditEvent) -> Result<()>;
+    async fn get_account(&self, id: AccountId) -> Result<Option<Account>>;
+    /// The built-in operator account, if `keygate init` has run.
+    async fn operator_account(&self) -> Result<Option<Account>>;
+    async fn list_accounts(&self, page: &Page) -> Result<Vec<Account>>;
+    async fn update_account(&self, account: &Account, audit: &AuditEvent) -> Result<()>;
+}
+
+#[async_trait]
+pub trait TenantStore: Send + Sync {
+    /// [`StoreError::Conflict`]`("tenant_external_id")` when the account already has a tenant with
+    /// that `external_id`; [`StoreError::LimitReached`] when it has `max_tenants` already (counted
+    /// and inserted atomically; `u64::MAX` = no cap).
+    async fn create_tenant(&self, tenant: &Tenant, audit: &AuditEvent, max_tenants: u64) -> Result<()>;
+    async fn get_tenant(&self, account: AccountId, id: TenantId) -> Result<Option<Tenant>>;
+    /// Tenants of `account` among `ids` (for validating a key's tenant scope).
+    async fn get_tenants(&self, account: AccountId, ids: &[TenantId]) -> Result<Vec<Tenant>>;
+    async fn list_tenants(&self, account: AccountId, filter: &TenantFilter, page: &Page) -> Result<Vec<Tenant>>;
+    /// Same conflict rule as `create_tenant`.
+    async fn update_tenant(&self, tenant: &Tenant, audit: &AuditEvent) -> Result<()>;
+}
+
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// [`StoreError::LimitReached`] when the account holds `max_keys` keys already (counted and
+    /// inserted atomically; `u64::MAX` = no cap).
+    async fn create_key(&self, key: &ApiKey, audit: &AuditEvent, max_keys: u64) -> Result<()>;
+    async fn get_key(&self, account: AccountId, id: KeyId) -> Result<Option<ApiKey>>;
+    /// The key with this id in whichever account holds it. For the operator's command line,
+    /// which names a key by id alone; a request is always answered within its own account
+    /// (`get_key`).
+    async fn find_key_by_id(&self, id: KeyId) -> Result<Option<ApiKey>>;
+    /// The credential lookup: the key with this hash and its account, in one query.
+    async fn find_key_by_hash(&self, hash: &KeyHash) -> Result<Option<(ApiKey, Account)>>;
+    async fn list_keys(&self, account: AccountId, filter: &KeyFilter, page: &Page) -> Result<Vec<ApiKey>>;
+    /// Writes every mutable field of `key` (settings, revocation, expiry).
+    async fn update_key(&self, key: &ApiKey, audit: &AuditEvent) -> Result<()>;
+    /// Inserts `new` and updates `old` (its shortened expiry) together; the cap as for
+    /// `create_key`.
+    async fn roll_key(&self, old: &ApiKey, new: &ApiKey, audit: &AuditEvent, max_keys: u64) -> Result<()>;
+    /// Removes the key for good; `false` when it did not exist.
+    async fn delete_key(&self, account: AccountId, id: KeyId, audit: &AuditEvent) -> Result<bool>;
+    /// Sets `last_used_at`/`last_used_ip` for each key (the latest use wins).
+    async fn record_key_usage(&self, usage: &[KeyUsage]) -> Result<()>;
+}
+
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    async fn list_audit_events(&self, account: AccountId, filter: &AuditFilter, page: &Page)
+    -> Result<Vec<AuditEvent>>;
+}
+
+#[async_trait]
+pub trait ChangeFeed: Send + Sync {
+    /// Changes with `seq > after`, oldest first, at most `limit`.
+    async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>>;
+    /// The highest `seq` so far (0 when empty): where a new follower starts.
+    async fn latest_change(&self) -> Result<i64>;
+    /// Deletes changes older than `before`; returns how many.
+    async fn purge_changes(&self, before: Timestamp) -> Result<u64>;
+}
+
+/// What [`IdempotencyStore::begin_idempotent`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// No live record: one was created in state pending; the caller must execute and then
+    /// `complete_idempotent` (or `release_idempotent` if it refused before executing).
+    Started,
+    /// A pending record with the same fingerprint: another request is executing it.
+    InProgress,
+    /// A record with a different fingerprint.
+    Mismatch,
+    /// A completed record with the same fingerprint: the stored response bytes.
+    Completed(Vec<u8>),
+}
+
+/// Idempotency records (SPEC §6): one per (account, `Idempotency-Key`), claimed before a request
+/// executes and holding its response afterwards. The claim is atomic across connections and
+/// nodes (it rests on the table's primary key), so of any number of concurrent requests with the
+/// same key exactly one is [`IdempotencyBegin::Started`].
+///
+/// Not audited and not in the change log. Times compare as in the rest of the store: pass whole
+/// seconds in UTC (SQLite compares them as text).
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Atomically claims (account, key) for a request with `fingerprint`, unless a live record
+    /// exists. A record whose `expires_at <= now` counts as absent (replace it).
+    async fn begin_idempotent(
+        &self,
+        account: AccountId,
+        key: &str,
+        fingerprint: &[u8; 32],
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<IdempotencyBegin>;
+    /// Stores the response and marks the record complete. Only a pending record changes: a
+    /// completed one keeps its first response, and a record that is gone (released, purged)
+    /// stays gone.
+    async fn complete_idempotent(&self, account: AccountId, key: &str, response: &[u8]) -> Result<()>;
+    /// Deletes a pending record (the request was refused before it executed). A completed
+    /// record is left alone.
+    async fn release_idempotent(&self, account: AccountId, key: &str) -> Result<()>;
+    /// Deletes records with `expires_at <= before`; returns how many.
+    async fn purge_idempotency(&self, before: Timestamp) -> Result<u64>;
+}
+
+/// One authenticated request, as the request log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// `rl_<ULID>`, made by [`RequestRecord::generate_id`]: unique and ordered by time, unlike
+    /// `request_id`, which a client may choose.
+    pub id: String,
+    /// The request's `X-Request-Id`.
+    pub request_id: String,
+    pub at: Timestamp,
+    pub account_id: AccountId,
+    pub key_id: Option<KeyId>,
+    pub tenant_id: Option<TenantId>,
+    /// The matched route template (`/v1/api-keys/{id}`), or the path of a gateway request.
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+    /// The error code, or `ok`.
+    pub outcome: String,
+    pub client_ip: Option<IpAddr>,
+    pub latency_us: u64,
+    /// For a use recorded by `POST /v1/verify` (SPEC §9): the key that asked; `key_id` is the key
+    /// it verified.
+    pub via_key_id: Option<KeyId>,
+}
+
+impl RequestRecord {
+    pub const ID_PREFIX: &'static str = "rl_";
+
+    /// A new record id, `rl_<ULID>`, ordered by creation time; within this process strictly
+    /// increasing, also within one millisecond (the listing's order is the id's).
+    #[must_use]
+    pub fn generate_id() -> String {
+        static GENERATOR: Mutex<ulid::Generator> = Mutex::new(ulid::Generator::new());
+        let next = GENERATOR.lock().ok().and_then(|mut generator| generator.generate().ok());
+        // Overflow (2^80 ids in one millisecond) or a poisoned lock: a plain new id.
+        let ulid = next.unwrap_or_else(ulid::Ulid::generate);
+        format!("{}{ulid}", Self::ID_PREFIX)
+    }
+
+    /// Whether `s` has the shape of a record id (for checking a cursor).
+    #[must_use]
+    pub fn is_id(s: &str) -> bool {
+        s.strip_prefix(Self::ID_PREFIX)
+            .is_some_and(|rest| rest.len() == 26 && rest.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()))
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RequestFilter {
+    pub key_id: Option<KeyId>,
+    pub status: Option<u16>,
+    /// Inclusive.
+    pub since: Option<Timestamp>,
+    /// Exclusive.
+    pub until: Option<Timestamp>,
+}
+
+/// How many requests a key made on one day (UTC) with one outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    /// `YYYY-MM-DD`, in UTC.
+    pub day: String,
+    pub outcome: String,
+    pub count: u64,
+}
+
+/// The request log (SPEC §8): one row per authenticated request, written in batches off the
+/// hot path, read per key (daily counts) and per account (a listing), purged by age. Not audited
+/// and not in the change log.
+#[async_trait]
+pub trait RequestLog: Send + Sync {
+    /// Inserts the records, all or none.
+    async fn record_requests(&self, records: &[RequestRecord]) -> Result<()>;
+    /// Requests of `key_id` (in `account`) with `since <= at < until`, counted per UTC day and
+    /// outcome: newest day first, outcomes alphabetically.
+    async fn key_usage(
+        &self,
+        account: AccountId,
+        key_id: KeyId,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<UsageRow>>;
+    /// The account's requests, newest first, paged by record id.
+    async fn list_requests(
+        &self,
+        account: AccountId,
+        filter: &RequestFilter,
+        page: &Page,
+    ) -> Result<Vec<RequestRecord>>;
+    /// Deletes records with `at < before`; returns how many.
+    async fn purge_requests(&self, before: Timestamp) -> Result<u64>;
+}
+
+/// Facts about the deployment itself, kept in the database so every process that opens it
+/// sees the same ones. Not audited and not in the change log.
+///
+/// The database records an HMAC fingerprint of the hash secret (never the secret itself): a
+/// process started with another secret would hash every presented key differently and find none
+/// of them, so it refuses to start instead (SPEC §2).
+#[async_trait]
+pub trait MetaStore: Send + Sync {
+    /// The hash secret's fingerprint as the database records it; `None` before any process has
+    /// claimed one. Never the secret (SPEC §2).
+    async fn hash_secret_fingerprint(&self) -> Result<Option<String>>;
+    /// Records `fingerprint` (an HMAC fingerprint of the hash secret, never the secret) as the
+    /// database's hash-secret fingerprint unless one is recorded already, atomically across
+    /// connections and nodes; returns the value recorded before this call: `None` when this call
+    /// recorded it, otherwise the earlier value, unchanged (SPEC §2: a process whose fingerprint
+    /// differs must refuse to start).
+    async fn claim_hash_secret_fingerprint(&self, fingerprint: &str) -> Result<Option<String>>;
+}
+
+/// Everything keygate stores.
+#[async_trait]
+pub trait Store:
+    AccountStore + TenantStore + KeyStore + AuditLog + ChangeFeed + IdempotencyStore + RequestLog + MetaStore + 'static
+{
+    /// `"sqlite"` or `"postgres"` (a metrics label).
+    fn backend(&self) -> &'static str;
+    /// A cheap round trip, for `/readyz`.
+    async fn ping(&self) -> Result<()>;
+    /// Applies pending migrations (also done by [`connect`]).
+    async fn migrate(&self) -> Result<()>;
+    /// Closes the pool; later calls fail with [`StoreError::Unavailable`].
+    async fn close(&self);
+}
