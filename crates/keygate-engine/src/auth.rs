@@ -90,13 +90,17 @@ impl Authenticator {
     /// The client's IP per SPEC §3: the peer, or the right-most untrusted `X-Forwarded-For` hop
     /// when the peer is a trusted proxy.
     #[must_use]
-    /// `forwarded_for` yields the `X-Forwarded-For` header values in order; it is read only when
-    /// the peer may be a trusted proxy.
-    pub fn client_ip<'a>(&self, peer: IpAddr, forwarded_for: impl Iterator<Item = &'a str>) -> IpAddr {
+    /// `forwarded_for` yields the `X-Forwarded-For` header values in order; it is called only
+    /// when proxies are trusted at all.
+    pub fn client_ip<'a, I: Iterator<Item = &'a str>>(
+        &self,
+        peer: IpAddr,
+        forwarded_for: impl FnOnce() -> I,
+    ) -> IpAddr {
         if self.trusted_proxies.is_empty() {
             return keygate_domain::ip::canonical(peer);
         }
-        let hops: Vec<&str> = forwarded_for.collect();
+        let hops: Vec<&str> = forwarded_for().collect();
         keygate_domain::ip::client_ip(peer, &hops, &self.trusted_proxies)
     }
 

@@ -21,8 +21,11 @@
 //! not stored, so a retry executes.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -258,26 +261,40 @@ impl Gateway {
     }
 }
 
-/// What the gateway's handler needs: the engine it shares with the API, and the route table.
-#[derive(Clone)]
-struct State {
-    engine: Arc<Engine>,
-    gateway: Arc<Gateway>,
-}
-
 /// The gateway as a service for everything keygate's own router does not serve: `/v1/*` requests
 /// are matched against the routes and forwarded; anything else is 404 `route_not_found`. The
 /// binary mounts it as the API's fallback, inside the API's middleware (request id, log line,
-/// request log, no-store for keygate's own answers).
-pub fn service(engine: Arc<Engine>, gateway: Arc<Gateway>) -> axum::Router {
-    axum::Router::new().fallback(handle).with_state(State { engine, gateway })
+/// request log, no-store for keygate's own answers). A clone is one reference count.
+#[derive(Clone)]
+pub struct GatewayService(Arc<(Arc<Engine>, Arc<Gateway>)>);
+
+impl GatewayService {
+    /// Forwards by `gateway`'s routes, checking requests with `engine` (the API's own).
+    #[must_use]
+    pub fn new(engine: Arc<Engine>, gateway: Arc<Gateway>) -> Self {
+        Self(Arc::new((engine, gateway)))
+    }
 }
 
-async fn handle(axum::extract::State(state): axum::extract::State<State>, req: Request) -> Response {
-    if !req.uri().path().starts_with("/v1/") {
-        return ApiError::RouteNotFound.into_response();
+impl tower_service::Service<Request> for GatewayService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
-    proxy(&state.engine, &state.gateway, req).await.unwrap_or_else(IntoResponse::into_response)
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let shared = Arc::clone(&self.0);
+        Box::pin(async move {
+            let (engine, gateway) = &*shared;
+            if !req.uri().path().starts_with("/v1/") {
+                return Ok(ApiError::RouteNotFound.into_response());
+            }
+            Ok(proxy(engine, gateway, req).await.unwrap_or_else(IntoResponse::into_response))
+        })
+    }
 }
 
 async fn proxy(engine: &Engine, gw: &Gateway, req: Request) -> Result<Response, ApiError> {

@@ -27,7 +27,7 @@ pub async fn authenticate(parts: &Parts, engine: &Engine) -> Result<Caller, ApiE
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
     let auth = &engine.auth;
     let headers = &parts.headers;
-    let client_ip = auth.client_ip(peer, headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()));
+    let client_ip = auth.client_ip(peer, || headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()));
     let (presented, source) = credential(auth, headers, parts.uri.query())?;
     let credential = auth.authenticate(&presented, client_ip).await?;
     note_caller(credential.account.id, credential.key.id, client_ip, source == CredentialSource::Query);

@@ -7,14 +7,18 @@ use std::sync::Arc;
 
 use keygate_api::AppState;
 use keygate_engine::Engine;
+use keygate_gateway::GatewayService;
 
 use crate::config::Settings;
 
 /// The whole HTTP application: keygate's own API and, when `[gateway]` is configured, the
 /// gateway for every other `/v1/*` path, both on `engine`.
 pub fn app(engine: Arc<Engine>, settings: &Settings) -> axum::Router {
-    let gateway = settings.gateway.clone().map(|gateway| keygate_gateway::service(Arc::clone(&engine), gateway));
-    keygate_api::app(AppState::new(engine, settings.max_body_bytes), gateway)
+    let state = AppState::new(Arc::clone(&engine), settings.max_body_bytes);
+    match &settings.gateway {
+        Some(gateway) => keygate_api::app_with_fallback(state, GatewayService::new(engine, Arc::clone(gateway))),
+        None => keygate_api::app(state),
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then finishes in-flight requests.

@@ -12,13 +12,18 @@ pub mod system;
 pub mod tenants;
 pub mod verify;
 
+use std::convert::Infallible;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::Request;
+use axum::response::IntoResponse;
 use axum::response::Redirect;
 use axum::routing::get;
 use keygate_domain::scope::Catalog;
 use keygate_http::context as middleware;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_service::Service;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -126,9 +131,24 @@ fn finish(doc: &mut utoipa::openapi::OpenApi, catalog: &Catalog, max_key_rate_li
     outcomes::document(doc, catalog, max_key_rate_limit);
 }
 
-/// The whole HTTP application: keygate's own routes, and `fallback` (the gateway, when one is
-/// configured) for every other path, all inside the same middleware.
-pub fn app(state: AppState, fallback: Option<Router>) -> Router {
+/// keygate's own API: every route above, Swagger UI, and 404 `route_not_found` for any other
+/// path, inside the middleware of every request.
+pub fn app(state: AppState) -> Router {
+    build(state, |router| router.fallback(middleware::route_not_found))
+}
+
+/// As [`app`], with `fallback` (the gateway) serving every path the API does not, inside the same
+/// middleware.
+pub fn app_with_fallback<F>(state: AppState, fallback: F) -> Router
+where
+    F: Service<Request, Error = Infallible> + Clone + Send + Sync + 'static,
+    F::Response: IntoResponse,
+    F::Future: Send + 'static,
+{
+    build(state, |router| router.fallback_service(fallback))
+}
+
+fn build(state: AppState, fallback: impl FnOnce(Router<AppState>) -> Router<AppState>) -> Router {
     metrics::install();
     let max_body = state.max_body_bytes;
     let context = middleware::RequestContext {
@@ -142,12 +162,7 @@ pub fn app(state: AppState, fallback: Option<Router>) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .route("/", get(|| async { Redirect::temporary("/docs/") }))
         .method_not_allowed_fallback(middleware::method_not_allowed);
-    // Everything else: the gateway's routes when one is configured, else 404 route_not_found.
-    let router = match fallback {
-        Some(fallback) => router.fallback_service(fallback),
-        None => router.fallback(middleware::route_not_found),
-    };
-    router
+    fallback(router)
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
