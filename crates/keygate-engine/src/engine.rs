@@ -1,6 +1,6 @@
 //! [`Engine`]: the [`Keygate`] core plus what serving requests needs — the credential cache in
-//! front of the store, the [`Authenticator`], the rate limiter and its clock, the idempotency
-//! sealer, and the background tasks (change-log follower, usage and request-log flushers, purge),
+//! front of the store, the [`Authenticator`], the rate limiter and its clock, idempotency claims,
+//! and the background tasks (change-log follower, usage and request-log flushers, purge),
 //! which [`Engine::shutdown`] stops. The API and the gateway share one.
 
 use std::sync::{Arc, Mutex};

@@ -69,6 +69,8 @@ impl ApiError {
         Self::Engine(Error::InvalidRequest(message.into()))
     }
 
+    /// The HTTP status: 401 for a missing or unusable key, 403 for what the key may not do, 422
+    /// for invalid fields, 429 for limits, 503 when a dependency is down (SPEC §3, §7).
     #[must_use]
     pub fn status(&self) -> StatusCode {
         let e = match self {
