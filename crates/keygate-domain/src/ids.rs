@@ -114,6 +114,16 @@ prefixed_id!(
     RequestId,
     "req"
 );
+prefixed_id!(
+    /// A dashboard user of one account (`usr_…`).
+    UserId,
+    "usr"
+);
+prefixed_id!(
+    /// A dashboard sign-in session (`ses_…`); never the session token.
+    SessionId,
+    "ses"
+);
 
 #[cfg(test)]
 mod tests {

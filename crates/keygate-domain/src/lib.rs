@@ -15,8 +15,10 @@ pub mod request;
 pub mod scope;
 pub mod time;
 
-pub use ids::{AccountId, EventId, KeyId, RequestId, TenantId};
+pub use ids::{AccountId, EventId, KeyId, RequestId, SessionId, TenantId, UserId};
 pub use key::{Environment, KeyFormat, KeyFormatError, KeyHash, KeyHasher, PlaintextKey};
-pub use model::{Account, AccountStatus, ApiKey, AuditEvent, KeyStatus, Tenant, TenantStatus};
+pub use model::{
+    Account, AccountStatus, ApiKey, AuditEvent, KeyStatus, Role, Session, Tenant, TenantStatus, UnknownRole, User,
+};
 pub use policy::{AuthFailure, RequestFacts};
 pub use scope::{Catalog, Scope, Scopes};

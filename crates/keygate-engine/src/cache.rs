@@ -495,3 +495,106 @@ impl keygate_store::MetaStore for CachedStore {
         self.inner.claim_hash_secret_fingerprint(fingerprint).await
     }
 }
+
+/// Users and sessions are not cached: every call goes to the store.
+#[async_trait]
+impl keygate_store::UserStore for CachedStore {
+    async fn create_user(
+        &self,
+        user: &keygate_domain::User,
+        password_hash: Option<&str>,
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        self.inner.create_user(user, password_hash, audit).await
+    }
+
+    async fn get_user(&self, account: AccountId, id: keygate_domain::UserId) -> Result<Option<keygate_domain::User>> {
+        self.inner.get_user(account, id).await
+    }
+
+    async fn users_by_email(&self, email: &str) -> Result<Vec<(keygate_domain::User, Option<String>)>> {
+        self.inner.users_by_email(email).await
+    }
+
+    async fn list_users(&self, account: AccountId, page: &Page) -> Result<Vec<keygate_domain::User>> {
+        self.inner.list_users(account, page).await
+    }
+
+    async fn update_user(&self, user: &keygate_domain::User, audit: &AuditEvent) -> Result<()> {
+        self.inner.update_user(user, audit).await
+    }
+
+    async fn set_password(
+        &self,
+        account: AccountId,
+        id: keygate_domain::UserId,
+        password_hash: Option<&str>,
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        self.inner.set_password(account, id, password_hash, audit).await
+    }
+
+    async fn delete_user(&self, account: AccountId, id: keygate_domain::UserId, audit: &AuditEvent) -> Result<bool> {
+        self.inner.delete_user(account, id, audit).await
+    }
+
+    async fn note_sign_in(&self, account: AccountId, id: keygate_domain::UserId, at: Timestamp) -> Result<()> {
+        self.inner.note_sign_in(account, id, at).await
+    }
+
+    async fn create_session(&self, session: &keygate_domain::Session) -> Result<()> {
+        self.inner.create_session(session).await
+    }
+
+    async fn session_by_token(
+        &self,
+        token_hash: &[u8; 32],
+    ) -> Result<Option<(keygate_domain::Session, keygate_domain::User)>> {
+        self.inner.session_by_token(token_hash).await
+    }
+
+    async fn touch_session(&self, id: keygate_domain::SessionId, at: Timestamp) -> Result<()> {
+        self.inner.touch_session(id, at).await
+    }
+
+    async fn list_sessions(
+        &self,
+        account: AccountId,
+        user: keygate_domain::UserId,
+        now: Timestamp,
+    ) -> Result<Vec<keygate_domain::Session>> {
+        self.inner.list_sessions(account, user, now).await
+    }
+
+    async fn revoke_session(
+        &self,
+        account: AccountId,
+        user: keygate_domain::UserId,
+        id: keygate_domain::SessionId,
+        at: Timestamp,
+    ) -> Result<bool> {
+        self.inner.revoke_session(account, user, id, at).await
+    }
+
+    async fn purge_sessions(&self, before: Timestamp) -> Result<u64> {
+        self.inner.purge_sessions(before).await
+    }
+
+    async fn create_sign_in_token(
+        &self,
+        token_hash: &[u8; 32],
+        account: AccountId,
+        user: keygate_domain::UserId,
+        expires_at: Timestamp,
+    ) -> Result<()> {
+        self.inner.create_sign_in_token(token_hash, account, user, expires_at).await
+    }
+
+    async fn consume_sign_in_token(
+        &self,
+        token_hash: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<Option<(AccountId, keygate_domain::UserId)>> {
+        self.inner.consume_sign_in_token(token_hash, now).await
+    }
+}

@@ -4,9 +4,9 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use keygate_domain::model::{Account, ApiKey, AuditEvent, KeyStatus, Tenant, TenantStatus};
+use keygate_domain::model::{Account, ApiKey, AuditEvent, KeyStatus, Session, Tenant, TenantStatus, User};
 use keygate_domain::time::Timestamp;
-use keygate_domain::{AccountId, Environment, KeyHash, KeyId, TenantId};
+use keygate_domain::{AccountId, Environment, KeyHash, KeyId, SessionId, TenantId, UserId};
 
 /// What went wrong in the store. The server maps these to HTTP in one place.
 #[derive(Debug, thiserror::Error)]
@@ -317,6 +317,83 @@ pub trait RequestLog: Send + Sync {
     async fn purge_requests(&self, before: Timestamp) -> Result<u64>;
 }
 
+/// Dashboard users, their sign-in sessions and one-time sign-in tokens (SPEC §8).
+///
+/// Writes to users are audited like every other write, but not in the change log: nothing
+/// caches them. Sessions and sign-in tokens are neither audited nor in the change log (signing in
+/// is not a change to the account). Emails compare case-insensitively: the store keeps a
+/// lower-cased copy beside the email as typed. Times compare as in the rest of the store: pass
+/// whole seconds in UTC (SQLite compares them as text).
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Inserts `user` with its argon2id PHC `password_hash` (None: no password yet) and its audit
+    /// event, in one transaction. [`StoreError::Conflict`]`("user_email")` when the account
+    /// already has a user with that email, compared case-insensitively. `user.has_password` is
+    /// not stored: it is read back from whether `password_hash` is set.
+    async fn create_user(&self, user: &User, password_hash: Option<&str>, audit: &AuditEvent) -> Result<()>;
+    async fn get_user(&self, account: AccountId, id: UserId) -> Result<Option<User>>;
+    /// Every user with this email (case-insensitive) in any account, with its password hash,
+    /// oldest first (sign-in).
+    async fn users_by_email(&self, email: &str) -> Result<Vec<(User, Option<String>)>>;
+    /// Users of `account`, newest first, paged like `list_tenants` (cursor = a user id, as
+    /// [`Page`] does for other objects).
+    async fn list_users(&self, account: AccountId, page: &Page) -> Result<Vec<User>>;
+    /// Writes email and role (and `updated_at`) with the audit event.
+    /// [`StoreError::Conflict`]`("user_email")` as for `create_user`;
+    /// [`StoreError::Conflict`]`("last_owner")` when the change would leave the account without
+    /// an owner (checked in the same transaction, with the account row locked on PostgreSQL as
+    /// the per-account caps do, so two concurrent demotions cannot both pass). A user that no
+    /// longer exists: writes nothing, `Ok`.
+    async fn update_user(&self, user: &User, audit: &AuditEvent) -> Result<()>;
+    /// Sets (`Some`) or clears (`None`) the password hash and revokes every session of the user,
+    /// with the audit event; `updated_at` and the sessions' `revoked_at` become the audit event's
+    /// time. A user that no longer exists: writes nothing, `Ok`.
+    async fn set_password(
+        &self,
+        account: AccountId,
+        id: UserId,
+        password_hash: Option<&str>,
+        audit: &AuditEvent,
+    ) -> Result<()>;
+    /// Deletes the user, its sessions and sign-in tokens, with the audit event.
+    /// [`StoreError::Conflict`]`("last_owner")` as for `update_user`. `Ok(false)` when no such
+    /// user.
+    async fn delete_user(&self, account: AccountId, id: UserId, audit: &AuditEvent) -> Result<bool>;
+    /// Records a successful sign-in time (not audited; `updated_at` stays).
+    async fn note_sign_in(&self, account: AccountId, id: UserId, at: Timestamp) -> Result<()>;
+
+    async fn create_session(&self, session: &Session) -> Result<()>;
+    /// The session with this token hash and its user, if it exists (revoked or expired ones too:
+    /// the caller decides).
+    async fn session_by_token(&self, token_hash: &[u8; 32]) -> Result<Option<(Session, User)>>;
+    /// Moves `last_seen_at` forward (idle timeout), never back; no-op for a missing session.
+    async fn touch_session(&self, id: SessionId, at: Timestamp) -> Result<()>;
+    /// Sessions of one user that are not revoked and not past `expires_at` as of `now`, newest
+    /// first.
+    async fn list_sessions(&self, account: AccountId, user: UserId, now: Timestamp) -> Result<Vec<Session>>;
+    /// Revokes one session of that user (sets `revoked_at`; a session revoked already keeps its
+    /// first `revoked_at` and counts as found). `Ok(false)` when it is not that user's or is gone.
+    async fn revoke_session(&self, account: AccountId, user: UserId, id: SessionId, at: Timestamp) -> Result<bool>;
+    /// Deletes sessions revoked or expired before `before`; returns how many. Also deletes the
+    /// sign-in tokens that expired before `before` (not counted): nothing else removes a token
+    /// that was never used.
+    async fn purge_sessions(&self, before: Timestamp) -> Result<u64>;
+
+    /// Stores a one-time sign-in token (its SHA-256) for a user, valid until `expires_at`.
+    async fn create_sign_in_token(
+        &self,
+        token_hash: &[u8; 32],
+        account: AccountId,
+        user: UserId,
+        expires_at: Timestamp,
+    ) -> Result<()>;
+    /// Uses up the token atomically: `Some(user)` once if it exists and is unexpired at `now`
+    /// (`expires_at > now`), `None` otherwise (also on every later call: an expired token is
+    /// deleted too). Of concurrent calls with the same token, at most one gets `Some`.
+    async fn consume_sign_in_token(&self, token_hash: &[u8; 32], now: Timestamp)
+    -> Result<Option<(AccountId, UserId)>>;
+}
+
 /// Facts about the deployment itself, kept in the database so every process that opens it
 /// sees the same ones. Not audited and not in the change log.
 ///
@@ -339,7 +416,16 @@ pub trait MetaStore: Send + Sync {
 /// Everything keygate stores.
 #[async_trait]
 pub trait Store:
-    AccountStore + TenantStore + KeyStore + AuditLog + ChangeFeed + IdempotencyStore + RequestLog + MetaStore + 'static
+    AccountStore
+    + TenantStore
+    + KeyStore
+    + AuditLog
+    + ChangeFeed
+    + IdempotencyStore
+    + RequestLog
+    + MetaStore
+    + UserStore
+    + 'static
 {
     /// `"sqlite"` or `"postgres"` (a metrics label).
     fn backend(&self) -> &'static str;

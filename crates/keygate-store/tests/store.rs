@@ -13,9 +13,11 @@ use std::sync::Arc;
 use chrono::Duration;
 use ipnet::IpNet;
 use keygate_domain::key::{HashSecret, KeyHasher};
-use keygate_domain::model::{Account, AccountStatus, ApiKey, AuditEvent, KeyStatus, Tenant};
+use keygate_domain::model::{Account, AccountStatus, ApiKey, AuditEvent, KeyStatus, Role, Session, Tenant, User};
 use keygate_domain::time::{self, Timestamp};
-use keygate_domain::{AccountId, Environment, EventId, KeyFormat, KeyId, PlaintextKey, Scope, TenantId};
+use keygate_domain::{
+    AccountId, Environment, EventId, KeyFormat, KeyId, PlaintextKey, Scope, SessionId, TenantId, UserId,
+};
 use keygate_store::{
     AuditFilter, Change, ChangeKind, ConnectError, IdempotencyBegin, KeyFilter, KeyUsage, Page, RequestFilter,
     RequestRecord, SqliteStore, Store, StoreError, TenantFilter, UsageRow, connect,
@@ -1742,4 +1744,614 @@ async fn concurrent_writers_all_land_and_a_follower_misses_none(store: Arc<dyn S
     let feed = store.changes_since(start, 1000).await.expect("feed");
     assert_eq!(feed.len(), written.len());
     assert_eq!(seen, feed, "the follower saw every change once, in order");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dashboard users, sessions and sign-in tokens.
+
+const ARGON: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+const ARGON_NEW: &str = "$argon2id$v=19$m=19456,t=2,p=1$bmV3c2FsdA$bmV3aGFzaG5ld2hhc2g";
+
+/// A user of `account` that does not exist yet; `has_password` as `password` says.
+fn new_user(account: AccountId, email: &str, role: Role, password: Option<&str>) -> User {
+    let now = time::now();
+    User {
+        id: UserId::generate(),
+        account_id: account,
+        email: email.to_owned(),
+        role,
+        has_password: password.is_some(),
+        created_at: now,
+        updated_at: now,
+        last_sign_in_at: None,
+    }
+}
+
+/// Creates a user of `account` (with the audit event `user.created`) and returns it.
+async fn add_user(store: &Arc<dyn Store>, account: AccountId, email: &str, role: Role, password: Option<&str>) -> User {
+    let user = new_user(account, email, role, password);
+    store
+        .create_user(&user, password, &audit(account, "user.created", &user.id.to_string()))
+        .await
+        .expect("create user");
+    user
+}
+
+/// 32 bytes no other call returns: a token hash.
+fn token_hash() -> [u8; 32] {
+    let mut hash = [0; 32];
+    hash[..16].copy_from_slice(&ulid::Ulid::generate().0.to_be_bytes());
+    hash[16..].copy_from_slice(&ulid::Ulid::generate().0.to_be_bytes());
+    hash
+}
+
+/// A session of `user` made at `created_at`, ending at `expires_at`, not yet stored.
+fn new_session(user: &User, created_at: Timestamp, expires_at: Timestamp) -> Session {
+    Session {
+        id: SessionId::generate(),
+        user_id: user.id,
+        account_id: user.account_id,
+        token_hash: token_hash(),
+        created_at,
+        last_seen_at: created_at,
+        expires_at,
+        ip: None,
+        user_agent: None,
+        revoked_at: None,
+    }
+}
+
+async fn add_session(store: &Arc<dyn Store>, user: &User, created_at: Timestamp, expires_at: Timestamp) -> Session {
+    let session = new_session(user, created_at, expires_at);
+    store.create_session(&session).await.expect("create session");
+    session
+}
+
+async fn session(store: &Arc<dyn Store>, token_hash: &[u8; 32]) -> Option<Session> {
+    store.session_by_token(token_hash).await.expect("session by token").map(|(session, _)| session)
+}
+
+async fn session_ids(store: &Arc<dyn Store>, user: &User, now: Timestamp) -> Vec<SessionId> {
+    let sessions = store.list_sessions(user.account_id, user.id, now).await.expect("list sessions");
+    sessions.into_iter().map(|s| s.id).collect()
+}
+
+/// The account's audit actions, oldest first.
+async fn audit_actions(store: &Arc<dyn Store>, account: AccountId) -> Vec<String> {
+    let mut events = all_audit(store, account).await;
+    events.reverse();
+    events.into_iter().map(|e| e.action).collect()
+}
+
+both_backends!(user_round_trips_every_field);
+async fn user_round_trips_every_field(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let (other, _) = seed_account(&store, "Other").await;
+    let changes_before = all_changes(&store).await;
+
+    let mut user = new_user(account.id, "Ada.Lovelace@Example.com", Role::Admin, Some(ARGON));
+    user.created_at = ts("2026-01-02T03:04:05Z");
+    user.updated_at = ts("2026-01-03T03:04:05Z");
+    store
+        .create_user(&user, Some(ARGON), &audit(account.id, "user.created", &user.id.to_string()))
+        .await
+        .expect("create");
+    assert_eq!(store.get_user(account.id, user.id).await.expect("get"), Some(user.clone()));
+    assert_eq!(store.get_user(other.id, user.id).await.expect("another account's"), None);
+    assert_eq!(store.get_user(account.id, UserId::generate()).await.expect("unknown"), None);
+    assert_eq!(
+        store.users_by_email("ada.lovelace@example.com").await.expect("by email"),
+        vec![(user.clone(), Some(ARGON.to_owned()))]
+    );
+
+    // Invited without a password.
+    let invited = add_user(&store, account.id, "grace@example.com", Role::Viewer, None).await;
+    let got = store.get_user(account.id, invited.id).await.expect("get").expect("invited");
+    assert!(!got.has_password);
+    assert_eq!(got, invited);
+    assert_eq!(store.users_by_email("grace@example.com").await.expect("by email"), vec![(invited.clone(), None)]);
+
+    // A sign-in is noted without touching anything else.
+    store.note_sign_in(account.id, user.id, ts("2026-02-01T10:00:00Z")).await.expect("note sign-in");
+    store.note_sign_in(other.id, invited.id, ts("2026-02-01T10:00:00Z")).await.expect("another account's: no-op");
+    let mut signed_in = user.clone();
+    signed_in.last_sign_in_at = Some(ts("2026-02-01T10:00:00Z"));
+    assert_eq!(store.get_user(account.id, user.id).await.expect("get"), Some(signed_in.clone()));
+    assert_eq!(store.get_user(account.id, invited.id).await.expect("get"), Some(invited.clone()));
+
+    // update_user writes email, role and updated_at, and nothing else.
+    let mut changed = signed_in.clone();
+    changed.email = "ada@example.org".to_owned();
+    changed.role = Role::Developer;
+    changed.updated_at = ts("2026-03-01T00:00:00Z");
+    changed.has_password = false;
+    changed.last_sign_in_at = None;
+    changed.created_at = ts("2030-01-01T00:00:00Z");
+    store.update_user(&changed, &audit(account.id, "user.updated", &user.id.to_string())).await.expect("update");
+    let mut expected = signed_in.clone();
+    expected.email = "ada@example.org".to_owned();
+    expected.role = Role::Developer;
+    expected.updated_at = ts("2026-03-01T00:00:00Z");
+    assert_eq!(store.get_user(account.id, user.id).await.expect("get"), Some(expected.clone()));
+    assert_eq!(
+        store.users_by_email("ADA@example.org").await.expect("the new email"),
+        vec![(expected, Some(ARGON.to_owned()))]
+    );
+    assert!(store.users_by_email("ada.lovelace@example.com").await.expect("the old email").is_empty());
+
+    // Another account cannot change it by naming it, and a user that is gone is a no-op.
+    let mut hijack = changed.clone();
+    hijack.account_id = other.id;
+    hijack.email = "hijacked@example.com".to_owned();
+    store.update_user(&hijack, &audit(other.id, "user.updated", "x")).await.expect("update finds nothing");
+    let ghost = new_user(account.id, "ghost@example.com", Role::Viewer, None);
+    store.update_user(&ghost, &audit(account.id, "user.updated", "x")).await.expect("update finds nothing");
+    assert_eq!(store.get_user(account.id, user.id).await.expect("get").map(|u| u.email), Some(changed.email));
+
+    // Audited, only what was written; users never reach the change log.
+    assert_eq!(
+        audit_actions(&store, account.id).await,
+        ["account.created", "user.created", "user.created", "user.updated"]
+    );
+    assert_eq!(audit_actions(&store, other.id).await, ["account.created"]);
+    assert_eq!(all_changes(&store).await, changes_before);
+}
+
+both_backends!(user_emails_are_unique_per_account_whatever_their_case);
+async fn user_emails_are_unique_per_account_whatever_their_case(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let (other, _) = seed_account(&store, "Other").await;
+    let ada = add_user(&store, account.id, "Ada@Example.com", Role::Owner, Some(ARGON)).await;
+
+    for email in ["Ada@Example.com", "ada@example.com", "ADA@EXAMPLE.COM"] {
+        let clash = new_user(account.id, email, Role::Viewer, None);
+        let err = store
+            .create_user(&clash, None, &audit(account.id, "user.created", &clash.id.to_string()))
+            .await
+            .expect_err("the same email, any case");
+        assert!(matches!(err, StoreError::Conflict("user_email")), "{email}: {err:?}");
+        assert_eq!(store.get_user(account.id, clash.id).await.expect("get"), None, "nothing was written");
+    }
+    assert_eq!(audit_actions(&store, account.id).await, ["account.created", "user.created"]);
+
+    // Non-ASCII letters fold too.
+    add_user(&store, account.id, "Émile@Example.com", Role::Viewer, None).await;
+    let err = store
+        .create_user(
+            &new_user(account.id, "éMILE@example.com", Role::Viewer, None),
+            None,
+            &audit(account.id, "user.created", "x"),
+        )
+        .await
+        .expect_err("é and É");
+    assert!(matches!(err, StoreError::Conflict("user_email")), "{err:?}");
+
+    // The same email in another account is another user.
+    let elsewhere = add_user(&store, other.id, "ada@example.com", Role::Owner, None).await;
+    assert_eq!(store.get_user(other.id, elsewhere.id).await.expect("get"), Some(elsewhere));
+
+    // Renaming into a taken email is the same conflict; changing only the case of one's own is not.
+    let grace = add_user(&store, account.id, "grace@example.com", Role::Admin, None).await;
+    let mut renamed = grace.clone();
+    renamed.email = "ADA@example.com".to_owned();
+    let err = store.update_user(&renamed, &audit(account.id, "user.updated", "x")).await.expect_err("taken");
+    assert!(matches!(err, StoreError::Conflict("user_email")), "{err:?}");
+    assert_eq!(store.get_user(account.id, grace.id).await.expect("get"), Some(grace.clone()));
+    let mut recased = ada.clone();
+    recased.email = "ADA@example.COM".to_owned();
+    store.update_user(&recased, &audit(account.id, "user.updated", "x")).await.expect("its own email");
+    assert_eq!(store.get_user(account.id, ada.id).await.expect("get"), Some(recased));
+}
+
+both_backends!(users_by_email_finds_every_account_oldest_first_with_hashes);
+async fn users_by_email_finds_every_account_oldest_first_with_hashes(store: Arc<dyn Store>) {
+    let (a, _) = seed_account(&store, "A").await;
+    let (b, _) = seed_account(&store, "B").await;
+    let (c, _) = seed_account(&store, "C").await;
+    // Created out of order: the list is by creation time.
+    let mut in_b = new_user(b.id, "ada@example.com", Role::Owner, None);
+    in_b.created_at = ts("2026-02-01T00:00:00Z");
+    store.create_user(&in_b, None, &audit(b.id, "user.created", "x")).await.expect("create");
+    let mut in_a = new_user(a.id, "Ada@Example.com", Role::Viewer, Some(ARGON));
+    in_a.created_at = ts("2026-01-01T00:00:00Z");
+    store.create_user(&in_a, Some(ARGON), &audit(a.id, "user.created", "x")).await.expect("create");
+    let mut in_c = new_user(c.id, "ADA@EXAMPLE.COM", Role::Admin, Some(ARGON_NEW));
+    in_c.created_at = ts("2026-03-01T00:00:00Z");
+    store.create_user(&in_c, Some(ARGON_NEW), &audit(c.id, "user.created", "x")).await.expect("create");
+    add_user(&store, a.id, "ada@example.org", Role::Owner, Some(ARGON)).await;
+    add_user(&store, a.id, "not-ada@example.com", Role::Owner, Some(ARGON)).await;
+
+    let expected =
+        vec![(in_a.clone(), Some(ARGON.to_owned())), (in_b.clone(), None), (in_c.clone(), Some(ARGON_NEW.to_owned()))];
+    assert_eq!(store.users_by_email("ada@example.com").await.expect("by email"), expected);
+    assert_eq!(store.users_by_email("aDa@ExAmPlE.cOm").await.expect("any case"), expected);
+    assert!(store.users_by_email("ada@example").await.expect("a prefix").is_empty());
+    assert!(store.users_by_email("%@example.com").await.expect("no patterns").is_empty());
+    assert!(store.users_by_email("nobody@example.com").await.expect("unknown").is_empty());
+}
+
+both_backends!(users_list_newest_first_in_pages);
+async fn users_list_newest_first_in_pages(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let (other, _) = seed_account(&store, "Other").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(add_user(&store, account.id, &format!("user{i}@example.com"), Role::Developer, None).await.id);
+    }
+    add_user(&store, other.id, "theirs@example.com", Role::Owner, None).await;
+
+    let list = |p: Page| {
+        let store = store.clone();
+        async move {
+            let users = store.list_users(account.id, &p).await.expect("list");
+            users.into_iter().map(|u| u.id).collect::<Vec<_>>()
+        }
+    };
+    let expected = newest_first(&ids);
+    assert_eq!(list(page(100)).await, expected);
+    let first = list(page(2)).await;
+    assert_eq!(first, expected[..2]);
+    let second = list(page_before(2, &first[1].to_string())).await;
+    assert_eq!(second, expected[2..4]);
+    let third = list(page_before(2, &second[1].to_string())).await;
+    assert_eq!(third, expected[4..]);
+    assert!(list(page_before(2, &third[0].to_string())).await.is_empty());
+    let all = store.list_users(account.id, &page(100)).await.expect("list");
+    assert_eq!(all[0].email, "user4@example.com");
+    assert!(store.list_users(AccountId::generate(), &page(100)).await.expect("no such account").is_empty());
+}
+
+both_backends!(the_last_owner_can_be_neither_demoted_nor_deleted);
+async fn the_last_owner_can_be_neither_demoted_nor_deleted(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let (other, _) = seed_account(&store, "Other").await;
+    let owner = add_user(&store, account.id, "owner@example.com", Role::Owner, Some(ARGON)).await;
+    let admin = add_user(&store, account.id, "admin@example.com", Role::Admin, None).await;
+    // Another account's owner does not count.
+    add_user(&store, other.id, "owner@example.com", Role::Owner, None).await;
+    let audited = audit_actions(&store, account.id).await.len();
+
+    for role in [Role::Admin, Role::Developer, Role::Viewer] {
+        let mut demoted = owner.clone();
+        demoted.role = role;
+        let err = store.update_user(&demoted, &audit(account.id, "user.updated", "x")).await.expect_err("last owner");
+        assert!(matches!(err, StoreError::Conflict("last_owner")), "{role:?}: {err:?}");
+    }
+    let err = store.delete_user(account.id, owner.id, &audit(account.id, "user.deleted", "x")).await.expect_err("last");
+    assert!(matches!(err, StoreError::Conflict("last_owner")), "{err:?}");
+    assert_eq!(store.get_user(account.id, owner.id).await.expect("get"), Some(owner.clone()));
+    assert_eq!(audit_actions(&store, account.id).await.len(), audited, "refused writes leave no audit event");
+
+    // The last owner may still change its email; others may change around it.
+    let mut renamed = owner.clone();
+    renamed.email = "boss@example.com".to_owned();
+    store.update_user(&renamed, &audit(account.id, "user.updated", "x")).await.expect("keeps its role");
+    let mut viewer = admin.clone();
+    viewer.role = Role::Viewer;
+    store.update_user(&viewer, &audit(account.id, "user.updated", "x")).await.expect("not an owner");
+
+    // With a second owner, either may step down or go, but not both.
+    let mut promoted = viewer.clone();
+    promoted.role = Role::Owner;
+    store.update_user(&promoted, &audit(account.id, "user.updated", "x")).await.expect("promote");
+    let mut demoted = renamed.clone();
+    demoted.role = Role::Admin;
+    store.update_user(&demoted, &audit(account.id, "user.updated", "x")).await.expect("another owner remains");
+    assert_eq!(store.get_user(account.id, owner.id).await.expect("get").map(|u| u.role), Some(Role::Admin));
+    let err =
+        store.delete_user(account.id, admin.id, &audit(account.id, "user.deleted", "x")).await.expect_err("now last");
+    assert!(matches!(err, StoreError::Conflict("last_owner")), "{err:?}");
+    let mut demote_last = promoted.clone();
+    demote_last.role = Role::Developer;
+    let err = store.update_user(&demote_last, &audit(account.id, "user.updated", "x")).await.expect_err("now last");
+    assert!(matches!(err, StoreError::Conflict("last_owner")), "{err:?}");
+
+    // A non-owner may always be deleted; an owner too while another remains.
+    assert!(store.delete_user(account.id, owner.id, &audit(account.id, "user.deleted", "x")).await.expect("admin"));
+    let second = add_user(&store, account.id, "second@example.com", Role::Owner, None).await;
+    assert!(store.delete_user(account.id, admin.id, &audit(account.id, "user.deleted", "x")).await.expect("owner"));
+    let left = store.list_users(account.id, &page(100)).await.expect("list");
+    assert_eq!(left, vec![second]);
+
+    // No such user: nothing refused, nothing written.
+    assert!(
+        !store
+            .delete_user(account.id, UserId::generate(), &audit(account.id, "user.deleted", "x"))
+            .await
+            .expect("gone")
+    );
+    assert_eq!(audit_actions(&store, account.id).await.last().map(String::as_str), Some("user.deleted"));
+}
+
+both_backends!(concurrent_demotions_leave_an_owner, multi_thread);
+async fn concurrent_demotions_leave_an_owner(store: Arc<dyn Store>) {
+    const OWNERS: usize = 6;
+    let (account, _) = seed_account(&store, "Acme").await;
+    let mut owners = Vec::new();
+    for i in 0..OWNERS {
+        owners.push(add_user(&store, account.id, &format!("owner{i}@example.com"), Role::Owner, None).await);
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(OWNERS));
+    let attempts: Vec<_> = owners
+        .iter()
+        .enumerate()
+        .map(|(i, owner)| {
+            let (store, barrier, owner) = (store.clone(), barrier.clone(), owner.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                // Half step down, half leave.
+                if i % 2 == 0 {
+                    let mut demoted = owner;
+                    demoted.role = Role::Admin;
+                    store.update_user(&demoted, &audit(account.id, "user.updated", "x")).await
+                } else {
+                    store.delete_user(account.id, owner.id, &audit(account.id, "user.deleted", "x")).await.map(|_| ())
+                }
+            })
+        })
+        .collect();
+    let mut refused = 0;
+    for attempt in attempts {
+        match attempt.await.expect("the task ran") {
+            Ok(()) => {}
+            Err(StoreError::Conflict("last_owner")) => refused += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(refused, 1, "every owner but one stepped down");
+    let users = store.list_users(account.id, &page(100)).await.expect("list");
+    assert_eq!(users.iter().filter(|u| u.role == Role::Owner).count(), 1);
+}
+
+both_backends!(set_password_revokes_every_session_of_the_user);
+async fn set_password_revokes_every_session_of_the_user(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let (other, _) = seed_account(&store, "Other").await;
+    let user = add_user(&store, account.id, "ada@example.com", Role::Admin, None).await;
+    let bystander = add_user(&store, account.id, "grace@example.com", Role::Viewer, Some(ARGON)).await;
+    let t0 = ts(T0);
+    let live = add_session(&store, &user, t0, t0 + Duration::days(7)).await;
+    let second = add_session(&store, &user, t0 + Duration::hours(1), t0 + Duration::days(7)).await;
+    let earlier = t0 + Duration::hours(2);
+    assert!(store.revoke_session(account.id, user.id, second.id, earlier).await.expect("revoke"));
+    let theirs = add_session(&store, &bystander, t0, t0 + Duration::days(7)).await;
+
+    let at = t0 + Duration::hours(3);
+    store
+        .set_password(account.id, user.id, Some(ARGON_NEW), &audit_at(account.id, "user.password_set", "x", at))
+        .await
+        .expect("set password");
+    let got = store.get_user(account.id, user.id).await.expect("get").expect("user");
+    assert!(got.has_password);
+    assert_eq!(got.updated_at, at);
+    assert_eq!(got.email, user.email);
+    assert_eq!(
+        store.users_by_email("ada@example.com").await.expect("by email"),
+        vec![(got, Some(ARGON_NEW.to_owned()))]
+    );
+    assert_eq!(session(&store, &live.token_hash).await.and_then(|s| s.revoked_at), Some(at));
+    assert_eq!(session(&store, &second.token_hash).await.and_then(|s| s.revoked_at), Some(earlier), "kept its time");
+    assert!(session_ids(&store, &user, t0 + Duration::hours(4)).await.is_empty());
+    assert_eq!(session(&store, &theirs.token_hash).await.and_then(|s| s.revoked_at), None, "another user's");
+    assert_eq!(session_ids(&store, &bystander, t0 + Duration::hours(4)).await, vec![theirs.id]);
+
+    // Cleared, it revokes what was made since.
+    let third = add_session(&store, &user, at + Duration::hours(1), at + Duration::days(1)).await;
+    let cleared_at = at + Duration::hours(2);
+    store
+        .set_password(account.id, user.id, None, &audit_at(account.id, "user.password_cleared", "x", cleared_at))
+        .await
+        .expect("clear password");
+    assert_eq!(store.users_by_email("ada@example.com").await.expect("by email")[0].1, None);
+    assert!(!store.get_user(account.id, user.id).await.expect("get").expect("user").has_password);
+    assert_eq!(session(&store, &third.token_hash).await.and_then(|s| s.revoked_at), Some(cleared_at));
+
+    // Another account, or a user that is gone: nothing written.
+    store
+        .set_password(other.id, bystander.id, None, &audit(other.id, "user.password_cleared", "x"))
+        .await
+        .expect("another account's user: no-op");
+    store
+        .set_password(account.id, UserId::generate(), None, &audit(account.id, "user.password_cleared", "x"))
+        .await
+        .expect("no such user: no-op");
+    assert_eq!(store.users_by_email("grace@example.com").await.expect("by email")[0].1, Some(ARGON.to_owned()));
+    assert_eq!(session(&store, &theirs.token_hash).await.and_then(|s| s.revoked_at), None);
+    assert_eq!(audit_actions(&store, other.id).await, ["account.created"]);
+    assert_eq!(
+        audit_actions(&store, account.id).await,
+        ["account.created", "user.created", "user.created", "user.password_set", "user.password_cleared"]
+    );
+}
+
+both_backends!(sessions_round_trip_touch_list_and_revoke);
+async fn sessions_round_trip_touch_list_and_revoke(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let (other, _) = seed_account(&store, "Other").await;
+    let user = add_user(&store, account.id, "ada@example.com", Role::Developer, Some(ARGON)).await;
+    let colleague = add_user(&store, account.id, "grace@example.com", Role::Developer, None).await;
+    let changes_before = all_changes(&store).await;
+    let audit_before = all_audit(&store, account.id).await;
+    let t0 = ts(T0);
+
+    let mut first = new_session(&user, t0, t0 + Duration::days(30));
+    first.ip = Some(ip("2001:db8::7"));
+    first.user_agent = Some("Mozilla/5.0 (X11; Linux x86_64)".to_owned());
+    store.create_session(&first).await.expect("create");
+    assert_eq!(store.session_by_token(&first.token_hash).await.expect("by token"), Some((first.clone(), user.clone())));
+    assert_eq!(store.session_by_token(&token_hash()).await.expect("unknown token"), None);
+
+    // touch moves last_seen_at forward only.
+    store.touch_session(first.id, t0 + Duration::minutes(5)).await.expect("touch");
+    store.touch_session(first.id, t0 + Duration::minutes(1)).await.expect("touch back");
+    store.touch_session(SessionId::generate(), t0).await.expect("no such session");
+    let mut touched = first.clone();
+    touched.last_seen_at = t0 + Duration::minutes(5);
+    assert_eq!(session(&store, &first.token_hash).await, Some(touched.clone()));
+
+    // The list: live sessions of that user only, newest first.
+    let second = add_session(&store, &user, t0 + Duration::hours(1), t0 + Duration::days(30)).await;
+    let short = add_session(&store, &user, t0 + Duration::hours(2), t0 + Duration::hours(3)).await;
+    let revoked = add_session(&store, &user, t0 + Duration::hours(3), t0 + Duration::days(30)).await;
+    let theirs = add_session(&store, &colleague, t0 + Duration::hours(4), t0 + Duration::days(30)).await;
+    let now = t0 + Duration::hours(2) + Duration::minutes(30);
+    assert_eq!(session_ids(&store, &user, now).await, vec![revoked.id, short.id, second.id, first.id]);
+    assert!(store.list_sessions(other.id, user.id, now).await.expect("another account").is_empty());
+
+    // Only the user's own session can be revoked through it, and in its own account.
+    let revoked_at = t0 + Duration::hours(5);
+    assert!(!store.revoke_session(account.id, user.id, theirs.id, revoked_at).await.expect("another user's"));
+    assert!(!store.revoke_session(other.id, user.id, revoked.id, revoked_at).await.expect("another account"));
+    assert!(!store.revoke_session(account.id, user.id, SessionId::generate(), revoked_at).await.expect("gone"));
+    assert!(store.revoke_session(account.id, user.id, revoked.id, revoked_at).await.expect("own"));
+    assert!(
+        store.revoke_session(account.id, user.id, revoked.id, revoked_at + Duration::hours(1)).await.expect("again")
+    );
+    let (got, _) = store.session_by_token(&revoked.token_hash).await.expect("by token").expect("still there");
+    assert_eq!(got.revoked_at, Some(revoked_at), "the first revocation's time stays");
+    assert_eq!(session(&store, &theirs.token_hash).await.and_then(|s| s.revoked_at), None);
+
+    // `short` expired at t0 + 3h (`expires_at` itself is past); `revoked` is revoked.
+    let later = t0 + Duration::hours(6);
+    assert_eq!(session_ids(&store, &user, later).await, vec![second.id, first.id]);
+    assert_eq!(session_ids(&store, &user, t0 + Duration::hours(3)).await, vec![second.id, first.id]);
+    assert_eq!(session_ids(&store, &colleague, later).await, vec![theirs.id]);
+    assert_eq!(session(&store, &short.token_hash).await.map(|s| s.id), Some(short.id), "an expired one is still found");
+
+    // Sessions are neither audited nor followed.
+    assert_eq!(all_audit(&store, account.id).await, audit_before);
+    assert_eq!(all_changes(&store).await, changes_before);
+
+    // The joined user is the current one.
+    store.note_sign_in(account.id, user.id, later).await.expect("sign-in");
+    let (_, current) = store.session_by_token(&first.token_hash).await.expect("by token").expect("found");
+    assert_eq!(current.last_sign_in_at, Some(later));
+}
+
+both_backends!(revoked_and_expired_sessions_are_purged_by_time);
+async fn revoked_and_expired_sessions_are_purged_by_time(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let user = add_user(&store, account.id, "ada@example.com", Role::Owner, None).await;
+    let t0 = ts(T0);
+    let cutoff = t0 + Duration::days(1);
+    let expired = add_session(&store, &user, t0, cutoff - Duration::seconds(1)).await;
+    let revoked = add_session(&store, &user, t0, t0 + Duration::days(30)).await;
+    store.revoke_session(account.id, user.id, revoked.id, t0 + Duration::hours(1)).await.expect("revoke");
+    let expires_at_cutoff = add_session(&store, &user, t0, cutoff).await;
+    let revoked_later = add_session(&store, &user, t0, t0 + Duration::days(30)).await;
+    store.revoke_session(account.id, user.id, revoked_later.id, cutoff + Duration::hours(1)).await.expect("revoke");
+    let live = add_session(&store, &user, t0, t0 + Duration::days(30)).await;
+    let old_token = token_hash();
+    store.create_sign_in_token(&old_token, account.id, user.id, cutoff - Duration::seconds(1)).await.expect("token");
+    let new_token = token_hash();
+    store.create_sign_in_token(&new_token, account.id, user.id, cutoff).await.expect("token");
+
+    assert_eq!(store.purge_sessions(t0).await.expect("purge none"), 0);
+    assert_eq!(store.purge_sessions(cutoff).await.expect("purge"), 2);
+    assert_eq!(session(&store, &expired.token_hash).await, None);
+    assert_eq!(session(&store, &revoked.token_hash).await, None);
+    for kept in [&expires_at_cutoff, &revoked_later, &live] {
+        assert_eq!(session(&store, &kept.token_hash).await.map(|s| s.id), Some(kept.id), "`before` is exclusive");
+    }
+    assert_eq!(store.purge_sessions(cutoff).await.expect("purge again"), 0);
+
+    // Sign-in tokens that expired before the cutoff went too (asked as of a time they were good).
+    let then = t0 + Duration::hours(1);
+    assert_eq!(store.consume_sign_in_token(&old_token, then).await.expect("consume"), None);
+    assert_eq!(store.consume_sign_in_token(&new_token, then).await.expect("consume"), Some((account.id, user.id)));
+}
+
+both_backends!(a_sign_in_token_is_consumed_exactly_once);
+async fn a_sign_in_token_is_consumed_exactly_once(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let (other, _) = seed_account(&store, "Other").await;
+    let user = add_user(&store, account.id, "ada@example.com", Role::Owner, None).await;
+    let theirs = add_user(&store, other.id, "ada@example.com", Role::Owner, None).await;
+    let t0 = ts(T0);
+    let expires_at = t0 + Duration::minutes(15);
+
+    let token = token_hash();
+    store.create_sign_in_token(&token, account.id, user.id, expires_at).await.expect("create");
+    let their_token = token_hash();
+    store.create_sign_in_token(&their_token, other.id, theirs.id, expires_at).await.expect("create");
+    let err = store.create_sign_in_token(&token, account.id, user.id, expires_at).await.expect_err("the same hash");
+    assert!(matches!(err, StoreError::Conflict("token_hash")), "{err:?}");
+
+    assert_eq!(store.consume_sign_in_token(&token, t0).await.expect("consume"), Some((account.id, user.id)));
+    assert_eq!(store.consume_sign_in_token(&token, t0).await.expect("again"), None);
+    assert_eq!(store.consume_sign_in_token(&token, t0 - Duration::hours(1)).await.expect("again"), None);
+    assert_eq!(store.consume_sign_in_token(&token_hash(), t0).await.expect("unknown"), None);
+    assert_eq!(
+        store.consume_sign_in_token(&their_token, expires_at - Duration::seconds(1)).await.expect("the last second"),
+        Some((other.id, theirs.id))
+    );
+
+    // Expired (also at exactly expires_at): refused, and gone for good.
+    let stale = token_hash();
+    store.create_sign_in_token(&stale, account.id, user.id, expires_at).await.expect("create");
+    assert_eq!(store.consume_sign_in_token(&stale, expires_at).await.expect("expired"), None);
+    assert_eq!(store.consume_sign_in_token(&stale, t0).await.expect("later, whatever the clock"), None);
+}
+
+both_backends!(concurrent_consumes_of_a_sign_in_token_have_one_winner, multi_thread);
+async fn concurrent_consumes_of_a_sign_in_token_have_one_winner(store: Arc<dyn Store>) {
+    const CALLS: usize = 12;
+    let (account, _) = seed_account(&store, "Acme").await;
+    let user = add_user(&store, account.id, "ada@example.com", Role::Owner, None).await;
+    let t0 = ts(T0);
+    let token = token_hash();
+    store.create_sign_in_token(&token, account.id, user.id, t0 + Duration::minutes(15)).await.expect("create");
+    let barrier = Arc::new(tokio::sync::Barrier::new(CALLS));
+    let calls: Vec<_> = (0..CALLS)
+        .map(|_| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.consume_sign_in_token(&token, t0).await.expect("consume")
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for call in calls {
+        winners.extend(call.await.expect("the task ran"));
+    }
+    assert_eq!(winners, vec![(account.id, user.id)]);
+}
+
+both_backends!(delete_user_removes_its_sessions_and_sign_in_tokens);
+async fn delete_user_removes_its_sessions_and_sign_in_tokens(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let (other, _) = seed_account(&store, "Other").await;
+    let owner = add_user(&store, account.id, "owner@example.com", Role::Owner, None).await;
+    let user = add_user(&store, account.id, "ada@example.com", Role::Developer, Some(ARGON)).await;
+    let t0 = ts(T0);
+    let sessions =
+        [add_session(&store, &user, t0, t0 + Duration::days(1)).await, add_session(&store, &user, t0, t0).await];
+    let token = token_hash();
+    store.create_sign_in_token(&token, account.id, user.id, t0 + Duration::days(1)).await.expect("token");
+    let owners_session = add_session(&store, &owner, t0, t0 + Duration::days(1)).await;
+    let owners_token = token_hash();
+    store.create_sign_in_token(&owners_token, account.id, owner.id, t0 + Duration::days(1)).await.expect("token");
+
+    assert!(!store.delete_user(other.id, user.id, &audit(other.id, "user.deleted", "x")).await.expect("not theirs"));
+    assert_eq!(store.get_user(account.id, user.id).await.expect("get"), Some(user.clone()));
+
+    let deleted = audit(account.id, "user.deleted", &user.id.to_string());
+    assert!(store.delete_user(account.id, user.id, &deleted).await.expect("delete"));
+    assert_eq!(store.get_user(account.id, user.id).await.expect("get"), None);
+    assert!(store.users_by_email("ada@example.com").await.expect("by email").is_empty());
+    for session in &sessions {
+        assert_eq!(store.session_by_token(&session.token_hash).await.expect("by token"), None);
+    }
+    assert_eq!(store.consume_sign_in_token(&token, t0).await.expect("consume"), None);
+    assert!(!store.delete_user(account.id, user.id, &audit(account.id, "user.deleted", "x")).await.expect("again"));
+
+    // The audit event outlives the user; the owner's session and token are untouched.
+    assert_eq!(all_audit(&store, account.id).await[0], deleted);
+    assert_eq!(audit_actions(&store, other.id).await, ["account.created"]);
+    assert_eq!(session(&store, &owners_session.token_hash).await, Some(owners_session));
+    assert_eq!(store.consume_sign_in_token(&owners_token, t0).await.expect("consume"), Some((account.id, owner.id)));
+
+    // The email is free again.
+    add_user(&store, account.id, "ADA@example.com", Role::Viewer, None).await;
 }

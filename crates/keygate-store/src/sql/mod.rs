@@ -7,10 +7,11 @@
 //! module writes SQL.
 //!
 //! Every write runs in one transaction: the row change(s), the audit event and one `changes`
-//! row per changed object commit together or not at all (idempotency records excepted: they are
-//! neither audited nor followed). An update that matches no row (the object is gone, or belongs
-//! to another account) writes nothing, audit included, and returns `Ok`: the caller has already
-//! checked that the object exists, so this is a lost race.
+//! row per changed object commit together or not at all (idempotency records, sessions and
+//! sign-in tokens excepted: they are neither audited nor followed; users are audited but not
+//! followed, as nothing caches them). An update that matches no row (the object is gone, or
+//! belongs to another account) writes nothing, audit included, and returns `Ok`: the caller has
+//! already checked that the object exists, so this is a lost race.
 //!
 //! Hand-written SQL uses `$1`-style placeholders (which sqlx's SQLite driver accepts too);
 //! dynamic queries use `QueryBuilder`, which emits each backend's own.
@@ -34,6 +35,11 @@ fn map_err(e: sqlx::Error) -> StoreError {
             "operator_exists"
         } else if what.contains("key_hash") {
             "key_hash"
+        } else if what.contains("email_lower") {
+            "user_email"
+        } else if what.contains("token_hash") {
+            // A session or sign-in token hash: 256 random bits collide only if reused.
+            "token_hash"
         } else {
             // A primary key: the caller reused an id.
             "id"
@@ -98,6 +104,25 @@ macro_rules! audit_columns {
     };
 }
 
+/// `users` columns in `rows::UserRow`'s shape: whether a password is set, not the hash.
+macro_rules! user_columns {
+    () => {
+        "users.id AS id, users.account_id AS account_id, users.email AS email, users.role AS role, \
+         (users.password_hash IS NOT NULL) AS has_password, users.created_at AS created_at, \
+         users.updated_at AS updated_at, users.last_sign_in_at AS last_sign_in_at"
+    };
+}
+
+/// `sessions` columns in `rows::SessionRow`'s shape, qualified for the join with `users`.
+macro_rules! session_columns {
+    () => {
+        "sessions.id AS id, sessions.user_id AS user_id, sessions.account_id AS account_id, \
+         sessions.token_hash AS token_hash, sessions.created_at AS created_at, \
+         sessions.last_seen_at AS last_seen_at, sessions.expires_at AS expires_at, sessions.ip AS ip, \
+         sessions.user_agent AS user_agent, sessions.revoked_at AS revoked_at"
+    };
+}
+
 macro_rules! request_columns {
     () => {
         "id, request_id, at, account_id, key_id, tenant_id, route, method, status, outcome, client_ip, latency_us, \
@@ -116,7 +141,8 @@ const REQUEST_INSERT_CHUNK: usize = 500;
 ///   (a JSON array) contains it.
 /// - `begin`: the statement that starts a write transaction.
 /// - `lock_account`: run inside a write transaction with the account id bound, to serialize that
-///   account's capped inserts (`None` where the database already serializes writers).
+///   account's capped inserts and the changes that could leave it without an owner (`None`
+///   where the database already serializes writers).
 /// - `lock_changes`: run inside a write transaction just before its `changes` rows are
 ///   inserted, so that `seq` order is commit order (`None` where the database already
 ///   serializes writers).
@@ -136,21 +162,22 @@ macro_rules! sql_store {
         use std::collections::HashMap;
 
         use async_trait::async_trait;
-        use keygate_domain::model::{Account, ApiKey, AuditEvent, KeyStatus, Tenant};
+        use keygate_domain::model::{Account, ApiKey, AuditEvent, KeyStatus, Role, Session, Tenant, User};
         use keygate_domain::time::{self, Timestamp};
-        use keygate_domain::{AccountId, KeyHash, KeyId, TenantId};
+        use keygate_domain::{AccountId, KeyHash, KeyId, SessionId, TenantId, UserId};
         use sqlx::types::Json;
         use sqlx::{QueryBuilder, Transaction};
 
         use super::rows::{
-            convert_all, rate_limit_to_db, AccountRow, AuditRow, ChangeRow, IdempotencyRow, KeyAndAccountRow, KeyRow,
-            RequestRow, TenantRow, UsageCountRow,
+            convert_all, email_lower, rate_limit_to_db, role, AccountRow, AuditRow, ChangeRow, IdempotencyRow,
+            KeyAndAccountRow, KeyRow, RequestRow, SessionAndUserRow, SessionRow, SignInTokenRow, TenantRow,
+            UsageCountRow, UserAndHashRow, UserRow,
         };
         use super::{like_pattern, map_err, REQUEST_INSERT_CHUNK};
         use crate::{
             AccountStore, AuditFilter, AuditLog, Change, ChangeFeed, ChangeKind, IdempotencyBegin, IdempotencyStore,
             KeyFilter, KeyStore, KeyUsage, MetaStore, Page, RequestFilter, RequestLog, RequestRecord, Result, Store,
-            StoreError, TenantFilter, TenantStore, UsageRow,
+            StoreError, TenantFilter, TenantStore, UsageRow, UserStore,
         };
 
         type Tx = Transaction<'static, $db>;
@@ -187,7 +214,8 @@ macro_rules! sql_store {
         }
 
         /// Appends the audit event and the change-log rows, then commits. The change rows are
-        /// stamped with the audit event's time: the moment the change was made.
+        /// stamped with the audit event's time: the moment the change was made. With no change
+        /// rows (users: nothing caches them), the change-log lock is not taken either.
         async fn finish(mut tx: Tx, audit: &AuditEvent, changed: &[Changed<'_>]) -> Result<()> {
             sqlx::query(concat!(
                 "INSERT INTO audit_events (",
@@ -212,7 +240,9 @@ macro_rules! sql_store {
             .map_err(map_err)?;
 
             let lock: Option<&'static str> = $lock_changes;
-            if let Some(lock) = lock {
+            if let Some(lock) = lock
+                && !changed.is_empty()
+            {
                 sqlx::query(lock).execute(&mut *tx).await.map_err(map_err)?;
             }
             for change in changed {
@@ -296,6 +326,17 @@ macro_rules! sql_store {
             query.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(page.limit));
         }
 
+        /// Locks `account`'s row until the transaction ends, where the database does not already
+        /// serialize writers: counts that guard a write (caps, the last owner) then see every
+        /// other such write of the account committed or not begun.
+        async fn lock_account(tx: &mut Tx, account: AccountId) -> Result<()> {
+            let lock: Option<&'static str> = $lock_account;
+            if let Some(lock) = lock {
+                sqlx::query(lock).bind(account.to_string()).execute(&mut **tx).await.map_err(map_err)?;
+            }
+            Ok(())
+        }
+
         /// Refuses an insert into `table` that would take `account` to `max` rows or more: the
         /// count and the insert run in one transaction with the account locked, so concurrent
         /// creates cannot pass the cap together.
@@ -304,10 +345,7 @@ macro_rules! sql_store {
             if max == u64::MAX {
                 return Ok(());
             }
-            let lock: Option<&'static str> = $lock_account;
-            if let Some(lock) = lock {
-                sqlx::query(lock).bind(account.to_string()).execute(&mut **tx).await.map_err(map_err)?;
-            }
+            lock_account(tx, account).await?;
             let sql = match table {
                 "tenants" => "SELECT COUNT(*) FROM tenants WHERE account_id = $1",
                 _ => "SELECT COUNT(*) FROM api_keys WHERE account_id = $1",
@@ -914,6 +952,335 @@ macro_rules! sql_store {
                     .await
                     .map_err(map_err)?;
                 Ok(done.rows_affected())
+            }
+        }
+
+        /// The role of user `id` in `account`, read inside `tx`; `None` when there is no such user.
+        async fn user_role(tx: &mut Tx, account: AccountId, id: UserId) -> Result<Option<Role>> {
+            let stored: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE id = $1 AND account_id = $2")
+                .bind(id.to_string())
+                .bind(account.to_string())
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(map_err)?;
+            stored.as_deref().map(role).transpose()
+        }
+
+        /// Refuses (`last_owner`) a change that takes user `id` away from the owners of `account`
+        /// when no other owner is left. The caller holds the account's lock (`lock_account`).
+        async fn ensure_another_owner(tx: &mut Tx, account: AccountId, id: UserId) -> Result<()> {
+            let others: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE account_id = $1 AND role = $2 AND id <> $3")
+                    .bind(account.to_string())
+                    .bind(Role::Owner.as_str())
+                    .bind(id.to_string())
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(map_err)?;
+            if others == 0 {
+                return Err(StoreError::Conflict("last_owner"));
+            }
+            Ok(())
+        }
+
+        #[async_trait]
+        impl UserStore for $store {
+            async fn create_user(&self, user: &User, password_hash: Option<&str>, audit: &AuditEvent) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO users (id, account_id, email, email_lower, role, password_hash, created_at, \
+                     updated_at, last_sign_in_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(user.id.to_string())
+                .bind(user.account_id.to_string())
+                .bind(user.email.as_str())
+                .bind(email_lower(&user.email))
+                .bind(user.role.as_str())
+                .bind(password_hash)
+                .bind(user.created_at)
+                .bind(user.updated_at)
+                .bind(user.last_sign_in_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                finish(tx, audit, &[]).await
+            }
+
+            async fn get_user(&self, account: AccountId, id: UserId) -> Result<Option<User>> {
+                sqlx::query_as::<_, UserRow>(concat!(
+                    "SELECT ",
+                    user_columns!(),
+                    " FROM users WHERE id = $1 AND account_id = $2"
+                ))
+                .bind(id.to_string())
+                .bind(account.to_string())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?
+                .map(User::try_from)
+                .transpose()
+            }
+
+            async fn users_by_email(&self, email: &str) -> Result<Vec<(User, Option<String>)>> {
+                let rows: Vec<UserAndHashRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    user_columns!(),
+                    ", users.password_hash AS password_hash FROM users WHERE email_lower = $1 \
+                     ORDER BY created_at, id"
+                ))
+                .bind(email_lower(email))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                convert_all(rows)
+            }
+
+            async fn list_users(&self, account: AccountId, page: &Page) -> Result<Vec<User>> {
+                let mut query =
+                    QueryBuilder::<$db>::new(concat!("SELECT ", user_columns!(), " FROM users WHERE account_id = "));
+                query.push_bind(account.to_string());
+                push_page(&mut query, page);
+                let rows: Vec<UserRow> = query.build_query_as().fetch_all(&self.pool).await.map_err(map_err)?;
+                convert_all(rows)
+            }
+
+            async fn update_user(&self, user: &User, audit: &AuditEvent) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                // Locked before the role is read, so the role and the owner count are both
+                // current when the rule is checked.
+                lock_account(&mut tx, user.account_id).await?;
+                let Some(current) = user_role(&mut tx, user.account_id, user.id).await? else {
+                    tracing::debug!(user = %user.id, "update_user: no such user in this account");
+                    return Ok(());
+                };
+                if current == Role::Owner && user.role != Role::Owner {
+                    ensure_another_owner(&mut tx, user.account_id, user.id).await?;
+                }
+                sqlx::query(
+                    "UPDATE users SET email = $1, email_lower = $2, role = $3, updated_at = $4 \
+                     WHERE id = $5 AND account_id = $6",
+                )
+                .bind(user.email.as_str())
+                .bind(email_lower(&user.email))
+                .bind(user.role.as_str())
+                .bind(user.updated_at)
+                .bind(user.id.to_string())
+                .bind(user.account_id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                finish(tx, audit, &[]).await
+            }
+
+            async fn set_password(
+                &self,
+                account: AccountId,
+                id: UserId,
+                password_hash: Option<&str>,
+                audit: &AuditEvent,
+            ) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query(
+                    "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND account_id = $4",
+                )
+                .bind(password_hash)
+                .bind(audit.created_at)
+                .bind(id.to_string())
+                .bind(account.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                if done.rows_affected() == 0 {
+                    tracing::debug!(user = %id, "set_password: no such user in this account");
+                    return Ok(());
+                }
+                sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+                    .bind(audit.created_at)
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                finish(tx, audit, &[]).await
+            }
+
+            async fn delete_user(&self, account: AccountId, id: UserId, audit: &AuditEvent) -> Result<bool> {
+                let mut tx = self.begin_write().await?;
+                lock_account(&mut tx, account).await?;
+                let Some(current) = user_role(&mut tx, account, id).await? else {
+                    return Ok(false);
+                };
+                if current == Role::Owner {
+                    ensure_another_owner(&mut tx, account, id).await?;
+                }
+                // The user's rows first: their foreign keys name it.
+                for sql in [
+                    "DELETE FROM sessions WHERE user_id = $1",
+                    "DELETE FROM sign_in_tokens WHERE user_id = $1",
+                ] {
+                    sqlx::query(sql).bind(id.to_string()).execute(&mut *tx).await.map_err(map_err)?;
+                }
+                sqlx::query("DELETE FROM users WHERE id = $1 AND account_id = $2")
+                    .bind(id.to_string())
+                    .bind(account.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                finish(tx, audit, &[]).await?;
+                Ok(true)
+            }
+
+            async fn note_sign_in(&self, account: AccountId, id: UserId, at: Timestamp) -> Result<()> {
+                sqlx::query("UPDATE users SET last_sign_in_at = $1 WHERE id = $2 AND account_id = $3")
+                    .bind(at)
+                    .bind(id.to_string())
+                    .bind(account.to_string())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn create_session(&self, session: &Session) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO sessions (id, user_id, account_id, token_hash, created_at, last_seen_at, expires_at, \
+                     ip, user_agent, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(session.id.to_string())
+                .bind(session.user_id.to_string())
+                .bind(session.account_id.to_string())
+                .bind(session.token_hash.as_slice())
+                .bind(session.created_at)
+                .bind(session.last_seen_at)
+                .bind(session.expires_at)
+                .bind(session.ip.map(|ip| ip.to_string()))
+                .bind(session.user_agent.as_deref())
+                .bind(session.revoked_at)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn session_by_token(&self, token_hash: &[u8; 32]) -> Result<Option<(Session, User)>> {
+                sqlx::query_as::<_, SessionAndUserRow>(concat!(
+                    "SELECT ",
+                    session_columns!(),
+                    ", users.id AS usr_id, users.account_id AS usr_account_id, users.email AS usr_email, \
+                     users.role AS usr_role, (users.password_hash IS NOT NULL) AS usr_has_password, \
+                     users.created_at AS usr_created_at, users.updated_at AS usr_updated_at, \
+                     users.last_sign_in_at AS usr_last_sign_in_at \
+                     FROM sessions JOIN users ON users.id = sessions.user_id \
+                     WHERE sessions.token_hash = $1"
+                ))
+                .bind(token_hash.as_slice())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?
+                .map(<(Session, User)>::try_from)
+                .transpose()
+            }
+
+            async fn touch_session(&self, id: SessionId, at: Timestamp) -> Result<()> {
+                sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2 AND last_seen_at < $1")
+                    .bind(at)
+                    .bind(id.to_string())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn list_sessions(&self, account: AccountId, user: UserId, now: Timestamp) -> Result<Vec<Session>> {
+                let rows: Vec<SessionRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    session_columns!(),
+                    " FROM sessions WHERE account_id = $1 AND user_id = $2 AND revoked_at IS NULL \
+                     AND expires_at > $3 ORDER BY created_at DESC, id DESC"
+                ))
+                .bind(account.to_string())
+                .bind(user.to_string())
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                convert_all(rows)
+            }
+
+            async fn revoke_session(
+                &self,
+                account: AccountId,
+                user: UserId,
+                id: SessionId,
+                at: Timestamp,
+            ) -> Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE sessions SET revoked_at = COALESCE(revoked_at, $1) \
+                     WHERE id = $2 AND user_id = $3 AND account_id = $4",
+                )
+                .bind(at)
+                .bind(id.to_string())
+                .bind(user.to_string())
+                .bind(account.to_string())
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn purge_sessions(&self, before: Timestamp) -> Result<u64> {
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query("DELETE FROM sessions WHERE revoked_at < $1 OR expires_at < $1")
+                    .bind(before)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query("DELETE FROM sign_in_tokens WHERE expires_at < $1")
+                    .bind(before)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(done.rows_affected())
+            }
+
+            async fn create_sign_in_token(
+                &self,
+                token_hash: &[u8; 32],
+                account: AccountId,
+                user: UserId,
+                expires_at: Timestamp,
+            ) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO sign_in_tokens (token_hash, account_id, user_id, expires_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(token_hash.as_slice())
+                .bind(account.to_string())
+                .bind(user.to_string())
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn consume_sign_in_token(
+                &self,
+                token_hash: &[u8; 32],
+                now: Timestamp,
+            ) -> Result<Option<(AccountId, UserId)>> {
+                // One statement deletes and reads: of concurrent calls (any connection, any node)
+                // exactly one deletes the row and sees it. An expired token goes too: it would
+                // never be good again.
+                let row: Option<SignInTokenRow> = sqlx::query_as(
+                    "DELETE FROM sign_in_tokens WHERE token_hash = $1 RETURNING account_id, user_id, expires_at",
+                )
+                .bind(token_hash.as_slice())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                let Some(row) = row else { return Ok(None) };
+                let (account, user, expires_at) = <(AccountId, UserId, Timestamp)>::try_from(row)?;
+                Ok((expires_at > now).then_some((account, user)))
             }
         }
 

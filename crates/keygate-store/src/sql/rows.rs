@@ -9,9 +9,9 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use ipnet::IpNet;
-use keygate_domain::model::{Account, AccountStatus, ApiKey, AuditEvent, Tenant};
+use keygate_domain::model::{Account, AccountStatus, ApiKey, AuditEvent, Role, Session, Tenant, User};
 use keygate_domain::time::Timestamp;
-use keygate_domain::{AccountId, Environment, EventId, KeyHash, KeyId, Scope, TenantId};
+use keygate_domain::{AccountId, Environment, EventId, KeyHash, KeyId, Scope, TenantId, UserId};
 use serde_json::{Map, Value};
 use sqlx::types::Json;
 
@@ -345,6 +345,154 @@ impl TryFrom<UsageCountRow> for UsageRow {
         let count = u64::try_from(row.count).map_err(|_| corrupt("count", &row.count.to_string()))?;
         Ok(Self { day: row.day, outcome: row.outcome, count })
     }
+}
+
+/// `users`, as selected by `user_columns!`: whether a password is set, never the hash.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct UserRow {
+    pub id: String,
+    pub account_id: String,
+    pub email: String,
+    pub role: String,
+    pub has_password: bool,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub last_sign_in_at: Option<Timestamp>,
+}
+
+/// A user with its password hash (`users_by_email`, for sign-in). No `Debug`: it holds the hash.
+#[derive(sqlx::FromRow)]
+pub(super) struct UserAndHashRow {
+    #[sqlx(flatten)]
+    pub user: UserRow,
+    pub password_hash: Option<String>,
+}
+
+/// `sessions`, as selected by `session_columns!`.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct SessionRow {
+    pub id: String,
+    pub user_id: String,
+    pub account_id: String,
+    pub token_hash: Vec<u8>,
+    pub created_at: Timestamp,
+    pub last_seen_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// A session joined with its user (`session_by_token`): the user's columns carry a `usr_`
+/// prefix because both tables have `id`, `account_id`, `created_at`.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct SessionAndUserRow {
+    #[sqlx(flatten)]
+    pub session: SessionRow,
+    pub usr_id: String,
+    pub usr_account_id: String,
+    pub usr_email: String,
+    pub usr_role: String,
+    pub usr_has_password: bool,
+    pub usr_created_at: Timestamp,
+    pub usr_updated_at: Timestamp,
+    pub usr_last_sign_in_at: Option<Timestamp>,
+}
+
+/// `sign_in_tokens`, as `consume_sign_in_token` deletes one.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct SignInTokenRow {
+    pub account_id: String,
+    pub user_id: String,
+    pub expires_at: Timestamp,
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = StoreError;
+
+    fn try_from(row: UserRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: parse("users.id", &row.id)?,
+            account_id: parse("users.account_id", &row.account_id)?,
+            email: row.email,
+            role: role(&row.role)?,
+            has_password: row.has_password,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            last_sign_in_at: row.last_sign_in_at,
+        })
+    }
+}
+
+impl TryFrom<UserAndHashRow> for (User, Option<String>) {
+    type Error = StoreError;
+
+    fn try_from(row: UserAndHashRow) -> Result<Self, StoreError> {
+        Ok((row.user.try_into()?, row.password_hash))
+    }
+}
+
+impl TryFrom<SessionRow> for Session {
+    type Error = StoreError;
+
+    fn try_from(row: SessionRow) -> Result<Self, StoreError> {
+        let token_hash: [u8; 32] = row.token_hash.as_slice().try_into().map_err(|_| {
+            StoreError::Corrupt(format!("sessions.token_hash of {} has {} bytes", row.id, row.token_hash.len()))
+        })?;
+        Ok(Self {
+            id: parse("sessions.id", &row.id)?,
+            user_id: parse("sessions.user_id", &row.user_id)?,
+            account_id: parse("sessions.account_id", &row.account_id)?,
+            token_hash,
+            created_at: row.created_at,
+            last_seen_at: row.last_seen_at,
+            expires_at: row.expires_at,
+            ip: row.ip.map(|ip| parse::<IpAddr>("sessions.ip", &ip)).transpose()?,
+            user_agent: row.user_agent,
+            revoked_at: row.revoked_at,
+        })
+    }
+}
+
+impl TryFrom<SessionAndUserRow> for (Session, User) {
+    type Error = StoreError;
+
+    fn try_from(row: SessionAndUserRow) -> Result<Self, StoreError> {
+        let user = UserRow {
+            id: row.usr_id,
+            account_id: row.usr_account_id,
+            email: row.usr_email,
+            role: row.usr_role,
+            has_password: row.usr_has_password,
+            created_at: row.usr_created_at,
+            updated_at: row.usr_updated_at,
+            last_sign_in_at: row.usr_last_sign_in_at,
+        };
+        Ok((row.session.try_into()?, user.try_into()?))
+    }
+}
+
+impl TryFrom<SignInTokenRow> for (AccountId, UserId, Timestamp) {
+    type Error = StoreError;
+
+    fn try_from(row: SignInTokenRow) -> Result<Self, StoreError> {
+        Ok((
+            parse("sign_in_tokens.account_id", &row.account_id)?,
+            parse("sign_in_tokens.user_id", &row.user_id)?,
+            row.expires_at,
+        ))
+    }
+}
+
+/// A stored role (`users.role`).
+pub(super) fn role(value: &str) -> Result<Role, StoreError> {
+    parse("users.role", value)
+}
+
+/// The stored, case-folded form of an email (`users.email_lower`): folded here rather than by
+/// SQL, whose `LOWER` folds only ASCII on SQLite, so both backends compare alike.
+pub(super) fn email_lower(email: &str) -> String {
+    email.to_lowercase()
 }
 
 /// Converts every row, failing on the first that is not valid.
