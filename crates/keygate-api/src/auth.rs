@@ -117,6 +117,8 @@ scope_markers!(
     AccountsRead = "accounts:read",
     AccountsWrite = "accounts:write",
     KeysVerify = "keys:verify",
+    UsersRead = "users:read",
+    UsersWrite = "users:write",
 );
 
 #[cfg(test)]
@@ -136,6 +138,8 @@ mod tests {
             AccountsRead::scope(),
             AccountsWrite::scope(),
             KeysVerify::scope(),
+            UsersRead::scope(),
+            UsersWrite::scope(),
         ] {
             assert!(scope.as_str().contains(':'));
         }

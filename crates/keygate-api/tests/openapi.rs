@@ -66,9 +66,10 @@ fn the_document_states_every_pattern_validation_enforces() {
     let mut found = Vec::new();
     patterns(&doc, &mut found);
     use keygate_engine::services::fields::{
-        ACCOUNT_ID, EVENT_ID, IDEMPOTENCY_KEY, KEY_ID, RECORD_ID, SCOPE, TENANT_ID, TEXT, ip_entry_pattern, ip_pattern,
+        ACCOUNT_ID, EMAIL, EVENT_ID, IDEMPOTENCY_KEY, KEY_ID, RECORD_ID, SCOPE, TENANT_ID, TEXT, ip_entry_pattern,
+        ip_pattern,
     };
-    for pattern in [TEXT, KEY_ID, TENANT_ID, ACCOUNT_ID, EVENT_ID, RECORD_ID, SCOPE, IDEMPOTENCY_KEY] {
+    for pattern in [TEXT, KEY_ID, TENANT_ID, ACCOUNT_ID, EVENT_ID, RECORD_ID, SCOPE, IDEMPOTENCY_KEY, EMAIL] {
         assert!(found.iter().any(|p| p == pattern), "the document does not state {pattern}");
     }
     assert!(found.contains(&ip_entry_pattern()) && found.contains(&ip_pattern()));

@@ -233,6 +233,7 @@ impl Catalog {
             ("billing", RW, "Account", "Billing"),
             ("balance", &["read"], "Account", "Account balance"),
             ("webhooks", RW, "Account", "Webhooks"),
+            ("users", RW, "Account", "Dashboard users"),
             ("tenants", RW, "Tenants", "Tenants"),
             ("provisioning", RW, "Tenants", "Provisioning"),
             ("extensions", RW, "Voice", "Extensions"),

@@ -131,6 +131,12 @@ impl From<StoreError> for Error {
                 Self::Conflict("This account already has a tenant with that external_id.".into())
             }
             StoreError::Conflict("operator_exists") => Self::Conflict("The operator account already exists.".into()),
+            StoreError::Conflict("user_email") => {
+                Self::Conflict("This account already has a user with that email.".into())
+            }
+            StoreError::Conflict("last_owner") => {
+                Self::Conflict("An account keeps at least one owner: make another user owner first.".into())
+            }
             StoreError::Conflict(rule) => Self::Conflict(format!("The change conflicts with existing data ({rule}).")),
             // OWASP API4: per-account caps, counted and enforced in the write transaction.
             StoreError::LimitReached { what: "tenants", max } => Self::Conflict(format!(

@@ -7,6 +7,7 @@ use keygate_domain::key::{HashSecret, KeyFormat, KeyHasher};
 use keygate_domain::scope::Catalog;
 use keygate_store::Store;
 
+use crate::password::Passwords;
 use crate::settings::{Limits, Settings};
 
 /// The use cases' dependencies.
@@ -16,15 +17,19 @@ pub struct Keygate {
     pub hasher: KeyHasher,
     pub catalog: Catalog,
     pub limits: Limits,
+    /// Dashboard passwords, peppered with a key derived from the hash secret.
+    pub passwords: Passwords,
 }
 
 impl Keygate {
     #[must_use]
     pub fn new(store: Arc<dyn Store>, settings: &Settings, secret: &HashSecret) -> Self {
+        let hasher = KeyHasher::new(secret);
         Self {
             store,
             key_format: settings.key_format.clone(),
-            hasher: KeyHasher::new(secret),
+            passwords: Passwords::new(&hasher),
+            hasher,
             catalog: settings.catalog.clone(),
             limits: settings.limits,
         }

@@ -21,6 +21,7 @@ pub mod error;
 pub mod follower;
 pub mod idempotency;
 pub mod keygate;
+pub mod password;
 pub mod principal;
 pub mod ratelimit;
 pub mod requestlog;

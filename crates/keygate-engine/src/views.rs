@@ -5,7 +5,7 @@
 
 use chrono::SecondsFormat;
 use ipnet::IpNet;
-use keygate_domain::model::{Account, ApiKey, AuditEvent, Tenant};
+use keygate_domain::model::{Account, ApiKey, AuditEvent, Tenant, User};
 use keygate_domain::time::Timestamp;
 use keygate_store::{RequestRecord, UsageRow};
 use serde::Serialize;
@@ -174,7 +174,7 @@ pub struct AuditEventView {
     pub id: String,
     /// `api_key.created`, `tenant.suspended`, …
     pub action: String,
-    /// `api_key`, `cli` or `system`.
+    /// `api_key`, `user`, `cli` or `system`.
     pub actor_type: String,
     pub actor_id: String,
     pub target_type: String,
@@ -296,6 +296,38 @@ macro_rules! list_type {
 
 list_type!(KeyList, KeyView, ApiKeyList);
 list_type!(TenantList, TenantView, TenantList);
+list_type!(UserList, UserView, UserList);
 list_type!(AccountList, AccountView, AccountList);
 list_type!(AuditEventList, AuditEventView, AuditEventList);
 list_type!(RequestList, RequestView, RequestList);
+
+/// A dashboard user (SPEC §8). Its password is never shown, only whether it has one.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = User)]
+pub struct UserView {
+    #[schema(example = "usr_01JABCDEFGHJKMNPQRSTVWXYZ0")]
+    pub id: String,
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+    /// `owner`, `admin`, `developer` or `viewer`.
+    pub role: String,
+    /// Whether the user has a password (one invited without one cannot sign in yet).
+    pub has_password: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_sign_in_at: Option<String>,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        Self {
+            id: u.id.to_string(),
+            email: u.email.clone(),
+            role: u.role.as_str().to_owned(),
+            has_password: u.has_password,
+            created_at: ts(u.created_at),
+            updated_at: ts(u.updated_at),
+            last_sign_in_at: u.last_sign_in_at.map(ts),
+        }
+    }
+}

@@ -10,7 +10,9 @@
 //! change log to evict what it cached. The one exception is [`IdempotencyStore`]: its records
 //! are a retry cache that nothing else reads, so they are neither audited nor in the change log.
 //! Nor is the [`RequestLog`]: it records requests, not changes, and is written in batches. Nor is
-//! the [`MetaStore`]: it records facts about the deployment, not about any account.
+//! the [`MetaStore`]: it records facts about the deployment, not about any account. User writes
+//! are audited but need no change-log row (nothing caches users), and sessions and sign-in tokens
+//! are neither audited nor followed: they are read from the store on every use.
 
 mod connect;
 mod sql;

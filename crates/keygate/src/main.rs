@@ -26,8 +26,9 @@ use keygate_domain::model::Account;
 use keygate_domain::{AccountId, ApiKey, PlaintextKey, time};
 use keygate_engine::services::keys::{CreateKeyRequest, ListKeysParams};
 use keygate_engine::services::tenants::{CreateTenantRequest, ListTenantsParams};
+use keygate_engine::services::users::{CreateUserRequest, ListUsersParams};
 use keygate_engine::services::{PageParams, Principal};
-use keygate_engine::views::{AccountView, CreatedKey, KeyView, TenantView};
+use keygate_engine::views::{AccountView, CreatedKey, KeyView, TenantView, UserView};
 use keygate_engine::{Engine, Error, Keygate, SecretCheckError};
 use keygate_http::ApiError;
 use serde::Serialize;
@@ -72,6 +73,9 @@ enum Command {
     /// Tenants.
     #[command(subcommand)]
     Tenants(TenantsCommand),
+    /// Dashboard users.
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Apply database migrations.
     Migrate,
     /// Print the OpenAPI document.
@@ -213,6 +217,38 @@ enum TenantsCommand {
         account: AccountArg,
         #[command(flatten)]
         page: PageArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Create a dashboard user of an account.
+    Create {
+        #[command(flatten)]
+        account: AccountArg,
+        #[arg(long)]
+        email: String,
+        /// owner, admin, developer or viewer.
+        #[arg(long)]
+        role: String,
+        /// Read the password from standard input (one line; never a flag, which would land in
+        /// the shell's history and the process list).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List an account's users, newest first.
+    List {
+        #[command(flatten)]
+        account: AccountArg,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Delete a user of an account and end its sessions.
+    Delete {
+        /// The user's id (usr_…).
+        id: String,
+        #[command(flatten)]
+        account: AccountArg,
     },
 }
 
@@ -716,9 +752,62 @@ async fn manage(out: &Out, keygate: &Keygate, command: Command) -> Result<(), Fa
             let lines = rows.iter().map(|t| format!("{}  {}  {}", t.id, t.status.as_str(), t.name)).collect();
             out.page(&views, next.as_deref(), lines, &none);
         }
+        Command::Users(cmd) => users(out, keygate, cmd).await?,
         Command::Serve { .. } | Command::Migrate | Command::Openapi | Command::Healthcheck { .. } => {}
     }
     Ok(())
+}
+
+async fn users(out: &Out, keygate: &Keygate, cmd: UsersCommand) -> Result<(), Failure> {
+    match cmd {
+        UsersCommand::Create { account, email, role, password_stdin } => {
+            let password = if password_stdin { Some(read_password()?) } else { None };
+            let p = Principal::cli(account_for(keygate, &account).await?);
+            let user = keygate.create_user(&p, CreateUserRequest { email, role, password }).await?;
+            out.result(&serde_json::to_value(UserView::from(&user)).unwrap_or(Value::Null), || {
+                let note =
+                    if user.has_password { "" } else { " It has no password yet: it cannot sign in until one is set." };
+                format!("Created user {} ({}, {}).{note}", user.id, user.email, user.role.as_str())
+            });
+        }
+        UsersCommand::List { account, page } => {
+            let account = account_for(keygate, &account).await?;
+            let none = format!("Account {} has no users.", account.id);
+            let q = ListUsersParams { limit: page.limit, cursor: page.cursor };
+            let (rows, next) = keygate.list_users(&Principal::cli(account), q).await?;
+            let views: Vec<UserView> = rows.iter().map(UserView::from).collect();
+            let lines = rows.iter().map(|u| format!("{}  {:<9}  {}", u.id, u.role.as_str(), u.email)).collect();
+            out.page(&views, next.as_deref(), lines, &none);
+        }
+        UsersCommand::Delete { id, account } => {
+            let p = Principal::cli(account_for(keygate, &account).await?);
+            let user = keygate.get_user(&p, &id).await?;
+            keygate.delete_user(&p, &id).await?;
+            out.result(
+                &json!({"id": user.id.to_string(), "account_id": user.account_id.to_string(), "deleted": true}),
+                || format!("Deleted user {} ({}).", user.id, user.email),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One line of standard input, without its line ending: the password of `users create
+/// --password-stdin`. Never echoed, never logged.
+fn read_password() -> Result<String, Failure> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|e| {
+        Failure::new("invalid_request", 400, format!("Could not read the password from standard input: {e}"))
+    })?;
+    let password = line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line).to_owned();
+    if password.is_empty() {
+        return Err(Failure::new(
+            "invalid_request",
+            400,
+            "--password-stdin read an empty password; pipe it in: printf '%s\\n' \"$PASSWORD\" | keygate users create …",
+        ));
+    }
+    Ok(password)
 }
 
 async fn keys(out: &Out, keygate: &Keygate, cmd: KeysCommand) -> Result<(), Failure> {

@@ -10,6 +10,7 @@ mod outcomes;
 pub mod requests;
 pub mod system;
 pub mod tenants;
+pub mod users;
 pub mod verify;
 
 use std::convert::Infallible;
@@ -48,6 +49,7 @@ use crate::state::AppState;
         (name = "Tenants", description = "Sub-accounts of your account."),
         (name = "Account", description = "Your own account."),
         (name = "Accounts (operator)", description = "Partner accounts; operator keys only."),
+        (name = "Users", description = "Dashboard users of your account and their roles."),
         (name = "Audit", description = "Who did what."),
         (name = "Requests", description = "The request log: what each key did, and per-day usage."),
         (name = "Scopes", description = "The scope catalog."),
@@ -93,6 +95,8 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(accounts::get_account, accounts::update_account))
         .routes(routes!(accounts::suspend_account))
         .routes(routes!(accounts::unsuspend_account))
+        .routes(routes!(users::list_users, users::create_user))
+        .routes(routes!(users::get_user, users::update_user, users::delete_user))
         .routes(routes!(system::list_audit_events))
         .routes(routes!(system::scope_catalog))
         .routes(routes!(verify::verify))

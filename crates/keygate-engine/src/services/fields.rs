@@ -27,6 +27,14 @@ pub const EVENT_ID: &str = "^evt_[0-7][0-9A-HJKMNP-TV-Z]{25}$";
 pub const RECORD_ID: &str = "^rl_[0-9A-Z]{26}$";
 /// A scope, `resource:action` (SPEC §4).
 pub const SCOPE: &str = "^[a-z0-9_]{1,64}:([a-z0-9_]{1,64}|\\*)$";
+/// A user's email: something without white space, control characters or `@` on each side of
+/// one `@`, the domain holding a dot that neither starts nor ends it; 3–254 characters. U+FEFF
+/// is named because ECMA-262's `\s` holds it and Rust's does not.
+pub const EMAIL: &str = concat!(
+    "^[^\\s@\\u0000-\\u001F\\u007F-\\u009F\\uFEFF]+@",
+    "[^\\s@.\\u0000-\\u001F\\u007F-\\u009F\\uFEFF][^\\s@\\u0000-\\u001F\\u007F-\\u009F\\uFEFF]*",
+    "\\.[^\\s@\\u0000-\\u001F\\u007F-\\u009F\\uFEFF]*[^\\s@.\\u0000-\\u001F\\u007F-\\u009F\\uFEFF]$",
+);
 /// An `Idempotency-Key` value: 1–255 printable ASCII characters (SPEC §6).
 pub const IDEMPOTENCY_KEY: &str = "^[ -~]{1,255}$";
 /// An IPv4 address (no leading zeros, as Rust's parser).
@@ -74,6 +82,13 @@ pub fn is_ip(s: &str) -> bool {
     static RE: std::sync::LazyLock<Option<regex::Regex>> =
         std::sync::LazyLock::new(|| regex::Regex::new(&ip_pattern()).ok());
     RE.as_ref().is_some_and(|re| re.is_match(s))
+}
+
+/// Is `s` an email per [`EMAIL`], of 3–254 characters?
+#[must_use]
+pub fn is_email(s: &str) -> bool {
+    static RE: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| regex::Regex::new(EMAIL).ok());
+    (3..=254).contains(&s.chars().count()) && RE.as_ref().is_some_and(|re| re.is_match(s))
 }
 
 /// Is `s` short text per [`TEXT`], of at most `max` characters?

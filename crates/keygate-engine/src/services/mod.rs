@@ -13,6 +13,7 @@ pub mod keys;
 pub mod operator;
 pub mod requests;
 pub mod tenants;
+pub mod users;
 
 use ipnet::IpNet;
 use keygate_domain::TenantId;

@@ -14,6 +14,7 @@
 //!   not in other responses, logs, later CLI output or the database files.
 //! - `quickstart`: the README's quickstart, step by step.
 //! - `security`: private files, and a hash secret that does not match the database's.
+//! - `users`: `users create|list|delete`, the password read from standard input.
 //!
 //! Every child process is bounded in time and killed when its test ends.
 
@@ -27,3 +28,4 @@ mod quickstart;
 mod security;
 mod serve;
 mod shown_once;
+mod users;
