@@ -3,6 +3,7 @@
 //! and the background tasks (change-log follower, usage and request-log flushers, purge),
 //! which [`Engine::shutdown`] stops. The API and the gateway share one.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,9 @@ use crate::idempotency::Idempotency;
 use crate::keygate::Keygate;
 use crate::ratelimit::{self, Clock, InProcessLimiter, LimitKey, RateLimitStatus, RateLimiter, SystemClock};
 use crate::requestlog::RequestRecorder;
-use crate::settings::Settings;
+use crate::services::sessions::{ActiveSession, SignedIn};
+use crate::settings::{SessionSettings, Settings};
+use crate::throttle::SignInThrottle;
 use crate::usage::UsageRecorder;
 
 /// How often the change log is polled: revocations elsewhere reach this node within about this
@@ -44,6 +47,9 @@ pub struct Engine {
     pub idempotency: Idempotency,
     /// The request log's in-memory queue, written to the store in batches.
     pub requests: Arc<RequestRecorder>,
+    /// Dashboard sessions' timeouts.
+    pub sessions: SessionSettings,
+    sign_in_throttle: SignInThrottle,
     background: Background,
 }
 
@@ -93,6 +99,8 @@ impl Engine {
             clock,
             idempotency,
             requests,
+            sessions: settings.sessions,
+            sign_in_throttle: SignInThrottle::new(),
             background: Background { stop, tasks: Mutex::new(tasks) },
         }
     }
@@ -130,6 +138,38 @@ impl Engine {
         ratelimit::enforce(&*self.limiter, &*self.clock, &checks, 1).await.map_err(|e| Error::LimiterUnavailable(e.0))
     }
 
+    /// A dashboard sign-in ([`Keygate::sign_in`]) from `ip`, throttled per address (its rate
+    /// key) and per email: while either has used up its failures, 429
+    /// `too_many_failed_attempts`, right password or not.
+    ///
+    /// # Errors
+    /// As [`Keygate::sign_in`], and [`Error::TooManyFailedAttempts`].
+    pub async fn sign_in(
+        &self,
+        email: &str,
+        password: String,
+        ip: IpAddr,
+        user_agent: Option<String>,
+    ) -> Result<SignedIn, Error> {
+        let counted_as = self.auth.rate_key(ip);
+        if let Some(retry_after) = self.sign_in_throttle.blocked(counted_as, email) {
+            return Err(Error::TooManyFailedAttempts { retry_after });
+        }
+        let signed_in = self.keygate.sign_in(email, password, Some(ip), user_agent, self.sessions).await;
+        if matches!(signed_in, Err(Error::InvalidCredentials)) {
+            self.sign_in_throttle.record_failure(counted_as, email);
+        }
+        signed_in
+    }
+
+    /// The live session `token` opens ([`Keygate::session`] with this engine's timeouts).
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn session(&self, token: &str) -> Result<Option<ActiveSession>, Error> {
+        self.keygate.session(token, self.sessions).await
+    }
+
     /// Stops the background tasks, flushing pending usage and request-log records. Call after
     /// the server has stopped.
     pub async fn shutdown(&self) {
@@ -141,8 +181,8 @@ impl Engine {
     }
 }
 
-/// Every ten minutes: deletes change-log rows older than [`CHANGE_RETENTION`] and expired
-/// idempotency records (with the responses they sealed). Once a day (first ten minutes after
+/// Every ten minutes: deletes change-log rows older than [`CHANGE_RETENTION`], expired
+/// idempotency records (with the responses they sealed) and ended dashboard sessions. Once a day (first ten minutes after
 /// start): request-log records older than `request_log_retention`.
 async fn purge_expired(store: Arc<dyn Store>, request_log_retention: ChronoDuration, mut stop: watch::Receiver<bool>) {
     let mut last_request_purge: Option<Instant> = None;
@@ -161,6 +201,9 @@ async fn purge_expired(store: Arc<dyn Store>, request_log_retention: ChronoDurat
         }
         if let Err(e) = store.purge_idempotency(time::now()).await {
             tracing::warn!(error = %e, "could not purge expired idempotency records");
+        }
+        if let Err(e) = store.purge_sessions(time::now()).await {
+            tracing::warn!(error = %e, "could not purge ended dashboard sessions");
         }
     }
 }

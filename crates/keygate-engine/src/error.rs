@@ -72,6 +72,9 @@ pub enum Error {
     /// A rate limit refused the request (check 11).
     #[error("rate limited by the {0}")]
     RateLimited(RateLimitStatus),
+    /// A dashboard sign-in with an unknown email or a wrong password: one answer for both.
+    #[error("invalid credentials")]
+    InvalidCredentials,
     /// Too many failed authentications from this IP; retry after that many seconds.
     #[error("too many failed attempts")]
     TooManyFailedAttempts { retry_after: u64 },
@@ -112,6 +115,7 @@ impl Error {
             Self::Escalation { .. } => "insufficient_scope",
             Self::Validation(_) => "validation_failed",
             Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidCredentials => "invalid_credentials",
             Self::TooManyFailedAttempts { .. } => "too_many_failed_attempts",
             Self::RateLimited(_) => "rate_limited",
             Self::NotFound(_) => "not_found",

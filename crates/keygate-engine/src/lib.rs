@@ -35,4 +35,4 @@ pub use engine::Engine;
 pub use error::{Error, Exceeds, FieldError};
 pub use keygate::{Keygate, SecretCheckError};
 pub use principal::Principal;
-pub use settings::{Limits, Settings};
+pub use settings::{Limits, SessionSettings, Settings};

@@ -93,6 +93,10 @@ pub enum LimitKey {
     RouteIp(Arc<str>, IpAddr),
     /// Failed authentications from a client IP (see `throttle.rs`).
     FailedAuth(IpAddr),
+    /// Failed dashboard sign-ins from a client IP (see `throttle.rs`).
+    FailedSignInIp(IpAddr),
+    /// Failed dashboard sign-ins for an email, lower-cased (see `throttle.rs`).
+    FailedSignInEmail(Arc<str>),
 }
 
 impl LimitKey {
@@ -101,7 +105,9 @@ impl LimitKey {
         match self {
             Self::Key(_) => LimitScope::Key,
             Self::Account(_) => LimitScope::Account,
-            Self::RouteIp(..) | Self::FailedAuth(_) => LimitScope::Ip,
+            Self::RouteIp(..) | Self::FailedAuth(_) | Self::FailedSignInIp(_) | Self::FailedSignInEmail(_) => {
+                LimitScope::Ip
+            }
         }
     }
 }

@@ -33,6 +33,21 @@ impl Default for Limits {
     }
 }
 
+/// How long a dashboard session lasts (SPEC §12): it ends after `idle` without a request, and
+/// after `lifetime` whatever its activity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionSettings {
+    pub idle: chrono::Duration,
+    pub lifetime: chrono::Duration,
+}
+
+/// 30 minutes idle, 12 hours at most (OWASP's session guidance for a sensitive application).
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self { idle: chrono::Duration::minutes(30), lifetime: chrono::Duration::hours(12) }
+    }
+}
+
 /// The engine's settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -51,4 +66,6 @@ pub struct Settings {
     pub idempotency_retention_seconds: u64,
     /// How many days request-log records are kept.
     pub request_log_retention_days: u32,
+    /// Dashboard sessions' timeouts.
+    pub sessions: SessionSettings,
 }

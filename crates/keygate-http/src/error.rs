@@ -94,6 +94,7 @@ impl ApiError {
                 | AuthFailure::TenantSuspended => StatusCode::FORBIDDEN,
             },
             Error::Escalation { .. } => StatusCode::FORBIDDEN,
+            Error::InvalidCredentials => StatusCode::UNAUTHORIZED,
             Error::Validation(_) | Error::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Error::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Error::TooManyFailedAttempts { .. } | Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -168,6 +169,7 @@ impl ApiError {
                 _ => format!("{} fields are not valid.", errors.len()),
             },
             Error::InvalidRequest(m) | Error::Conflict(m) => m.clone(),
+            Error::InvalidCredentials => "The email or password is not right.".into(),
             Error::NotFound(what) => format!("No such {what}."),
             Error::IdempotencyInProgress => {
                 "A request with this Idempotency-Key is still being processed; retry shortly.".into()

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use keygate_domain::key::{HashSecret, KeyFormat};
 use keygate_domain::scope::{Catalog, CatalogEntry};
-use keygate_engine::Limits;
+use keygate_engine::{Limits, SessionSettings};
 use keygate_gateway::{Gateway, GatewayConfig};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -45,6 +45,8 @@ pub struct Config {
     pub workers: u16,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
+    /// `[dashboard]`: sign-in sessions.
+    pub dashboard: DashboardConfig,
     /// How long an `Idempotency-Key` and its stored response are kept, in seconds.
     pub idempotency_retention_seconds: u64,
     /// How many days request-log records are kept (1–3650).
@@ -69,11 +71,32 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             workers: 0,
             auth: AuthConfig::default(),
+            dashboard: DashboardConfig::default(),
             limits: LimitsConfig::default(),
             idempotency_retention_seconds: 86_400,
             request_log_retention_days: 30,
             scopes: None,
             gateway: None,
+        }
+    }
+}
+
+/// `[dashboard]`: how long a sign-in lasts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    /// A session ends after this many minutes without a request (1–1440).
+    pub session_idle_minutes: u32,
+    /// A session ends this many hours after sign-in, whatever its activity (1–720).
+    pub session_hours: u32,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        let d = SessionSettings::default();
+        Self {
+            session_idle_minutes: u32::try_from(d.idle.num_minutes()).unwrap_or(30),
+            session_hours: u32::try_from(d.lifetime.num_hours()).unwrap_or(12),
         }
     }
 }
@@ -238,6 +261,12 @@ impl Config {
         if !(60..=30 * 86_400).contains(&self.idempotency_retention_seconds) {
             errors.push("idempotency_retention_seconds must be between 60 and 2592000 (30 days)".into());
         }
+        if !(1..=1440).contains(&self.dashboard.session_idle_minutes) {
+            errors.push("dashboard.session_idle_minutes must be between 1 and 1440 (a day)".into());
+        }
+        if !(1..=720).contains(&self.dashboard.session_hours) {
+            errors.push("dashboard.session_hours must be between 1 and 720 (30 days)".into());
+        }
         if !(1..=3650).contains(&self.request_log_retention_days) {
             errors.push("request_log_retention_days must be between 1 and 3650".into());
         }
@@ -279,6 +308,10 @@ impl Config {
                     max_failed_attempts_per_minute: self.auth.max_failed_attempts_per_minute,
                     idempotency_retention_seconds: self.idempotency_retention_seconds,
                     request_log_retention_days: self.request_log_retention_days,
+                    sessions: SessionSettings {
+                        idle: chrono::Duration::minutes(i64::from(self.dashboard.session_idle_minutes)),
+                        lifetime: chrono::Duration::hours(i64::from(self.dashboard.session_hours)),
+                    },
                 },
                 listen,
                 database_url: self.database_url.clone(),

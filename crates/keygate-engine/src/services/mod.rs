@@ -12,6 +12,7 @@ pub mod fields;
 pub mod keys;
 pub mod operator;
 pub mod requests;
+pub mod sessions;
 pub mod tenants;
 pub mod users;
 

@@ -1,0 +1,119 @@
+//! Dashboard sign-in and sessions through the engine, on a real SQLite store, no HTTP: one answer
+//! for an unknown email and a wrong password, the throttle per email, the idle and absolute
+//! timeouts, sign-out, and sessions ending with a password change.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use chrono::Duration;
+use keygate_domain::key::{HashSecret, KeyFormat};
+use keygate_domain::model::Account;
+use keygate_domain::scope::Catalog;
+use keygate_engine::services::Principal;
+use keygate_engine::services::users::{CreateUserRequest, UpdateUserRequest};
+use keygate_engine::{Engine, Error, Keygate, Limits, SessionSettings, Settings};
+
+const PASSWORD: &str = "a long pass phrase for the dashboard";
+
+fn settings() -> Settings {
+    Settings {
+        trusted_proxies: Vec::new(),
+        client_ipv6_prefix: 64,
+        key_format: KeyFormat::new("sk").unwrap_or_else(|e| panic!("{e}")),
+        catalog: Catalog::default(),
+        limits: Limits::default(),
+        allow_query_key: false,
+        max_failed_attempts_per_minute: 30,
+        idempotency_retention_seconds: 86_400,
+        request_log_retention_days: 30,
+        sessions: SessionSettings::default(),
+    }
+}
+
+struct Fixture {
+    engine: Engine,
+    account: Account,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("sqlite://{}", dir.path().join("keygate.db").display());
+    let store = keygate_store::connect(&url).await.unwrap_or_else(|e| panic!("{e}"));
+    let secret = HashSecret::new("engine-sessions-test-secret-0123456789").unwrap_or_else(|e| panic!("{e}"));
+    let keygate = Keygate::new(Arc::clone(&store), &settings(), &secret);
+    let operator = keygate.init_operator().await.ok().flatten().unwrap_or_else(|| panic!("an operator"));
+    let account = operator.0;
+    let p = Principal::cli(account.clone());
+    let req =
+        CreateUserRequest { email: "Ada@Example.com".into(), role: "owner".into(), password: Some(PASSWORD.into()) };
+    keygate.create_user(&p, req).await.unwrap_or_else(|e| panic!("{e}"));
+    Fixture { engine: Engine::new(keygate, &settings()), account, _dir: dir }
+}
+
+fn ip(n: u8) -> IpAddr {
+    IpAddr::from([192, 0, 2, n])
+}
+
+#[tokio::test]
+async fn a_right_password_opens_a_session_and_a_wrong_one_or_an_unknown_email_does_not() {
+    let f = fixture().await;
+    for (email, password) in [("ada@example.com", "not the password!"), ("nobody@example.com", PASSWORD)] {
+        let refused = f.engine.sign_in(email, password.into(), ip(1), None).await;
+        assert!(matches!(refused, Err(Error::InvalidCredentials)), "{email}: {refused:?}");
+    }
+    let signed_in = f.engine.sign_in("ADA@example.com", PASSWORD.into(), ip(1), Some("tests".into())).await;
+    let signed_in = signed_in.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(signed_in.token.len(), 64);
+    assert_eq!(signed_in.user.email, "Ada@Example.com");
+    assert_eq!(signed_in.account.id, f.account.id);
+    assert!(!format!("{signed_in:?}").contains(&signed_in.token), "Debug does not print the token");
+
+    let active = f.engine.session(&signed_in.token).await.ok().flatten().unwrap_or_else(|| panic!("a live session"));
+    assert_eq!(active.user.id, signed_in.user.id);
+    assert_eq!(active.session.ip, Some(ip(1)));
+    assert!(f.engine.session("0".repeat(64).as_str()).await.ok().flatten().is_none(), "a made-up token");
+
+    let listed = f.engine.keygate.user_sessions(&f.account, signed_in.user.id).await.unwrap_or_default();
+    assert_eq!(listed.iter().map(|s| s.id).collect::<Vec<_>>(), [signed_in.session.id]);
+
+    f.engine.keygate.sign_out(&signed_in.token).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(f.engine.session(&signed_in.token).await.ok().flatten().is_none(), "signed out");
+    assert!(f.engine.keygate.user_sessions(&f.account, signed_in.user.id).await.unwrap_or_default().is_empty());
+}
+
+#[tokio::test]
+async fn sign_ins_for_one_email_are_throttled_right_password_or_not() {
+    let f = fixture().await;
+    for n in 1..=5 {
+        let r = f.engine.sign_in("ada@example.com", "a wrong guess!!".into(), ip(n), None).await;
+        assert!(matches!(r, Err(Error::InvalidCredentials)), "{r:?}");
+    }
+    let r = f.engine.sign_in("ada@example.com", PASSWORD.into(), ip(99), None).await;
+    assert!(matches!(r, Err(Error::TooManyFailedAttempts { retry_after }) if retry_after >= 1), "{r:?}");
+}
+
+#[tokio::test]
+async fn sessions_end_when_idle_at_their_lifetime_and_with_a_new_password() {
+    let f = fixture().await;
+    let keygate = &f.engine.keygate;
+    let open = |idle: i64, lifetime: i64| SessionSettings {
+        idle: Duration::minutes(idle),
+        lifetime: Duration::minutes(lifetime),
+    };
+    let short_lived = keygate.sign_in("ada@example.com", PASSWORD.into(), None, None, open(30, 0)).await;
+    let short_lived = short_lived.unwrap_or_else(|e| panic!("{e}"));
+    assert!(keygate.session(&short_lived.token, open(30, 60)).await.ok().flatten().is_none(), "past its lifetime");
+
+    let s = keygate.sign_in("ada@example.com", PASSWORD.into(), None, None, open(30, 60)).await;
+    let s = s.unwrap_or_else(|e| panic!("{e}"));
+    assert!(keygate.session(&s.token, open(30, 60)).await.ok().flatten().is_some());
+    assert!(keygate.session(&s.token, open(0, 60)).await.ok().flatten().is_none(), "idle for longer than allowed");
+
+    let p = Principal::cli(f.account.clone());
+    let req = UpdateUserRequest { password: Some("another long pass phrase".into()), ..UpdateUserRequest::default() };
+    keygate.update_user(&p, &s.user.id.to_string(), req).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(keygate.session(&s.token, open(30, 60)).await.ok().flatten().is_none(), "a new password ends it");
+    let old = keygate.sign_in("ada@example.com", PASSWORD.into(), None, None, open(30, 60)).await;
+    assert!(matches!(old, Err(Error::InvalidCredentials)), "the old password no longer works");
+}
