@@ -520,22 +520,34 @@ impl keygate_store::UserStore for CachedStore {
         self.inner.list_users(account, page).await
     }
 
-    async fn update_user(&self, user: &keygate_domain::User, audit: &AuditEvent) -> Result<()> {
-        self.inner.update_user(user, audit).await
+    async fn update_user(
+        &self,
+        user: &keygate_domain::User,
+        expected_role: keygate_domain::Role,
+        audit: &AuditEvent,
+    ) -> Result<bool> {
+        self.inner.update_user(user, expected_role, audit).await
     }
 
     async fn set_password(
         &self,
         account: AccountId,
         id: keygate_domain::UserId,
+        expected_role: keygate_domain::Role,
         password_hash: Option<&str>,
         audit: &AuditEvent,
-    ) -> Result<()> {
-        self.inner.set_password(account, id, password_hash, audit).await
+    ) -> Result<bool> {
+        self.inner.set_password(account, id, expected_role, password_hash, audit).await
     }
 
-    async fn delete_user(&self, account: AccountId, id: keygate_domain::UserId, audit: &AuditEvent) -> Result<bool> {
-        self.inner.delete_user(account, id, audit).await
+    async fn delete_user(
+        &self,
+        account: AccountId,
+        id: keygate_domain::UserId,
+        expected_role: keygate_domain::Role,
+        audit: &AuditEvent,
+    ) -> Result<bool> {
+        self.inner.delete_user(account, id, expected_role, audit).await
     }
 
     async fn note_sign_in(&self, account: AccountId, id: keygate_domain::UserId, at: Timestamp) -> Result<()> {

@@ -141,6 +141,9 @@ impl From<StoreError> for Error {
             StoreError::Conflict("last_owner") => {
                 Self::Conflict("An account keeps at least one owner: make another user owner first.".into())
             }
+            StoreError::Conflict("user_changed") => {
+                Self::Conflict("The user changed while this request ran; read it again and retry.".into())
+            }
             StoreError::Conflict(rule) => Self::Conflict(format!("The change conflicts with existing data ({rule}).")),
             // OWASP API4: per-account caps, counted and enforced in the write transaction.
             StoreError::LimitReached { what: "tenants", max } => Self::Conflict(format!(

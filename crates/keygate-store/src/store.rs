@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use keygate_domain::model::{Account, ApiKey, AuditEvent, KeyStatus, Session, Tenant, TenantStatus, User};
+use keygate_domain::model::{Account, ApiKey, AuditEvent, KeyStatus, Role, Session, Tenant, TenantStatus, User};
 use keygate_domain::time::Timestamp;
 use keygate_domain::{AccountId, Environment, KeyHash, KeyId, SessionId, TenantId, UserId};
 
@@ -338,27 +338,50 @@ pub trait UserStore: Send + Sync {
     /// Users of `account`, newest first, paged like `list_tenants` (cursor = a user id, as
     /// [`Page`] does for other objects).
     async fn list_users(&self, account: AccountId, page: &Page) -> Result<Vec<User>>;
-    /// Writes email and role (and `updated_at`) with the audit event.
-    /// [`StoreError::Conflict`]`("user_email")` as for `create_user`;
-    /// [`StoreError::Conflict`]`("last_owner")` when the change would leave the account without
-    /// an owner (checked in the same transaction, with the account row locked on PostgreSQL as
-    /// the per-account caps do, so two concurrent demotions cannot both pass). A user that no
-    /// longer exists: writes nothing, `Ok`.
-    async fn update_user(&self, user: &User, audit: &AuditEvent) -> Result<()>;
+    /// Writes email and role (and `updated_at`) with the audit event, if the user still has
+    /// `expected_role` (the role the caller checked it may touch).
+    ///
+    /// In one write transaction, with the account locked first (on PostgreSQL the account row,
+    /// as the per-account caps do), the user's current role is read:
+    /// - no such user in `user.account_id`: writes nothing, `Ok(false)`;
+    /// - its role is not `expected_role` (changed by a concurrent write):
+    ///   [`StoreError::Conflict`]`("user_changed")`, nothing written;
+    /// - otherwise the write happens and `Ok(true)`, with
+    ///   [`StoreError::Conflict`]`("user_email")` as for `create_user` and
+    ///   [`StoreError::Conflict`]`("last_owner")` when the change would leave the account
+    ///   without an owner (checked under the same lock, so two concurrent demotions cannot both
+    ///   pass).
+    async fn update_user(&self, user: &User, expected_role: Role, audit: &AuditEvent) -> Result<bool>;
     /// Sets (`Some`) or clears (`None`) the password hash and revokes every session of the user,
     /// with the audit event; `updated_at` and the sessions' `revoked_at` become the audit event's
-    /// time. A user that no longer exists: writes nothing, `Ok`.
+    /// time.
+    ///
+    /// In one write transaction, with the account locked first, the user's current role is
+    /// read: no such user in `account`: writes nothing, `Ok(false)`; its role is not
+    /// `expected_role`: [`StoreError::Conflict`]`("user_changed")`, nothing written; otherwise
+    /// the write happens and `Ok(true)`.
     async fn set_password(
         &self,
         account: AccountId,
         id: UserId,
+        expected_role: Role,
         password_hash: Option<&str>,
         audit: &AuditEvent,
-    ) -> Result<()>;
+    ) -> Result<bool>;
     /// Deletes the user, its sessions and sign-in tokens, with the audit event.
-    /// [`StoreError::Conflict`]`("last_owner")` as for `update_user`. `Ok(false)` when no such
-    /// user.
-    async fn delete_user(&self, account: AccountId, id: UserId, audit: &AuditEvent) -> Result<bool>;
+    ///
+    /// In one write transaction, with the account locked first, the user's current role is
+    /// read: no such user in `account`: deletes nothing, `Ok(false)`; its role is not
+    /// `expected_role`: [`StoreError::Conflict`]`("user_changed")`, nothing deleted; otherwise
+    /// [`StoreError::Conflict`]`("last_owner")` as for `update_user`, or the delete happens and
+    /// `Ok(true)`.
+    async fn delete_user(
+        &self,
+        account: AccountId,
+        id: UserId,
+        expected_role: Role,
+        audit: &AuditEvent,
+    ) -> Result<bool>;
     /// Records a successful sign-in time (not audited; `updated_at` stays).
     async fn note_sign_in(&self, account: AccountId, id: UserId, at: Timestamp) -> Result<()>;
 

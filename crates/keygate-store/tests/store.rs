@@ -1867,7 +1867,12 @@ async fn user_round_trips_every_field(store: Arc<dyn Store>) {
     changed.has_password = false;
     changed.last_sign_in_at = None;
     changed.created_at = ts("2030-01-01T00:00:00Z");
-    store.update_user(&changed, &audit(account.id, "user.updated", &user.id.to_string())).await.expect("update");
+    assert!(
+        store
+            .update_user(&changed, user.role, &audit(account.id, "user.updated", &user.id.to_string()))
+            .await
+            .expect("update")
+    );
     let mut expected = signed_in.clone();
     expected.email = "ada@example.org".to_owned();
     expected.role = Role::Developer;
@@ -1883,9 +1888,13 @@ async fn user_round_trips_every_field(store: Arc<dyn Store>) {
     let mut hijack = changed.clone();
     hijack.account_id = other.id;
     hijack.email = "hijacked@example.com".to_owned();
-    store.update_user(&hijack, &audit(other.id, "user.updated", "x")).await.expect("update finds nothing");
+    assert!(
+        !store.update_user(&hijack, hijack.role, &audit(other.id, "user.updated", "x")).await.expect("finds nothing")
+    );
     let ghost = new_user(account.id, "ghost@example.com", Role::Viewer, None);
-    store.update_user(&ghost, &audit(account.id, "user.updated", "x")).await.expect("update finds nothing");
+    assert!(
+        !store.update_user(&ghost, ghost.role, &audit(account.id, "user.updated", "x")).await.expect("finds nothing")
+    );
     assert_eq!(store.get_user(account.id, user.id).await.expect("get").map(|u| u.email), Some(changed.email));
 
     // Audited, only what was written; users never reach the change log.
@@ -1934,12 +1943,15 @@ async fn user_emails_are_unique_per_account_whatever_their_case(store: Arc<dyn S
     let grace = add_user(&store, account.id, "grace@example.com", Role::Admin, None).await;
     let mut renamed = grace.clone();
     renamed.email = "ADA@example.com".to_owned();
-    let err = store.update_user(&renamed, &audit(account.id, "user.updated", "x")).await.expect_err("taken");
+    let err =
+        store.update_user(&renamed, grace.role, &audit(account.id, "user.updated", "x")).await.expect_err("taken");
     assert!(matches!(err, StoreError::Conflict("user_email")), "{err:?}");
     assert_eq!(store.get_user(account.id, grace.id).await.expect("get"), Some(grace.clone()));
     let mut recased = ada.clone();
     recased.email = "ADA@example.COM".to_owned();
-    store.update_user(&recased, &audit(account.id, "user.updated", "x")).await.expect("its own email");
+    assert!(
+        store.update_user(&recased, ada.role, &audit(account.id, "user.updated", "x")).await.expect("its own email")
+    );
     assert_eq!(store.get_user(account.id, ada.id).await.expect("get"), Some(recased));
 }
 
@@ -1997,7 +2009,8 @@ async fn users_list_newest_first_in_pages(store: Arc<dyn Store>) {
     assert_eq!(third, expected[4..]);
     assert!(list(page_before(2, &third[0].to_string())).await.is_empty());
     let all = store.list_users(account.id, &page(100)).await.expect("list");
-    assert_eq!(all[0].email, "user4@example.com");
+    assert_eq!(all[0].id, expected[0]);
+    assert_eq!(all.iter().map(|u| u.id).collect::<Vec<_>>(), expected);
     assert!(store.list_users(AccountId::generate(), &page(100)).await.expect("no such account").is_empty());
 }
 
@@ -2014,10 +2027,16 @@ async fn the_last_owner_can_be_neither_demoted_nor_deleted(store: Arc<dyn Store>
     for role in [Role::Admin, Role::Developer, Role::Viewer] {
         let mut demoted = owner.clone();
         demoted.role = role;
-        let err = store.update_user(&demoted, &audit(account.id, "user.updated", "x")).await.expect_err("last owner");
+        let err = store
+            .update_user(&demoted, Role::Owner, &audit(account.id, "user.updated", "x"))
+            .await
+            .expect_err("last owner");
         assert!(matches!(err, StoreError::Conflict("last_owner")), "{role:?}: {err:?}");
     }
-    let err = store.delete_user(account.id, owner.id, &audit(account.id, "user.deleted", "x")).await.expect_err("last");
+    let err = store
+        .delete_user(account.id, owner.id, Role::Owner, &audit(account.id, "user.deleted", "x"))
+        .await
+        .expect_err("last");
     assert!(matches!(err, StoreError::Conflict("last_owner")), "{err:?}");
     assert_eq!(store.get_user(account.id, owner.id).await.expect("get"), Some(owner.clone()));
     assert_eq!(audit_actions(&store, account.id).await.len(), audited, "refused writes leave no audit event");
@@ -2025,38 +2044,67 @@ async fn the_last_owner_can_be_neither_demoted_nor_deleted(store: Arc<dyn Store>
     // The last owner may still change its email; others may change around it.
     let mut renamed = owner.clone();
     renamed.email = "boss@example.com".to_owned();
-    store.update_user(&renamed, &audit(account.id, "user.updated", "x")).await.expect("keeps its role");
+    assert!(
+        store
+            .update_user(&renamed, Role::Owner, &audit(account.id, "user.updated", "x"))
+            .await
+            .expect("keeps its role")
+    );
     let mut viewer = admin.clone();
     viewer.role = Role::Viewer;
-    store.update_user(&viewer, &audit(account.id, "user.updated", "x")).await.expect("not an owner");
+    assert!(
+        store.update_user(&viewer, Role::Admin, &audit(account.id, "user.updated", "x")).await.expect("not an owner")
+    );
 
     // With a second owner, either may step down or go, but not both.
     let mut promoted = viewer.clone();
     promoted.role = Role::Owner;
-    store.update_user(&promoted, &audit(account.id, "user.updated", "x")).await.expect("promote");
+    assert!(
+        store.update_user(&promoted, Role::Viewer, &audit(account.id, "user.updated", "x")).await.expect("promote")
+    );
     let mut demoted = renamed.clone();
     demoted.role = Role::Admin;
-    store.update_user(&demoted, &audit(account.id, "user.updated", "x")).await.expect("another owner remains");
+    assert!(
+        store
+            .update_user(&demoted, Role::Owner, &audit(account.id, "user.updated", "x"))
+            .await
+            .expect("another owner remains")
+    );
     assert_eq!(store.get_user(account.id, owner.id).await.expect("get").map(|u| u.role), Some(Role::Admin));
-    let err =
-        store.delete_user(account.id, admin.id, &audit(account.id, "user.deleted", "x")).await.expect_err("now last");
+    let err = store
+        .delete_user(account.id, admin.id, Role::Owner, &audit(account.id, "user.deleted", "x"))
+        .await
+        .expect_err("now last");
     assert!(matches!(err, StoreError::Conflict("last_owner")), "{err:?}");
     let mut demote_last = promoted.clone();
     demote_last.role = Role::Developer;
-    let err = store.update_user(&demote_last, &audit(account.id, "user.updated", "x")).await.expect_err("now last");
+    let err = store
+        .update_user(&demote_last, Role::Owner, &audit(account.id, "user.updated", "x"))
+        .await
+        .expect_err("now last");
     assert!(matches!(err, StoreError::Conflict("last_owner")), "{err:?}");
 
     // A non-owner may always be deleted; an owner too while another remains.
-    assert!(store.delete_user(account.id, owner.id, &audit(account.id, "user.deleted", "x")).await.expect("admin"));
+    assert!(
+        store
+            .delete_user(account.id, owner.id, Role::Admin, &audit(account.id, "user.deleted", "x"))
+            .await
+            .expect("admin")
+    );
     let second = add_user(&store, account.id, "second@example.com", Role::Owner, None).await;
-    assert!(store.delete_user(account.id, admin.id, &audit(account.id, "user.deleted", "x")).await.expect("owner"));
+    assert!(
+        store
+            .delete_user(account.id, admin.id, Role::Owner, &audit(account.id, "user.deleted", "x"))
+            .await
+            .expect("owner")
+    );
     let left = store.list_users(account.id, &page(100)).await.expect("list");
     assert_eq!(left, vec![second]);
 
     // No such user: nothing refused, nothing written.
     assert!(
         !store
-            .delete_user(account.id, UserId::generate(), &audit(account.id, "user.deleted", "x"))
+            .delete_user(account.id, UserId::generate(), Role::Viewer, &audit(account.id, "user.deleted", "x"))
             .await
             .expect("gone")
     );
@@ -2083,9 +2131,12 @@ async fn concurrent_demotions_leave_an_owner(store: Arc<dyn Store>) {
                 if i % 2 == 0 {
                     let mut demoted = owner;
                     demoted.role = Role::Admin;
-                    store.update_user(&demoted, &audit(account.id, "user.updated", "x")).await
+                    store.update_user(&demoted, Role::Owner, &audit(account.id, "user.updated", "x")).await.map(|_| ())
                 } else {
-                    store.delete_user(account.id, owner.id, &audit(account.id, "user.deleted", "x")).await.map(|_| ())
+                    store
+                        .delete_user(account.id, owner.id, Role::Owner, &audit(account.id, "user.deleted", "x"))
+                        .await
+                        .map(|_| ())
                 }
             })
         })
@@ -2117,10 +2168,18 @@ async fn set_password_revokes_every_session_of_the_user(store: Arc<dyn Store>) {
     let theirs = add_session(&store, &bystander, t0, t0 + Duration::days(7)).await;
 
     let at = t0 + Duration::hours(3);
-    store
-        .set_password(account.id, user.id, Some(ARGON_NEW), &audit_at(account.id, "user.password_set", "x", at))
-        .await
-        .expect("set password");
+    assert!(
+        store
+            .set_password(
+                account.id,
+                user.id,
+                user.role,
+                Some(ARGON_NEW),
+                &audit_at(account.id, "user.password_set", "x", at)
+            )
+            .await
+            .expect("set password")
+    );
     let got = store.get_user(account.id, user.id).await.expect("get").expect("user");
     assert!(got.has_password);
     assert_eq!(got.updated_at, at);
@@ -2138,23 +2197,41 @@ async fn set_password_revokes_every_session_of_the_user(store: Arc<dyn Store>) {
     // Cleared, it revokes what was made since.
     let third = add_session(&store, &user, at + Duration::hours(1), at + Duration::days(1)).await;
     let cleared_at = at + Duration::hours(2);
-    store
-        .set_password(account.id, user.id, None, &audit_at(account.id, "user.password_cleared", "x", cleared_at))
-        .await
-        .expect("clear password");
+    assert!(
+        store
+            .set_password(
+                account.id,
+                user.id,
+                user.role,
+                None,
+                &audit_at(account.id, "user.password_cleared", "x", cleared_at)
+            )
+            .await
+            .expect("clear password")
+    );
     assert_eq!(store.users_by_email("ada@example.com").await.expect("by email")[0].1, None);
     assert!(!store.get_user(account.id, user.id).await.expect("get").expect("user").has_password);
     assert_eq!(session(&store, &third.token_hash).await.and_then(|s| s.revoked_at), Some(cleared_at));
 
     // Another account, or a user that is gone: nothing written.
-    store
-        .set_password(other.id, bystander.id, None, &audit(other.id, "user.password_cleared", "x"))
-        .await
-        .expect("another account's user: no-op");
-    store
-        .set_password(account.id, UserId::generate(), None, &audit(account.id, "user.password_cleared", "x"))
-        .await
-        .expect("no such user: no-op");
+    assert!(
+        !store
+            .set_password(other.id, bystander.id, bystander.role, None, &audit(other.id, "user.password_cleared", "x"))
+            .await
+            .expect("another account's user: no-op")
+    );
+    assert!(
+        !store
+            .set_password(
+                account.id,
+                UserId::generate(),
+                Role::Viewer,
+                None,
+                &audit(account.id, "user.password_cleared", "x")
+            )
+            .await
+            .expect("no such user: no-op")
+    );
     assert_eq!(store.users_by_email("grace@example.com").await.expect("by email")[0].1, Some(ARGON.to_owned()));
     assert_eq!(session(&store, &theirs.token_hash).await.and_then(|s| s.revoked_at), None);
     assert_eq!(audit_actions(&store, other.id).await, ["account.created"]);
@@ -2318,6 +2395,104 @@ async fn concurrent_consumes_of_a_sign_in_token_have_one_winner(store: Arc<dyn S
     assert_eq!(winners, vec![(account.id, user.id)]);
 }
 
+both_backends!(user_writes_refuse_a_role_that_changed_meanwhile);
+async fn user_writes_refuse_a_role_that_changed_meanwhile(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    add_user(&store, account.id, "owner@example.com", Role::Owner, None).await;
+    // A caller read the user as a developer; a concurrent request promoted it to owner since.
+    let read = add_user(&store, account.id, "ada@example.com", Role::Developer, Some(ARGON)).await;
+    let mut promoted = read.clone();
+    promoted.role = Role::Owner;
+    assert!(
+        store.update_user(&promoted, Role::Developer, &audit(account.id, "user.updated", "x")).await.expect("promote")
+    );
+    let t0 = ts(T0);
+    let live = add_session(&store, &promoted, t0, t0 + Duration::days(7)).await;
+    let token = token_hash();
+    store.create_sign_in_token(&token, account.id, read.id, t0 + Duration::days(1)).await.expect("token");
+    let audited = audit_actions(&store, account.id).await;
+
+    // Each write checked against the stale role is refused and writes nothing: not the stale
+    // role written back over the new one, not a password, not a delete.
+    let mut renamed = read.clone();
+    renamed.email = "ada@example.org".to_owned();
+    let err = store
+        .update_user(&renamed, Role::Developer, &audit(account.id, "user.updated", "x"))
+        .await
+        .expect_err("the role changed");
+    assert!(matches!(err, StoreError::Conflict("user_changed")), "{err:?}");
+    for hash in [Some(ARGON_NEW), None] {
+        let err = store
+            .set_password(account.id, read.id, Role::Developer, hash, &audit(account.id, "user.password_changed", "x"))
+            .await
+            .expect_err("the role changed");
+        assert!(matches!(err, StoreError::Conflict("user_changed")), "{hash:?}: {err:?}");
+    }
+    let err = store
+        .delete_user(account.id, read.id, Role::Developer, &audit(account.id, "user.deleted", "x"))
+        .await
+        .expect_err("the role changed");
+    assert!(matches!(err, StoreError::Conflict("user_changed")), "{err:?}");
+
+    assert_eq!(store.get_user(account.id, read.id).await.expect("get"), Some(promoted.clone()));
+    assert_eq!(
+        store.users_by_email("ada@example.com").await.expect("by email"),
+        vec![(promoted.clone(), Some(ARGON.to_owned()))]
+    );
+    assert_eq!(session(&store, &live.token_hash).await, Some(live.clone()));
+    assert_eq!(session_ids(&store, &promoted, t0 + Duration::hours(1)).await, vec![live.id]);
+    assert_eq!(audit_actions(&store, account.id).await, audited, "refused writes leave no audit event");
+
+    // With the current role, the same writes go through.
+    assert!(
+        store
+            .set_password(
+                account.id,
+                read.id,
+                Role::Owner,
+                Some(ARGON_NEW),
+                &audit(account.id, "user.password_changed", "x")
+            )
+            .await
+            .expect("set password")
+    );
+    assert!(session_ids(&store, &promoted, t0 + Duration::hours(1)).await.is_empty());
+    assert!(store.update_user(&promoted, Role::Owner, &audit(account.id, "user.updated", "x")).await.expect("update"));
+    assert_eq!(store.consume_sign_in_token(&token, t0).await.expect("consume"), Some((account.id, read.id)));
+    assert!(
+        store
+            .delete_user(account.id, read.id, Role::Owner, &audit(account.id, "user.deleted", "x"))
+            .await
+            .expect("delete")
+    );
+    assert_eq!(store.get_user(account.id, read.id).await.expect("get"), None);
+
+    // A user that is gone: Ok(false) whatever the role, nothing written.
+    let audited = audit_actions(&store, account.id).await;
+    for role in [Role::Owner, Role::Developer] {
+        let mut ghost = promoted.clone();
+        ghost.role = role;
+        assert!(!store.update_user(&ghost, role, &audit(account.id, "user.updated", "x")).await.expect("gone"));
+        assert!(
+            !store
+                .set_password(
+                    account.id,
+                    read.id,
+                    role,
+                    Some(ARGON_NEW),
+                    &audit(account.id, "user.password_changed", "x")
+                )
+                .await
+                .expect("gone")
+        );
+        assert!(
+            !store.delete_user(account.id, read.id, role, &audit(account.id, "user.deleted", "x")).await.expect("gone")
+        );
+    }
+    assert_eq!(store.get_user(account.id, read.id).await.expect("get"), None);
+    assert_eq!(audit_actions(&store, account.id).await, audited);
+}
+
 both_backends!(delete_user_removes_its_sessions_and_sign_in_tokens);
 async fn delete_user_removes_its_sessions_and_sign_in_tokens(store: Arc<dyn Store>) {
     let (account, _) = seed_account(&store, "Acme").await;
@@ -2333,18 +2508,28 @@ async fn delete_user_removes_its_sessions_and_sign_in_tokens(store: Arc<dyn Stor
     let owners_token = token_hash();
     store.create_sign_in_token(&owners_token, account.id, owner.id, t0 + Duration::days(1)).await.expect("token");
 
-    assert!(!store.delete_user(other.id, user.id, &audit(other.id, "user.deleted", "x")).await.expect("not theirs"));
+    assert!(
+        !store
+            .delete_user(other.id, user.id, user.role, &audit(other.id, "user.deleted", "x"))
+            .await
+            .expect("not theirs")
+    );
     assert_eq!(store.get_user(account.id, user.id).await.expect("get"), Some(user.clone()));
 
     let deleted = audit(account.id, "user.deleted", &user.id.to_string());
-    assert!(store.delete_user(account.id, user.id, &deleted).await.expect("delete"));
+    assert!(store.delete_user(account.id, user.id, user.role, &deleted).await.expect("delete"));
     assert_eq!(store.get_user(account.id, user.id).await.expect("get"), None);
     assert!(store.users_by_email("ada@example.com").await.expect("by email").is_empty());
     for session in &sessions {
         assert_eq!(store.session_by_token(&session.token_hash).await.expect("by token"), None);
     }
     assert_eq!(store.consume_sign_in_token(&token, t0).await.expect("consume"), None);
-    assert!(!store.delete_user(account.id, user.id, &audit(account.id, "user.deleted", "x")).await.expect("again"));
+    assert!(
+        !store
+            .delete_user(account.id, user.id, user.role, &audit(account.id, "user.deleted", "x"))
+            .await
+            .expect("again")
+    );
 
     // The audit event outlives the user; the owner's session and token are untouched.
     assert_eq!(all_audit(&store, account.id).await[0], deleted);

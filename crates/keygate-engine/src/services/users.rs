@@ -247,12 +247,16 @@ impl Keygate {
         if !changes.is_empty() {
             user.updated_at = time::now();
             let audit = p.audit("user.updated", "user", user.id, Value::Object(changes));
-            self.store.update_user(&user, &audit).await?;
+            if !self.store.update_user(&user, old.role, &audit).await? {
+                return Err(Error::NotFound("user"));
+            }
         }
         if let Some(pw) = req.password {
             let hash = self.passwords.hash(pw).await?;
             let audit = p.audit("user.password_changed", "user", user.id, json!({}));
-            self.store.set_password(user.account_id, user.id, Some(&hash), &audit).await?;
+            if !self.store.set_password(user.account_id, user.id, user.role, Some(&hash), &audit).await? {
+                return Err(Error::NotFound("user"));
+            }
             user.has_password = true;
             user.updated_at = time::now();
         }
@@ -268,7 +272,7 @@ impl Keygate {
         let user = self.get_user(p, id).await?;
         self.ensure_may_grant(p, user.role)?;
         let audit = p.audit("user.deleted", "user", user.id, json!({"email": user.email, "role": user.role.as_str()}));
-        if self.store.delete_user(user.account_id, user.id, &audit).await? {
+        if self.store.delete_user(user.account_id, user.id, user.role, &audit).await? {
             Ok(())
         } else {
             Err(Error::NotFound("user"))

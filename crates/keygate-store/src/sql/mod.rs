@@ -966,6 +966,17 @@ macro_rules! sql_store {
             stored.as_deref().map(role).transpose()
         }
 
+        /// Refuses (`user_changed`) a write checked against `expected` when the user's role read
+        /// under the account's lock is another: a concurrent write changed it since the caller
+        /// checked it may touch the user.
+        fn ensure_role_unchanged(current: Role, expected: Role) -> Result<()> {
+            if current == expected {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict("user_changed"))
+            }
+        }
+
         /// Refuses (`last_owner`) a change that takes user `id` away from the owners of `account`
         /// when no other owner is left. The caller holds the account's lock (`lock_account`).
         async fn ensure_another_owner(tx: &mut Tx, account: AccountId, id: UserId) -> Result<()> {
@@ -1044,15 +1055,16 @@ macro_rules! sql_store {
                 convert_all(rows)
             }
 
-            async fn update_user(&self, user: &User, audit: &AuditEvent) -> Result<()> {
+            async fn update_user(&self, user: &User, expected_role: Role, audit: &AuditEvent) -> Result<bool> {
                 let mut tx = self.begin_write().await?;
                 // Locked before the role is read, so the role and the owner count are both
-                // current when the rule is checked.
+                // current when the rules are checked.
                 lock_account(&mut tx, user.account_id).await?;
                 let Some(current) = user_role(&mut tx, user.account_id, user.id).await? else {
                     tracing::debug!(user = %user.id, "update_user: no such user in this account");
-                    return Ok(());
+                    return Ok(false);
                 };
+                ensure_role_unchanged(current, expected_role)?;
                 if current == Role::Owner && user.role != Role::Owner {
                     ensure_another_owner(&mut tx, user.account_id, user.id).await?;
                 }
@@ -1069,18 +1081,26 @@ macro_rules! sql_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                finish(tx, audit, &[]).await
+                finish(tx, audit, &[]).await?;
+                Ok(true)
             }
 
             async fn set_password(
                 &self,
                 account: AccountId,
                 id: UserId,
+                expected_role: Role,
                 password_hash: Option<&str>,
                 audit: &AuditEvent,
-            ) -> Result<()> {
+            ) -> Result<bool> {
                 let mut tx = self.begin_write().await?;
-                let done = sqlx::query(
+                lock_account(&mut tx, account).await?;
+                let Some(current) = user_role(&mut tx, account, id).await? else {
+                    tracing::debug!(user = %id, "set_password: no such user in this account");
+                    return Ok(false);
+                };
+                ensure_role_unchanged(current, expected_role)?;
+                sqlx::query(
                     "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND account_id = $4",
                 )
                 .bind(password_hash)
@@ -1090,25 +1110,29 @@ macro_rules! sql_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                if done.rows_affected() == 0 {
-                    tracing::debug!(user = %id, "set_password: no such user in this account");
-                    return Ok(());
-                }
                 sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
                     .bind(audit.created_at)
                     .bind(id.to_string())
                     .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
-                finish(tx, audit, &[]).await
+                finish(tx, audit, &[]).await?;
+                Ok(true)
             }
 
-            async fn delete_user(&self, account: AccountId, id: UserId, audit: &AuditEvent) -> Result<bool> {
+            async fn delete_user(
+                &self,
+                account: AccountId,
+                id: UserId,
+                expected_role: Role,
+                audit: &AuditEvent,
+            ) -> Result<bool> {
                 let mut tx = self.begin_write().await?;
                 lock_account(&mut tx, account).await?;
                 let Some(current) = user_role(&mut tx, account, id).await? else {
                     return Ok(false);
                 };
+                ensure_role_unchanged(current, expected_role)?;
                 if current == Role::Owner {
                     ensure_another_owner(&mut tx, account, id).await?;
                 }
