@@ -83,8 +83,13 @@ impl Engine {
         let requests = Arc::new(RequestRecorder::default());
         let (stop, stopped) = watch::channel(false);
         let sealer_key = keygate.hasher.derive("idempotency-responses-v1");
-        let idempotency =
-            Idempotency::new(Arc::clone(&keygate.store), sealer_key, settings.idempotency_retention_seconds);
+        let fingerprint_key = keygate.hasher.derive("idempotency-fingerprints-v1");
+        let idempotency = Idempotency::new(
+            Arc::clone(&keygate.store),
+            sealer_key,
+            fingerprint_key,
+            settings.idempotency_retention_seconds,
+        );
         let request_log_retention = ChronoDuration::days(i64::from(settings.request_log_retention_days));
         let tasks = vec![
             tokio::spawn(follower::follow(Arc::clone(&raw), cache, FOLLOW_INTERVAL, stopped.clone())),

@@ -32,6 +32,7 @@ use std::sync::Arc;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use chrono::Duration;
+use hmac::{Hmac, Mac};
 use keygate_domain::{AccountId, TenantId, time};
 use keygate_store::{IdempotencyBegin, Store};
 use sha2::{Digest, Sha256};
@@ -78,17 +79,20 @@ pub struct Binding {
 }
 
 impl Binding {
-    /// The fingerprint of `request` bound to this principal and tenant.
-    fn fingerprint(&self, request: &[u8; 32]) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(b"keygate-idempotency-binding-v1\0");
-        h.update(request);
-        h.update(self.principal.as_bytes());
-        h.update([0]);
+    /// The fingerprint of `request` bound to this principal and tenant: an HMAC-SHA256 under
+    /// `key`, a secret derived from the hash secret. A plain digest would let a copy of the
+    /// database confirm guesses of a body (a password sent to `POST /v1/users`) offline; keyed,
+    /// it confirms nothing without the secret.
+    fn fingerprint(&self, key: &[u8; 32], request: &[u8; 32]) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+        mac.update(b"keygate-idempotency-binding-v2\0");
+        mac.update(request);
+        mac.update(self.principal.as_bytes());
+        mac.update(&[0]);
         if let Some(t) = self.tenant {
-            h.update(t.to_string().as_bytes());
+            mac.update(t.to_string().as_bytes());
         }
-        h.finalize().into()
+        mac.finalize().into_bytes().into()
     }
 }
 
@@ -110,15 +114,16 @@ pub struct Ticket {
 pub struct Idempotency {
     store: Arc<dyn Store>,
     sealer: Sealer,
+    fingerprint_key: [u8; 32],
     retention: Duration,
 }
 
 impl Idempotency {
-    /// `sealer_key` must be secret (derive it from the hash secret); records are kept for
-    /// `retention_seconds`.
+    /// `sealer_key` and `fingerprint_key` must be secret and distinct (derive them from the hash
+    /// secret); records are kept for `retention_seconds`.
     #[must_use]
-    pub fn new(store: Arc<dyn Store>, sealer_key: [u8; 32], retention_seconds: u64) -> Self {
-        Self { store, sealer: Sealer::new(sealer_key), retention: retention(retention_seconds) }
+    pub fn new(store: Arc<dyn Store>, sealer_key: [u8; 32], fingerprint_key: [u8; 32], retention_seconds: u64) -> Self {
+        Self { store, sealer: Sealer::new(sealer_key), fingerprint_key, retention: retention(retention_seconds) }
     }
 
     /// How long a record is kept.
@@ -139,7 +144,7 @@ impl Idempotency {
             return Ok(Claim::Proceed(Ticket { claimed: None }));
         };
         let account = binding.account;
-        let fingerprint = binding.fingerprint(fingerprint);
+        let fingerprint = binding.fingerprint(&self.fingerprint_key, fingerprint);
         let now = time::now();
         let expires_at = now + self.retention;
         match self.store.begin_idempotent(account, key, &fingerprint, now, expires_at).await? {
@@ -241,11 +246,13 @@ mod tests {
         let b = Binding { principal: "key_b".into(), ..a.clone() };
         let t1 = Binding { tenant: Some(TenantId::generate()), ..a.clone() };
         let t2 = Binding { tenant: Some(TenantId::generate()), ..a.clone() };
-        assert_eq!(a.fingerprint(&request), a.clone().fingerprint(&request));
-        assert_ne!(a.fingerprint(&request), b.fingerprint(&request), "another principal");
-        assert_ne!(a.fingerprint(&request), t1.fingerprint(&request), "a tenant");
-        assert_ne!(t1.fingerprint(&request), t2.fingerprint(&request), "another tenant");
-        assert_ne!(a.fingerprint(&request), a.fingerprint(&[2u8; 32]), "another request");
+        let k = [9u8; 32];
+        assert_eq!(a.fingerprint(&k, &request), a.clone().fingerprint(&k, &request));
+        assert_ne!(a.fingerprint(&k, &request), b.fingerprint(&k, &request), "another principal");
+        assert_ne!(a.fingerprint(&k, &request), t1.fingerprint(&k, &request), "a tenant");
+        assert_ne!(t1.fingerprint(&k, &request), t2.fingerprint(&k, &request), "another tenant");
+        assert_ne!(a.fingerprint(&k, &request), a.fingerprint(&k, &[2u8; 32]), "another request");
+        assert_ne!(a.fingerprint(&k, &request), a.fingerprint(&[8u8; 32], &request), "without the secret, no match");
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! derived from the hash secret, so a copy of the database alone cannot be cracked offline.
 //! Stored as a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`).
 //!
-//! Hashing costs tens of milliseconds of CPU: callers run it off the async workers
-//! ([`Passwords::hash`] and [`Passwords::verify`] use `spawn_blocking`).
+//! Hashing costs tens of milliseconds of CPU and 19 MiB of memory: it runs off the async workers
+//! (`spawn_blocking`), at most one per core at a time; more requests wait their turn, so a burst
+//! of password changes or sign-ins cannot take the process's memory.
 
 use std::sync::Arc;
 
@@ -25,6 +26,8 @@ pub const MAX_PASSWORD_CHARS: usize = 256;
 #[derive(Clone)]
 pub struct Passwords {
     pepper: Arc<[u8; 32]>,
+    /// One permit per hash running at once.
+    running: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Passwords {
@@ -37,7 +40,11 @@ impl Passwords {
     /// The pepper is derived from the hash secret (`hasher`), never stored.
     #[must_use]
     pub fn new(hasher: &KeyHasher) -> Self {
-        Self { pepper: Arc::new(hasher.derive("dashboard-password-pepper-v1")) }
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        Self {
+            pepper: Arc::new(hasher.derive("dashboard-password-pepper-v1")),
+            running: Arc::new(tokio::sync::Semaphore::new(cores)),
+        }
     }
 
     fn argon2(pepper: &[u8]) -> Result<Argon2<'_>, Error> {
@@ -64,8 +71,15 @@ impl Passwords {
     /// # Errors
     /// [`Error::Internal`] when hashing fails (it does not with valid parameters).
     pub async fn hash(&self, password: String) -> Result<String, Error> {
+        // The permit moves into the hashing thread: released when the hash is done, even if this
+        // request is dropped meanwhile.
+        let turn = Arc::clone(&self.running)
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::Internal(format!("hashing queue: {e}")))?;
         let pepper = Arc::clone(&self.pepper);
         tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             Self::argon2(&pepper[..])?
                 .hash_password(password.as_bytes())
                 .map(|h| h.to_string())
@@ -79,8 +93,10 @@ impl Passwords {
     /// checked instead, so an unknown email or a user without a password costs the same time as
     /// a wrong password, and answers the same (false).
     pub async fn verify(&self, password: String, phc: Option<String>) -> bool {
+        let Ok(turn) = Arc::clone(&self.running).acquire_owned().await else { return false };
         let pepper = Arc::clone(&self.pepper);
         tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let Ok(argon2) = Self::argon2(&pepper[..]) else { return false };
             let (phc, real) = match phc {
                 Some(phc) => (phc, true),

@@ -118,7 +118,8 @@ async fn no_escalation_through_a_user(app: TestApp) {
         async move { str_of(&app.create_key(&owner, body).await["key"]) }
     };
     // Holds users:write and what a developer holds, but not a developer's every scope.
-    let narrow = key(json!({"name": "narrow", "scopes": ["users:write", "calls:read"]})).await;
+    let narrow =
+        key(json!({"name": "narrow", "scopes": ["users:write", "calls:read"], "rate_limit_per_minute": 10_000})).await;
     let r = app.post(&narrow, "/v1/users", &json!({"email": "d@example.com", "role": "developer"})).await;
     assert_escalation(&r, "scopes", Some("account:read"));
     let r = app.post(&narrow, "/v1/users", &json!({"email": "o@example.com", "role": "owner"})).await;
@@ -129,7 +130,8 @@ async fn no_escalation_through_a_user(app: TestApp) {
         "audit:read", "billing:read", "balance:read", "webhooks:read", "tenants:read", "provisioning:read",
         "extensions:read", "call_flows:read", "queues:read", "ring_groups:read", "voicemail:read", "calls:read",
         "recordings:read", "trunks:read", "phone_numbers:read", "port_requests:read", "messages:read",
-        "faxes:read", "campaigns:read", "two_fa:read", "validator:read", "reports:read"]}))
+        "faxes:read", "campaigns:read", "two_fa:read", "validator:read", "reports:read"],
+        "rate_limit_per_minute": 10_000}))
     .await;
     let viewer = app.post(&readers, "/v1/users", &json!({"email": "v@example.com", "role": "viewer"})).await;
     let viewer = viewer.expect_status(201);
@@ -142,7 +144,11 @@ async fn no_escalation_through_a_user(app: TestApp) {
     assert_escalation(&r, "scopes", Some("*"));
     assert_escalation(&app.delete(&readers, &owner_path).await, "scopes", Some("*"));
 
-    // Bounds a user would not have: tenants, IPs, expiry, the test environment.
+    // Bounds a user would not have: tenants, IPs, expiry, a rate limit below the maximum a
+    // user's keys may have, the test environment.
+    let slow = key(json!({"name": "slow", "rate_limit_per_minute": 9_999})).await;
+    let r = app.post(&slow, "/v1/users", &json!({"email": "s@example.com", "role": "viewer"})).await;
+    assert_escalation(&r, "rate_limit_per_minute", None);
     let tenant = app.create_tenant(&p.key, json!({"name": "T"})).await;
     let tenant_key = key(json!({"name": "t", "tenant_ids": [str_of(&tenant["id"])]})).await;
     let r = app.post(&tenant_key, "/v1/users", &json!({"email": "t@example.com", "role": "viewer"})).await;

@@ -28,12 +28,16 @@ pub const RECORD_ID: &str = "^rl_[0-9A-Z]{26}$";
 /// A scope, `resource:action` (SPEC §4).
 pub const SCOPE: &str = "^[a-z0-9_]{1,64}:([a-z0-9_]{1,64}|\\*)$";
 /// A user's email: something without white space, control characters or `@` on each side of
-/// one `@`, the domain holding a dot that neither starts nor ends it; 3–254 characters. U+FEFF
-/// is named because ECMA-262's `\s` holds it and Rust's does not.
+/// one `@`, the domain holding a dot that neither starts nor ends it; 3–254 characters. Invisible
+/// and direction-changing characters (soft hyphen, zero-width ones, bidirectional controls,
+/// U+FEFF) are refused too: two emails that look the same must be the same. U+FEFF is also named
+/// because ECMA-262's `\s` holds it and Rust's does not.
 pub const EMAIL: &str = concat!(
-    "^[^\\s@\\u0000-\\u001F\\u007F-\\u009F\\uFEFF]+@",
-    "[^\\s@.\\u0000-\\u001F\\u007F-\\u009F\\uFEFF][^\\s@\\u0000-\\u001F\\u007F-\\u009F\\uFEFF]*",
-    "\\.[^\\s@\\u0000-\\u001F\\u007F-\\u009F\\uFEFF]*[^\\s@.\\u0000-\\u001F\\u007F-\\u009F\\uFEFF]$",
+    "^[^\\s@\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\uFEFF]+@",
+    "[^\\s@.\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\uFEFF]",
+    "[^\\s@\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\uFEFF]*\\.",
+    "[^\\s@\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\uFEFF]*",
+    "[^\\s@.\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\uFEFF]$",
 );
 /// An `Idempotency-Key` value: 1–255 printable ASCII characters (SPEC §6).
 pub const IDEMPOTENCY_KEY: &str = "^[ -~]{1,255}$";

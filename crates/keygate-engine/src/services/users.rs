@@ -3,10 +3,13 @@
 //! change that would leave none, atomically).
 //!
 //! No escalation through a user (SPEC §4): a user acts with its role's scopes
-//! ([`role_scopes`]) from anywhere and without an expiry, so only a principal without a tenant,
-//! IP or expiry bound may create or change users, only a live key, and only for a role whose
-//! scopes it holds itself (an owner needs an unrestricted principal). Otherwise 403
-//! `insufficient_scope` naming the bound (`exceeds`). Emails are unique per account, compared
+//! ([`role_scopes`]) from anywhere, without an expiry, and may make keys up to the configured
+//! maximum rate limit, so only a live key without an IP or expiry bound and with that maximum rate
+//! limit may create or change users, and only for a role whose scopes it holds itself (an owner
+//! needs an unrestricted principal). Otherwise 403 `insufficient_scope` naming the bound
+//! (`exceeds`); a tenant-scoped key, which users are outside of, gets 403 `tenant_not_allowed`.
+//! The store re-checks the role it was given under the account's lock, so a concurrent change
+//! of the user answers 409 rather than acting on a role that was never checked. Emails are unique per account, compared
 //! without case; a duplicate is 409. Passwords are hashed with argon2id ([`crate::password`]) and
 //! never written anywhere else, audit included.
 
@@ -55,7 +58,7 @@ pub fn role_scopes(role: Role, catalog: &Catalog, operator: bool) -> Option<Vec<
     Some(out)
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
     /// The sign-in email; unique in the account, compared without case.
@@ -63,7 +66,7 @@ pub struct CreateUserRequest {
         example = "ada@example.com",
         min_length = 3,
         max_length = 254,
-        pattern = "^[^\\s@\\u0000-\\u001F\\u007F-\\u009F\\uFEFF]+@[^\\s@.\\u0000-\\u001F\\u007F-\\u009F\\uFEFF][^\\s@\\u0000-\\u001F\\u007F-\\u009F\\uFEFF]*\\.[^\\s@\\u0000-\\u001F\\u007F-\\u009F\\uFEFF]*[^\\s@.\\u0000-\\u001F\\u007F-\\u009F\\uFEFF]$"
+        pattern = "^[^\\s@\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\uFEFF]+@[^\\s@.\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\uFEFF][^\\s@\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\uFEFF]*\\.[^\\s@\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\uFEFF]*[^\\s@.\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\uFEFF]$"
     )]
     pub email: String,
     /// `owner`, `admin`, `developer` or `viewer`.
@@ -74,13 +77,13 @@ pub struct CreateUserRequest {
     pub password: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
     #[schema(
         min_length = 3,
         max_length = 254,
-        pattern = "^[^\\s@\\u0000-\\u001F\\u007F-\\u009F\\uFEFF]+@[^\\s@.\\u0000-\\u001F\\u007F-\\u009F\\uFEFF][^\\s@\\u0000-\\u001F\\u007F-\\u009F\\uFEFF]*\\.[^\\s@\\u0000-\\u001F\\u007F-\\u009F\\uFEFF]*[^\\s@.\\u0000-\\u001F\\u007F-\\u009F\\uFEFF]$"
+        pattern = "^[^\\s@\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\uFEFF]+@[^\\s@.\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\uFEFF][^\\s@\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\uFEFF]*\\.[^\\s@\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\uFEFF]*[^\\s@.\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\uFEFF]$"
     )]
     pub email: Option<String>,
     #[schema(pattern = "^(owner|admin|developer|viewer)$")]
@@ -88,6 +91,28 @@ pub struct UpdateUserRequest {
     /// A new password (12–256 characters); every session of the user ends.
     #[schema(min_length = 12, max_length = 256, format = Password)]
     pub password: Option<String>,
+}
+
+/// Never prints the password.
+impl std::fmt::Debug for CreateUserRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateUserRequest")
+            .field("email", &self.email)
+            .field("role", &self.role)
+            .field("password", &self.password.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+/// Never prints the password.
+impl std::fmt::Debug for UpdateUserRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateUserRequest")
+            .field("email", &self.email)
+            .field("role", &self.role)
+            .field("password", &self.password.as_ref().map(|_| "…"))
+            .finish()
+    }
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -137,6 +162,10 @@ impl Keygate {
         }
         if p.expires_at.is_some() {
             return refuse(Exceeds::ExpiresAt);
+        }
+        // A user may create keys up to the configured maximum rate limit.
+        if p.max_rate_limit.is_some_and(|max| max < self.limits.max_key_rate_limit_per_minute) {
+            return refuse(Exceeds::RateLimit);
         }
         let wanted = role_scopes(role, &self.catalog, p.account.operator);
         if let Err(missing) = scope::within(wanted.as_deref(), p.scopes.as_deref()) {
@@ -304,6 +333,14 @@ mod tests {
     }
 
     #[test]
+    fn requests_never_print_their_password() {
+        let create =
+            CreateUserRequest { email: "a@b.c".into(), role: "owner".into(), password: Some("hunter2hunter2".into()) };
+        let update = UpdateUserRequest { password: Some("hunter2hunter2".into()), ..UpdateUserRequest::default() };
+        assert!(!format!("{create:?}{update:?}").contains("hunter2"));
+    }
+
+    #[test]
     fn emails() {
         for ok in ["ada@example.com", "Ada.Lovelace+dash@Example.co.uk", "a@b.c"] {
             let mut v = Validator::default();
@@ -322,6 +359,9 @@ mod tests {
             "ada@example.com.",
             " ada@example.com",
             "ada@exa\u{7}mple.com",
+            "owner\u{200b}@example.com",
+            "\u{202e}owner@example.com",
+            "owner@example.com\u{ad}",
         ] {
             let mut v = Validator::default();
             let _ = email(&mut v, "email", bad);
