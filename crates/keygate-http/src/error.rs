@@ -142,27 +142,33 @@ impl ApiError {
         match e {
             Error::Auth(f) => f.to_string(),
             Error::Escalation { exceeds: Exceeds::Scopes, required_scope } => match required_scope.as_deref() {
-                Some("*") | None => "A key with restricted scopes cannot create or change an unrestricted key.".into(),
-                Some(s) => format!("This key lacks {s}, so it cannot give it to another key."),
+                Some("*") | None => {
+                    "A key with restricted scopes cannot create or change an unrestricted key or an owner.".into()
+                }
+                Some(s) => format!("This key lacks {s}, so it cannot give it to another key or to a user."),
             },
             Error::Escalation { exceeds: Exceeds::TenantIds, .. } => {
                 "A key can only create or change keys within its own tenant scope.".into()
             }
             Error::Escalation { exceeds: Exceeds::RateLimit, .. } => {
-                "A key cannot create or change a key with a higher rate limit than its own.".into()
+                "A key cannot create or change a key with a higher rate limit than its own, nor users unless its \
+                 rate limit is the configured maximum (a user may make keys up to it)."
+                    .into()
             }
             Error::Escalation { exceeds: Exceeds::ExpiresAt, .. } => {
-                "A key that expires can only create or change keys that expire no later than it does; \
-                 set expires_at at or before its own."
+                "A key that expires can only create or change keys that expire no later than it does (set \
+                 expires_at at or before its own), and no users, who do not expire."
                     .into()
             }
             Error::Escalation { exceeds: Exceeds::AllowedIps, .. } => {
-                "A key with an IP allowlist can only create or change keys whose every allowed_ips entry \
-                 lies inside its own allowlist."
+                "A key with an IP allowlist can only create or change keys whose every allowed_ips entry lies \
+                 inside its own allowlist, and no users, who sign in from anywhere."
                     .into()
             }
             Error::Escalation { exceeds: Exceeds::Environment, .. } => {
-                "A test key can only create or change test keys.".into()
+                "A test key can only create or change test keys; tenants, users and account settings guard live \
+                 traffic."
+                    .into()
             }
             Error::Validation(errors) => match errors.as_slice() {
                 [one] => format!("{}: {}", one.field, one.message),

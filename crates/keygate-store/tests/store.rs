@@ -1935,6 +1935,25 @@ async fn user_emails_are_unique_per_account_whatever_their_case(store: Arc<dyn S
         .expect_err("é and É");
     assert!(matches!(err, StoreError::Conflict("user_email")), "{err:?}");
 
+    // Two spellings of one address are one user: letters whose lower case is not their case
+    // fold, composed and decomposed accents, compatibility forms.
+    for (first, second) in [
+        ("straße@example.com", "STRASSE@example.com"),
+        ("ſam@example.com", "sam@example.com"),
+        ("\u{3b1}\u{3c2}@example.com", "\u{391}\u{3a3}@example.com"),
+        ("own\u{e9}r@example.com", "owne\u{301}r@example.com"),
+        ("\u{ff41}da@example.com", "ada@example.com"),
+    ] {
+        let kept = new_user(account.id, first, Role::Viewer, None);
+        match store.create_user(&kept, None, &audit(account.id, "user.created", "x")).await {
+            Ok(()) | Err(StoreError::Conflict("user_email")) => {}
+            Err(e) => panic!("{first}: {e:?}"),
+        }
+        let twin = new_user(account.id, second, Role::Viewer, None);
+        let err = store.create_user(&twin, None, &audit(account.id, "user.created", "x")).await;
+        assert!(matches!(err, Err(StoreError::Conflict("user_email"))), "{first} and {second}: {err:?}");
+    }
+
     // The same email in another account is another user.
     let elsewhere = add_user(&store, other.id, "ada@example.com", Role::Owner, None).await;
     assert_eq!(store.get_user(other.id, elsewhere.id).await.expect("get"), Some(elsewhere));
