@@ -2,7 +2,7 @@
 //! `tests/snapshots/openapi.json` in review.
 //!
 //! After an intended change, regenerate it with
-//! `UPDATE_SNAPSHOTS=1 cargo test -p keygate-server --test openapi` and commit the result.
+//! `UPDATE_SNAPSHOTS=1 cargo test -p keygate-api --test openapi` and commit the result.
 
 use std::path::Path;
 
@@ -18,7 +18,7 @@ fn openapi_document_matches_the_snapshot() {
     assert!(
         actual == expected,
         "the OpenAPI document differs from {}; if the change is intended, run \
-         `UPDATE_SNAPSHOTS=1 cargo test -p keygate-server --test openapi` and commit the file.\n{}",
+         `UPDATE_SNAPSHOTS=1 cargo test -p keygate-api --test openapi` and commit the file.\n{}",
         path.display(),
         first_difference(&expected, &actual)
     );

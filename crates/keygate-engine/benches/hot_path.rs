@@ -4,7 +4,7 @@
 //!
 //! Also one rate-limiter check (the in-process GCRA, compare-and-swap included): target ≤ 100 ns.
 //!
-//! Run: `cargo bench -p keygate-server --bench hot_path`. The summary at the end prints each
+//! Run: `cargo bench -p keygate-engine --bench hot_path`. The summary at the end prints each
 //! median and its ratio to the HMAC-SHA256 baseline and to its target.
 
 #![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]

@@ -3,7 +3,7 @@
 //! random one of 1,000 keys. The baseline, measured in the same run, is the store's own round
 //! trip (`SELECT 1`). Targets: p99 ≤ 1 ms on SQLite, ≤ 2 ms on PostgreSQL.
 //!
-//! Run: `cargo bench -p keygate-server --bench store_verify`. PostgreSQL is included when
+//! Run: `cargo bench -p keygate-engine --bench store_verify`. PostgreSQL is included when
 //! `KEYGATE_TEST_POSTGRES_URL` is set (a scratch database is created and dropped).
 
 #![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
