@@ -504,8 +504,9 @@ impl keygate_store::UserStore for CachedStore {
         user: &keygate_domain::User,
         password_hash: Option<&str>,
         audit: &AuditEvent,
+        max_users: u64,
     ) -> Result<()> {
-        self.inner.create_user(user, password_hash, audit).await
+        self.inner.create_user(user, password_hash, audit, max_users).await
     }
 
     async fn get_user(&self, account: AccountId, id: keygate_domain::UserId) -> Result<Option<keygate_domain::User>> {

@@ -146,6 +146,10 @@ impl From<StoreError> for Error {
             }
             StoreError::Conflict(rule) => Self::Conflict(format!("The change conflicts with existing data ({rule}).")),
             // OWASP API4: per-account caps, counted and enforced in the write transaction.
+            StoreError::LimitReached { what: "users", max } => Self::Conflict(format!(
+                "This account holds {max} users, the most it may have. Delete users it no longer needs, or ask \
+                 the operator to raise limits.max_users_per_account."
+            )),
             StoreError::LimitReached { what: "tenants", max } => Self::Conflict(format!(
                 "This account holds {max} tenants, the most it may have. Ask the operator to raise \
                  limits.max_tenants_per_account."

@@ -18,6 +18,8 @@ pub struct Limits {
     pub max_keys_per_account: u32,
     /// Tenants one account may hold.
     pub max_tenants_per_account: u32,
+    /// Dashboard users one account may hold.
+    pub max_users_per_account: u32,
 }
 
 /// The partner guide's numbers (SPEC §8: "Rate Limit — default 100, max 10,000").
@@ -29,6 +31,7 @@ impl Default for Limits {
             default_account_rate_limit_per_minute: 1_000,
             max_keys_per_account: 1_000,
             max_tenants_per_account: 10_000,
+            max_users_per_account: 1_000,
         }
     }
 }

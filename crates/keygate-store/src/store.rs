@@ -330,7 +330,15 @@ pub trait UserStore: Send + Sync {
     /// event, in one transaction. [`StoreError::Conflict`]`("user_email")` when the account
     /// already has a user with that email, compared case-insensitively. `user.has_password` is
     /// not stored: it is read back from whether `password_hash` is set.
-    async fn create_user(&self, user: &User, password_hash: Option<&str>, audit: &AuditEvent) -> Result<()>;
+    /// [`StoreError::LimitReached`] when the account has `max_users` already (counted and inserted
+    /// atomically; `u64::MAX` = no cap).
+    async fn create_user(
+        &self,
+        user: &User,
+        password_hash: Option<&str>,
+        audit: &AuditEvent,
+        max_users: u64,
+    ) -> Result<()>;
     async fn get_user(&self, account: AccountId, id: UserId) -> Result<Option<User>>;
     /// Every user with this email (case-insensitive) in any account, with its password hash,
     /// oldest first (sign-in).

@@ -128,6 +128,8 @@ pub struct LimitsConfig {
     pub max_keys_per_account: u32,
     /// Tenants one account may hold; creating past it is 409 `conflict`.
     pub max_tenants_per_account: u32,
+    /// Dashboard users one account may hold; creating past it is 409 `conflict`.
+    pub max_users_per_account: u32,
 }
 
 impl Default for LimitsConfig {
@@ -139,6 +141,7 @@ impl Default for LimitsConfig {
             default_account_rate_limit_per_minute: l.default_account_rate_limit_per_minute,
             max_keys_per_account: l.max_keys_per_account,
             max_tenants_per_account: l.max_tenants_per_account,
+            max_users_per_account: l.max_users_per_account,
         }
     }
 }
@@ -246,8 +249,12 @@ impl Config {
                     .into(),
             );
         }
-        if l.max_keys_per_account == 0 || l.max_tenants_per_account == 0 {
-            errors.push("limits.max_keys_per_account and limits.max_tenants_per_account must be at least 1".into());
+        if l.max_keys_per_account == 0 || l.max_tenants_per_account == 0 || l.max_users_per_account == 0 {
+            errors.push(
+                "limits.max_keys_per_account, limits.max_tenants_per_account and limits.max_users_per_account must \
+                 be at least 1"
+                    .into(),
+            );
         }
         if !(1..=128).contains(&self.client_ipv6_prefix) {
             errors.push("client_ipv6_prefix must be between 1 and 128 (64: one host owns a /64)".into());
@@ -303,6 +310,7 @@ impl Config {
                         default_account_rate_limit_per_minute: l.default_account_rate_limit_per_minute,
                         max_keys_per_account: l.max_keys_per_account,
                         max_tenants_per_account: l.max_tenants_per_account,
+                        max_users_per_account: l.max_users_per_account,
                     },
                     allow_query_key: self.auth.allow_query_key,
                     max_failed_attempts_per_minute: self.auth.max_failed_attempts_per_minute,

@@ -172,3 +172,22 @@ async fn no_escalation_through_a_user(app: TestApp) {
     assert_eq!(listed.len(), 2, "only the viewer and the owner were made: {listed:?}");
 }
 both_backends!(no_escalation_through_a_user);
+
+fn two_users_per_account(config: &mut keygate::Config) {
+    config.limits.max_users_per_account = 2;
+}
+
+async fn a_full_account_refuses_new_users(app: TestApp) {
+    let p = app.partner("Acme").await;
+    for email in ["a@example.com", "b@example.com"] {
+        app.post(&p.key, "/v1/users", &json!({"email": email, "role": "viewer"})).await.expect_status(201);
+    }
+    let r = app.post(&p.key, "/v1/users", &json!({"email": "c@example.com", "role": "viewer"})).await;
+    assert_problem(&r, 409, "conflict");
+    assert!(r.body["detail"].as_str().is_some_and(|d| d.contains("limits.max_users_per_account")), "{r:?}");
+    assert_eq!(list_data(app.get(&p.key, "/v1/users").await.expect_status(200)).len(), 2);
+    // Another account has room of its own.
+    let other = app.partner("Globex").await;
+    app.post(&other.key, "/v1/users", &json!({"email": "c@example.com", "role": "viewer"})).await.expect_status(201);
+}
+both_backends_with!(two_users_per_account; a_full_account_refuses_new_users);

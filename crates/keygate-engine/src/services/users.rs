@@ -217,7 +217,7 @@ impl Keygate {
             user.id,
             json!({"email": user.email, "role": user.role.as_str(), "has_password": user.has_password}),
         );
-        self.store.create_user(&user, hash.as_deref(), &audit).await?;
+        self.store.create_user(&user, hash.as_deref(), &audit, u64::from(self.limits.max_users_per_account)).await?;
         Ok(user)
     }
 

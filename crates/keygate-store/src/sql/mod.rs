@@ -341,13 +341,14 @@ macro_rules! sql_store {
         /// count and the insert run in one transaction with the account locked, so concurrent
         /// creates cannot pass the cap together.
         async fn ensure_room(tx: &mut Tx, table: &'static str, account: AccountId, max: u64) -> Result<()> {
-            // `table` is one of two literals, never input.
+            // `table` is one of three literals, never input.
             if max == u64::MAX {
                 return Ok(());
             }
             lock_account(tx, account).await?;
             let sql = match table {
                 "tenants" => "SELECT COUNT(*) FROM tenants WHERE account_id = $1",
+                "users" => "SELECT COUNT(*) FROM users WHERE account_id = $1",
                 _ => "SELECT COUNT(*) FROM api_keys WHERE account_id = $1",
             };
             let n: i64 = sqlx::query_scalar(sql).bind(account.to_string()).fetch_one(&mut **tx).await.map_err(map_err)?;
@@ -996,8 +997,15 @@ macro_rules! sql_store {
 
         #[async_trait]
         impl UserStore for $store {
-            async fn create_user(&self, user: &User, password_hash: Option<&str>, audit: &AuditEvent) -> Result<()> {
+            async fn create_user(
+                &self,
+                user: &User,
+                password_hash: Option<&str>,
+                audit: &AuditEvent,
+                max_users: u64,
+            ) -> Result<()> {
                 let mut tx = self.begin_write().await?;
+                ensure_room(&mut tx, "users", user.account_id, max_users).await?;
                 sqlx::query(
                     "INSERT INTO users (id, account_id, email, email_lower, role, password_hash, created_at, \
                      updated_at, last_sign_in_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
