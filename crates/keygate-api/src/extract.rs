@@ -93,6 +93,7 @@ fn unknown_field(msg: &str) -> Option<String> {
 /// not parse gets the form it must have.
 fn clean_serde_message(msg: &str) -> String {
     let msg = msg.find(" at line ").map_or(msg, |i| &msg[..i]);
+    let msg = &without_echoed_value(msg);
     let chrono = [
         "input contains invalid characters",
         "premature end of input",
@@ -105,6 +106,27 @@ fn clean_serde_message(msg: &str) -> String {
     } else {
         msg.to_owned()
     }
+}
+
+/// serde's `invalid type: string "…", expected …` and `invalid value: integer `…`, expected …`
+/// repeat the value sent, which may be a secret (a key or a password in the wrong field, or of the
+/// wrong type): the value goes, the kinds stay (`invalid type: string, expected a sequence`).
+fn without_echoed_value(msg: &str) -> String {
+    for head in ["invalid type: ", "invalid value: "] {
+        let Some(rest) = msg.strip_prefix(head) else { continue };
+        let Some(start) = rest.find(['`', '"']) else { continue };
+        let kind = rest[..start].trim_end();
+        let end = if rest[start..].starts_with('`') {
+            rest[start + 1..].find('`').map(|i| start + i + 2)
+        } else {
+            rest.rfind("\", expected").map(|i| i + 1)
+        };
+        return match end {
+            Some(end) => format!("{head}{kind}{}", &rest[end..]),
+            None => format!("{head}{kind}"),
+        };
+    }
+    msg.to_owned()
 }
 
 impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
@@ -212,5 +234,22 @@ mod tests {
         assert_eq!(err(r#"{"name": 5"#).1, "invalid_request", "broken JSON wins over a wrong type");
         assert_eq!(err("nope").1, "invalid_request");
         assert_eq!(err(r#"{"name": "x"}"#).0, 200);
+    }
+
+    #[test]
+    fn values_sent_are_not_repeated_in_messages() {
+        for (serde, cleaned) in [
+            ("invalid type: integer `12345678901234`, expected a string", "invalid type: integer, expected a string"),
+            ("invalid type: floating point `1.5`, expected u32", "invalid type: floating point, expected u32"),
+            (
+                "invalid type: string \"sk_live_abc\\\"def\", expected a sequence",
+                "invalid type: string, expected a sequence",
+            ),
+            ("invalid value: string \"x\"", "invalid value: string"),
+            ("invalid type: map, expected a string", "invalid type: map, expected a string"),
+            ("missing field `name`", "missing field `name`"),
+        ] {
+            assert_eq!(without_echoed_value(serde), cleaned, "{serde}");
+        }
     }
 }
