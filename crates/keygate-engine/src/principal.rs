@@ -8,6 +8,8 @@ use keygate_domain::time::Timestamp;
 use keygate_domain::{Environment, EventId, Scope, TenantId, time};
 use serde_json::Value;
 
+use keygate_domain::policy::AuthFailure;
+
 use crate::error::{Error, Exceeds};
 
 /// Who is acting, and the most it may hand out.
@@ -60,6 +62,19 @@ impl Principal {
     pub fn ensure_live(&self) -> Result<(), Error> {
         if self.environment == Some(Environment::Test) {
             return Err(Error::Escalation { exceeds: Exceeds::Environment, required_scope: None });
+        }
+        Ok(())
+    }
+
+    /// Whether this principal acts for the whole account: a tenant-scoped one acts for its
+    /// tenants only, so what is account-wide (tenants themselves, the account's settings, users)
+    /// is not its to create or change (SPEC §4).
+    ///
+    /// # Errors
+    /// 403 `tenant_not_allowed` for a tenant-scoped principal.
+    pub fn ensure_account_wide(&self) -> Result<(), Error> {
+        if self.tenant_ids.is_some() {
+            return Err(AuthFailure::TenantNotAllowed.into());
         }
         Ok(())
     }

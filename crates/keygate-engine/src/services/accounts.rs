@@ -9,7 +9,6 @@
 //! it created and suspended.
 
 use keygate_domain::model::{Account, AccountStatus, ApiKey};
-use keygate_domain::policy::AuthFailure;
 use keygate_domain::{AccountId, Environment, KeyId, PlaintextKey, time};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -229,9 +228,7 @@ impl Keygate {
         let req = UpdateAccountRequest { name: req.name, allowed_ips: req.allowed_ips, rate_limit_per_minute: None };
         // The account's settings bound every key of it: a narrower principal may not loosen them
         // for the others (SPEC §4). A tenant-scoped key acts for its tenants, not the account.
-        if p.tenant_ids.is_some() {
-            return Err(AuthFailure::TenantNotAllowed.into());
-        }
+        p.ensure_account_wide()?;
         p.ensure_live()?;
         if let (Some(own), Some(ips)) = (&p.allowed_ips, &req.allowed_ips) {
             let mut v = Validator::default();

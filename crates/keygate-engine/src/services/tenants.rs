@@ -90,9 +90,7 @@ impl Keygate {
     /// # Errors
     /// 403 for a tenant-scoped caller, 422, 409 on a duplicate `external_id`.
     pub async fn create_tenant(&self, p: &Principal, req: CreateTenantRequest) -> Result<Tenant, Error> {
-        if p.tenant_ids.is_some() {
-            return Err(AuthFailure::TenantNotAllowed.into());
-        }
+        p.ensure_account_wide()?;
         p.ensure_live()?;
         let mut v = Validator::default();
         let name = v.name("name", &req.name);

@@ -14,7 +14,6 @@
 //! never written anywhere else, audit included.
 
 use keygate_domain::model::{Role, User};
-use keygate_domain::policy::AuthFailure;
 use keygate_domain::scope::{self, Catalog};
 use keygate_domain::{Scope, UserId, time};
 use serde::Deserialize;
@@ -185,9 +184,7 @@ impl Keygate {
     /// 422 for a bad email, role or password; 403 when `p` may not give that role
     /// ([`Keygate::ensure_may_grant`]); 409 when the email is taken in the account.
     pub async fn create_user(&self, p: &Principal, req: CreateUserRequest) -> Result<User, Error> {
-        if p.tenant_ids.is_some() {
-            return Err(AuthFailure::TenantNotAllowed.into());
-        }
+        p.ensure_account_wide()?;
         let mut v = Validator::default();
         let email = email(&mut v, "email", &req.email);
         let role = role(&mut v, "role", &req.role);
@@ -227,9 +224,7 @@ impl Keygate {
     /// 422 for a bad limit, 400 for a bad cursor; 403 for a tenant-scoped principal (users are
     /// account-wide).
     pub async fn list_users(&self, p: &Principal, q: ListUsersParams) -> Result<(Vec<User>, Option<String>), Error> {
-        if p.tenant_ids.is_some() {
-            return Err(AuthFailure::TenantNotAllowed.into());
-        }
+        p.ensure_account_wide()?;
         let (page, limit) = PageParams { limit: q.limit, cursor: q.cursor }.to_page(|c| c.parse::<UserId>().is_ok())?;
         let rows = self.store.list_users(p.account.id, &page).await?;
         Ok(paginate(rows, limit, |u| u.id.to_string()))
@@ -238,9 +233,7 @@ impl Keygate {
     /// # Errors
     /// 404; 403 for a tenant-scoped principal.
     pub async fn get_user(&self, p: &Principal, id: &str) -> Result<User, Error> {
-        if p.tenant_ids.is_some() {
-            return Err(AuthFailure::TenantNotAllowed.into());
-        }
+        p.ensure_account_wide()?;
         self.load_user(p, id).await
     }
 
