@@ -19,7 +19,8 @@ allowed = {
     "keygate-http": {"keygate-domain", "keygate-store", "keygate-engine"},
     "keygate-api": {"keygate-domain", "keygate-store", "keygate-engine", "keygate-http"},
     "keygate-gateway": {"keygate-domain", "keygate-engine", "keygate-http"},
-    "keygate": {"keygate-domain", "keygate-store", "keygate-engine", "keygate-http", "keygate-api", "keygate-gateway"},
+    "keygate-dashboard": {"keygate-domain", "keygate-store", "keygate-engine", "keygate-http"},
+    "keygate": {"keygate-domain", "keygate-store", "keygate-engine", "keygate-http", "keygate-api", "keygate-gateway", "keygate-dashboard"},
 }
 meta = json.loads(subprocess.check_output(["cargo", "metadata", "--format-version", "1", "--no-deps"]))
 failed = False

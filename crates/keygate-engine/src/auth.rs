@@ -87,6 +87,14 @@ impl Authenticator {
         keygate_domain::ip::rate_key(ip, self.client_ipv6_prefix)
     }
 
+    /// Whether `peer` is one of the configured trusted proxies, whose `X-Forwarded-*` headers
+    /// are believed (the client's IP, and for the dashboard whether the browser used https).
+    #[must_use]
+    pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
+        let peer = keygate_domain::ip::canonical(peer);
+        self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
+
     /// The client's IP per SPEC §3: the peer, or the right-most untrusted `X-Forwarded-For` hop
     /// when the peer is a trusted proxy.
     #[must_use]
@@ -251,6 +259,7 @@ impl Caller {
             expires_at: key.expires_at,
             allowed_ips: key.allowed_ips.clone(),
             environment: Some(key.environment),
+            role: None,
             ip: Some(self.client_ip),
             user_agent: self.user_agent.clone(),
             request_id: self.request_id.clone(),

@@ -37,11 +37,13 @@ pub enum Exceeds {
     ExpiresAt,
     AllowedIps,
     Environment,
+    /// A signed-in user acting on a user of its own role or above (SPEC §8).
+    Role,
 }
 
 impl Exceeds {
     /// The request field the bound is about: `scopes`, `tenant_ids`, `rate_limit_per_minute`,
-    /// `expires_at`, `allowed_ips` or `environment`.
+    /// `expires_at`, `allowed_ips`, `environment` or `role`.
     #[must_use]
     pub fn field(self) -> &'static str {
         match self {
@@ -51,6 +53,7 @@ impl Exceeds {
             Self::ExpiresAt => "expires_at",
             Self::AllowedIps => "allowed_ips",
             Self::Environment => "environment",
+            Self::Role => "role",
         }
     }
 }

@@ -3,7 +3,8 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use keygate_domain::model::{Account, Actor, AuditEvent};
+use keygate_domain::model::{Account, Actor, AuditEvent, Role};
+use keygate_domain::scope;
 use keygate_domain::time::Timestamp;
 use keygate_domain::{Environment, EventId, Scope, TenantId, time};
 use serde_json::Value;
@@ -29,6 +30,9 @@ pub struct Principal {
     pub allowed_ips: Option<Vec<IpNet>>,
     /// `Some(Test)` for a test key, which may only create or change test keys; `None` = any.
     pub environment: Option<Environment>,
+    /// A signed-in user's role, which bounds the users it may manage (SPEC §8: an admin manages
+    /// users below admin); `None` for a key or the command line.
+    pub role: Option<Role>,
     pub ip: Option<IpAddr>,
     pub user_agent: Option<String>,
     pub request_id: Option<String>,
@@ -47,9 +51,25 @@ impl Principal {
             expires_at: None,
             allowed_ips: None,
             environment: None,
+            role: None,
             ip: None,
             user_agent: None,
             request_id: None,
+        }
+    }
+
+    /// Check 9 (SPEC §3) for a principal: it holds `required`, and an operator-only scope only in
+    /// the operator account. The API's extractors check a key this way before a body is read;
+    /// the dashboard checks a signed-in user's role scopes with it before each action.
+    ///
+    /// # Errors
+    /// 403 `insufficient_scope` naming the scope.
+    pub fn require(&self, required: &Scope) -> Result<(), Error> {
+        let operator_ok = self.account.operator || !scope::is_operator_only(required);
+        if operator_ok && scope::grants(self.scopes.as_deref(), required) {
+            Ok(())
+        } else {
+            Err(AuthFailure::InsufficientScope { required: required.to_string() }.into())
         }
     }
 

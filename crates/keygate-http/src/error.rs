@@ -128,7 +128,7 @@ impl ApiError {
     }
 
     /// The human sentence for the client. Never contains internals.
-    fn detail(&self) -> String {
+    pub fn detail(&self) -> String {
         let e = match self {
             Self::Engine(e) => e,
             Self::PayloadTooLarge(limit) => {
@@ -163,6 +163,11 @@ impl ApiError {
             Error::Escalation { exceeds: Exceeds::AllowedIps, .. } => {
                 "A key with an IP allowlist can only create or change keys whose every allowed_ips entry lies \
                  inside its own allowlist, and no users, who sign in from anywhere."
+                    .into()
+            }
+            Error::Escalation { exceeds: Exceeds::Role, .. } => {
+                "An admin manages developers and viewers only; only an owner can create, change or delete an \
+                 admin or an owner."
                     .into()
             }
             Error::Escalation { exceeds: Exceeds::Environment, .. } => {

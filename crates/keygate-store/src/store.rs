@@ -47,6 +47,8 @@ pub struct KeyFilter {
     /// Keys whose tenant list contains this tenant.
     pub tenant_id: Option<TenantId>,
     pub environment: Option<Environment>,
+    /// Keys whose `created_by` is this (`usr_…`, `key_…`, `cli`).
+    pub created_by: Option<String>,
     /// Needed to tell `active` from `expired`.
     pub now: Option<Timestamp>,
 }

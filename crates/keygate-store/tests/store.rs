@@ -499,8 +499,8 @@ async fn keys_list_newest_first_in_pages(store: Arc<dyn Store>) {
     assert!(store.list_keys(account.id, &KeyFilter::default(), &page(0)).await.expect("list").is_empty());
 }
 
-both_backends!(keys_filter_by_name_status_tenant_and_environment);
-async fn keys_filter_by_name_status_tenant_and_environment(store: Arc<dyn Store>) {
+both_backends!(keys_filter_by_name_status_tenant_environment_and_creator);
+async fn keys_filter_by_name_status_tenant_environment_and_creator(store: Arc<dyn Store>) {
     let (account, initial) = seed_account(&store, "Acme").await;
     // The filters' `now`: a day behind the real clock, so the two disagree about `underscore`.
     let now = time::now() - Duration::days(1);
@@ -509,8 +509,10 @@ async fn keys_filter_by_name_status_tenant_and_environment(store: Arc<dyn Store>
 
     let mut crm = new_key(account.id, "Production CRM Integration");
     crm.tenant_ids = Some(vec![tenant_a, tenant_b]);
+    crm.created_by = Some("usr_01J0000000000000000000000".to_owned());
     let mut percent = new_key(account.id, "100% uptime");
     percent.tenant_ids = Some(vec![tenant_b]);
+    percent.created_by = Some("usr_01J0000000000000000000001".to_owned());
     let mut underscore = new_key(account.id, "a_b");
     underscore.environment = Environment::Test;
     underscore.expires_at = Some(now + Duration::seconds(1));
@@ -559,12 +561,21 @@ async fn keys_filter_by_name_status_tenant_and_environment(store: Arc<dyn Store>
     assert_eq!(key_ids(&store, account.id, env(Environment::Test)).await, newest_first(&[underscore.id, expired.id]));
     assert_eq!(key_ids(&store, account.id, env(Environment::Live)).await.len(), 5);
 
+    let creator = |c: &str| KeyFilter { created_by: Some(c.to_owned()), ..KeyFilter::default() };
+    assert_eq!(key_ids(&store, account.id, creator("usr_01J0000000000000000000000")).await, vec![crm.id]);
+    assert_eq!(key_ids(&store, account.id, creator("usr_01J0000000000000000000001")).await, vec![percent.id]);
+    assert!(
+        key_ids(&store, account.id, creator("usr_01J000000000000000000000")).await.is_empty(),
+        "exact, not a prefix"
+    );
+
     // Filters combine.
     let combined = KeyFilter {
         name: Some("CRM".to_owned()),
         status: Some(KeyStatus::Active),
         tenant_id: Some(tenant_b),
         environment: Some(Environment::Live),
+        created_by: Some("usr_01J0000000000000000000000".to_owned()),
         now: Some(now),
     };
     assert_eq!(key_ids(&store, account.id, combined).await, vec![crm.id]);

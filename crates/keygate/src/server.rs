@@ -11,14 +11,18 @@ use keygate_gateway::GatewayService;
 
 use crate::config::Settings;
 
-/// The whole HTTP application: keygate's own API and, when `[gateway]` is configured, the
-/// gateway for every other `/v1/*` path, both on `engine`.
+/// The whole HTTP application on `engine`: keygate's own API; the dashboard at `/dashboard`;
+/// when `[gateway]` is configured, the gateway for every other `/v1/*` path. The dashboard and
+/// the gateway sit behind the API's routes, inside its middleware (request ids, log lines,
+/// `no-store`, the panic guard).
 pub fn app(engine: Arc<Engine>, settings: &Settings) -> axum::Router {
     let state = AppState::new(Arc::clone(&engine), settings.max_body_bytes);
-    match &settings.gateway {
-        Some(gateway) => keygate_api::app_with_fallback(state, GatewayService::new(engine, Arc::clone(gateway))),
-        None => keygate_api::app(state),
-    }
+    let pages = axum::Router::new().nest("/dashboard", keygate_dashboard::router(Arc::clone(&engine)));
+    let rest = match &settings.gateway {
+        Some(gateway) => pages.fallback_service(GatewayService::new(engine, Arc::clone(gateway))),
+        None => pages.fallback(keygate_http::context::route_not_found),
+    };
+    keygate_api::app_with_fallback(state, rest)
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then finishes in-flight requests.

@@ -17,7 +17,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use keygate_domain::model::{ApiKey, KeyStatus};
-use keygate_domain::{Environment, KeyId, PlaintextKey, Scope, TenantId, scope, time};
+use keygate_domain::{Environment, KeyId, PlaintextKey, Scope, TenantId, UserId, scope, time};
 use keygate_store::KeyFilter;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -146,6 +146,10 @@ pub struct ListKeysParams {
     /// `live` or `test`.
     #[param(pattern = "^(live|test)$")]
     pub environment: Option<String>,
+    /// Keys made by this principal: a user (`usr_…`, a key made in the dashboard), a key
+    /// (`key_…`) or `cli`.
+    #[param(pattern = "^((usr|key)_[0-7][0-9A-HJKMNP-TV-Z]{25}|cli)$")]
+    pub created_by: Option<String>,
     /// 1–100, default 20.
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
@@ -352,10 +356,18 @@ impl Keygate {
             .tenant_id
             .as_deref()
             .and_then(|s| s.parse::<TenantId>().map_err(|e| v.error("tenant_id", e.to_string())).ok());
+        let created_by = q.created_by.filter(|c| {
+            let ok = c == "cli" || c.parse::<UserId>().is_ok() || c.parse::<KeyId>().is_ok();
+            if !ok {
+                v.error("created_by", "must be a user id (usr_…), a key id (key_…) or `cli`");
+            }
+            ok
+        });
         v.finish()?;
         let page_params = PageParams { limit: q.limit, cursor: q.cursor };
         let (page, limit) = page_params.to_page(|c| c.parse::<KeyId>().is_ok())?;
-        let filter = KeyFilter { name: q.name.or(q.label), status, tenant_id, environment, now: Some(time::now()) };
+        let filter =
+            KeyFilter { name: q.name.or(q.label), status, tenant_id, environment, created_by, now: Some(time::now()) };
         let rows = self.store.list_keys(p.account.id, &filter, &page).await?;
         let (rows, next) = paginate(rows, limit, |k| k.id.to_string());
         Ok((rows.into_iter().filter(|k| visible(p, k)).collect(), next))

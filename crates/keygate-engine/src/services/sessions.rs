@@ -13,13 +13,16 @@
 
 use std::net::IpAddr;
 
-use keygate_domain::model::{Account, AccountStatus, Session, User};
+use hmac::{Hmac, KeyInit, Mac};
+use keygate_domain::model::{Account, AccountStatus, Actor, Session, User};
 use keygate_domain::policy::AuthFailure;
 use keygate_domain::{SessionId, UserId, time};
 use sha2::{Digest, Sha256};
 
+use super::users::role_scopes;
 use crate::error::Error;
 use crate::keygate::Keygate;
+use crate::principal::Principal;
 use crate::settings::SessionSettings;
 
 /// A session's last request is written at most this often (seconds): the idle timeout is
@@ -62,7 +65,55 @@ fn new_token() -> Result<String, Error> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Where a dashboard request came from, for its audit events.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+}
+
 impl Keygate {
+    /// The principal a signed-in user acts as: its role's scopes ([`role_scopes`]) in its
+    /// account, for every tenant, from any address, without an expiry, up to the configured
+    /// maximum rate limit; its role also bounds the users it may manage (SPEC §8).
+    #[must_use]
+    pub fn user_principal(&self, active: &ActiveSession, origin: Origin) -> Principal {
+        Principal {
+            account: active.account.clone(),
+            actor: Actor::User(active.user.id),
+            scopes: role_scopes(active.user.role, &self.catalog, active.account.operator),
+            tenant_ids: None,
+            max_rate_limit: None,
+            expires_at: None,
+            allowed_ips: None,
+            environment: None,
+            role: Some(active.user.role),
+            ip: origin.ip,
+            user_agent: origin.user_agent,
+            request_id: origin.request_id,
+        }
+    }
+
+    /// The CSRF token of a session's forms: an HMAC of the session's id under a key derived from
+    /// the hash secret, in hex (64 characters). It needs no storage, is the same for every form of
+    /// the session, and is useless to anyone without the session (OWASP's HMAC synchronizer token).
+    #[must_use]
+    pub fn csrf_token(&self, session: &Session) -> String {
+        let key = self.hasher.derive("dashboard-csrf-token-v1");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).expect("HMAC takes any key length");
+        mac.update(session.id.to_string().as_bytes());
+        mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether `presented` is the CSRF token of `session` (compared in constant time).
+    #[must_use]
+    pub fn csrf_matches(&self, session: &Session, presented: &str) -> bool {
+        let expected = self.csrf_token(session);
+        expected.len() == presented.len()
+            && expected.bytes().zip(presented.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+
     /// Signs in with `email` and `password` from `ip`.
     ///
     /// # Errors

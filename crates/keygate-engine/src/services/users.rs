@@ -166,6 +166,10 @@ impl Keygate {
         if p.max_rate_limit.is_some_and(|max| max < self.limits.max_key_rate_limit_per_minute) {
             return refuse(Exceeds::RateLimit);
         }
+        // A signed-in user manages only users below its own role; an owner, every user.
+        if p.role.is_some_and(|mine| mine != Role::Owner && role >= mine) {
+            return Err(Error::Escalation { exceeds: Exceeds::Role, required_scope: None });
+        }
         let wanted = role_scopes(role, &self.catalog, p.account.operator);
         if let Err(missing) = scope::within(wanted.as_deref(), p.scopes.as_deref()) {
             return Err(Error::Escalation { exceeds: Exceeds::Scopes, required_scope: Some(missing) });

@@ -621,6 +621,9 @@ macro_rules! sql_store {
                 if let Some(environment) = filter.environment {
                     query.push(" AND environment = ").push_bind(environment.as_str());
                 }
+                if let Some(created_by) = &filter.created_by {
+                    query.push(" AND created_by = ").push_bind(created_by.clone());
+                }
                 push_page(&mut query, page);
                 let rows: Vec<KeyRow> = query.build_query_as().fetch_all(&self.pool).await.map_err(map_err)?;
                 convert_all(rows)

@@ -1,0 +1,139 @@
+//! Form bodies and cross-site request forgery.
+//!
+//! Two defences, as OWASP's CSRF cheat sheet pairs them:
+//! 1. [`refuse_cross_site`]: a state-changing request (anything but GET/HEAD) whose
+//!    `Sec-Fetch-Site` is `cross-site`, or whose `Origin` names another host than `Host`, is
+//!    refused with 403 before any handler runs.
+//! 2. Every form carries a token ([`CSRF_FIELD`]): the session's HMAC token
+//!    ([`keygate_engine::keygate::Keygate::csrf_token`]) once signed in, and a random value
+//!    double-submitted in a cookie on the sign-in form. A POST without the right one is refused
+//!    with 403 and changes nothing ([`crate::session::Signed::check_csrf`]).
+
+use axum::extract::Request;
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::render;
+
+/// The hidden field of every form that holds the CSRF token.
+pub const CSRF_FIELD: &str = "csrf_token";
+
+/// A URL-encoded form body: every `(name, value)` pair in order, repeated names kept (checkbox
+/// groups, radio groups).
+#[derive(Default)]
+pub struct FormData {
+    pairs: Vec<(String, String)>,
+}
+
+/// Never prints values: a form may hold a password.
+impl std::fmt::Debug for FormData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.pairs.iter().map(|(k, _)| k)).finish()
+    }
+}
+
+impl FormData {
+    /// Parses an `application/x-www-form-urlencoded` body.
+    #[must_use]
+    pub fn parse(body: &[u8]) -> Self {
+        Self { pairs: form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect() }
+    }
+
+    /// The first value of `name`, if any.
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of `name`, or `""`.
+    #[must_use]
+    pub fn text(&self, name: &str) -> &str {
+        self.get(name).unwrap_or("")
+    }
+
+    /// Every value of `name`, in order.
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.pairs.iter().filter(move |(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Every pair, in order.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The value of a checkbox: present and not `off`.
+    #[must_use]
+    pub fn checked(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|v| v != "off")
+    }
+}
+
+/// Entries of a list typed one per line or separated by commas, trimmed, empty ones dropped.
+#[must_use]
+pub fn split_list(text: &str) -> Vec<String> {
+    text.split([',', '\n', '\r', ' ', '\t']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// Compares two tokens in constant time.
+#[must_use]
+pub fn same_token(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Refuses a state-changing request that a browser says came from another site: `Sec-Fetch-Site:
+/// cross-site`, or an `Origin` whose host is not this request's `Host`. Requests without either
+/// header (old browsers, scripts) fall through to the token check.
+pub async fn refuse_cross_site(request: Request, next: Next) -> Response {
+    if request.method() != Method::GET && request.method() != Method::HEAD && is_cross_site(&request) {
+        return render::refusal(
+            StatusCode::FORBIDDEN,
+            "csrf_token_invalid",
+            "This form was sent from another site, so it was refused. Open the dashboard and try again.",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+fn is_cross_site(request: &Request) -> bool {
+    let headers = request.headers();
+    if headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site")) {
+        return true;
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else { return false };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let origin = origin.to_str().unwrap_or("");
+    // "null" (a sandboxed or privacy-sensitive context) is not this site either.
+    let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
+    !origin_host.eq_ignore_ascii_case(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_keep_repeated_fields_and_decode_them() {
+        let form = FormData::parse(b"scope=sms%3Asend&scope=otp%3Averify&name=CRM+sync&restrict_ips=on");
+        assert_eq!(form.all("scope").collect::<Vec<_>>(), ["sms:send", "otp:verify"]);
+        assert_eq!(form.text("name"), "CRM sync");
+        assert!(form.checked("restrict_ips"));
+        assert!(!form.checked("absent"));
+        assert_eq!(format!("{form:?}"), r#"["scope", "scope", "name", "restrict_ips"]"#, "names only, never values");
+    }
+
+    #[test]
+    fn lists_split_on_commas_lines_and_spaces() {
+        assert_eq!(split_list(" 10.0.0.0/8,\r\n203.0.113.7  \n\n"), ["10.0.0.0/8", "203.0.113.7"]);
+        assert!(split_list(" \n ").is_empty());
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same_token("abc", "abc"));
+        assert!(!same_token("abc", "abd"));
+        assert!(!same_token("abc", "ab"));
+        assert!(!same_token("", "a"));
+    }
+}

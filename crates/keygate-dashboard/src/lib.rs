@@ -1,0 +1,96 @@
+//! The partner dashboard (SPEC §12): server-rendered pages at `/dashboard`, in the seeds' own
+//! words ("API Keys", "Create API Key", "Tenant Scope", "Restrict access to authorized IPs
+//! only"…), over the same use cases as the API, so every action makes the same audit events with
+//! the signed-in user as the actor and the browser's address.
+//!
+//! - **Pages** are askama templates compiled into the binary; the stylesheet and the one script
+//!   are embedded too ([`assets`]). Every core flow is a plain form POST answered by a page or a
+//!   303 redirect, so it works with JavaScript off; the script only adds Copy, Select All without
+//!   a round trip and a real modal.
+//! - **Sessions** ([`session`]): sign-in with email and password, a server-side session in an
+//!   `HttpOnly`, `SameSite=Strict` cookie (`Secure` when the browser used https: a trusted proxy
+//!   said `X-Forwarded-Proto: https`), sign-out, the user's sessions listed and revocable.
+//! - **CSRF** ([`form`]): every form carries the session's HMAC token, and a state-changing
+//!   request whose `Origin` or `Sec-Fetch-Site` says it came from another site is refused before
+//!   that (OWASP's synchronizer token plus origin verification). The sign-in form, before any
+//!   session, uses a double-submitted random token.
+//! - **Headers** ([`security_headers`]): a Content Security Policy allowing only this origin's
+//!   own styles, script and images (no inline code, no CDN), `frame-ancestors 'none'`,
+//!   `nosniff`, `Referrer-Policy: no-referrer`; the API's middleware adds `no-store`.
+
+pub mod assets;
+mod chart;
+pub mod form;
+mod keys;
+mod manage;
+mod render;
+pub mod session;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use keygate_engine::Engine;
+
+/// What every dashboard handler gets.
+#[derive(Clone)]
+pub struct Dashboard {
+    pub engine: Arc<Engine>,
+}
+
+/// The policy of every dashboard response: this origin's own stylesheet, script and images
+/// only; forms post only here; no framing; nothing else loads.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+     connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The dashboard's routes, to be nested at `/dashboard` (its pages link to absolute
+/// `/dashboard/…` paths).
+pub fn router(engine: Arc<Engine>) -> Router {
+    let state = Dashboard { engine };
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/dashboard/api-keys") }))
+        .route("/assets/{file}", get(assets::serve))
+        .route("/sign-in", get(session::sign_in_page).post(session::sign_in))
+        .route("/sign-out", post(session::sign_out))
+        .route("/sessions", get(session::sessions_page))
+        .route("/sessions/{id}/revoke", post(session::revoke_session))
+        .route("/api-keys", get(keys::list).post(keys::create))
+        .route("/api-keys/new", get(keys::new_form))
+        .route("/api-keys/{id}", get(keys::show))
+        .route("/api-keys/{id}/edit", get(keys::edit_form).post(keys::update))
+        .route("/api-keys/{id}/roll", get(keys::roll_confirm).post(keys::roll))
+        .route("/api-keys/{id}/revoke", get(keys::revoke_confirm).post(keys::revoke))
+        .route("/api-keys/{id}/delete", get(keys::delete_confirm).post(keys::delete))
+        .route("/tenants", get(manage::tenants).post(manage::create_tenant))
+        .route("/tenants/{id}/suspend", post(manage::suspend_tenant))
+        .route("/tenants/{id}/unsuspend", post(manage::unsuspend_tenant))
+        .route("/audit", get(manage::audit))
+        .route("/settings", get(manage::settings).post(manage::update_settings))
+        .route("/users", get(manage::users).post(manage::create_user))
+        .route("/users/{id}/role", post(manage::change_role))
+        .route("/users/{id}/delete", post(manage::delete_user))
+        .route("/accounts", get(manage::accounts).post(manage::create_account))
+        .route("/accounts/{id}/suspend", post(manage::suspend_account))
+        .route("/accounts/{id}/unsuspend", post(manage::unsuspend_account))
+        .fallback(render::not_found)
+        .method_not_allowed_fallback(render::method_not_allowed)
+        .with_state(state)
+        .layer(axum::middleware::from_fn(form::refuse_cross_site))
+        .layer(axum::middleware::from_fn(security_headers))
+}
+
+/// Adds the dashboard's security headers to every response of it.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(HeaderName::from_static("cross-origin-opener-policy"), HeaderValue::from_static("same-origin"));
+    response
+}

@@ -1,0 +1,655 @@
+//! The rest of the dashboard: Tenants, Audit log, Account settings, Users and, for the operator,
+//! Accounts. Each page calls the use cases the API's routes call, as the signed-in user.
+
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use keygate_domain::model::{AccountStatus, Role, TenantStatus};
+use keygate_engine::Error;
+use keygate_engine::error::FieldError;
+use keygate_engine::services::PageParams;
+use keygate_engine::services::accounts::{CreateAccountRequest, UpdateOwnAccountRequest};
+use keygate_engine::services::audit::ListAuditParams;
+use keygate_engine::services::tenants::{CreateTenantRequest, ListTenantsParams};
+use keygate_engine::services::users::{CreateUserRequest, ListUsersParams, UpdateUserRequest};
+use serde::Deserialize;
+
+use crate::Dashboard;
+use crate::form::{FormData, split_list};
+use crate::keys::when;
+use crate::render::{Chrome, PageError, Problem, page, see_other};
+use crate::session::Signed;
+
+/// The page after `cursor`, keeping the other query parameters.
+fn next_link(base: &str, pairs: &[(&str, &str)], cursor: Option<String>) -> Option<String> {
+    cursor.map(|c| {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in pairs {
+            if !v.is_empty() {
+                query.append_pair(k, v);
+            }
+        }
+        query.append_pair("cursor", &c);
+        format!("{base}?{}", query.finish())
+    })
+}
+
+/// A `datetime-local` value (UTC) or RFC 3339, for filters; empty = none.
+fn parse_time(field: &str, text: &str, errors: &mut Vec<FieldError>) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    for format in ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+            return Some(Utc.from_utc_datetime(&t));
+        }
+    }
+    errors.push(FieldError::new(field, "must be a date and time like 2026-11-30T14:00 (UTC)"));
+    None
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tenants
+
+struct TenantRow {
+    id: String,
+    name: String,
+    external_id: String,
+    active: bool,
+    created: String,
+}
+
+#[derive(Template)]
+#[template(path = "tenants.html")]
+struct TenantsPage {
+    chrome: Chrome,
+    tenants: Vec<TenantRow>,
+    next: Option<String>,
+    can_write: bool,
+    name: String,
+    external_id: String,
+    problem: Option<Problem>,
+}
+
+#[derive(Deserialize)]
+pub struct CursorQuery {
+    cursor: Option<String>,
+}
+
+async fn tenants_page(
+    dashboard: &Dashboard,
+    signed: &Signed,
+    cursor: Option<String>,
+    status: StatusCode,
+    typed: (String, String),
+    problem: Option<Problem>,
+) -> Result<Response, PageError> {
+    signed.require("tenants:read")?;
+    let params = ListTenantsParams { limit: Some(50), cursor, ..ListTenantsParams::default() };
+    let (tenants, next) = dashboard.engine.keygate.list_tenants(&signed.principal, params).await?;
+    Ok(page(
+        status,
+        &TenantsPage {
+            chrome: Chrome::new(signed, "tenants"),
+            tenants: tenants
+                .iter()
+                .map(|t| TenantRow {
+                    id: t.id.to_string(),
+                    name: t.name.clone(),
+                    external_id: t.external_id.clone().unwrap_or_default(),
+                    active: t.status == TenantStatus::Active,
+                    created: when(Some(t.created_at)),
+                })
+                .collect(),
+            next: next_link("/dashboard/tenants", &[], next),
+            can_write: signed.can("tenants:write"),
+            name: typed.0,
+            external_id: typed.1,
+            problem,
+        },
+    ))
+}
+
+/// `GET /dashboard/tenants`.
+pub async fn tenants(
+    State(dashboard): State<Dashboard>,
+    signed: Signed,
+    Query(q): Query<CursorQuery>,
+) -> Result<Response, PageError> {
+    tenants_page(&dashboard, &signed, q.cursor, StatusCode::OK, Default::default(), None).await
+}
+
+/// `POST /dashboard/tenants`: creates a tenant.
+pub async fn create_tenant(
+    State(dashboard): State<Dashboard>,
+    signed: Signed,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let data = FormData::parse(&body);
+    signed.check_csrf(&dashboard, &data)?;
+    signed.require("tenants:write")?;
+    let name = data.text("name").to_owned();
+    let external_id = data.text("external_id").trim().to_owned();
+    let request = CreateTenantRequest {
+        name: name.clone(),
+        external_id: Some(external_id.clone()).filter(|e| !e.is_empty()),
+        metadata: None,
+    };
+    match dashboard.engine.keygate.create_tenant(&signed.principal, request).await {
+        Ok(_) => Ok(see_other("/dashboard/tenants")),
+        Err(e) => {
+            let problem = Problem::from_error(e);
+            tenants_page(&dashboard, &signed, None, problem.status, (name, external_id), Some(problem)).await
+        }
+    }
+}
+
+async fn set_tenant_suspended(
+    dashboard: &Dashboard,
+    signed: &Signed,
+    id: &str,
+    body: &[u8],
+    suspended: bool,
+) -> Result<Response, PageError> {
+    signed.check_csrf(dashboard, &FormData::parse(body))?;
+    signed.require("tenants:write")?;
+    dashboard.engine.keygate.set_tenant_suspended(&signed.principal, id, suspended).await?;
+    Ok(see_other("/dashboard/tenants"))
+}
+
+/// `POST /dashboard/tenants/{id}/suspend`.
+pub async fn suspend_tenant(
+    State(dashboard): State<Dashboard>,
+    signed: Signed,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    set_tenant_suspended(&dashboard, &signed, &id, &body, true).await
+}
+
+/// `POST /dashboard/tenants/{id}/unsuspend`.
+pub async fn unsuspend_tenant(
+    State(dashboard): State<Dashboard>,
+    signed: Signed,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    set_tenant_suspended(&dashboard, &signed, &id, &body, false).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit log
+
+struct EventRow {
+    at: String,
+    action: String,
+    actor: String,
+    target: String,
+    ip: String,
+    changes: String,
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    chrome: Chrome,
+    events: Vec<EventRow>,
+    action: String,
+    actor_id: String,
+    target_id: String,
+    since: String,
+    until: String,
+    next: Option<String>,
+    problem: Option<Problem>,
+}
+
+/// Filters of the audit log.
+#[derive(Deserialize, Default)]
+pub struct AuditQuery {
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    actor_id: String,
+    #[serde(default)]
+    target_id: String,
+    #[serde(default)]
+    since: String,
+    #[serde(default)]
+    until: String,
+    cursor: Option<String>,
+}
+
+/// `GET /dashboard/audit`: filter by action, actor, target and time (UTC).
+pub async fn audit(
+    State(dashboard): State<Dashboard>,
+    signed: Signed,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response, PageError> {
+    signed.require("audit:read")?;
+    let mut errors = Vec::new();
+    let since = parse_time("since", &q.since, &mut errors);
+    let until = parse_time("until", &q.until, &mut errors);
+    let nonempty = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+    let (events, next, problem, status) = if errors.is_empty() {
+        let params = ListAuditParams {
+            action: nonempty(&q.action),
+            actor_id: nonempty(&q.actor_id),
+            target_id: nonempty(&q.target_id),
+            since,
+            until,
+            limit: Some(50),
+            cursor: q.cursor.clone(),
+        };
+        match dashboard.engine.keygate.list_audit_events(&signed.principal, params).await {
+            Ok((events, next)) => (events, next, None, StatusCode::OK),
+            Err(e) => {
+                let problem = Problem::from_error(e);
+                let status = problem.status;
+                (Vec::new(), None, Some(problem), status)
+            }
+        }
+    } else {
+        let problem = Problem::from_error(Error::Validation(errors));
+        let status = problem.status;
+        (Vec::new(), None, Some(problem), status)
+    };
+    let next = next_link(
+        "/dashboard/audit",
+        &[
+            ("action", &q.action),
+            ("actor_id", &q.actor_id),
+            ("target_id", &q.target_id),
+            ("since", &q.since),
+            ("until", &q.until),
+        ],
+        next,
+    );
+    Ok(page(
+        status,
+        &AuditPage {
+            chrome: Chrome::new(&signed, "audit"),
+            events: events
+                .iter()
+                .map(|e| EventRow {
+                    at: e.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                    action: e.action.clone(),
+                    actor: format!("{} {}", e.actor_type, e.actor_id),
+                    target: format!("{} {}", e.target_type, e.target_id),
+                    ip: e.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                    changes: if e.changes.as_object().is_some_and(serde_json::Map::is_empty) {
+                        String::new()
+                    } else {
+                        e.changes.to_string()
+                    },
+                })
+                .collect(),
+            action: q.action,
+            actor_id: q.actor_id,
+            target_id: q.target_id,
+            since: q.since,
+            until: q.until,
+            next,
+            problem,
+        },
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Account settings
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+struct SettingsPage {
+    chrome: Chrome,
+    account_id: String,
+    name: String,
+    allowed_ips: String,
+    rate_limit: u32,
+    can_write: bool,
+    problem: Option<Problem>,
+    saved: bool,
+}
+
+#[derive(Deserialize)]
+pub struct SavedQuery {
+    saved: Option<String>,
+}
+
+/// `GET /dashboard/settings`: the account's name and IP allowlist (and its rate limit, which only
+/// the operator changes).
+pub async fn settings(
+    State(_): State<Dashboard>,
+    signed: Signed,
+    Query(q): Query<SavedQuery>,
+) -> Result<Response, PageError> {
+    signed.require("account:read")?;
+    let account = &signed.active.account;
+    Ok(page(
+        StatusCode::OK,
+        &SettingsPage {
+            chrome: Chrome::new(&signed, "settings"),
+            account_id: account.id.to_string(),
+            name: account.name.clone(),
+            allowed_ips: account.allowed_ips.iter().map(keygate_engine::views::ip_entry).collect::<Vec<_>>().join("\n"),
+            rate_limit: account.rate_limit_per_minute,
+            can_write: signed.can("account:write"),
+            problem: None,
+            saved: q.saved.is_some(),
+        },
+    ))
+}
+
+/// `POST /dashboard/settings`.
+pub async fn update_settings(
+    State(dashboard): State<Dashboard>,
+    signed: Signed,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let data = FormData::parse(&body);
+    signed.check_csrf(&dashboard, &data)?;
+    signed.require("account:write")?;
+    let request = UpdateOwnAccountRequest {
+        name: Some(data.text("name").to_owned()),
+        allowed_ips: Some(split_list(data.text("allowed_ips"))),
+    };
+    match dashboard.engine.keygate.update_own_account(&signed.principal, request).await {
+        Ok(_) => Ok(see_other("/dashboard/settings?saved=1")),
+        Err(e) => {
+            let problem = Problem::from_error(e);
+            let account = &signed.active.account;
+            Ok(page(
+                problem.status,
+                &SettingsPage {
+                    chrome: Chrome::new(&signed, "settings"),
+                    account_id: account.id.to_string(),
+                    name: data.text("name").to_owned(),
+                    allowed_ips: data.text("allowed_ips").to_owned(),
+                    rate_limit: account.rate_limit_per_minute,
+                    can_write: true,
+                    problem: Some(problem),
+                    saved: false,
+                },
+            ))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Users
+
+struct UserRow {
+    id: String,
+    email: String,
+    role: String,
+    last_sign_in: String,
+    you: bool,
+    /// The signed-in user may change or remove this one (an admin: users below admin).
+    manageable: bool,
+}
+
+#[derive(Template)]
+#[template(path = "users.html")]
+struct UsersPage {
+    chrome: Chrome,
+    users: Vec<UserRow>,
+    next: Option<String>,
+    /// Roles the signed-in user may give.
+    grantable: Vec<&'static str>,
+    email: String,
+    role: String,
+    problem: Option<Problem>,
+}
+
+/// The roles `mine` may give: an owner any, an admin those below admin, others none.
+fn grantable(mine: Role, can_write: bool) -> Vec<Role> {
+    if !can_write {
+        return Vec::new();
+    }
+    Role::ALL.into_iter().filter(|r| mine == Role::Owner || *r < mine).rev().collect()
+}
+
+async fn users_page(
+    dashboard: &Dashboard,
+    signed: &Signed,
+    cursor: Option<String>,
+    status: StatusCode,
+    typed: (String, String),
+    problem: Option<Problem>,
+) -> Result<Response, PageError> {
+    signed.require("users:read")?;
+    let (users, next) =
+        dashboard.engine.keygate.list_users(&signed.principal, ListUsersParams { limit: Some(50), cursor }).await?;
+    let mine = signed.active.user.role;
+    let roles = grantable(mine, signed.can("users:write"));
+    Ok(page(
+        status,
+        &UsersPage {
+            chrome: Chrome::new(signed, "users"),
+            users: users
+                .iter()
+                .map(|u| UserRow {
+                    id: u.id.to_string(),
+                    email: u.email.clone(),
+                    role: u.role.as_str().to_owned(),
+                    last_sign_in: when(u.last_sign_in_at),
+                    you: u.id == signed.active.user.id,
+                    manageable: roles.contains(&u.role),
+                })
+                .collect(),
+            next: next_link("/dashboard/users", &[], next),
+            grantable: roles.iter().map(|r| r.as_str()).collect(),
+            email: typed.0,
+            role: typed.1,
+            problem,
+        },
+    ))
+}
+
+/// `GET /dashboard/users` (owners and admins; others read it if their role may).
+pub async fn users(
+    State(dashboard): State<Dashboard>,
+    signed: Signed,
+    Query(q): Query<CursorQuery>,
+) -> Result<Response, PageError> {
+    users_page(&dashboard, &signed, q.cursor, StatusCode::OK, Default::default(), None).await
+}
+
+/// `POST /dashboard/users`: adds a user with a password.
+pub async fn create_user(
+    State(dashboard): State<Dashboard>,
+    signed: Signed,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let data = FormData::parse(&body);
+    signed.check_csrf(&dashboard, &data)?;
+    signed.require("users:write")?;
+    let email = data.text("email").trim().to_owned();
+    let role = data.text("role").to_owned();
+    let password = Some(data.text("password").to_owned()).filter(|p| !p.is_empty());
+    let request = CreateUserRequest { email: email.clone(), role: role.clone(), password };
+    match dashboard.engine.keygate.create_user(&signed.principal, request).await {
+        Ok(_) => Ok(see_other("/dashboard/users")),
+        Err(e) => {
+            let problem = Problem::from_error(e);
+            users_page(&dashboard, &signed, None, problem.status, (email, role), Some(problem)).await
+        }
+    }
+}
+
+/// `POST /dashboard/users/{id}/role`.
+pub async fn change_role(
+    State(dashboard): State<Dashboard>,
+    signed: Signed,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let data = FormData::parse(&body);
+    signed.check_csrf(&dashboard, &data)?;
+    signed.require("users:write")?;
+    let request = UpdateUserRequest { role: Some(data.text("role").to_owned()), ..UpdateUserRequest::default() };
+    dashboard.engine.keygate.update_user(&signed.principal, &id, request).await?;
+    Ok(see_other("/dashboard/users"))
+}
+
+/// `POST /dashboard/users/{id}/delete`.
+pub async fn delete_user(
+    State(dashboard): State<Dashboard>,
+    signed: Signed,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    signed.check_csrf(&dashboard, &FormData::parse(&body))?;
+    signed.require("users:write")?;
+    dashboard.engine.keygate.delete_user(&signed.principal, &id).await?;
+    Ok(see_other("/dashboard/users"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accounts (operator)
+
+struct AccountRow {
+    id: String,
+    name: String,
+    active: bool,
+    operator: bool,
+    rate_limit: u32,
+    created: String,
+}
+
+#[derive(Template)]
+#[template(path = "accounts.html")]
+struct AccountsPage {
+    chrome: Chrome,
+    accounts: Vec<AccountRow>,
+    next: Option<String>,
+    can_write: bool,
+    name: String,
+    problem: Option<Problem>,
+}
+
+#[derive(Template)]
+#[template(path = "account_created.html")]
+struct AccountCreatedPage {
+    chrome: Chrome,
+    account_name: String,
+    account_id: String,
+    plaintext: String,
+}
+
+async fn accounts_page(
+    dashboard: &Dashboard,
+    signed: &Signed,
+    cursor: Option<String>,
+    status: StatusCode,
+    name: String,
+    problem: Option<Problem>,
+) -> Result<Response, PageError> {
+    signed.require("accounts:read")?;
+    let (accounts, next) =
+        dashboard.engine.keygate.list_accounts(&signed.principal, PageParams { limit: Some(50), cursor }).await?;
+    Ok(page(
+        status,
+        &AccountsPage {
+            chrome: Chrome::new(signed, "accounts"),
+            accounts: accounts
+                .iter()
+                .map(|a| AccountRow {
+                    id: a.id.to_string(),
+                    name: a.name.clone(),
+                    active: a.status == AccountStatus::Active,
+                    operator: a.operator,
+                    rate_limit: a.rate_limit_per_minute,
+                    created: when(Some(a.created_at)),
+                })
+                .collect(),
+            next: next_link("/dashboard/accounts", &[], next),
+            can_write: signed.can("accounts:write"),
+            name,
+            problem,
+        },
+    ))
+}
+
+/// `GET /dashboard/accounts` (the operator account only).
+pub async fn accounts(
+    State(dashboard): State<Dashboard>,
+    signed: Signed,
+    Query(q): Query<CursorQuery>,
+) -> Result<Response, PageError> {
+    accounts_page(&dashboard, &signed, q.cursor, StatusCode::OK, String::new(), None).await
+}
+
+/// `POST /dashboard/accounts`: creates an account and shows its first key once.
+pub async fn create_account(
+    State(dashboard): State<Dashboard>,
+    signed: Signed,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let data = FormData::parse(&body);
+    signed.check_csrf(&dashboard, &data)?;
+    signed.require("accounts:write")?;
+    let name = data.text("name").to_owned();
+    let rate_limit = match data.text("rate_limit_per_minute").trim() {
+        "" => None,
+        text => Some(
+            text.parse::<u32>()
+                .map_err(|_| Error::field("rate_limit_per_minute", "must be a whole number of requests per minute"))?,
+        ),
+    };
+    let request = CreateAccountRequest { name: name.clone(), rate_limit_per_minute: rate_limit };
+    match dashboard.engine.keygate.create_account(&signed.principal, request).await {
+        Ok((account, _key, plaintext)) => Ok(page(
+            StatusCode::CREATED,
+            &AccountCreatedPage {
+                chrome: Chrome::new(&signed, "accounts"),
+                account_name: account.name,
+                account_id: account.id.to_string(),
+                plaintext: plaintext.expose().to_owned(),
+            },
+        )),
+        Err(e) => {
+            let problem = Problem::from_error(e);
+            accounts_page(&dashboard, &signed, None, problem.status, name, Some(problem)).await
+        }
+    }
+}
+
+async fn set_account_suspended(
+    dashboard: &Dashboard,
+    signed: &Signed,
+    id: &str,
+    body: &[u8],
+    suspended: bool,
+) -> Result<Response, PageError> {
+    signed.check_csrf(dashboard, &FormData::parse(body))?;
+    signed.require("accounts:write")?;
+    dashboard.engine.keygate.set_account_suspended(&signed.principal, id, suspended).await?;
+    Ok(see_other("/dashboard/accounts"))
+}
+
+/// `POST /dashboard/accounts/{id}/suspend`.
+pub async fn suspend_account(
+    State(dashboard): State<Dashboard>,
+    signed: Signed,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    set_account_suspended(&dashboard, &signed, &id, &body, true).await
+}
+
+/// `POST /dashboard/accounts/{id}/unsuspend`.
+pub async fn unsuspend_account(
+    State(dashboard): State<Dashboard>,
+    signed: Signed,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    set_account_suspended(&dashboard, &signed, &id, &body, false).await
+}

@@ -1,0 +1,338 @@
+//! Signing in and out, the session cookie, and [`Signed`]: the extractor every signed-in page
+//! takes, which turns the cookie into the engine's session and the user's [`Principal`].
+//!
+//! The cookie holds the session token only (the store keeps its SHA-256). It is `HttpOnly` (no
+//! script reads it), `SameSite=Strict` (no other site's page sends it), `Path=/dashboard`, and
+//! `Secure` — named `__Secure-keygate_session` — when the browser reached keygate over https,
+//! which keygate knows only from a trusted proxy's `X-Forwarded-Proto: https` (it serves plain
+//! HTTP itself). It carries no `Max-Age`: it ends with the browser, and the server ends the
+//! session after its idle and absolute timeouts whatever the browser keeps.
+
+use std::net::{IpAddr, SocketAddr};
+
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cookie::{Cookie, SameSite};
+use keygate_domain::Scope;
+use keygate_engine::Error;
+use keygate_engine::principal::Principal;
+use keygate_engine::services::sessions::{ActiveSession, Origin};
+
+use crate::Dashboard;
+use crate::form::{CSRF_FIELD, FormData, same_token};
+use crate::render::{self, Chrome, PageError, Problem, page, see_other};
+
+const SESSION_COOKIE: &str = "keygate_session";
+const SECURE_SESSION_COOKIE: &str = "__Secure-keygate_session";
+/// The sign-in form's double-submitted CSRF token (there is no session yet to tie one to).
+const SIGN_IN_COOKIE: &str = "keygate_sign_in";
+const SECURE_SIGN_IN_COOKIE: &str = "__Secure-keygate_sign_in";
+
+/// Facts about the browser's request that sessions and audit events need.
+pub struct Client {
+    pub ip: IpAddr,
+    /// The browser reached keygate over https (a trusted proxy said so).
+    pub https: bool,
+    pub user_agent: Option<String>,
+    /// The session cookie's token, if sent.
+    session_token: Option<String>,
+    /// The sign-in form's cookie token, if sent.
+    sign_in_token: Option<String>,
+}
+
+impl FromRequestParts<Dashboard> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, dashboard: &Dashboard) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(parts, dashboard))
+    }
+}
+
+impl Client {
+    fn of(parts: &Parts, dashboard: &Dashboard) -> Self {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+        let auth = &dashboard.engine.auth;
+        let headers = &parts.headers;
+        let ip = auth.client_ip(peer, || headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()));
+        let https = auth.is_trusted_proxy(peer)
+            && headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+        let user_agent =
+            headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(512).collect());
+        let (session_name, sign_in_name) =
+            if https { (SECURE_SESSION_COOKIE, SECURE_SIGN_IN_COOKIE) } else { (SESSION_COOKIE, SIGN_IN_COOKIE) };
+        Self {
+            ip,
+            https,
+            user_agent,
+            session_token: read_cookie(headers, session_name),
+            sign_in_token: read_cookie(headers, sign_in_name),
+        }
+    }
+
+    fn origin(&self) -> Origin {
+        Origin {
+            ip: Some(self.ip),
+            user_agent: self.user_agent.clone(),
+            request_id: keygate_http::error::current_request_id(),
+        }
+    }
+
+    fn session_cookie_name(&self) -> &'static str {
+        if self.https { SECURE_SESSION_COOKIE } else { SESSION_COOKIE }
+    }
+
+    fn sign_in_cookie_name(&self) -> &'static str {
+        if self.https { SECURE_SIGN_IN_COOKIE } else { SIGN_IN_COOKIE }
+    }
+
+    /// A `Set-Cookie` value with the dashboard's flags; `None` removes the cookie.
+    fn cookie(&self, name: &'static str, value: Option<&str>) -> HeaderValue {
+        let mut cookie = Cookie::build((name, value.unwrap_or("").to_owned()))
+            .path("/dashboard")
+            .http_only(true)
+            .same_site(SameSite::Strict)
+            .secure(self.https);
+        if value.is_none() {
+            cookie = cookie.max_age(cookie::time::Duration::ZERO);
+        }
+        HeaderValue::from_str(&cookie.build().to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+}
+
+fn read_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_owned())
+}
+
+/// A signed-in request: the live session, the principal the user acts as (its role's scopes,
+/// SPEC §8), and the CSRF token of its forms. Without a live session, a GET is sent to the
+/// sign-in page (and back after), anything else is refused with 401.
+pub struct Signed {
+    pub active: ActiveSession,
+    pub principal: Principal,
+    pub csrf: String,
+}
+
+impl Signed {
+    /// Whether the user's role holds `scope` (written `resource:action`).
+    #[must_use]
+    pub fn can(&self, scope: &str) -> bool {
+        scope.parse::<Scope>().is_ok_and(|s| self.principal.require(&s).is_ok())
+    }
+
+    /// Check 9 for the user: its role holds `scope`.
+    ///
+    /// # Errors
+    /// 403 `insufficient_scope`.
+    pub fn require(&self, scope: &str) -> Result<(), PageError> {
+        let s: Scope = scope.parse().map_err(|_| Error::Internal(format!("bad scope literal {scope}")))?;
+        self.principal.require(&s)?;
+        Ok(())
+    }
+
+    /// The form's CSRF token is this session's.
+    ///
+    /// # Errors
+    /// 403 `csrf_token_invalid`: nothing was done.
+    pub fn check_csrf(&self, dashboard: &Dashboard, form: &FormData) -> Result<(), PageError> {
+        let presented = form.text(CSRF_FIELD);
+        if dashboard.engine.keygate.csrf_matches(&self.active.session, presented) {
+            Ok(())
+        } else {
+            Err(PageError(Problem {
+                status: StatusCode::FORBIDDEN,
+                code: "csrf_token_invalid",
+                message: "This form's security token is missing or out of date, so nothing was changed. Go back, \
+                          reload the page and try again."
+                    .to_owned(),
+                fields: Vec::new(),
+            }))
+        }
+    }
+}
+
+impl FromRequestParts<Dashboard> for Signed {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, dashboard: &Dashboard) -> Result<Self, Self::Rejection> {
+        let client = Client::of(parts, dashboard);
+        let active = match &client.session_token {
+            Some(token) => dashboard.engine.session(token).await.map_err(|e| PageError::from(e).into_response())?,
+            None => None,
+        };
+        let Some(active) = active else {
+            if parts.method == Method::GET || parts.method == Method::HEAD {
+                let here = parts.uri.path_and_query().map_or("/dashboard", |p| p.as_str());
+                let next: String = form_urlencoded::byte_serialize(here.as_bytes()).collect();
+                return Err(see_other(&format!("/dashboard/sign-in?next={next}")));
+            }
+            return Err(render::refusal(
+                StatusCode::UNAUTHORIZED,
+                "session_required",
+                "Your session has ended, so nothing was changed. Sign in again and retry.",
+            ));
+        };
+        let principal = dashboard.engine.keygate.user_principal(&active, client.origin());
+        let csrf = dashboard.engine.keygate.csrf_token(&active.session);
+        Ok(Self { active, principal, csrf })
+    }
+}
+
+#[derive(Template)]
+#[template(path = "sign_in.html")]
+struct SignInPage {
+    csrf: String,
+    email: String,
+    next: String,
+    error: Option<String>,
+}
+
+/// Where to go after signing in: a dashboard path only (never another site: an open redirect
+/// would lend keygate's name to a phishing page).
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with("/dashboard") && !n.contains("//") && !n.contains('\\') && !n.contains("/..") => {
+            n.to_owned()
+        }
+        _ => "/dashboard/api-keys".to_owned(),
+    }
+}
+
+fn random_token() -> Result<String, Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Internal(format!("no randomness for a CSRF token: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The sign-in form, with a fresh double-submitted CSRF token.
+fn sign_in_form(client: &Client, status: StatusCode, email: String, next: String, error: Option<String>) -> Response {
+    let token = match random_token() {
+        Ok(t) => t,
+        Err(e) => return PageError::from(e).into_response(),
+    };
+    let mut response = page(status, &SignInPage { csrf: token.clone(), email, next, error });
+    response.headers_mut().append(header::SET_COOKIE, client.cookie(client.sign_in_cookie_name(), Some(&token)));
+    response
+}
+
+/// Query of the sign-in page.
+#[derive(serde::Deserialize)]
+pub struct NextParam {
+    next: Option<String>,
+}
+
+/// `GET /dashboard/sign-in`.
+pub async fn sign_in_page(client: Client, Query(q): Query<NextParam>) -> Response {
+    sign_in_form(&client, StatusCode::OK, String::new(), safe_next(q.next.as_deref()), None)
+}
+
+/// `POST /dashboard/sign-in`: email and password. One message for an unknown email and a wrong
+/// password; throttled per address and per email (the engine's).
+pub async fn sign_in(State(dashboard): State<Dashboard>, client: Client, body: Bytes) -> Response {
+    let form = FormData::parse(&body);
+    let email = form.text("email").trim().to_owned();
+    let next = safe_next(form.get("next"));
+    let cookie_token = client.sign_in_token.clone().unwrap_or_default();
+    if cookie_token.is_empty() || !same_token(&cookie_token, form.text(CSRF_FIELD)) {
+        return sign_in_form(
+            &client,
+            StatusCode::FORBIDDEN,
+            email,
+            next,
+            Some("This sign-in form is out of date or did not come from this page; try again.".into()),
+        );
+    }
+    let password = form.text("password").to_owned();
+    match dashboard.engine.sign_in(&email, password, client.ip, client.user_agent.clone()).await {
+        Ok(signed_in) => {
+            let mut response = see_other(&next);
+            let headers = response.headers_mut();
+            headers.append(header::SET_COOKIE, client.cookie(client.session_cookie_name(), Some(&signed_in.token)));
+            headers.append(header::SET_COOKIE, client.cookie(client.sign_in_cookie_name(), None));
+            response
+        }
+        Err(Error::InvalidCredentials) => {
+            sign_in_form(&client, StatusCode::UNAUTHORIZED, email, next, Some("Incorrect email or password.".into()))
+        }
+        Err(e) => {
+            let problem = Problem::from_error(e);
+            sign_in_form(&client, problem.status, email, next, Some(problem.message))
+        }
+    }
+}
+
+/// `POST /dashboard/sign-out`: ends this session and clears the cookie.
+pub async fn sign_out(State(dashboard): State<Dashboard>, client: Client, signed: Signed, body: Bytes) -> Response {
+    let form = FormData::parse(&body);
+    if let Err(e) = signed.check_csrf(&dashboard, &form) {
+        return e.into_response();
+    }
+    if let Some(token) = &client.session_token
+        && let Err(e) = dashboard.engine.keygate.sign_out(token).await
+    {
+        return PageError::from(e).into_response();
+    }
+    let mut response = see_other("/dashboard/sign-in");
+    response.headers_mut().append(header::SET_COOKIE, client.cookie(client.session_cookie_name(), None));
+    response
+}
+
+/// One row of the sessions page.
+struct SessionRow {
+    id: String,
+    created_at: String,
+    last_seen_at: String,
+    ip: String,
+    user_agent: String,
+    current: bool,
+}
+
+#[derive(Template)]
+#[template(path = "sessions.html")]
+struct SessionsPage {
+    chrome: Chrome,
+    sessions: Vec<SessionRow>,
+}
+
+/// `GET /dashboard/sessions`: where this user is signed in.
+pub async fn sessions_page(State(dashboard): State<Dashboard>, signed: Signed) -> Result<Response, PageError> {
+    let sessions = dashboard.engine.keygate.user_sessions(&signed.active.account, signed.active.user.id).await?;
+    let rows = sessions
+        .iter()
+        .map(|s| SessionRow {
+            id: s.id.to_string(),
+            created_at: crate::keys::when(Some(s.created_at)),
+            last_seen_at: crate::keys::when(Some(s.last_seen_at)),
+            ip: s.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            user_agent: s.user_agent.clone().unwrap_or_default(),
+            current: s.id == signed.active.session.id,
+        })
+        .collect();
+    Ok(page(StatusCode::OK, &SessionsPage { chrome: Chrome::new(&signed, "sessions"), sessions: rows }))
+}
+
+/// `POST /dashboard/sessions/{id}/revoke`: ends one of the user's own sessions.
+pub async fn revoke_session(
+    State(dashboard): State<Dashboard>,
+    signed: Signed,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    signed.check_csrf(&dashboard, &FormData::parse(&body))?;
+    dashboard.engine.keygate.revoke_user_session(&signed.active.account, signed.active.user.id, &id).await?;
+    let to = if id == signed.active.session.id.to_string() { "/dashboard/sign-in" } else { "/dashboard/sessions" };
+    Ok(see_other(to))
+}
