@@ -117,3 +117,72 @@ async fn sessions_end_when_idle_at_their_lifetime_and_with_a_new_password() {
     let old = keygate.sign_in("ada@example.com", PASSWORD.into(), None, None, open(30, 60)).await;
     assert!(matches!(old, Err(Error::InvalidCredentials)), "the old password no longer works");
 }
+
+/// Signs `email` in and returns the principal its session acts as.
+async fn principal_of(f: &Fixture, email: &str) -> (Principal, keygate_engine::services::sessions::ActiveSession) {
+    let signed_in = f.engine.sign_in(email, PASSWORD.into(), ip(9), None).await.unwrap_or_else(|e| panic!("{e}"));
+    let active = f.engine.session(&signed_in.token).await.ok().flatten().unwrap_or_else(|| panic!("a live session"));
+    let origin = keygate_engine::services::sessions::Origin { ip: Some(ip(9)), ..Default::default() };
+    (f.engine.keygate.user_principal(&active, origin), active)
+}
+
+#[tokio::test]
+async fn a_signed_in_user_acts_with_its_roles_scopes_and_manages_only_users_below_it() {
+    let f = fixture().await;
+    let keygate = &f.engine.keygate;
+    let cli = Principal::cli(f.account.clone());
+    for (email, role) in [("admin@example.com", "admin"), ("viewer@example.com", "viewer")] {
+        let req = CreateUserRequest { email: email.into(), role: role.into(), password: Some(PASSWORD.into()) };
+        keygate.create_user(&cli, req).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let scope = |s: &str| s.parse::<keygate_domain::Scope>().unwrap_or_else(|_| panic!("{s}"));
+
+    let (viewer, _) = principal_of(&f, "viewer@example.com").await;
+    assert!(viewer.require(&scope("api_keys:read")).is_ok());
+    assert!(viewer.require(&scope("api_keys:write")).is_err());
+    assert_eq!(viewer.actor.kind(), "user");
+    assert_eq!(viewer.ip, Some(ip(9)));
+
+    let (admin, _) = principal_of(&f, "admin@example.com").await;
+    assert!(admin.require(&scope("users:write")).is_ok());
+    assert!(admin.require(&scope("accounts:write")).is_err(), "operator scopes are the owner's");
+    for role in ["admin", "owner"] {
+        let req = CreateUserRequest { email: format!("new-{role}@example.com"), role: role.into(), password: None };
+        let refused = keygate.create_user(&admin, req).await;
+        assert!(
+            matches!(refused, Err(Error::Escalation { exceeds: keygate_engine::error::Exceeds::Role, .. })),
+            "an admin makes no {role}: {refused:?}"
+        );
+    }
+    let req = CreateUserRequest { email: "dev@example.com".into(), role: "developer".into(), password: None };
+    let dev = keygate.create_user(&admin, req).await.unwrap_or_else(|e| panic!("{e}"));
+    let promote = UpdateUserRequest { role: Some("admin".into()), ..UpdateUserRequest::default() };
+    assert!(keygate.update_user(&admin, &dev.id.to_string(), promote).await.is_err(), "not to its own level");
+
+    let (owner, owner_session) = principal_of(&f, "ada@example.com").await;
+    assert_eq!(owner.scopes, None, "an owner is unrestricted");
+    let req = CreateUserRequest { email: "admin2@example.com".into(), role: "admin".into(), password: None };
+    keygate.create_user(&owner, req).await.unwrap_or_else(|e| panic!("an owner makes admins: {e}"));
+
+    // An admin cannot act on the owner either (SPEC §8: users below admin).
+    let demote = UpdateUserRequest { role: Some("viewer".into()), ..UpdateUserRequest::default() };
+    let refused = keygate.update_user(&admin, &owner_session.user.id.to_string(), demote).await;
+    assert!(matches!(refused, Err(Error::Escalation { .. })), "{refused:?}");
+    assert!(keygate.delete_user(&admin, &owner_session.user.id.to_string()).await.is_err());
+}
+
+#[tokio::test]
+async fn csrf_tokens_belong_to_one_session() {
+    let f = fixture().await;
+    let a = f.engine.sign_in("ada@example.com", PASSWORD.into(), ip(1), None).await.unwrap_or_else(|e| panic!("{e}"));
+    let b = f.engine.sign_in("ada@example.com", PASSWORD.into(), ip(2), None).await.unwrap_or_else(|e| panic!("{e}"));
+    let keygate = &f.engine.keygate;
+    let token = keygate.csrf_token(&a.session);
+    assert_eq!(token.len(), 64);
+    assert_eq!(token, keygate.csrf_token(&a.session), "stable for the session");
+    assert!(keygate.csrf_matches(&a.session, &token));
+    assert!(!keygate.csrf_matches(&b.session, &token), "another session's token");
+    assert!(!keygate.csrf_matches(&a.session, ""));
+    assert!(!keygate.csrf_matches(&a.session, &token[..63]));
+    assert_ne!(token, a.token, "not the session token itself");
+}
