@@ -336,3 +336,122 @@ pub async fn revoke_session(
     let to = if id == signed.active.session.id.to_string() { "/dashboard/sign-in" } else { "/dashboard/sessions" };
     Ok(see_other(to))
 }
+
+#[derive(Template)]
+#[template(path = "link.html")]
+struct LinkPage {
+    csrf: String,
+    token: String,
+}
+
+/// Query of a sign-in link.
+#[derive(serde::Deserialize)]
+pub struct LinkParam {
+    #[serde(default)]
+    token: String,
+}
+
+/// `GET /dashboard/sign-in/link?token=…`: a page with one button that signs in. The GET uses
+/// nothing up (a mail scanner or a link preview that fetches it spends no link); the button's
+/// POST does.
+pub async fn link_page(client: Client, Query(q): Query<LinkParam>) -> Response {
+    let token = match random_token() {
+        Ok(t) => t,
+        Err(e) => return PageError::from(e).into_response(),
+    };
+    let mut response = page(StatusCode::OK, &LinkPage { csrf: token.clone(), token: q.token });
+    response.headers_mut().append(header::SET_COOKIE, client.cookie(client.sign_in_cookie_name(), Some(&token)));
+    response
+}
+
+/// `POST /dashboard/sign-in/link`: signs in with the link's token, once; a user without a
+/// password goes on to set one.
+pub async fn link_sign_in(State(dashboard): State<Dashboard>, client: Client, body: Bytes) -> Response {
+    let form = FormData::parse(&body);
+    let next = "/dashboard/api-keys".to_owned();
+    let cookie_token = client.sign_in_token.clone().unwrap_or_default();
+    if cookie_token.is_empty() || !same_token(&cookie_token, form.text(CSRF_FIELD)) {
+        return sign_in_form(
+            &client,
+            StatusCode::FORBIDDEN,
+            String::new(),
+            next,
+            Some("This sign-in form is out of date or did not come from this page; open the link again.".into()),
+        );
+    }
+    match dashboard.engine.sign_in_with_link(form.text("token"), client.ip, client.user_agent.clone()).await {
+        Ok(signed_in) => {
+            let to = if signed_in.user.has_password { "/dashboard/api-keys" } else { "/dashboard/password" };
+            let mut response = see_other(to);
+            let headers = response.headers_mut();
+            headers.append(header::SET_COOKIE, client.cookie(client.session_cookie_name(), Some(&signed_in.token)));
+            headers.append(header::SET_COOKIE, client.cookie(client.sign_in_cookie_name(), None));
+            response
+        }
+        Err(Error::InvalidCredentials) => sign_in_form(
+            &client,
+            StatusCode::UNAUTHORIZED,
+            String::new(),
+            next,
+            Some("This sign-in link is not valid: it was used already or has expired. Ask an admin for a new one.".into()),
+        ),
+        Err(e) => {
+            let problem = Problem::from_error(e);
+            sign_in_form(&client, problem.status, String::new(), next, Some(problem.message))
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "password.html")]
+struct PasswordPage {
+    chrome: Chrome,
+    has_password: bool,
+    problem: Option<Problem>,
+}
+
+/// `GET /dashboard/password`: set (after a sign-in link) or change one's own password.
+pub async fn password_page(signed: Signed) -> Response {
+    let has_password = signed.active.user.has_password;
+    page(StatusCode::OK, &PasswordPage { chrome: Chrome::new(&signed, "sessions"), has_password, problem: None })
+}
+
+/// `POST /dashboard/password`: every other session of the user ends; this browser gets a new
+/// one.
+pub async fn set_password(
+    State(dashboard): State<Dashboard>,
+    client: Client,
+    signed: Signed,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let form = FormData::parse(&body);
+    signed.check_csrf(&dashboard, &form)?;
+    let new = form.text("password").to_owned();
+    let failed = |problem: Problem| {
+        let has_password = signed.active.user.has_password;
+        Ok(page(
+            problem.status,
+            &PasswordPage { chrome: Chrome::new(&signed, "sessions"), has_password, problem: Some(problem) },
+        ))
+    };
+    if new != form.text("password_confirmation") {
+        return failed(Problem::from_error(Error::field("password_confirmation", "does not match the new password")));
+    }
+    let current = form.get("current_password").map(str::to_owned);
+    match dashboard.engine.set_own_password(&signed.active, current, new, client.origin()).await {
+        Ok(signed_in) => {
+            let mut response = see_other("/dashboard/sessions?password=changed");
+            response
+                .headers_mut()
+                .append(header::SET_COOKIE, client.cookie(client.session_cookie_name(), Some(&signed_in.token)));
+            Ok(response)
+        }
+        Err(Error::InvalidCredentials) => failed(Problem {
+            status: StatusCode::UNAUTHORIZED,
+            code: "invalid_credentials",
+            message: "The current password is not right.".into(),
+            fields: Vec::new(),
+        }),
+        Err(e) => failed(Problem::from_error(e)),
+    }
+}

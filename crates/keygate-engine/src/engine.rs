@@ -24,7 +24,7 @@ use crate::idempotency::Idempotency;
 use crate::keygate::Keygate;
 use crate::ratelimit::{self, Clock, InProcessLimiter, LimitKey, RateLimitStatus, RateLimiter, SystemClock};
 use crate::requestlog::RequestRecorder;
-use crate::services::sessions::{ActiveSession, SignedIn};
+use crate::services::sessions::{ActiveSession, Origin, SignedIn};
 use crate::settings::{SessionSettings, Settings};
 use crate::throttle::SignInThrottle;
 use crate::usage::UsageRecorder;
@@ -165,6 +165,45 @@ impl Engine {
             self.sign_in_throttle.record_failure(counted_as, email);
         }
         signed_in
+    }
+
+    /// A sign-in with a one-time link ([`Keygate::sign_in_with_link`], this engine's timeouts).
+    /// Not throttled: the token is 256 random bits, and a failure counter keyed on anything the
+    /// caller sends would let one client lock every link out.
+    ///
+    /// # Errors
+    /// As [`Keygate::sign_in_with_link`].
+    pub async fn sign_in_with_link(
+        &self,
+        token: &str,
+        ip: IpAddr,
+        user_agent: Option<String>,
+    ) -> Result<SignedIn, Error> {
+        self.keygate.sign_in_with_link(token, Some(ip), user_agent, self.sessions).await
+    }
+
+    /// A signed-in user sets its own password ([`Keygate::set_own_password`]); a wrong current
+    /// password counts as a failed sign-in for the throttle (per address and per email), so the
+    /// form cannot be used to guess it.
+    ///
+    /// # Errors
+    /// As [`Keygate::set_own_password`], and [`Error::TooManyFailedAttempts`].
+    pub async fn set_own_password(
+        &self,
+        active: &ActiveSession,
+        current: Option<String>,
+        new: String,
+        origin: Origin,
+    ) -> Result<SignedIn, Error> {
+        let counted_as = self.auth.rate_key(origin.ip.unwrap_or(IpAddr::from([0, 0, 0, 0])));
+        if let Some(retry_after) = self.sign_in_throttle.blocked(counted_as, &active.user.email) {
+            return Err(Error::TooManyFailedAttempts { retry_after });
+        }
+        let result = self.keygate.set_own_password(active, current, new, origin, self.sessions).await;
+        if matches!(result, Err(Error::InvalidCredentials)) {
+            self.sign_in_throttle.record_failure(counted_as, &active.user.email);
+        }
+        result
     }
 
     /// The live session `token` opens ([`Keygate::session`] with this engine's timeouts).

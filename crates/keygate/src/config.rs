@@ -81,7 +81,7 @@ impl Default for Config {
     }
 }
 
-/// `[dashboard]`: how long a sign-in lasts.
+/// `[dashboard]`: how long a sign-in lasts, and where browsers reach the dashboard.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DashboardConfig {
@@ -89,6 +89,9 @@ pub struct DashboardConfig {
     pub session_idle_minutes: u32,
     /// A session ends this many hours after sign-in, whatever its activity (1–720).
     pub session_hours: u32,
+    /// The URL browsers reach keygate at (`https://keygate.example.com`), for the one-time
+    /// sign-in links the CLI prints; default `http://` + `listen`.
+    pub public_url: Option<String>,
 }
 
 impl Default for DashboardConfig {
@@ -97,6 +100,7 @@ impl Default for DashboardConfig {
         Self {
             session_idle_minutes: u32::try_from(d.idle.num_minutes()).unwrap_or(30),
             session_hours: u32::try_from(d.lifetime.num_hours()).unwrap_or(12),
+            public_url: None,
         }
     }
 }
@@ -203,6 +207,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// The compiled gateway, when configured.
     pub gateway: Option<Arc<Gateway>>,
+    /// Where browsers reach keygate, without a trailing `/` (`[dashboard] public_url`, or
+    /// `http://` + `listen`): the base of the one-time sign-in links the CLI prints.
+    pub public_url: String,
 }
 
 impl Settings {
@@ -274,6 +281,15 @@ impl Config {
         if !(1..=720).contains(&self.dashboard.session_hours) {
             errors.push("dashboard.session_hours must be between 1 and 720 (30 days)".into());
         }
+        if let Some(url) = &self.dashboard.public_url
+            && !((url.starts_with("http://") || url.starts_with("https://"))
+                && url.len() > "https://".len()
+                && !url.contains(['?', '#', ' ']))
+        {
+            errors.push(format!(
+                "dashboard.public_url: `{url}` is not a URL like https://keygate.example.com (http or https, no query)"
+            ));
+        }
         if !(1..=3650).contains(&self.request_log_retention_days) {
             errors.push("request_log_retention_days must be between 1 and 3650".into());
         }
@@ -327,6 +343,11 @@ impl Config {
                 workers: NonZeroUsize::new(usize::from(self.workers)),
                 log_format: self.log_format,
                 gateway,
+                public_url: self
+                    .dashboard
+                    .public_url
+                    .as_deref()
+                    .map_or_else(|| format!("http://{listen}"), |u| u.trim_end_matches('/').to_owned()),
             }),
             _ => Err(errors),
         }

@@ -26,6 +26,7 @@ use keygate_domain::model::Account;
 use keygate_domain::{AccountId, ApiKey, PlaintextKey, time};
 use keygate_engine::services::keys::{CreateKeyRequest, ListKeysParams};
 use keygate_engine::services::tenants::{CreateTenantRequest, ListTenantsParams};
+use keygate_engine::services::sessions::SignInLink;
 use keygate_engine::services::users::{CreateUserRequest, ListUsersParams};
 use keygate_engine::services::{PageParams, Principal};
 use keygate_engine::views::{AccountView, CreatedKey, KeyView, TenantView, UserView};
@@ -222,7 +223,8 @@ enum TenantsCommand {
 
 #[derive(Subcommand)]
 enum UsersCommand {
-    /// Create a dashboard user of an account.
+    /// Create a dashboard user of an account. Without --password-stdin it prints a one-time
+    /// sign-in link (24 hours), with which the user signs in and sets a password.
     Create {
         #[command(flatten)]
         account: AccountArg,
@@ -235,6 +237,14 @@ enum UsersCommand {
         /// the shell's history and the process list).
         #[arg(long)]
         password_stdin: bool,
+    },
+    /// Print a new one-time sign-in link for a user (valid 24 hours, used up by its first
+    /// sign-in): how a user without a password signs in, then sets one.
+    Link {
+        /// The user's id (usr_…).
+        id: String,
+        #[command(flatten)]
+        account: AccountArg,
     },
     /// List an account's users, newest first.
     List {
@@ -493,7 +503,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Serve { .. } => serve(&config, &settings).await,
         command => {
             let keygate = open(&config, &settings).await?;
-            manage(&out, &keygate, command).await?;
+            manage(&out, &keygate, &settings, command).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -691,6 +701,8 @@ fn created_key_json(k: &ApiKey, plaintext: &PlaintextKey) -> Value {
 }
 
 const SHOWN_ONCE: &str = "Store this key now: it cannot be shown again.";
+const SIGN_IN_LINK_ONCE: &str =
+    "Give this link to the user only: it signs in once, within 24 hours, and is not shown again.";
 
 impl From<PageArgs> for PageParams {
     fn from(p: PageArgs) -> Self {
@@ -698,7 +710,7 @@ impl From<PageArgs> for PageParams {
     }
 }
 
-async fn manage(out: &Out, keygate: &Keygate, command: Command) -> Result<(), Failure> {
+async fn manage(out: &Out, keygate: &Keygate, settings: &Settings, command: Command) -> Result<(), Failure> {
     match command {
         Command::Init => match keygate.init_operator().await? {
             Some((account, _key, plaintext)) => {
@@ -752,22 +764,52 @@ async fn manage(out: &Out, keygate: &Keygate, command: Command) -> Result<(), Fa
             let lines = rows.iter().map(|t| format!("{}  {}  {}", t.id, t.status.as_str(), t.name)).collect();
             out.page(&views, next.as_deref(), lines, &none);
         }
-        Command::Users(cmd) => users(out, keygate, cmd).await?,
+        Command::Users(cmd) => users(out, keygate, settings, cmd).await?,
         Command::Serve { .. } | Command::Migrate | Command::Openapi | Command::Healthcheck { .. } => {}
     }
     Ok(())
 }
 
-async fn users(out: &Out, keygate: &Keygate, cmd: UsersCommand) -> Result<(), Failure> {
+/// The one-time sign-in link of `token`, and the JSON that carries it. The token travels in
+/// the query string: keygate never logs query strings, and the page it opens posts the token
+/// before anything is used up (a link preview cannot spend it).
+fn sign_in_link(settings: &Settings, link: &SignInLink) -> (String, Value) {
+    let url = format!("{}/dashboard/sign-in/link?token={}", settings.public_url, link.token);
+    let json = json!({"url": url, "expires_at": keygate_engine::views::ts(link.expires_at)});
+    (url, json)
+}
+
+async fn users(out: &Out, keygate: &Keygate, settings: &Settings, cmd: UsersCommand) -> Result<(), Failure> {
     match cmd {
         UsersCommand::Create { account, email, role, password_stdin } => {
             let password = if password_stdin { Some(read_password()?) } else { None };
             let p = Principal::cli(account_for(keygate, &account).await?);
             let user = keygate.create_user(&p, CreateUserRequest { email, role, password }).await?;
-            out.result(&serde_json::to_value(UserView::from(&user)).unwrap_or(Value::Null), || {
-                let note =
-                    if user.has_password { "" } else { " It has no password yet: it cannot sign in until one is set." };
-                format!("Created user {} ({}, {}).{note}", user.id, user.email, user.role.as_str())
+            let mut view = serde_json::to_value(UserView::from(&user)).unwrap_or(Value::Null);
+            let link = if user.has_password {
+                None
+            } else {
+                let (_, link) = keygate.create_sign_in_link(&p, &user.id.to_string()).await?;
+                let (url, json) = sign_in_link(settings, &link);
+                view["sign_in_link"] = json;
+                out.note(SIGN_IN_LINK_ONCE);
+                Some(url)
+            };
+            out.result(&view, || {
+                let created = format!("Created user {} ({}, {}).", user.id, user.email, user.role.as_str());
+                match &link {
+                    Some(url) => format!("{created}\nIts one-time sign-in link (24 hours):\n{url}"),
+                    None => created,
+                }
+            });
+        }
+        UsersCommand::Link { id, account } => {
+            let p = Principal::cli(account_for(keygate, &account).await?);
+            let (user, link) = keygate.create_sign_in_link(&p, &id).await?;
+            let (url, json) = sign_in_link(settings, &link);
+            out.note(SIGN_IN_LINK_ONCE);
+            out.result(&json!({"user_id": user.id.to_string(), "sign_in_link": json}), || {
+                format!("One-time sign-in link for {} (24 hours):\n{url}", user.email)
             });
         }
         UsersCommand::List { account, page } => {

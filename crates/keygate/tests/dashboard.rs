@@ -650,3 +650,80 @@ async fn users_see_and_end_their_sessions(app: TestApp) {
     assert_eq!(laptop.get("/dashboard/api-keys").await.status, StatusCode::OK);
 }
 both_backends!(users_see_and_end_their_sessions);
+
+async fn a_sign_in_link_signs_in_once_then_the_user_sets_a_password(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let invited = app.post(&p.key, "/v1/users", &json!({"email": "grace@acme.example", "role": "viewer"})).await;
+    let user_id = str_of(&invited.expect_status(201)["id"]);
+    let keygate = app.offline_keygate().await;
+    let account = keygate.store.get_account(p.account_id.parse().unwrap_or_else(|_| panic!("an id"))).await;
+    let account = account.ok().flatten().unwrap_or_else(|| panic!("the account"));
+    let cli = keygate_engine::services::Principal::cli(account);
+    let (_, link) = keygate.create_sign_in_link(&cli, &user_id).await.unwrap_or_else(|e| panic!("{e}"));
+
+    let mut browser = Browser::new(&app);
+    // Opening the link spends nothing (a link preview may fetch it); the button does.
+    for _ in 0..2 {
+        let page = browser.get(&format!("/dashboard/sign-in/link?token={}", link.token)).await;
+        assert_eq!(page.status, StatusCode::OK);
+    }
+    let page = browser.get(&format!("/dashboard/sign-in/link?token={}", link.token)).await;
+    let csrf = page.csrf();
+    let signed = browser.post("/dashboard/sign-in/link", &[("csrf_token", &csrf), ("token", &link.token)]).await;
+    assert_eq!((signed.status, signed.location()), (StatusCode::SEE_OTHER, "/dashboard/password"), "{signed:?}");
+
+    // Once only.
+    let mut other = Browser::new(&app);
+    let page = other.get(&format!("/dashboard/sign-in/link?token={}", link.token)).await;
+    let again = other.post("/dashboard/sign-in/link", &[("csrf_token", &page.csrf()), ("token", &link.token)]).await;
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED);
+    assert!(again.html.contains("used already or has expired"));
+
+    let form = browser.get("/dashboard/password").await;
+    assert!(form.html.contains("Set your password") && !form.html.contains("current_password"));
+    let csrf = form.csrf();
+    let mismatch = browser
+        .post(
+            "/dashboard/password",
+            &[("csrf_token", &csrf), ("password", PASSWORD), ("password_confirmation", "something else entirely")],
+        )
+        .await;
+    assert_eq!(mismatch.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(mismatch.html.contains("password_confirmation"));
+    let short = browser
+        .post(
+            "/dashboard/password",
+            &[("csrf_token", &csrf), ("password", "short"), ("password_confirmation", "short")],
+        )
+        .await;
+    assert_eq!(short.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let set = browser
+        .post(
+            "/dashboard/password",
+            &[("csrf_token", &csrf), ("password", PASSWORD), ("password_confirmation", PASSWORD)],
+        )
+        .await;
+    assert_eq!(set.status, StatusCode::SEE_OTHER, "{set:?}");
+    assert_eq!(browser.get("/dashboard/api-keys").await.status, StatusCode::OK, "this browser stays signed in");
+    let event = app.audit_event(&p.key, "user.password_changed", &user_id).await;
+    assert_eq!((event["actor_type"].as_str(), event["actor_id"].as_str()), (Some("user"), Some(user_id.as_str())));
+
+    // Changing it needs the current one; a wrong one is refused and changes nothing.
+    let csrf = browser.csrf().await;
+    let wrong = browser
+        .post(
+            "/dashboard/password",
+            &[
+                ("csrf_token", &csrf),
+                ("current_password", "not my password!"),
+                ("password", "another long phrase here"),
+                ("password_confirmation", "another long phrase here"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let mut fresh = Browser::new(&app);
+    let ok = fresh.sign_in("grace@acme.example", PASSWORD).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "the password set above still works");
+}
+both_backends!(a_sign_in_link_signs_in_once_then_the_user_sets_a_password);

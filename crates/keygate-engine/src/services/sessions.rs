@@ -47,6 +47,22 @@ impl std::fmt::Debug for SignedIn {
     }
 }
 
+/// How long a one-time sign-in link is valid.
+pub const SIGN_IN_LINK_VALIDITY: chrono::Duration = chrono::Duration::hours(24);
+
+/// A one-time sign-in link's secret part and its end.
+pub struct SignInLink {
+    /// 64 hex characters; only its SHA-256 is stored.
+    pub token: String,
+    pub expires_at: keygate_domain::time::Timestamp,
+}
+
+impl std::fmt::Debug for SignInLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignInLink").field("expires_at", &self.expires_at).finish_non_exhaustive()
+    }
+}
+
 /// A live session and who it belongs to.
 #[derive(Debug, Clone)]
 pub struct ActiveSession {
@@ -142,6 +158,18 @@ impl Keygate {
         }
         let user = chosen.ok_or(Error::InvalidCredentials)?;
         let account = self.store.get_account(user.account_id).await?.ok_or(Error::InvalidCredentials)?;
+        self.start_session(user, account, ip, user_agent, settings).await
+    }
+
+    /// A new session for `user` of `account` (not suspended), noted as its latest sign-in.
+    async fn start_session(
+        &self,
+        user: User,
+        account: Account,
+        ip: Option<IpAddr>,
+        user_agent: Option<String>,
+        settings: SessionSettings,
+    ) -> Result<SignedIn, Error> {
         if account.status == AccountStatus::Suspended {
             return Err(AuthFailure::AccountSuspended.into());
         }
@@ -162,6 +190,89 @@ impl Keygate {
         self.store.create_session(&session).await?;
         self.store.note_sign_in(user.account_id, user.id, now).await?;
         Ok(SignedIn { user, account, session, token })
+    }
+
+    /// A one-time sign-in link's token for a user of `p`'s account (SPEC §8: a user created
+    /// without a password signs in with one, then sets a password): 256 random bits in hex,
+    /// valid for [`SIGN_IN_LINK_VALIDITY`], stored as its SHA-256 only, used up by its first
+    /// sign-in. Like sessions, tokens are not audited (the sign-in they open is noted on the
+    /// user as `last_sign_in_at`).
+    ///
+    /// # Errors
+    /// 404 for an unknown user; 403 when `p` may not manage a user of that role (it could sign
+    /// in as it).
+    pub async fn create_sign_in_link(&self, p: &Principal, user_id: &str) -> Result<(User, SignInLink), Error> {
+        let user = self.get_user(p, user_id).await?;
+        self.ensure_may_grant(p, user.role)?;
+        let token = new_token()?;
+        let expires_at = time::now() + SIGN_IN_LINK_VALIDITY;
+        self.store.create_sign_in_token(&token_hash(&token), user.account_id, user.id, expires_at).await?;
+        Ok((user, SignInLink { token, expires_at }))
+    }
+
+    /// Signs in with a one-time link's token, using it up.
+    ///
+    /// # Errors
+    /// 401 `invalid_credentials` for a token that is unknown, used or expired; 403
+    /// `account_suspended`; a store failure.
+    pub async fn sign_in_with_link(
+        &self,
+        token: &str,
+        ip: Option<IpAddr>,
+        user_agent: Option<String>,
+        settings: SessionSettings,
+    ) -> Result<SignedIn, Error> {
+        let Some((account_id, user_id)) = self.store.consume_sign_in_token(&token_hash(token), time::now()).await?
+        else {
+            return Err(Error::InvalidCredentials);
+        };
+        let user = self.store.get_user(account_id, user_id).await?.ok_or(Error::InvalidCredentials)?;
+        let account = self.store.get_account(account_id).await?.ok_or(Error::InvalidCredentials)?;
+        self.start_session(user, account, ip, user_agent, settings).await
+    }
+
+    /// A signed-in user sets its own password (any role may: it is its own). With a password
+    /// already set, `current` must be it. Every session of the user ends (the store's rule for a
+    /// new password), and a new one opens for this browser.
+    ///
+    /// # Errors
+    /// 422 for a password outside the rules; 401 `invalid_credentials` for a wrong `current`;
+    /// 409 when the user changed role meanwhile; a store failure.
+    pub async fn set_own_password(
+        &self,
+        active: &ActiveSession,
+        current: Option<String>,
+        new: String,
+        origin: Origin,
+        settings: SessionSettings,
+    ) -> Result<SignedIn, Error> {
+        let mut v = super::Validator::default();
+        if let Err(m) = crate::password::Passwords::check_rules(&new) {
+            v.error("password", m);
+        }
+        v.finish()?;
+        if active.user.has_password {
+            let stored = self
+                .store
+                .users_by_email(&active.user.email)
+                .await?
+                .into_iter()
+                .find(|(u, _)| u.id == active.user.id)
+                .and_then(|(_, hash)| hash);
+            if !self.passwords.verify(current.unwrap_or_default(), stored).await {
+                return Err(Error::InvalidCredentials);
+            }
+        }
+        let hash = self.passwords.hash(new).await?;
+        let p = self.user_principal(active, origin.clone());
+        let audit = p.audit("user.password_changed", "user", active.user.id, serde_json::json!({}));
+        let user = &active.user;
+        if !self.store.set_password(user.account_id, user.id, user.role, Some(&hash), &audit).await? {
+            return Err(Error::NotFound("user"));
+        }
+        let mut user = user.clone();
+        user.has_password = true;
+        self.start_session(user, active.account.clone(), origin.ip, origin.user_agent, settings).await
     }
 
     /// The live session `token` opens, if any: not revoked, not idle for longer than

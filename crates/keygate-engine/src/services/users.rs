@@ -150,7 +150,7 @@ fn password(v: &mut Validator, field: &str, password: &str) {
 impl Keygate {
     /// The no-escalation rule for users: `p` may give a user `role` only if it holds every scope
     /// of that role and has no bound a user would not have.
-    fn ensure_may_grant(&self, p: &Principal, role: Role) -> Result<(), Error> {
+    pub(crate) fn ensure_may_grant(&self, p: &Principal, role: Role) -> Result<(), Error> {
         let refuse = |exceeds| Err(Error::Escalation { exceeds, required_scope: None });
         p.ensure_live()?;
         if p.tenant_ids.is_some() {

@@ -41,9 +41,15 @@ fn users_are_created_from_stdin_listed_and_deleted_keeping_one_owner() {
     assert!(!database.contains(PASSWORD), "the password is not stored");
     assert!(database.contains("$argon2id$v=19$"), "its argon2id hash is");
 
-    // Without --password-stdin: a user without a password, which the human output says.
+    // Without --password-stdin: a user without a password, and its one-time sign-in link.
     let invited = sandbox.ok(&["users", "create", "--email", "grace@example.com", "--role", "viewer"]);
-    assert!(invited.stdout.contains("has no password yet"), "{}", invited.describe());
+    let link_line = invited.stdout.lines().find(|l| l.contains("/dashboard/sign-in/link?token=")).unwrap_or_default();
+    assert!(link_line.starts_with("http://127.0.0.1:8080/dashboard/sign-in/link?token="), "{}", invited.describe());
+    let token = link_line.rsplit('=').next().unwrap_or_default();
+    assert!(token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()), "{token}");
+    assert!(invited.stderr.contains("signs in once"), "{}", invited.describe());
+    let database = String::from_utf8_lossy(&sandbox.database_bytes()).into_owned();
+    assert!(!database.contains(token), "only the token's hash is stored");
 
     let listed = sandbox.json(&["users", "list"]);
     let emails: Vec<&str> =
@@ -55,6 +61,13 @@ fn users_are_created_from_stdin_listed_and_deleted_keeping_one_owner() {
     assert_eq!(refused.json()["code"], "conflict", "the last owner stays: {}", refused.describe());
     let out = create_with_stdin(&sandbox, "ed@example.com", "owner", &format!("{PASSWORD}\n"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A new link for an existing user, with --json.
+    let grace = listed["data"][0]["id"].as_str().unwrap_or_default().to_owned();
+    let relinked = sandbox.json(&["users", "link", &grace]);
+    assert_eq!(relinked["user_id"], grace.as_str());
+    assert!(relinked["sign_in_link"]["url"].as_str().is_some_and(|u| u.contains("token=")), "{relinked}");
+    assert!(relinked["sign_in_link"]["expires_at"].is_string());
+
     let deleted = sandbox.json(&["users", "delete", ada_id]);
     assert_eq!(deleted["deleted"], true);
     assert_eq!(sandbox.json(&["users", "list"])["data"].as_array().map(Vec::len), Some(2));
