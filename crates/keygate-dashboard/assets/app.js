@@ -20,6 +20,12 @@ document.addEventListener("DOMContentLoaded", () => {
 
   // The one-time key: a real modal dialog, which Escape does not dismiss by accident.
   const modal = document.getElementById("key-modal");
+  // That page answered a POST. Turn this history entry into a plain GET of the key's (or the
+  // accounts') page: reloading, or going back to it, then neither sends the form again (which
+  // would make another key, roll again or make another account) nor shows a plaintext again.
+  if (modal && modal.dataset.location && window.history && history.replaceState) {
+    history.replaceState(null, "", modal.dataset.location);
+  }
   if (modal && typeof modal.showModal === "function") {
     modal.close();
     modal.showModal();

@@ -359,6 +359,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_public_url_is_a_base_url() {
+        let mut config = Config::default();
+        assert_eq!(config.validate().map(|s| s.public_url).ok().as_deref(), Some("http://127.0.0.1:8080"));
+        config.dashboard.public_url = Some("https://keygate.example.com/".into());
+        assert_eq!(config.validate().map(|s| s.public_url).ok().as_deref(), Some("https://keygate.example.com"));
+        for bad in ["keygate.example.com", "ftp://x", "https://", "https://x/?a=b"] {
+            config.dashboard.public_url = Some(bad.into());
+            let errors = config.validate().err().unwrap_or_default();
+            assert!(errors.iter().any(|e| e.starts_with("dashboard.public_url")), "{bad}: {errors:?}");
+        }
+    }
+
+    #[test]
     fn defaults_are_valid() {
         let s = Config::default().validate().unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
