@@ -6,6 +6,9 @@
 //! The one difference: the README's server listens on the default 127.0.0.1:8080; the test picks
 //! a free port so it can run next to other tests.
 
+use std::io::Write;
+use std::process::Stdio;
+
 use serde_json::Value;
 
 use crate::support::{Sandbox, Server, plaintexts, the_plaintext};
@@ -18,6 +21,9 @@ const CREATE_TENANT: &str = "curl -s -X POST http://127.0.0.1:8080/v1/tenants";
 const CREATE_TENANT_BODY: &str = r#"{"name": "Northwind Clinic", "external_id": "nw-001"}"#;
 const LIST_TENANTS: &str = "curl -s http://127.0.0.1:8080/v1/tenants";
 const LIST_KEYS: &str = "curl -s http://127.0.0.1:8080/v1/api-keys";
+const CREATE_USER: &str = "cargo run --release -- users create --email you@example.com --role owner --password-stdin";
+const DASHBOARD: &str = "http://127.0.0.1:8080/dashboard";
+const PASSPHRASE: &str = "choose a long pass phrase";
 
 fn readme() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
@@ -38,6 +44,8 @@ fn the_readme_still_shows_what_this_test_runs() {
         format!("-d '{CREATE_TENANT_BODY}'"),
         LIST_TENANTS.to_owned(),
         LIST_KEYS.to_owned(),
+        format!("printf '%s\\n' '{PASSPHRASE}' | {CREATE_USER}"),
+        DASHBOARD.to_owned(),
         r#"-H "Authorization: Bearer $OPERATOR_KEY""#.to_owned(),
         r#"-H "Authorization: Bearer $CRM_KEY""#.to_owned(),
     ] {
@@ -87,4 +95,33 @@ fn the_readme_quickstart_works() {
     let list = http.get("/v1/api-keys", &operator_key);
     assert_eq!(list.status, 200);
     assert!(plaintexts(&list.text).is_empty(), "{}", list.text);
+
+    // 6. A dashboard user, then sign in at /dashboard.
+    let args: Vec<&str> = CREATE_USER.split(" ").skip(4).collect();
+    let mut child = sandbox
+        .command(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("keygate starts");
+    child.stdin.take().expect("a stdin pipe").write_all(format!("{PASSPHRASE}\n").as_bytes()).expect("written");
+    let created = child.wait_with_output().expect("keygate finishes");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let dashboard = http.send("GET", "/dashboard", None, None);
+    assert_eq!((dashboard.status, dashboard.header("location")), (303, Some("/dashboard/api-keys")));
+    let form = http.send("GET", "/dashboard/sign-in", None, None);
+    assert_eq!(form.status, 200);
+    let cookie = form.header("set-cookie").and_then(|c| c.split(';').next()).unwrap_or_default().to_owned();
+    let csrf = form.text.split("name=\"csrf_token\" value=\"").nth(1).and_then(|t| t.split('"').next());
+    let form = [("csrf_token", csrf.unwrap_or_default()), ("email", "you@example.com"), ("password", PASSPHRASE)];
+    let signed_in = http.post_form("/dashboard/sign-in", &cookie, &form);
+    assert_eq!(
+        (signed_in.status, signed_in.header("location")),
+        (303, Some("/dashboard/api-keys")),
+        "{}",
+        signed_in.text
+    );
+    let session = signed_in.header("set-cookie").and_then(|c| c.split(';').next()).unwrap_or_default().to_owned();
+    assert!(session.starts_with("keygate_session="), "{session}");
 }

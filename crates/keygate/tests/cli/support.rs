@@ -343,6 +343,24 @@ impl Http {
             .unwrap_or_else(|e| panic!("GET {path} failed: {e}"))
     }
 
+    /// `POST path` with a URL-encoded form and a `Cookie` header, as a browser posts a form.
+    pub fn post_form(&self, path: &str, cookie: &str, form: &[(&str, &str)]) -> Response {
+        let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+        let request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("cookie", cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        self.runtime.block_on(async {
+            let response = request.send().await.unwrap_or_else(|e| panic!("POST {path} failed: {e}"));
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let text = response.text().await.unwrap_or_default();
+            Response { status, headers, text }
+        })
+    }
+
     fn try_send(&self, method: &str, path: &str, key: Option<&str>, body: Option<&Value>) -> Result<Response, String> {
         self.try_send_with(method, path, key, body, None)
     }
