@@ -21,6 +21,8 @@ pub struct Chrome {
     /// The navigation entry of this page: `api-keys`, `tenants`, `audit`, `users`, `settings`,
     /// `sessions`, `accounts`.
     pub active: &'static str,
+    /// Users is in the navigation of owners and admins (SPEC §12); the page itself reads for
+    /// any role holding `users:read`.
     pub can_manage_users: bool,
 }
 
@@ -34,7 +36,7 @@ impl Chrome {
             operator: signed.active.account.operator,
             csrf: signed.csrf.clone(),
             active,
-            can_manage_users: signed.can("users:read"),
+            can_manage_users: signed.can("users:write"),
         }
     }
 }
