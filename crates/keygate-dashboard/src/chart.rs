@@ -80,7 +80,7 @@ pub fn usage(rows: &[UsageRow], now: Timestamp, days: u32) -> UsageChart {
             ok_height,
             refused_y: baseline - ok_height - refused_height,
             refused_height,
-            label: if (days - 1 - i) % 5 == 0 { day[5..].to_owned() } else { String::new() },
+            label: if (days - 1 - i).is_multiple_of(5) { day[5..].to_owned() } else { String::new() },
             day,
             ok,
             refused,
