@@ -3,12 +3,13 @@
 //!
 //! This test prepares what the suite needs with the real binary, as an operator would: a SQLite
 //! database in a temporary directory (`keygate init`), a partner account (`keygate accounts
-//! create`), its owner and a viewer, and an owner of the operator account (`keygate users create
-//! --password-stdin`); then it starts `keygate serve` (trusting 127.0.0.1 as a proxy, so the
-//! suite can show the `Secure` cookie behind an https proxy), installs the suite's packages when
-//! `node_modules` is missing or older than `package-lock.json` (`npm ci`), and runs `node --test`
-//! with the server's address and the credentials in `DASHBOARD_*` variables (keygate refuses
-//! unknown `KEYGATE_*` ones). The suite's screenshots go to `SCREENSHOT_DIR` (by default
+//! create`), its owner, a viewer and a developer without a password (who gets a one-time sign-in
+//! link), and an owner of the operator account (`keygate users create`, passwords on standard
+//! input); then it starts `keygate serve` (trusting 127.0.0.1 as a proxy, so the suite can show
+//! the `Secure` cookie behind an https proxy), installs the suite's packages when `node_modules`
+//! is missing or older than `package-lock.json` (`npm ci`), and runs `node --test` with the
+//! server's address and the credentials in `DASHBOARD_*` variables (keygate refuses unknown
+//! `KEYGATE_*` ones). The suite's screenshots go to `SCREENSHOT_DIR` (by default
 //! `target/browser-screenshots`).
 //!
 //! It needs Node, npm and `/usr/bin/chromium`, so it runs only when `KEYGATE_TEST_BROWSER` is set
@@ -38,6 +39,8 @@ const VIEWER_EMAIL: &str = "sam.chen@northwind.example";
 const VIEWER_PASSWORD: &str = "Sam reads but never writes";
 const OPERATOR_EMAIL: &str = "ops@keygate.example";
 const OPERATOR_PASSWORD: &str = "the operator's own pass phrase";
+/// A developer made without a password: signs in with a one-time link, then sets one.
+const NEWCOMER_EMAIL: &str = "priya.patel@northwind.example";
 
 fn repository_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the repository's root")
@@ -143,6 +146,11 @@ fn the_dashboard_works_in_a_real_browser() {
     create_user(&sandbox, Some(&account_id), OWNER_EMAIL, "owner", OWNER_PASSWORD);
     create_user(&sandbox, Some(&account_id), VIEWER_EMAIL, "viewer", VIEWER_PASSWORD);
     create_user(&sandbox, None, OPERATOR_EMAIL, "owner", OPERATOR_PASSWORD);
+    let newcomer =
+        sandbox.json(&["users", "create", "--account", &account_id, "--email", NEWCOMER_EMAIL, "--role", "developer"]);
+    // The link names `listen` (not the port the server gets below): the suite keeps its path.
+    let link = newcomer["sign_in_link"]["url"].as_str().expect("a user without a password gets a link");
+    let link_path = &link[link.find("/dashboard/").expect("the link's path")..];
     let server = Server::start(&sandbox, &[]);
 
     let root = repository_root();
@@ -162,6 +170,8 @@ fn the_dashboard_works_in_a_real_browser() {
         ("DASHBOARD_VIEWER_PASSWORD", VIEWER_PASSWORD.to_owned()),
         ("DASHBOARD_OPERATOR_EMAIL", OPERATOR_EMAIL.to_owned()),
         ("DASHBOARD_OPERATOR_PASSWORD", OPERATOR_PASSWORD.to_owned()),
+        ("DASHBOARD_NEWCOMER_EMAIL", NEWCOMER_EMAIL.to_owned()),
+        ("DASHBOARD_SIGN_IN_LINK", link_path.to_owned()),
         ("SCREENSHOT_DIR", screenshots.display().to_string()),
     ];
     let (ok, output) = run(
