@@ -71,8 +71,9 @@ pub fn usage(rows: &[UsageRow], now: Timestamp, days: u32) -> UsageChart {
         |n: u64| -> u32 { u32::try_from(n.saturating_mul(u64::from(plot_height)) / max).unwrap_or(plot_height) };
     let mut bars = Vec::new();
     for (i, (day, ok, refused)) in (0..days).zip(window) {
+        // The bar's whole height is scaled once, so rounding never shortens the busiest day.
         let ok_height = scale(ok);
-        let refused_height = scale(refused);
+        let refused_height = scale(ok + refused) - ok_height;
         bars.push(Bar {
             x: LEFT + i * slot + 1,
             width: slot.saturating_sub(2).max(1),

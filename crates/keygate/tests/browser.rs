@@ -176,7 +176,7 @@ fn the_dashboard_works_in_a_real_browser() {
     ];
     let (ok, output) = run(
         "node",
-        &["--test", "--test-reporter=spec", "--test-concurrency=1", "dashboard.test.mjs"],
+        &["--test", "--test-reporter=spec", "dashboard.test.mjs"],
         &suite,
         &envs,
         SUITE_TIMEOUT,
