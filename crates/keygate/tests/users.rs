@@ -191,3 +191,42 @@ async fn a_full_account_refuses_new_users(app: TestApp) {
     app.post(&other.key, "/v1/users", &json!({"email": "c@example.com", "role": "viewer"})).await.expect_status(201);
 }
 both_backends_with!(two_users_per_account; a_full_account_refuses_new_users);
+
+async fn only_an_owner_acts_on_admins_even_through_a_key(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let admin = app.post(&p.key, "/v1/users", &json!({"email": "a@example.com", "role": "admin"})).await;
+    let admin_path = format!("/v1/users/{}", str_of(&admin.expect_status(201)["id"]));
+    // Every scope an admin holds, and the bounds a user has: what an admin could make itself.
+    let catalog = keygate_domain::scope::Catalog::default();
+    let admin_scopes =
+        keygate_engine::services::users::role_scopes(keygate_domain::model::Role::Admin, &catalog, false)
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>();
+    let created = app
+        .create_key(&p.key, json!({"name": "admin-made", "scopes": admin_scopes, "rate_limit_per_minute": 10_000}))
+        .await;
+    let admin_key = str_of(&created["key"]);
+    for (r, what) in [
+        (
+            app.post(&admin_key, "/v1/users", &json!({"email": "b@example.com", "role": "admin"})).await,
+            "create an admin",
+        ),
+        (
+            app.patch(&admin_key, &admin_path, &json!({"password": "a new long pass phrase"})).await,
+            "reset an admin's password",
+        ),
+        (app.patch(&admin_key, &admin_path, &json!({"role": "viewer"})).await, "demote an admin"),
+        (app.delete(&admin_key, &admin_path).await, "delete an admin"),
+    ] {
+        assert_escalation(&r, "role", None);
+        assert!(r.body["detail"].as_str().is_some_and(|d| d.contains("only an owner")), "{what}: {r:?}");
+    }
+    // Below admin it may act; an unrestricted key (the owner's) may act on admins.
+    let dev = app.post(&admin_key, "/v1/users", &json!({"email": "d@example.com", "role": "developer"})).await;
+    let dev_path = format!("/v1/users/{}", str_of(&dev.expect_status(201)["id"]));
+    app.patch(&admin_key, &dev_path, &json!({"role": "viewer"})).await.expect_status(200);
+    app.patch(&p.key, &admin_path, &json!({"role": "developer"})).await.expect_status(200);
+}
+both_backends!(only_an_owner_acts_on_admins_even_through_a_key);

@@ -166,13 +166,20 @@ impl Keygate {
         if p.max_rate_limit.is_some_and(|max| max < self.limits.max_key_rate_limit_per_minute) {
             return refuse(Exceeds::RateLimit);
         }
-        // A signed-in user manages only users below its own role; an owner, every user.
-        if p.role.is_some_and(|mine| mine != Role::Owner && role >= mine) {
-            return Err(Error::Escalation { exceeds: Exceeds::Role, required_scope: None });
-        }
         let wanted = role_scopes(role, &self.catalog, p.account.operator);
         if let Err(missing) = scope::within(wanted.as_deref(), p.scopes.as_deref()) {
             return Err(Error::Escalation { exceeds: Exceeds::Scopes, required_scope: Some(missing) });
+        }
+        // SPEC §8: an admin manages users below admin; only an owner acts on admins and owners.
+        // Among keys only an unrestricted one stands for an owner, so a key an admin made —
+        // holding every scope an admin holds — cannot act on admins either.
+        let owner = match p.role {
+            Some(mine) => mine == Role::Owner,
+            None => p.scopes.is_none(),
+        };
+        let below_own_role = p.role.is_none_or(|mine| role < mine);
+        if !owner && (role >= Role::Admin || !below_own_role) {
+            return Err(Error::Escalation { exceeds: Exceeds::Role, required_scope: None });
         }
         Ok(())
     }
