@@ -18,7 +18,7 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -187,10 +187,15 @@ async function checkAccessibility(t, page, name) {
   assert.deepEqual(serious, [], `axe found serious or critical violations on ${name} (${page.url()}):\n${serious.join('\n')}`);
 }
 
-async function screenshot(page, name) {
+/** A full-page screenshot `NN-name.png`; with `top`, also the page's first `top` pixels alone. */
+async function screenshot(page, name, { top } = {}) {
   screenshotCount += 1;
   const file = path.join(SCREENSHOT_DIR, `${String(screenshotCount).padStart(2, '0')}-${name}.png`);
   await page.screenshot({ path: file, fullPage: true });
+  if (top) {
+    const { width } = page.viewportSize();
+    await page.screenshot({ path: file.replace(/\.png$/, '-top.png'), fullPage: true, clip: { x: 0, y: 0, width, height: top } });
+  }
   return file;
 }
 
@@ -199,6 +204,9 @@ async function screenshot(page, name) {
 
 before(async () => {
   await mkdir(SCREENSHOT_DIR, { recursive: true });
+  for (const old of await readdir(SCREENSHOT_DIR)) {
+    if (/^\d{2}-[a-z0-9-]+\.png$/.test(old)) await rm(path.join(SCREENSHOT_DIR, old));
+  }
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
@@ -235,12 +243,28 @@ before(async () => {
     const created = await apiOk('POST', '/v1/api-keys', { body: { tenant_ids: null, allowed_ips: null, ...k } });
     seeded.keys[k.name] = { id: created.id, key: created.key };
   }
-  // Traffic: answered and refused requests, so Last Used, the chart and the request log show some.
+  // Traffic, answered and refused, so Last Used, the chart and the request log show some. The
+  // server trusts 127.0.0.1 as a proxy: X-Forwarded-For names the clients (documentation ranges).
+  const from = (ip) => ({ 'x-forwarded-for': ip });
   const crm = seeded.keys['Production CRM Integration'].key;
-  for (let i = 0; i < 18; i += 1) await apiOk('GET', '/v1/tenants?limit=10', { key: crm });
-  for (let i = 0; i < 3; i += 1) assert.equal((await api('GET', '/v1/account', { key: crm })).status, 403);
-  for (let i = 0; i < 4; i += 1) await apiOk('GET', '/v1/tenants', { key: seeded.keys['Nightly billing export'].key });
-  assert.equal((await api('GET', '/v1/tenants', { key: seeded.keys['Zapier connector'].key })).status, 403);
+  const tenantIds = Object.values(seeded.tenants);
+  const traffic = [
+    ...Array.from({ length: 9 }, () => ['GET', '/v1/tenants?limit=10', 200]),
+    ...tenantIds.flatMap((id) => [['GET', `/v1/tenants/${id}`, 200], ['GET', `/v1/tenants/${id}`, 200]]),
+    ['GET', '/v1/scopes', 200],
+    ['GET', '/v1/api-keys', 403],
+    ['GET', '/v1/account', 403],
+    ['GET', '/v1/tenants?limit=10', 200],
+  ];
+  for (const [i, [method, route, status]] of traffic.entries()) {
+    const r = await api(method, route, { key: crm, headers: from(i % 3 ? '203.0.113.24' : '198.51.100.7') });
+    assert.equal(r.status, status, `${method} ${route}: ${r.text}`);
+  }
+  for (let i = 0; i < 4; i += 1) {
+    await apiOk('GET', '/v1/tenants', { key: seeded.keys['Nightly billing export'].key, headers: from('192.0.2.40') });
+  }
+  const zapier = await api('GET', '/v1/tenants', { key: seeded.keys['Zapier connector'].key, headers: from('198.51.100.99') });
+  assert.equal(zapier.status, 403);
   const pbx = seeded.keys['Legacy PBX bridge'];
   await apiOk('POST', `/v1/api-keys/${pbx.id}/revoke`, { body: { reason: 'Replaced by the SIP trunk integration' } });
 });
@@ -568,12 +592,12 @@ test('accessibility (axe-core, light and dark) and screenshots of every page', a
   const context = await newContext('axe', { bypassCSP: true });
   const page = await context.newPage();
   const crm = seeded.keys['Production CRM Integration'].id;
-  const visit = async (name, url, { phone = false } = {}) => {
+  const visit = async (name, url, { phone = false, top } = {}) => {
     if (url) await page.goto(`${BASE}${url}`);
     await t.test(name, async (st) => {
       if (phone) await page.setViewportSize(PHONE);
       try {
-        await screenshot(page, name);
+        await screenshot(page, name, { top });
         await checkAccessibility(st, page, name);
       } finally {
         if (phone) await page.setViewportSize(DESKTOP);
@@ -586,7 +610,7 @@ test('accessibility (axe-core, light and dark) and screenshots of every page', a
   await signIn(page, OWNER);
   await visit('api-keys', '/dashboard/api-keys');
   await visit('api-keys-phone', null, { phone: true });
-  await visit('create-form', '/dashboard/api-keys/new');
+  await visit('create-form', '/dashboard/api-keys/new', { top: 1000 });
 
   // The one-time modal, for a key with a tenant scope and an action scope.
   await page.getByLabel('Name', { exact: true }).fill('Appointment reminders');
@@ -597,7 +621,7 @@ test('accessibility (axe-core, light and dark) and screenshots of every page', a
   assert.equal((await submit(page, page.getByRole('button', { name: 'Create API Key' }))).status(), 201);
   await visit('key-created-modal', null);
 
-  await visit('key-usage', `/dashboard/api-keys/${crm}`);
+  await visit('key-usage', `/dashboard/api-keys/${crm}`, { top: 1100 });
   await visit('key-edit', `/dashboard/api-keys/${crm}/edit`);
   await visit('key-roll', `/dashboard/api-keys/${crm}/roll`);
   await visit('key-revoke', `/dashboard/api-keys/${crm}/revoke`);
