@@ -612,12 +612,21 @@ test('accessibility (axe-core, light and dark) and screenshots of every page', a
   await visit('api-keys-phone', null, { phone: true });
   await visit('create-form', '/dashboard/api-keys/new', { top: 1000 });
 
-  // The one-time modal, for a key with a tenant scope and an action scope.
+  // The one-time modal, for a key with a tenant scope and action scopes.
   await page.getByLabel('Name', { exact: true }).fill('Appointment reminders');
-  await page.getByRole('radiogroup', { name: /^Messages\b/ }).getByLabel('Write', { exact: true }).check();
   await page.getByRole('radiogroup', { name: /^Tenants\b/ }).getByLabel('Read', { exact: true }).check();
+  await page.getByRole('radiogroup', { name: /^Messages\b/ }).getByLabel('Write', { exact: true }).check();
+  await page.getByLabel('voice:send').check();
   await page.getByLabel('sms:send').check();
   await page.getByLabel('Tenant Scope').fill(seeded.tenants['Contoso Dental Group']);
+  await page.getByLabel('Rate Limit').fill('300');
+  await page.getByLabel('Name', { exact: true }).focus();
+  screenshotCount += 1;
+  await page.screenshot({
+    path: path.join(SCREENSHOT_DIR, `${String(screenshotCount).padStart(2, '0')}-create-form-filled-top.png`),
+    clip: { x: 0, y: 0, width: DESKTOP.width, height: 1640 },
+    fullPage: true,
+  });
   assert.equal((await submit(page, page.getByRole('button', { name: 'Create API Key' }))).status(), 201);
   await visit('key-created-modal', null);
 

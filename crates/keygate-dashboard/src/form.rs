@@ -96,17 +96,21 @@ pub async fn refuse_cross_site(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
+/// `Sec-Fetch-Site` when the browser sends it (every current one does): only `same-origin` and
+/// `none` (the user's own navigation) pass; `same-site` is a sibling host and does not. Without
+/// it, the `Origin`, when present, must be this request's host; `null` (a sandboxed frame, a
+/// redirect across origins) is not.
 fn is_cross_site(request: &Request) -> bool {
     let headers = request.headers();
-    if headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site")) {
-        return true;
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.as_bytes();
+        return !(site.eq_ignore_ascii_case(b"same-origin") || site.eq_ignore_ascii_case(b"none"));
     }
     let Some(origin) = headers.get(header::ORIGIN) else { return false };
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
     let origin = origin.to_str().unwrap_or("");
-    // "null" (a sandboxed or privacy-sensitive context) is not this site either.
     let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
-    !origin_host.eq_ignore_ascii_case(host)
+    origin_host.is_empty() || !origin_host.eq_ignore_ascii_case(host)
 }
 
 #[cfg(test)]
@@ -127,6 +131,38 @@ mod tests {
     fn lists_split_on_commas_lines_and_spaces() {
         assert_eq!(split_list(" 10.0.0.0/8,\r\n203.0.113.7  \n\n"), ["10.0.0.0/8", "203.0.113.7"]);
         assert!(split_list(" \n ").is_empty());
+    }
+
+    fn post(headers: &[(&str, &str)]) -> Request {
+        let mut builder = Request::builder().method(Method::POST).uri("/dashboard/api-keys");
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        builder.body(axum::body::Body::empty()).unwrap_or_default()
+    }
+
+    #[test]
+    fn the_fetch_metadata_decides_and_origin_is_the_fallback() {
+        let host = ("host", "keygate.example.com");
+        for ok in [
+            post(&[host]),
+            post(&[host, ("sec-fetch-site", "same-origin")]),
+            post(&[host, ("sec-fetch-site", "none")]),
+            // Chromium sends Origin: null with a no-referrer policy; the fetch metadata says same-origin.
+            post(&[host, ("sec-fetch-site", "same-origin"), ("origin", "null")]),
+            post(&[host, ("origin", "https://keygate.example.com")]),
+        ] {
+            assert!(!is_cross_site(&ok), "{:?}", ok.headers());
+        }
+        for refused in [
+            post(&[host, ("sec-fetch-site", "cross-site")]),
+            post(&[host, ("sec-fetch-site", "same-site")]),
+            post(&[host, ("sec-fetch-site", "same-site"), ("origin", "https://keygate.example.com")]),
+            post(&[host, ("origin", "https://evil.example")]),
+            post(&[host, ("origin", "null")]),
+        ] {
+            assert!(is_cross_site(&refused), "{:?}", refused.headers());
+        }
     }
 
     #[test]

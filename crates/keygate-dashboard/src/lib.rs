@@ -16,7 +16,7 @@
 //!   session, uses a double-submitted random token.
 //! - **Headers** ([`security_headers`]): a Content Security Policy allowing only this origin's
 //!   own styles, script and images (no inline code, no CDN), `frame-ancestors 'none'`,
-//!   `nosniff`, `Referrer-Policy: no-referrer`; the API's middleware adds `no-store`.
+//!   `nosniff`, `Referrer-Policy: same-origin` (no URL of the dashboard reaches another site); the API's middleware adds `no-store`.
 
 pub mod assets;
 mod chart;
@@ -92,7 +92,9 @@ async fn security_headers(request: Request, next: Next) -> Response {
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Not `no-referrer`: with it Chromium sends `Origin: null` on the dashboard's own form posts.
+    // `same-origin` keeps every URL of the dashboard from other sites all the same.
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers.insert(HeaderName::from_static("cross-origin-opener-policy"), HeaderValue::from_static("same-origin"));
     response
 }
