@@ -323,3 +323,15 @@ mod tests {
         assert!(actor.id().starts_with("usr_"));
     }
 }
+
+/// The key under which two spellings of one email address are the same user (SPEC §8: emails
+/// are unique per account without case): compatibility forms unified (NFKC: a fullwidth `ａ` is
+/// `a`, `é` composed or decomposed is one letter), and case folded through upper case first, so
+/// letters whose lower case is not their fold meet too (`ß` and `SS`, `ſ` and `s`, final `ς`
+/// and `Σ`). The store keeps it beside the email; the sign-in throttle counts by it.
+#[must_use]
+pub fn email_key(email: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let unified: String = email.nfkc().collect();
+    unified.to_uppercase().to_lowercase().nfkc().collect()
+}

@@ -144,8 +144,8 @@ impl Engine {
     }
 
     /// A dashboard sign-in ([`Keygate::sign_in`]) from `ip`, throttled per address (its rate
-    /// key) and per email: while either has used up its failures, 429
-    /// `too_many_failed_attempts`, right password or not.
+    /// key) and per email, counted before the password is checked: while either has used up its
+    /// attempts, 429 `too_many_failed_attempts`, right password or not.
     ///
     /// # Errors
     /// As [`Keygate::sign_in`], and [`Error::TooManyFailedAttempts`].
@@ -157,14 +157,10 @@ impl Engine {
         user_agent: Option<String>,
     ) -> Result<SignedIn, Error> {
         let counted_as = self.auth.rate_key(ip);
-        if let Some(retry_after) = self.sign_in_throttle.blocked(counted_as, email) {
-            return Err(Error::TooManyFailedAttempts { retry_after });
-        }
-        let signed_in = self.keygate.sign_in(email, password, Some(ip), user_agent, self.sessions).await;
-        if matches!(signed_in, Err(Error::InvalidCredentials)) {
-            self.sign_in_throttle.record_failure(counted_as, email);
-        }
-        signed_in
+        self.sign_in_throttle
+            .attempt(counted_as, email)
+            .map_err(|retry_after| Error::TooManyFailedAttempts { retry_after })?;
+        self.keygate.sign_in(email, password, Some(ip), user_agent, self.sessions).await
     }
 
     /// A sign-in with a one-time link ([`Keygate::sign_in_with_link`], this engine's timeouts).
@@ -182,9 +178,9 @@ impl Engine {
         self.keygate.sign_in_with_link(token, Some(ip), user_agent, self.sessions).await
     }
 
-    /// A signed-in user sets its own password ([`Keygate::set_own_password`]); a wrong current
-    /// password counts as a failed sign-in for the throttle (per address and per email), so the
-    /// form cannot be used to guess it.
+    /// A signed-in user sets its own password ([`Keygate::set_own_password`]); when it needs the
+    /// current one, the attempt counts as a sign-in attempt for the throttle (per address and per
+    /// email), so the form cannot be used to guess it.
     ///
     /// # Errors
     /// As [`Keygate::set_own_password`], and [`Error::TooManyFailedAttempts`].
@@ -196,14 +192,13 @@ impl Engine {
         origin: Origin,
     ) -> Result<SignedIn, Error> {
         let counted_as = self.auth.rate_key(origin.ip.unwrap_or(IpAddr::from([0, 0, 0, 0])));
-        if let Some(retry_after) = self.sign_in_throttle.blocked(counted_as, &active.user.email) {
-            return Err(Error::TooManyFailedAttempts { retry_after });
+        if active.user.has_password {
+            let email = &active.user.email;
+            self.sign_in_throttle
+                .attempt(counted_as, email)
+                .map_err(|retry_after| Error::TooManyFailedAttempts { retry_after })?;
         }
-        let result = self.keygate.set_own_password(active, current, new, origin, self.sessions).await;
-        if matches!(result, Err(Error::InvalidCredentials)) {
-            self.sign_in_throttle.record_failure(counted_as, &active.user.email);
-        }
-        result
+        self.keygate.set_own_password(active, current, new, origin, self.sessions).await
     }
 
     /// The live session `token` opens ([`Keygate::session`] with this engine's timeouts).

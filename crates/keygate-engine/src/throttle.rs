@@ -10,6 +10,7 @@
 use std::net::IpAddr;
 
 use keygate_domain::gcra::Quota;
+use keygate_domain::model::email_key;
 
 use crate::ratelimit::{Clock, InProcessLimiter, LimitKey, SystemClock};
 
@@ -40,11 +41,13 @@ impl FailureThrottle {
     }
 }
 
-/// Failed dashboard sign-ins, counted per client IP (its rate key, an IPv6 client by its
-/// network) and per email (lower-cased), each with its own allowance: guessing one user's
-/// password from many addresses, or many users' from one, is stopped either way. While either is
-/// used up, sign-in answers 429 `too_many_failed_attempts`, right password or not. Per process,
-/// as [`FailureThrottle`].
+/// Dashboard sign-in attempts, counted per client IP (its rate key, an IPv6 client by its
+/// network) and per email (by [`email_key`], so look-alike spellings of one address share it),
+/// each with its own allowance: guessing one user's password from many addresses, or many
+/// users' from one, is stopped either way. An attempt is counted *before* its password is
+/// checked, right or wrong: counting failures after the check let a burst of concurrent guesses
+/// all pass the check first. While either allowance is used up, sign-in answers 429
+/// `too_many_failed_attempts`, right password or not. Per process, as [`FailureThrottle`].
 pub struct SignInThrottle {
     per_ip: Quota,
     per_email: Quota,
@@ -52,37 +55,30 @@ pub struct SignInThrottle {
 }
 
 impl SignInThrottle {
-    /// Failures tolerated per minute from one IP (20) and for one email (5).
+    /// Attempts allowed per minute from one IP (30) and for one email (10).
     #[must_use]
     pub fn new() -> Self {
-        Self { per_ip: Quota::per_minute(20), per_email: Quota::per_minute(5), limiter: InProcessLimiter::default() }
+        Self { per_ip: Quota::per_minute(30), per_email: Quota::per_minute(10), limiter: InProcessLimiter::default() }
     }
 
-    fn keys(ip: IpAddr, email: &str) -> [(LimitKey, bool); 2] {
-        [(LimitKey::FailedSignInIp(ip), true), (LimitKey::FailedSignInEmail(email.to_lowercase().into()), false)]
-    }
-
-    /// `Some(seconds to wait)` when `ip` or `email` has used up its failures.
-    #[must_use]
-    pub fn blocked(&self, ip: IpAddr, email: &str) -> Option<u64> {
+    /// Counts one attempt from `ip` for `email`: the address first, and only if it may try, the
+    /// email (a blocked address cannot spend a user's allowance).
+    ///
+    /// # Errors
+    /// The seconds to wait, when either allowance is used up.
+    pub fn attempt(&self, ip: IpAddr, email: &str) -> Result<(), u64> {
         let now = SystemClock.now_ns();
-        Self::keys(ip, email)
-            .iter()
-            .filter_map(|(key, by_ip)| {
-                let quota = if *by_ip { self.per_ip } else { self.per_email };
-                let d = self.limiter.peek(key, quota, 1, now);
-                (!d.allowed).then(|| d.retry_after_ns.div_ceil(1_000_000_000).max(1))
-            })
-            .max()
-    }
-
-    /// Spends one failure for `ip` and one for `email`.
-    pub fn record_failure(&self, ip: IpAddr, email: &str) {
-        let now = SystemClock.now_ns();
-        for (key, by_ip) in Self::keys(ip, email) {
-            let quota = if by_ip { self.per_ip } else { self.per_email };
-            let _ = self.limiter.check_now(&key, quota, 1, now);
+        let keys = [
+            (LimitKey::FailedSignInIp(ip), self.per_ip),
+            (LimitKey::FailedSignInEmail(email_key(email).into()), self.per_email),
+        ];
+        for (key, quota) in keys {
+            let d = self.limiter.check_now(&key, quota, 1, now);
+            if !d.allowed {
+                return Err(d.retry_after_ns.div_ceil(1_000_000_000).max(1));
+            }
         }
+        Ok(())
     }
 }
 
@@ -97,21 +93,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sign_ins_are_throttled_per_email_whatever_the_address_and_per_address() {
+    fn sign_ins_are_throttled_per_email_whatever_the_address_and_spelling_and_per_address() {
         let t = SignInThrottle::new();
-        let ips: Vec<IpAddr> = (1..=5u8).map(|n| IpAddr::from([192, 0, 2, n])).collect();
-        for ip in &ips {
-            assert_eq!(t.blocked(*ip, "ada@example.com"), None);
-            t.record_failure(*ip, "ada@example.com");
+        for n in 1..=10u8 {
+            assert_eq!(t.attempt(IpAddr::from([192, 0, 2, n]), "ada@example.com"), Ok(()));
         }
         let fresh: IpAddr = [192, 0, 2, 99].into();
-        assert!(t.blocked(fresh, "ADA@example.com").is_some(), "the email, whatever its case or address");
-        assert_eq!(t.blocked(fresh, "grace@example.com"), None, "another email from a fresh address");
-        let guesser: IpAddr = [198, 51, 100, 7].into();
-        for n in 0..20 {
-            t.record_failure(guesser, &format!("user{n}@example.com"));
+        for spelling in ["ADA@example.com", "ａda@example.com", "ⓐda@example.com"] {
+            assert!(t.attempt(fresh, spelling).is_err(), "{spelling}: the email, whatever its case, form or address");
         }
-        assert!(t.blocked(guesser, "someone-else@example.com").is_some(), "the address, whatever the email");
+        assert_eq!(t.attempt(fresh, "grace@example.com"), Ok(()), "another email from a fresh address");
+        let guesser: IpAddr = [198, 51, 100, 7].into();
+        for n in 0..30 {
+            assert_eq!(t.attempt(guesser, &format!("user{n}@example.com")), Ok(()));
+        }
+        assert!(t.attempt(guesser, "someone-else@example.com").is_err(), "the address, whatever the email");
+        // The blocked address spent nothing of that email's allowance.
+        assert_eq!(t.attempt(fresh, "someone-else@example.com"), Ok(()));
     }
 
     #[test]

@@ -85,12 +85,32 @@ async fn a_right_password_opens_a_session_and_a_wrong_one_or_an_unknown_email_do
 #[tokio::test]
 async fn sign_ins_for_one_email_are_throttled_right_password_or_not() {
     let f = fixture().await;
-    for n in 1..=5 {
+    for n in 1..=10 {
         let r = f.engine.sign_in("ada@example.com", "a wrong guess!!".into(), ip(n), None).await;
         assert!(matches!(r, Err(Error::InvalidCredentials)), "{r:?}");
     }
     let r = f.engine.sign_in("ada@example.com", PASSWORD.into(), ip(99), None).await;
     assert!(matches!(r, Err(Error::TooManyFailedAttempts { retry_after }) if retry_after >= 1), "{r:?}");
+}
+
+#[tokio::test]
+async fn concurrent_guesses_cannot_outrun_the_throttle() {
+    let f = std::sync::Arc::new(fixture().await);
+    let guesses = (0..40u8).map(|n| {
+        let f = std::sync::Arc::clone(&f);
+        tokio::spawn(
+            async move { f.engine.sign_in("ada@example.com", format!("wrong guess {n}!!!"), ip(n), None).await },
+        )
+    });
+    let mut checked = 0;
+    for guess in guesses {
+        match guess.await.unwrap_or_else(|e| panic!("{e}")) {
+            Err(Error::InvalidCredentials) => checked += 1,
+            Err(Error::TooManyFailedAttempts { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(checked, 10, "only the allowance of one email is checked, however many arrive at once");
 }
 
 #[tokio::test]

@@ -489,17 +489,11 @@ pub(super) fn role(value: &str) -> Result<Role, StoreError> {
     parse("users.role", value)
 }
 
-/// The stored, case-folded form of an email (`users.email_lower`): folded here rather than by
-/// SQL, whose `LOWER` folds only ASCII on SQLite, so both backends compare alike.
-///
-/// Two spellings of one address fold to one key: compatibility forms are unified (NFKC: a
-/// fullwidth `ａ` is `a`, `é` composed or decomposed is one letter), and case is folded through
-/// upper case first, so letters whose lower case is not their fold meet too (`ß` and `SS`, `ſ`
-/// and `s`, final `ς` and `Σ`).
+/// The stored, folded form of an email (`users.email_lower`), folded here rather than by SQL,
+/// whose `LOWER` folds only ASCII on SQLite, so both backends compare alike
+/// ([`keygate_domain::model::email_key`]).
 pub(super) fn email_lower(email: &str) -> String {
-    use unicode_normalization::UnicodeNormalization;
-    let unified: String = email.nfkc().collect();
-    unified.to_uppercase().to_lowercase().nfkc().collect()
+    keygate_domain::model::email_key(email)
 }
 
 /// Converts every row, failing on the first that is not valid.
