@@ -7,7 +7,7 @@
 //! 2. Every form carries a token ([`CSRF_FIELD`]): the session's HMAC token
 //!    ([`keygate_engine::keygate::Keygate::csrf_token`]) once signed in, and a random value
 //!    double-submitted in a cookie on the sign-in form. A POST without the right one is refused
-//!    with 403 and changes nothing ([`crate::session::Signed::check_csrf`]).
+//!    with 403 and changes nothing ([`crate::session::Signed::accept_form`]).
 
 use axum::extract::Request;
 use axum::http::{Method, StatusCode, header};

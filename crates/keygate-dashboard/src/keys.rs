@@ -443,7 +443,7 @@ fn created_page(signed: &Signed, title: &str, key: &ApiKey, plaintext: &Plaintex
 /// user may give selected.
 pub async fn create(State(dashboard): State<Dashboard>, signed: Signed, body: Bytes) -> Result<Response, PageError> {
     let data = FormData::parse(&body);
-    signed.check_csrf(&dashboard, &data)?;
+    signed.accept_form(&dashboard, &data).await?;
     signed.require("api_keys:write")?;
     let mut form = KeyForm::of_form(&data);
     if data.get("select_all").is_some() {
@@ -495,7 +495,7 @@ pub async fn update(
     body: Bytes,
 ) -> Result<Response, PageError> {
     let data = FormData::parse(&body);
-    signed.check_csrf(&dashboard, &data)?;
+    signed.accept_form(&dashboard, &data).await?;
     signed.require("api_keys:write")?;
     let key = dashboard.engine.keygate.get_key(&signed.principal, &id).await?;
     let mut form = KeyForm::of_form(&data);
@@ -600,7 +600,7 @@ pub async fn roll(
     body: Bytes,
 ) -> Result<Response, PageError> {
     let data = FormData::parse(&body);
-    signed.check_csrf(&dashboard, &data)?;
+    signed.accept_form(&dashboard, &data).await?;
     signed.require("api_keys:write")?;
     let grace = match data.text("grace_period_seconds").trim() {
         "" => None,
@@ -621,7 +621,7 @@ pub async fn revoke(
     body: Bytes,
 ) -> Result<Response, PageError> {
     let data = FormData::parse(&body);
-    signed.check_csrf(&dashboard, &data)?;
+    signed.accept_form(&dashboard, &data).await?;
     signed.require("api_keys:write")?;
     let reason = Some(data.text("reason").trim().to_owned()).filter(|r| !r.is_empty());
     dashboard.engine.keygate.revoke_key(&signed.principal, &id, reason).await?;
@@ -636,7 +636,7 @@ pub async fn delete(
     body: Bytes,
 ) -> Result<Response, PageError> {
     let data = FormData::parse(&body);
-    signed.check_csrf(&dashboard, &data)?;
+    signed.accept_form(&dashboard, &data).await?;
     signed.require("api_keys:write")?;
     dashboard.engine.keygate.delete_key(&signed.principal, &id).await?;
     Ok(see_other("/dashboard/api-keys"))

@@ -133,7 +133,7 @@ pub async fn create_tenant(
     body: Bytes,
 ) -> Result<Response, PageError> {
     let data = FormData::parse(&body);
-    signed.check_csrf(&dashboard, &data)?;
+    signed.accept_form(&dashboard, &data).await?;
     signed.require("tenants:write")?;
     let name = data.text("name").to_owned();
     let external_id = data.text("external_id").trim().to_owned();
@@ -158,7 +158,7 @@ async fn set_tenant_suspended(
     body: &[u8],
     suspended: bool,
 ) -> Result<Response, PageError> {
-    signed.check_csrf(dashboard, &FormData::parse(body))?;
+    signed.accept_form(dashboard, &FormData::parse(body)).await?;
     signed.require("tenants:write")?;
     dashboard.engine.keygate.set_tenant_suspended(&signed.principal, id, suspended).await?;
     Ok(see_other("/dashboard/tenants"))
@@ -353,7 +353,7 @@ pub async fn update_settings(
     body: Bytes,
 ) -> Result<Response, PageError> {
     let data = FormData::parse(&body);
-    signed.check_csrf(&dashboard, &data)?;
+    signed.accept_form(&dashboard, &data).await?;
     signed.require("account:write")?;
     let request = UpdateOwnAccountRequest {
         name: Some(data.text("name").to_owned()),
@@ -468,7 +468,7 @@ pub async fn create_user(
     body: Bytes,
 ) -> Result<Response, PageError> {
     let data = FormData::parse(&body);
-    signed.check_csrf(&dashboard, &data)?;
+    signed.accept_form(&dashboard, &data).await?;
     signed.require("users:write")?;
     let email = data.text("email").trim().to_owned();
     let role = data.text("role").to_owned();
@@ -491,7 +491,7 @@ pub async fn change_role(
     body: Bytes,
 ) -> Result<Response, PageError> {
     let data = FormData::parse(&body);
-    signed.check_csrf(&dashboard, &data)?;
+    signed.accept_form(&dashboard, &data).await?;
     signed.require("users:write")?;
     let request = UpdateUserRequest { role: Some(data.text("role").to_owned()), ..UpdateUserRequest::default() };
     dashboard.engine.keygate.update_user(&signed.principal, &id, request).await?;
@@ -505,7 +505,7 @@ pub async fn delete_user(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    signed.check_csrf(&dashboard, &FormData::parse(&body))?;
+    signed.accept_form(&dashboard, &FormData::parse(&body)).await?;
     signed.require("users:write")?;
     dashboard.engine.keygate.delete_user(&signed.principal, &id).await?;
     Ok(see_other("/dashboard/users"))
@@ -593,7 +593,7 @@ pub async fn create_account(
     body: Bytes,
 ) -> Result<Response, PageError> {
     let data = FormData::parse(&body);
-    signed.check_csrf(&dashboard, &data)?;
+    signed.accept_form(&dashboard, &data).await?;
     signed.require("accounts:write")?;
     let name = data.text("name").to_owned();
     let rate_limit = match data.text("rate_limit_per_minute").trim() {
@@ -628,7 +628,7 @@ async fn set_account_suspended(
     body: &[u8],
     suspended: bool,
 ) -> Result<Response, PageError> {
-    signed.check_csrf(dashboard, &FormData::parse(body))?;
+    signed.accept_form(dashboard, &FormData::parse(body)).await?;
     signed.require("accounts:write")?;
     dashboard.engine.keygate.set_account_suspended(&signed.principal, id, suspended).await?;
     Ok(see_other("/dashboard/accounts"))

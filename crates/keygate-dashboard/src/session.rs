@@ -143,13 +143,15 @@ impl Signed {
         Ok(())
     }
 
-    /// The form's CSRF token is this session's.
+    /// Accepts a posted form: its CSRF token is this session's, and the user's allowance of
+    /// changes admits one more ([`keygate_engine::Engine::spend_user`]).
     ///
     /// # Errors
-    /// 403 `csrf_token_invalid`: nothing was done.
-    pub fn check_csrf(&self, dashboard: &Dashboard, form: &FormData) -> Result<(), PageError> {
+    /// 403 `csrf_token_invalid`, 429 `rate_limited`: nothing was done.
+    pub async fn accept_form(&self, dashboard: &Dashboard, form: &FormData) -> Result<(), PageError> {
         let presented = form.text(CSRF_FIELD);
         if dashboard.engine.keygate.csrf_matches(&self.active.session, presented) {
+            dashboard.engine.spend_user(self.active.user.id).await?;
             Ok(())
         } else {
             Err(PageError(Problem {
@@ -277,7 +279,7 @@ pub async fn sign_in(State(dashboard): State<Dashboard>, client: Client, body: B
 /// `POST /dashboard/sign-out`: ends this session and clears the cookie.
 pub async fn sign_out(State(dashboard): State<Dashboard>, client: Client, signed: Signed, body: Bytes) -> Response {
     let form = FormData::parse(&body);
-    if let Err(e) = signed.check_csrf(&dashboard, &form) {
+    if let Err(e) = signed.accept_form(&dashboard, &form).await {
         return e.into_response();
     }
     if let Some(token) = &client.session_token
@@ -331,7 +333,7 @@ pub async fn revoke_session(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    signed.check_csrf(&dashboard, &FormData::parse(&body))?;
+    signed.accept_form(&dashboard, &FormData::parse(&body)).await?;
     dashboard.engine.keygate.revoke_user_session(&signed.active.account, signed.active.user.id, &id).await?;
     let to = if id == signed.active.session.id.to_string() { "/dashboard/sign-in" } else { "/dashboard/sessions" };
     Ok(see_other(to))
@@ -425,7 +427,7 @@ pub async fn set_password(
     body: Bytes,
 ) -> Result<Response, PageError> {
     let form = FormData::parse(&body);
-    signed.check_csrf(&dashboard, &form)?;
+    signed.accept_form(&dashboard, &form).await?;
     let new = form.text("password").to_owned();
     let failed = |problem: Problem| {
         let has_password = signed.active.user.has_password;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::Duration as ChronoDuration;
 use keygate_domain::gcra::Quota;
 use keygate_domain::model::{Account, ApiKey};
-use keygate_domain::time;
+use keygate_domain::{UserId, time};
 use keygate_store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -34,6 +34,10 @@ use crate::usage::UsageRecorder;
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
 /// How long change-log rows are kept.
 pub const CHANGE_RETENTION: ChronoDuration = ChronoDuration::hours(1);
+
+/// Changes one dashboard user may make per minute (form posts): far above a person's pace,
+/// far below a script's.
+pub const DASHBOARD_CHANGES_PER_MINUTE: u32 = 120;
 /// How often old request-log records are purged.
 const REQUEST_LOG_PURGE_INTERVAL: Duration = Duration::from_secs(86_400);
 
@@ -141,6 +145,22 @@ impl Engine {
         checks.extend(route_ip);
         checks.push((LimitKey::Account(account.id), Quota::per_minute(account.rate_limit_per_minute)));
         ratelimit::enforce(&*self.limiter, &*self.clock, &checks, 1).await.map_err(|e| Error::LimiterUnavailable(e.0))
+    }
+
+    /// Check 11 for a signed-in user's change (a dashboard form post): at most
+    /// [`DASHBOARD_CHANGES_PER_MINUTE`] per user, its own allowance — not the account's, which
+    /// the account's keys spend: a flood through a leaked key must not stop its owner from
+    /// revoking it.
+    ///
+    /// # Errors
+    /// [`Error::RateLimited`] (`limit_scope` `user`); [`Error::LimiterUnavailable`].
+    pub async fn spend_user(&self, user: UserId) -> Result<(), Error> {
+        let checks = [(LimitKey::User(user), Quota::per_minute(DASHBOARD_CHANGES_PER_MINUTE))];
+        match ratelimit::enforce(&*self.limiter, &*self.clock, &checks, 1).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(refused)) => Err(Error::RateLimited(refused)),
+            Err(e) => Err(Error::LimiterUnavailable(e.0)),
+        }
     }
 
     /// A dashboard sign-in ([`Keygate::sign_in`]) from `ip`, throttled per address (its rate

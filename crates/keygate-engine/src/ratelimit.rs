@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use dashmap::DashMap;
 use keygate_domain::gcra::{self, Decision, Quota};
-use keygate_domain::{AccountId, KeyId};
+use keygate_domain::{AccountId, KeyId, UserId};
 
 /// Wall-clock time in nanoseconds since the Unix epoch.
 pub trait Clock: Send + Sync {
@@ -71,6 +71,8 @@ pub enum LimitScope {
     Key,
     Account,
     Ip,
+    /// A signed-in dashboard user's changes.
+    User,
 }
 
 impl LimitScope {
@@ -80,6 +82,7 @@ impl LimitScope {
             Self::Key => "key",
             Self::Account => "account",
             Self::Ip => "ip",
+            Self::User => "user",
         }
     }
 }
@@ -93,10 +96,12 @@ pub enum LimitKey {
     RouteIp(Arc<str>, IpAddr),
     /// Failed authentications from a client IP (see `throttle.rs`).
     FailedAuth(IpAddr),
-    /// Failed dashboard sign-ins from a client IP (see `throttle.rs`).
+    /// Dashboard sign-in attempts from a client IP (see `throttle.rs`).
     FailedSignInIp(IpAddr),
-    /// Failed dashboard sign-ins for an email, lower-cased (see `throttle.rs`).
+    /// Dashboard sign-in attempts for an email, by its folded key (see `throttle.rs`).
     FailedSignInEmail(Arc<str>),
+    /// A signed-in dashboard user's changes (form posts).
+    User(UserId),
 }
 
 impl LimitKey {
@@ -108,6 +113,7 @@ impl LimitKey {
             Self::RouteIp(..) | Self::FailedAuth(_) | Self::FailedSignInIp(_) | Self::FailedSignInEmail(_) => {
                 LimitScope::Ip
             }
+            Self::User(_) => LimitScope::User,
         }
     }
 }

@@ -727,3 +727,27 @@ async fn a_sign_in_link_signs_in_once_then_the_user_sets_a_password(app: TestApp
     assert_eq!(ok.status, StatusCode::SEE_OTHER, "the password set above still works");
 }
 both_backends!(a_sign_in_link_signs_in_once_then_the_user_sets_a_password);
+
+async fn a_users_changes_are_rate_limited_apart_from_the_accounts_keys(app: TestApp) {
+    let p = account_with_users(&app, "Acme").await;
+    let mut owner = Browser::signed_in(&app, "owner@acme.example").await;
+    let csrf = owner.csrf().await;
+    let mut refused = None;
+    for n in 0..200 {
+        let name = format!("Acme {n}");
+        let page =
+            owner.post("/dashboard/settings", &[("csrf_token", &csrf), ("name", &name), ("allowed_ips", "")]).await;
+        if page.status != StatusCode::SEE_OTHER {
+            refused = Some((n, page));
+            break;
+        }
+    }
+    let (n, page) = refused.unwrap_or_else(|| panic!("200 changes in a row were all accepted"));
+    assert_eq!(n, 120, "the user's allowance is 120 changes a minute");
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(page.html.contains("rate_limited"), "{}", page.html);
+    // The account's keys are not slowed by it, and pages still read.
+    app.get(&p.key, "/v1/account").await.expect_status(200);
+    assert_eq!(owner.get("/dashboard/api-keys").await.status, StatusCode::OK);
+}
+both_backends!(a_users_changes_are_rate_limited_apart_from_the_accounts_keys);
