@@ -46,7 +46,7 @@ const AXE_SOURCE = await readFile(createRequire(import.meta.url).resolve('axe-co
 
 /** Last use is written in batches (SPEC §3: at most 5 s stale); the page may take a bit longer. */
 const LAST_USED_DEADLINE_MS = 12_000;
-/** A revoked key is refused on the node that revoked it before the response returns; at most 1 s. */
+/** A revoked key is refused on the node that revoked it from its response on (SPEC §3: 1 s at most). */
 const REVOCATION_DEADLINE_MS = 1_000;
 const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 390, height: 844 };
@@ -359,6 +359,8 @@ test('a Restricted key with two permissions is shown once, copied exactly, then 
   assert.equal(await dialog.evaluate((d) => d.open && d.matches(':modal')), true, 'a real modal dialog');
   assert.equal(await text(dialog.getByRole('heading')), `API key created: ${made.name}`);
   assert.match(await text(dialog), /shown exactly once.*will not be shown again/);
+  await page.keyboard.press('Escape');
+  assert.equal(await dialog.evaluate((d) => d.open), true, 'Escape does not dismiss it by accident');
   const plaintext = await dialog.getByLabel('Your new API key').inputValue();
   assert.match(plaintext, PLAINTEXT);
   made.plaintext = plaintext;
@@ -442,14 +444,21 @@ test('Revoke, after its confirmation page, marks the row REVOKED and the key is 
   assert.match(await text(page.locator('main')), /refused everywhere within a second/);
   await page.getByLabel('Reason (kept in the audit log)').fill('Rotated after the browser test');
 
-  const clicked = Date.now();
-  const response = await submit(page, page.getByRole('button', { name: 'Revoke', exact: true }));
-  const refused = await api('GET', '/v1/tenants', { key: made.plaintext });
-  const elapsed = Date.now() - clicked;
+  // The key is tried the moment the revocation's response arrives (before the browser follows it).
+  const revocation = page
+    .waitForResponse((r) => r.request().method() === 'POST' && new URL(r.url()).pathname.endsWith('/revoke'))
+    .then(async (response) => {
+      const at = Date.now();
+      const refused = await api('GET', '/v1/tenants', { key: made.plaintext });
+      return { response, refused, elapsed: Date.now() - at };
+    });
+  await page.getByRole('button', { name: 'Revoke', exact: true }).click();
+  const { response, refused, elapsed } = await revocation;
+  await page.waitForURL(`${BASE}/dashboard/api-keys`);
   assert.equal(response.status(), 303);
   assert.equal(refused.status, 401, refused.text);
   assert.equal(refused.json.code, 'api_key_revoked');
-  assert.ok(elapsed < REVOCATION_DEADLINE_MS, `refused ${elapsed} ms after the click`);
+  assert.ok(elapsed < REVOCATION_DEADLINE_MS, `refused within ${elapsed} ms of the revocation`);
 
   assert.equal(pathname(page), '/dashboard/api-keys');
   const { cells } = await keyRow(page, made.name);
@@ -553,6 +562,10 @@ test('a one-time sign-in link signs a new user in once; they set a password and 
 
     await submit(page, page.getByRole('button', { name: 'Sign out' }));
     assert.equal(pathname(page), '/dashboard/sign-in');
+    // Back after signing out shows no page of the dashboard (no-store, and the session is over).
+    await page.goBack();
+    await page.waitForLoadState();
+    assert.equal(pathname(page), '/dashboard/sign-in', `back after sign-out: ${page.url()}`);
     await signIn(page, NEWCOMER);
     assert.equal(pathname(page), '/dashboard/api-keys');
     assert.ok((await text(page.getByRole('banner'))).includes(NEWCOMER.email));
@@ -563,6 +576,58 @@ test('a one-time sign-in link signs a new user in once; they set a password and 
     const again = await submit(page, page.getByRole('button', { name: 'Sign in' }));
     assert.equal(again.status(), 401);
     assert.ok((await text(page.getByRole('alert'))).includes('This sign-in link is not valid'));
+  } finally {
+    await context.close();
+  }
+});
+
+test('with JavaScript off the core flow works: sign in, Select All, create, the key shown once', async () => {
+  const context = await newContext('no-script', { javaScriptEnabled: false });
+  const page = await context.newPage();
+  try {
+    await signIn(page, OWNER);
+    assert.equal(pathname(page), '/dashboard/api-keys');
+    await page.getByRole('link', { name: 'Create API Key' }).click();
+    // Select All is a submit button of the form: the server re-renders it with all selected.
+    const selected = await submit(page, page.getByRole('button', { name: 'Select All' }));
+    assert.equal(selected.status(), 200);
+    assert.equal(pathname(page), '/dashboard/api-keys');
+    assert.equal(await page.getByRole('radio', { name: /^Restricted/ }).isChecked(), true);
+    for (const resource of ['API keys', 'Tenants', 'Messages']) {
+      const group = page.getByRole('radiogroup', { name: new RegExp(`^${resource}\\b`) });
+      assert.equal(await group.getByLabel('Write', { exact: true }).isChecked(), true, `${resource}: Write`);
+    }
+    assert.equal(await page.getByLabel('sms:send').isChecked(), true);
+    await page.getByLabel('Name', { exact: true }).fill('Warehouse scanners');
+    await page.getByRole('radiogroup', { name: /^Account settings\b/ }).getByLabel('No access').check();
+    const created = await submit(page, page.getByRole('button', { name: 'Create API Key' }));
+    assert.equal(created.status(), 201);
+    const dialog = page.locator('dialog#key-modal');
+    assert.equal(await dialog.isVisible(), true, 'the dialog is open without a script');
+    assert.match(await page.getByLabel('Your new API key').inputValue(), PLAINTEXT);
+    assert.equal(await page.getByRole('button', { name: 'Copy' }).count(), 0, 'Copy needs a script, so it stays hidden');
+    await page.getByRole('link', { name: /^Done/ }).click();
+    await page.goto(`${BASE}/dashboard/api-keys`);
+    const { cells } = await keyRow(page, 'Warehouse scanners');
+    assert.equal(cells.Status, 'ACTIVE');
+    assert.ok(Number(cells.Scopes) > 20, `every scope the owner may give but one: ${cells.Scopes}`);
+  } finally {
+    await context.close();
+  }
+});
+
+test('with JavaScript off, reloading the one-time page does not make another key', { todo: 'dashboard bug: POST /dashboard/api-keys answers the key page itself (no redirect), so a reload sends the form again; the script fixes it only with JavaScript on' }, async () => {
+  const context = await newContext('no-script-reload', { javaScriptEnabled: false });
+  const page = await context.newPage();
+  try {
+    await signIn(page, OWNER);
+    await page.goto(`${BASE}/dashboard/api-keys/new`);
+    await page.getByLabel('Name', { exact: true }).fill('Reload probe (no script)');
+    assert.equal((await submit(page, page.getByRole('button', { name: 'Create API Key' }))).status(), 201);
+    await page.reload();
+    const listed = await apiOk('GET', `/v1/api-keys?name=${encodeURIComponent('Reload probe (no script)')}`);
+    for (const k of listed.data) await apiOk('DELETE', `/v1/api-keys/${k.id}`);
+    assert.equal(listed.data.length, 1, 'one key, however often the page is reloaded');
   } finally {
     await context.close();
   }
