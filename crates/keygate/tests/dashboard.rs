@@ -751,3 +751,28 @@ async fn a_users_changes_are_rate_limited_apart_from_the_accounts_keys(app: Test
     assert_eq!(owner.get("/dashboard/api-keys").await.status, StatusCode::OK);
 }
 both_backends!(a_users_changes_are_rate_limited_apart_from_the_accounts_keys);
+
+async fn the_account_allowlist_guards_keys_not_the_dashboard(app: TestApp) {
+    let p = account_with_users(&app, "Acme").await;
+    let mut admin = Browser::signed_in(&app, "admin@acme.example").await;
+    let csrf = admin.csrf().await;
+    // The browser is at 127.0.0.1, outside this list: the dashboard takes it all the same.
+    let saved = admin
+        .post("/dashboard/settings", &[("csrf_token", &csrf), ("name", "Acme"), ("allowed_ips", "203.0.113.0/24")])
+        .await;
+    assert_eq!(
+        (saved.status, saved.location()),
+        (StatusCode::SEE_OTHER, "/dashboard/settings?saved=1"),
+        "{}",
+        saved.html
+    );
+    assert_problem(&app.get(&p.key, "/v1/account").await, 403, "ip_not_allowed");
+    let page = admin.get("/dashboard/settings?saved=1").await;
+    assert!(page.html.contains("203.0.113.0/24") && page.html.contains("Saved."));
+    // And back, from the dashboard, which the list does not lock out.
+    let saved =
+        admin.post("/dashboard/settings", &[("csrf_token", &csrf), ("name", "Acme"), ("allowed_ips", "")]).await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER);
+    app.get(&p.key, "/v1/account").await.expect_status(200);
+}
+both_backends!(the_account_allowlist_guards_keys_not_the_dashboard);

@@ -3,8 +3,9 @@
 //! Rules beyond the SPEC: an account's first key is unrestricted in scopes and tenants and has
 //! the maximum key rate limit, since every key the account makes later is bounded by the key
 //! that made it; the operator account cannot be suspended (it would lock everyone
-//! out); an account cannot set an IP allowlist that excludes the address making the change (it
-//! would lock itself out: 409 `conflict`); a partner cannot change its own rate limit (422: the operator sets
+//! out); a key cannot set its account an IP allowlist that excludes the address making the change
+//! (it would lock itself out: 409 `conflict`; a dashboard user, whom the allowlist does not
+//! guard, may); a partner cannot change its own rate limit (422: the operator sets
 //! it). Audit events live in the acting account's log, so the operator's log shows the accounts
 //! it created and suspended.
 
@@ -264,8 +265,11 @@ impl Keygate {
         }
         v.finish()?;
         // Like removing an account's last owner, a valid list that would shut out the very
-        // address asking conflicts with the state it would leave (409, not a field error).
+        // key asking conflicts with the state it would leave (409, not a field error). A
+        // dashboard user is not behind the allowlist (it guards keys), so its address is no
+        // reason to refuse.
         if a.id == p.account.id
+            && matches!(p.actor, keygate_domain::model::Actor::ApiKey(_))
             && let Some(ip) = p.ip
             && !a.allowed_ips.is_empty()
             && !keygate_domain::ip::contains(&a.allowed_ips, ip)
