@@ -174,13 +174,8 @@ fn the_dashboard_works_in_a_real_browser() {
         ("DASHBOARD_SIGN_IN_LINK", link_path.to_owned()),
         ("SCREENSHOT_DIR", screenshots.display().to_string()),
     ];
-    let (ok, output) = run(
-        "node",
-        &["--test", "--test-reporter=spec", "dashboard.test.mjs"],
-        &suite,
-        &envs,
-        SUITE_TIMEOUT,
-    );
+    let (ok, output) =
+        run("node", &["--test", "--test-reporter=spec", "dashboard.test.mjs"], &suite, &envs, SUITE_TIMEOUT);
     eprintln!("{output}");
     assert!(
         ok,
