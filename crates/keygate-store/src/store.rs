@@ -362,8 +362,8 @@ pub trait UserStore: Send + Sync {
     ///   without an owner (checked under the same lock, so two concurrent demotions cannot both
     ///   pass).
     async fn update_user(&self, user: &User, expected_role: Role, audit: &AuditEvent) -> Result<bool>;
-    /// Sets (`Some`) or clears (`None`) the password hash and revokes every session of the user,
-    /// with the audit event; `updated_at` and the sessions' `revoked_at` become the audit event's
+    /// Sets (`Some`) or clears (`None`) the password hash, revokes every session of the user and
+    /// deletes its unused sign-in tokens, with the audit event; `updated_at` and the sessions' `revoked_at` become the audit event's
     /// time.
     ///
     /// In one write transaction, with the account locked first, the user's current role is

@@ -2591,3 +2591,19 @@ async fn delete_user_removes_its_sessions_and_sign_in_tokens(store: Arc<dyn Stor
     // The email is free again.
     add_user(&store, account.id, "ADA@example.com", Role::Viewer, None).await;
 }
+
+both_backends!(a_new_password_uses_up_the_users_sign_in_tokens);
+async fn a_new_password_uses_up_the_users_sign_in_tokens(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let user = add_user(&store, account.id, "ada@example.com", Role::Developer, None).await;
+    let owner = add_user(&store, account.id, "owner@example.com", Role::Owner, None).await;
+    let t0 = ts(T0);
+    let token = token_hash();
+    store.create_sign_in_token(&token, account.id, user.id, t0 + Duration::days(1)).await.expect("token");
+    let owners_token = token_hash();
+    store.create_sign_in_token(&owners_token, account.id, owner.id, t0 + Duration::days(1)).await.expect("token");
+    let changed = audit(account.id, "user.password_changed", &user.id.to_string());
+    assert!(store.set_password(account.id, user.id, user.role, Some(ARGON), &changed).await.expect("set"));
+    assert_eq!(store.consume_sign_in_token(&token, t0).await.expect("consume"), None, "the link died with it");
+    assert_eq!(store.consume_sign_in_token(&owners_token, t0).await.expect("consume"), Some((account.id, owner.id)));
+}

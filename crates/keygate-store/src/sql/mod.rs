@@ -1127,6 +1127,12 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
+                // An unused sign-in link would open a session the new password did not.
+                sqlx::query("DELETE FROM sign_in_tokens WHERE user_id = $1")
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
                 finish(tx, audit, &[]).await?;
                 Ok(true)
             }
