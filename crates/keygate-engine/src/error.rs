@@ -162,6 +162,9 @@ impl From<StoreError> for Error {
                  (revoked and expired keys count until deleted), or ask the operator to raise \
                  limits.max_keys_per_account."
             )),
+            StoreError::InvalidText(_) => {
+                Self::InvalidRequest("Text may not contain the NUL character (U+0000).".into())
+            }
             e @ StoreError::Unavailable(_) => Self::Unavailable(e),
             e @ (StoreError::Corrupt(_) | StoreError::Migrate(_)) => Self::Internal(e.to_string()),
         }

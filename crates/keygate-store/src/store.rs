@@ -24,6 +24,10 @@ pub enum StoreError {
     /// `tenants`); nothing was written.
     #[error("limit reached: {max} {what}")]
     LimitReached { what: &'static str, max: u64 },
+    /// A text the database cannot hold (PostgreSQL refuses the NUL character in text); nothing
+    /// was written or read.
+    #[error("text the database cannot hold: {0}")]
+    InvalidText(String),
     /// Migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),

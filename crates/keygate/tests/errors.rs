@@ -6,7 +6,7 @@ mod common;
 
 use common::{TestApp, assert_problem, is_id, send};
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 async fn unknown_route_is_route_not_found(app: TestApp) {
     for path in ["/v1/nope", "/v2/api-keys", "/v1/api-keys/key_01JABCDEFGHJKMNPQRSTVWXYZ0/nope", "/nope"] {
@@ -295,3 +295,25 @@ async fn errors_carry_no_internals(app: TestApp) {
     assert_eq!(r.body["title"], Value::String("Missing API key".into()));
 }
 both_backends!(errors_carry_no_internals);
+
+async fn a_nul_character_is_bad_input_not_an_outage(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let key = app.create_key(&p.key, json!({"name": "k"})).await;
+    let revoke = format!("/v1/api-keys/{}/revoke", key["id"].as_str().unwrap_or_default());
+    let responses = [
+        app.get(&p.key, "/v1/api-keys?name=a%00b").await,
+        app.get(&p.key, "/v1/audit-events?action=a%00b").await,
+        app.post(&p.key, &revoke, &json!({"reason": "a\u{0}b"})).await,
+    ];
+    for r in responses {
+        match app.backend {
+            // PostgreSQL holds no NUL in text: the client is told, nothing is written.
+            common::Backend::Postgres => {
+                assert_problem(&r, 400, "invalid_request");
+                assert!(r.body["detail"].as_str().is_some_and(|d| d.contains("NUL")), "{r:?}");
+            }
+            common::Backend::Sqlite => assert!(r.status == 200, "{r:?}"),
+        }
+    }
+}
+both_backends!(a_nul_character_is_bad_input_not_an_outage);

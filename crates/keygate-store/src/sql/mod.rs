@@ -19,9 +19,16 @@
 use crate::StoreError;
 
 /// Maps a sqlx error to the store's: unique violations become a named [`StoreError::Conflict`],
-/// undecodable rows [`StoreError::Corrupt`], everything else (connection, pool, I/O, other
+/// text PostgreSQL cannot hold [`StoreError::InvalidText`], undecodable rows [`StoreError::Corrupt`], everything else (connection, pool, I/O, other
 /// database errors) [`StoreError::Unavailable`].
 fn map_err(e: sqlx::Error) -> StoreError {
+    // PostgreSQL's character_not_in_repertoire / untranslatable_character: a NUL in a text
+    // parameter (SQLite stores it). The client's input, not an outage.
+    if let Some(db) = e.as_database_error()
+        && matches!(db.code().as_deref(), Some("22021" | "22P05"))
+    {
+        return StoreError::InvalidText(db.message().to_owned());
+    }
     if let Some(db) = e.as_database_error()
         && db.is_unique_violation()
     {
