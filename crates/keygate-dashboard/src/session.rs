@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use askama::Template;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, OriginalUri, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -177,7 +177,10 @@ impl FromRequestParts<Dashboard> for Signed {
         };
         let Some(active) = active else {
             if parts.method == Method::GET || parts.method == Method::HEAD {
-                let here = parts.uri.path_and_query().map_or("/dashboard", |p| p.as_str());
+                // The path as the browser asked it: inside the nested router `parts.uri` has lost
+                // its `/dashboard`.
+                let original = parts.extensions.get::<OriginalUri>().map_or(&parts.uri, |o| &o.0);
+                let here = original.path_and_query().map_or("/dashboard", |p| p.as_str());
                 let next: String = form_urlencoded::byte_serialize(here.as_bytes()).collect();
                 return Err(see_other(&format!("/dashboard/sign-in?next={next}")));
             }
@@ -202,15 +205,43 @@ struct SignInPage {
     error: Option<String>,
 }
 
-/// Where to go after signing in: a dashboard path only (never another site: an open redirect
-/// would lend keygate's name to a phishing page).
+/// Where to go after signing in: a path of the dashboard only — never another site (an open
+/// redirect would lend keygate's name to a phishing page) nor, through dot segments, another
+/// part of this one. Checked as sent and as decoded once and twice, since a browser resolves
+/// `%2e%2e` and a proxy may decode again.
 fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with("/dashboard") && !n.contains("//") && !n.contains('\\') && !n.contains("/..") => {
-            n.to_owned()
+    const HOME: &str = "/dashboard/api-keys";
+    let Some(next) = next else { return HOME.to_owned() };
+    let once = percent_decode(next);
+    let twice = percent_decode(&once);
+    let safe = |path: &str| {
+        (path == "/dashboard" || path.starts_with("/dashboard/") || path.starts_with("/dashboard?"))
+            && !path.contains("//")
+            && !path.contains('\\')
+            && !path.chars().any(char::is_control)
+            && !path.split(['/', '?', '#']).any(|segment| segment == ".." || segment == ".")
+    };
+    if [next, once.as_str(), twice.as_str()].into_iter().all(safe) { next.to_owned() } else { HOME.to_owned() }
+}
+
+/// `%XX` escapes decoded (invalid ones kept as written); not UTF-8-strict, for checking only.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(Some(hi)), Some(Some(lo))) = (bytes.get(i + 1).map(|b| hex(*b)), bytes.get(i + 2).map(|b| hex(*b)))
+        {
+            out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'?'));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
         }
-        _ => "/dashboard/api-keys".to_owned(),
     }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn random_token() -> Result<String, Error> {
@@ -455,5 +486,36 @@ pub async fn set_password(
             fields: Vec::new(),
         }),
         Err(e) => failed(Problem::from_error(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_stays_on_the_dashboard() {
+        for ok in ["/dashboard", "/dashboard/audit", "/dashboard/api-keys?name=crm%20sync&status=active", "/dashboard?x=1"] {
+            assert_eq!(safe_next(Some(ok)), ok);
+        }
+        for bad in [
+            "//evil.example/",
+            "https://evil.example/",
+            "/dashboard/../v1/api-keys",
+            "/dashboard/%2e%2e/%2e%2e/v1/account",
+            "/dashboard/%252e%252e/v1/account",
+            "/dashboard/./x",
+            "/\\evil.example",
+            "/dashboard/%5c%5cevil",
+            "/dashboard//evil",
+            "/dashboard/%2f%2fevil",
+            "/dashboardx",
+            "/dashboard/x\r\nSet-Cookie: a=b",
+            "/dashboard/x%0d%0aSet-Cookie:%20a=b",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/dashboard/api-keys", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/dashboard/api-keys");
     }
 }

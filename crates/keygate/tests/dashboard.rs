@@ -776,3 +776,23 @@ async fn the_account_allowlist_guards_keys_not_the_dashboard(app: TestApp) {
     app.get(&p.key, "/v1/account").await.expect_status(200);
 }
 both_backends!(the_account_allowlist_guards_keys_not_the_dashboard);
+
+async fn after_signing_in_the_browser_returns_where_it_was_going(app: TestApp) {
+    account_with_users(&app, "Acme").await;
+    let mut browser = Browser::new(&app);
+    let away = browser.get("/dashboard/audit?action=api_key.created").await;
+    assert_eq!(away.status, StatusCode::SEE_OTHER);
+    let to = away.location().to_owned();
+    assert_eq!(to, "/dashboard/sign-in?next=%2Fdashboard%2Faudit%3Faction%3Dapi_key.created");
+    let form = browser.get(&to).await;
+    let next = form.input("next");
+    assert_eq!(next, "/dashboard/audit?action=api_key.created");
+    let page = browser
+        .post(
+            "/dashboard/sign-in",
+            &[("csrf_token", &form.csrf()), ("email", "owner@acme.example"), ("password", PASSWORD), ("next", &next)],
+        )
+        .await;
+    assert_eq!((page.status, page.location()), (StatusCode::SEE_OTHER, "/dashboard/audit?action=api_key.created"));
+}
+both_backends!(after_signing_in_the_browser_returns_where_it_was_going);
