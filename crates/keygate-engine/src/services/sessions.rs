@@ -25,8 +25,8 @@ use crate::keygate::Keygate;
 use crate::principal::Principal;
 use crate::settings::SessionSettings;
 
-/// A session's last request is written at most this often (seconds): the idle timeout is
-/// measured in minutes, a write per page view is not needed.
+/// A session's last request is written at most this often (seconds), and at least four times
+/// per idle timeout, so a session in use never reaches it: a write per page view is not needed.
 const TOUCH_EVERY_SECONDS: i64 = 60;
 
 /// A successful sign-in: the user, the new session, and the token for the cookie (shown once).
@@ -291,7 +291,8 @@ impl Keygate {
         if account.status == AccountStatus::Suspended {
             return Ok(None);
         }
-        if (now - session.last_seen_at).num_seconds() >= TOUCH_EVERY_SECONDS {
+        let touch_every = TOUCH_EVERY_SECONDS.min(settings.idle.num_seconds() / 4).max(1);
+        if (now - session.last_seen_at).num_seconds() >= touch_every {
             self.store.touch_session(session.id, now).await?;
         }
         Ok(Some(ActiveSession { session, user, account }))
