@@ -81,6 +81,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .fallback(render::not_found)
         .method_not_allowed_fallback(render::method_not_allowed)
         .with_state(state)
+        .layer(axum::middleware::from_fn(render::refusals_as_pages))
         .layer(axum::middleware::from_fn(form::refuse_cross_site))
         .layer(axum::middleware::from_fn(security_headers))
 }

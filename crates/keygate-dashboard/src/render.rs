@@ -76,6 +76,30 @@ pub fn refusal(status: StatusCode, code: &str, message: &str) -> Response {
     page(status, &Refusal { status: status.as_u16(), code: code.to_owned(), message: message.to_owned() })
 }
 
+/// Turns any refusal that is not a page — axum's own rejections of a query, a path or a body
+/// (400, 413, 415, 422 in plain text) — into a refusal page with a stable `code`, so every
+/// answer of the dashboard reads the same way.
+pub async fn refusals_as_pages(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_page = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/html"));
+    if !(status.is_client_error() || status.is_server_error()) || is_page {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "The form is larger than keygate accepts."),
+        StatusCode::NOT_FOUND => ("route_not_found", "There is no such page in the dashboard."),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "This page does not accept that kind of request."),
+        s if s.is_server_error() => ("internal_error", "Something went wrong on our side; try again."),
+        _ => ("invalid_request", "The address or the form could not be read (a repeated or malformed field?)."),
+    };
+    refusal(status, code, message)
+}
+
 /// Unknown dashboard paths.
 pub async fn not_found() -> Response {
     refusal(StatusCode::NOT_FOUND, "route_not_found", "There is no such page in the dashboard.")

@@ -796,3 +796,31 @@ async fn after_signing_in_the_browser_returns_where_it_was_going(app: TestApp) {
     assert_eq!((page.status, page.location()), (StatusCode::SEE_OTHER, "/dashboard/audit?action=api_key.created"));
 }
 both_backends!(after_signing_in_the_browser_returns_where_it_was_going);
+
+async fn malformed_requests_get_a_page_with_a_code(app: TestApp) {
+    account_with_users(&app, "Acme").await;
+    let mut owner = Browser::signed_in(&app, "owner@acme.example").await;
+    let csrf = owner.csrf().await;
+    let big = "x".repeat(common::MAX_BODY_BYTES + 10);
+    for (page, status, code) in [
+        (
+            owner.get("/dashboard/api-keys?status=active&status=revoked").await,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (owner.get("/dashboard/api-keys/%ff%fe").await, StatusCode::BAD_REQUEST, "invalid_request"),
+        (
+            owner.post("/dashboard/tenants", &[("csrf_token", &csrf), ("name", &big)]).await,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+    ] {
+        assert_eq!(page.status, status, "{page:?}");
+        assert!(page.html.contains(code), "{code}: {}", page.html);
+        let csp = page.headers.get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or("");
+        assert!(csp.contains("default-src 'none'"), "{page:?}");
+    }
+    let slash = owner.get("/dashboard/").await;
+    assert_eq!((slash.status, slash.location()), (StatusCode::SEE_OTHER, "/dashboard/api-keys"));
+}
+both_backends!(malformed_requests_get_a_page_with_a_code);
