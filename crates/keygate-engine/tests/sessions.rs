@@ -207,3 +207,25 @@ async fn csrf_tokens_belong_to_one_session() {
     assert!(!keygate.csrf_matches(&a.session, &token[..63]));
     assert_ne!(token, a.token, "not the session token itself");
 }
+
+#[tokio::test]
+async fn a_user_keeps_at_most_twenty_sessions_and_the_oldest_end_first() {
+    let f = fixture().await;
+    let mut tokens = Vec::new();
+    for n in 0..22u8 {
+        // Spread over addresses and past the throttle's per-email minute: each sign-in is its own.
+        let signed = f
+            .engine
+            .keygate
+            .sign_in("ada@example.com", PASSWORD.into(), Some(ip(n)), None, SessionSettings::default())
+            .await;
+        tokens.push(signed.unwrap_or_else(|e| panic!("{e}")).token);
+    }
+    let user = f.engine.session(&tokens[21]).await.ok().flatten().unwrap_or_else(|| panic!("the newest is live")).user;
+    let live = f.engine.keygate.user_sessions(&f.account, user.id).await.unwrap_or_default();
+    assert_eq!(live.len(), keygate_engine::services::sessions::MAX_SESSIONS_PER_USER);
+    for old in &tokens[..2] {
+        assert!(f.engine.session(old).await.ok().flatten().is_none(), "the two oldest ended");
+    }
+    assert!(f.engine.session(&tokens[2]).await.ok().flatten().is_some());
+}

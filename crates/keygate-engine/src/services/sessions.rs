@@ -47,6 +47,10 @@ impl std::fmt::Debug for SignedIn {
     }
 }
 
+/// Live sessions one user may hold; signing in past it ends the oldest (attack finding: sessions
+/// grew without bound, and so did the Sessions page).
+pub const MAX_SESSIONS_PER_USER: usize = 20;
+
 /// How long a one-time sign-in link is valid.
 pub const SIGN_IN_LINK_VALIDITY: chrono::Duration = chrono::Duration::hours(24);
 
@@ -189,6 +193,11 @@ impl Keygate {
         };
         self.store.create_session(&session).await?;
         self.store.note_sign_in(user.account_id, user.id, now).await?;
+        // A user keeps at most MAX_SESSIONS_PER_USER live sessions: the oldest end first.
+        let live = self.store.list_sessions(user.account_id, user.id, now).await?;
+        for old in live.iter().skip(MAX_SESSIONS_PER_USER) {
+            self.store.revoke_session(user.account_id, user.id, old.id, now).await?;
+        }
         Ok(SignedIn { user, account, session, token })
     }
 
