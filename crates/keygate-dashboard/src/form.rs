@@ -19,6 +19,60 @@ use crate::render;
 /// The hidden field of every form that holds the CSRF token.
 pub const CSRF_FIELD: &str = "csrf_token";
 
+/// The hidden field naming one rendering of a form that creates something shown once (a key,
+/// an account): see [`submit_once`].
+pub const FORM_ID_FIELD: &str = "form_id";
+
+/// A fresh form id: 128 random bits in hex.
+///
+/// # Errors
+/// No randomness.
+pub fn new_form_id() -> Result<String, keygate_engine::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| keygate_engine::Error::Internal(format!("no randomness for a form id: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Whether this rendering of a form was submitted before.
+pub enum Submission {
+    /// The first time: do the work, then complete the ticket with what to remember (or release
+    /// it on failure, so the form can be corrected and sent again).
+    First(keygate_engine::idempotency::Ticket),
+    /// Sent before, and done then: what was remembered (an id). The plaintext it showed is not
+    /// shown again.
+    Again(String),
+}
+
+/// Claims a form's one submission. Without JavaScript, reloading the page a POST answered sends
+/// the POST again; for a form that creates a key or an account that would create a second one.
+/// The form's id is claimed as an idempotency key (SPEC §6) bound to the user, with nothing of
+/// the body in its fingerprint: any second submission of that rendering replays the id of what
+/// the first made, never its plaintext. A form without an id (a script's) is not claimed.
+///
+/// # Errors
+/// 409 `idempotency_in_progress` while the first is still running; a store failure.
+pub async fn submit_once(
+    dashboard: &crate::Dashboard,
+    signed: &crate::session::Signed,
+    form: &FormData,
+    action: &str,
+) -> Result<Submission, keygate_engine::Error> {
+    use keygate_engine::idempotency::{Binding, Claim, Request as Claimed};
+    let id = form.text(FORM_ID_FIELD);
+    let request = (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| Claimed::new(format!("dashboard-form:{id}"), "POST", action, "", b""));
+    let binding = Binding {
+        account: signed.active.account.id,
+        principal: signed.active.user.id.to_string(),
+        tenant: None,
+    };
+    Ok(match dashboard.engine.idempotency.claim(&binding, request.as_ref()).await? {
+        Claim::Proceed(ticket) => Submission::First(ticket),
+        Claim::Replay(record) => Submission::Again(String::from_utf8_lossy(&record).into_owned()),
+    })
+}
+
 /// A URL-encoded form body: every `(name, value)` pair in order, repeated names kept (checkbox
 /// groups, radio groups).
 #[derive(Default)]

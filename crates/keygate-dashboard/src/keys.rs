@@ -8,7 +8,7 @@ use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use chrono::{NaiveDateTime, TimeZone, Utc};
 use keygate_domain::PlaintextKey;
 use keygate_domain::model::{ApiKey, KeyStatus};
@@ -22,8 +22,8 @@ use serde::Deserialize;
 
 use crate::Dashboard;
 use crate::chart::{self, UsageChart};
-use crate::form::{FormData, split_list};
-use crate::render::{Chrome, PageError, Problem, page, see_other};
+use crate::form::{FORM_ID_FIELD, FormData, Submission, new_form_id, split_list, submit_once};
+use crate::render::{Chrome, PageError, Problem, already_created, page, see_other};
 use crate::session::Signed;
 
 /// A time as the dashboard shows it (`2026-11-30 14:05 UTC`), or "Never".
@@ -179,6 +179,8 @@ struct KeyForm {
     rate_limit: String,
     /// `YYYY-MM-DDTHH:MM`, UTC; empty = never.
     expires: String,
+    /// The rendering this came from, when posted.
+    form_id: Option<String>,
 }
 
 impl KeyForm {
@@ -248,6 +250,7 @@ impl KeyForm {
             allowed_ips: form.text("allowed_ips").to_owned(),
             rate_limit: form.text("rate_limit_per_minute").to_owned(),
             expires: form.text("expires").to_owned(),
+            form_id: form.get(FORM_ID_FIELD).filter(|id| !id.is_empty()).map(str::to_owned),
         }
     }
 
@@ -383,6 +386,9 @@ struct KeyFormPage {
     groups: Vec<GroupView>,
     max_rate_limit: u32,
     problem: Option<Problem>,
+    /// This rendering's id ([`crate::form::submit_once`]): kept when the form comes back with
+    /// an error, so the corrected form is still one submission.
+    form_id: String,
 }
 
 fn form_page(
@@ -393,9 +399,17 @@ fn form_page(
     form: KeyForm,
     problem: Option<Problem>,
 ) -> Response {
+    let form_id = match form.form_id.clone() {
+        Some(id) => id,
+        None => match new_form_id() {
+            Ok(id) => id,
+            Err(e) => return PageError::from(e).into_response(),
+        },
+    };
     page(
         status,
         &KeyFormPage {
+            form_id,
             chrome: Chrome::new(signed, "api-keys"),
             key_id: key.map(|k| k.id.to_string()),
             masked: key.map(|k| k.masked()).unwrap_or_default(),
@@ -466,9 +480,18 @@ pub async fn create(State(dashboard): State<Dashboard>, signed: Signed, body: By
             return Ok(form_page(&dashboard, &signed, problem.status, None, form, Some(problem)));
         }
     };
+    let ticket = match submit_once(&dashboard, &signed, &data, "/dashboard/api-keys").await? {
+        Submission::First(ticket) => ticket,
+        Submission::Again(id) => return Ok(already_created(&format!("the key {id}"))),
+    };
+    let idempotency = &dashboard.engine.idempotency;
     match dashboard.engine.keygate.create_key(&signed.principal, request).await {
-        Ok((key, plaintext)) => Ok(created_page(&signed, "API key created", &key, &plaintext)),
+        Ok((key, plaintext)) => {
+            ticket.complete(idempotency, key.id.to_string().as_bytes()).await;
+            Ok(created_page(&signed, "API key created", &key, &plaintext))
+        }
         Err(e) => {
+            ticket.release(idempotency).await;
             let problem = Problem::from_error(e);
             Ok(form_page(&dashboard, &signed, problem.status, None, form, Some(problem)))
         }
@@ -548,6 +571,8 @@ struct ConfirmPage {
     /// `roll`, `revoke` or `delete`.
     action: &'static str,
     key: KeyRow,
+    /// For Roll, which shows a new key once ([`crate::form::submit_once`]).
+    form_id: String,
 }
 
 async fn confirm(
@@ -560,7 +585,12 @@ async fn confirm(
     let key = dashboard.engine.keygate.get_key(&signed.principal, id).await?;
     Ok(page(
         StatusCode::OK,
-        &ConfirmPage { chrome: Chrome::new(signed, "api-keys"), action, key: KeyRow::new(&key, time::now()) },
+        &ConfirmPage {
+            chrome: Chrome::new(signed, "api-keys"),
+            action,
+            key: KeyRow::new(&key, time::now()),
+            form_id: new_form_id()?,
+        },
     ))
 }
 
@@ -609,8 +639,21 @@ pub async fn roll(
                 .map_err(|_| Error::field("grace_period_seconds", "must be a whole number of seconds"))?,
         ),
     };
-    let (key, plaintext) = dashboard.engine.keygate.roll_key(&signed.principal, &id, grace).await?;
-    Ok(created_page(&signed, "API key rolled", &key, &plaintext))
+    let ticket = match submit_once(&dashboard, &signed, &data, &format!("/dashboard/api-keys/{id}/roll")).await? {
+        Submission::First(ticket) => ticket,
+        Submission::Again(new_id) => return Ok(already_created(&format!("the key {new_id}"))),
+    };
+    let idempotency = &dashboard.engine.idempotency;
+    match dashboard.engine.keygate.roll_key(&signed.principal, &id, grace).await {
+        Ok((key, plaintext)) => {
+            ticket.complete(idempotency, key.id.to_string().as_bytes()).await;
+            Ok(created_page(&signed, "API key rolled", &key, &plaintext))
+        }
+        Err(e) => {
+            ticket.release(idempotency).await;
+            Err(e.into())
+        }
+    }
 }
 
 /// `POST /dashboard/api-keys/{id}/revoke`.

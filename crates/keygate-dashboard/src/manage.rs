@@ -18,9 +18,9 @@ use keygate_engine::services::users::{CreateUserRequest, ListUsersParams, Update
 use serde::Deserialize;
 
 use crate::Dashboard;
-use crate::form::{FormData, split_list};
+use crate::form::{FormData, Submission, new_form_id, split_list, submit_once};
 use crate::keys::when;
-use crate::render::{Chrome, PageError, Problem, page, see_other};
+use crate::render::{Chrome, PageError, Problem, already_created, page, see_other};
 use crate::session::Signed;
 
 /// The page after `cursor`, keeping the other query parameters.
@@ -532,6 +532,8 @@ struct AccountsPage {
     can_write: bool,
     name: String,
     problem: Option<Problem>,
+    /// The create form's rendering ([`crate::form::submit_once`]).
+    form_id: String,
 }
 
 #[derive(Template)]
@@ -573,6 +575,7 @@ async fn accounts_page(
             can_write: signed.can("accounts:write"),
             name,
             problem,
+            form_id: new_form_id()?,
         },
     ))
 }
@@ -604,7 +607,17 @@ pub async fn create_account(
         ),
     };
     let request = CreateAccountRequest { name: name.clone(), rate_limit_per_minute: rate_limit };
-    match dashboard.engine.keygate.create_account(&signed.principal, request).await {
+    let ticket = match submit_once(&dashboard, &signed, &data, "/dashboard/accounts").await? {
+        Submission::First(ticket) => ticket,
+        Submission::Again(id) => return Ok(already_created(&format!("the account {id}"))),
+    };
+    let idempotency = &dashboard.engine.idempotency;
+    let created = dashboard.engine.keygate.create_account(&signed.principal, request).await;
+    match &created {
+        Ok((account, ..)) => ticket.complete(idempotency, account.id.to_string().as_bytes()).await,
+        Err(_) => ticket.release(idempotency).await,
+    }
+    match created {
         Ok((account, _key, plaintext)) => Ok(page(
             StatusCode::CREATED,
             &AccountCreatedPage {

@@ -100,6 +100,19 @@ pub async fn refusals_as_pages(request: axum::extract::Request, next: axum::midd
     refusal(status, code, message)
 }
 
+/// The answer to a form sent again after it created `what` (a key's or an account's id): its
+/// plaintext was shown once, and is not shown again.
+pub fn already_created(what: &str) -> Response {
+    refusal(
+        StatusCode::CONFLICT,
+        "form_already_submitted",
+        &format!(
+            "This form was sent before, and {what} was created then. Its key was shown once and is not shown \
+             again; if it was not copied, roll the key."
+        ),
+    )
+}
+
 /// Unknown dashboard paths.
 pub async fn not_found() -> Response {
     refusal(StatusCode::NOT_FOUND, "route_not_found", "There is no such page in the dashboard.")

@@ -824,3 +824,41 @@ async fn malformed_requests_get_a_page_with_a_code(app: TestApp) {
     assert_eq!((slash.status, slash.location()), (StatusCode::SEE_OTHER, "/dashboard/api-keys"));
 }
 both_backends!(malformed_requests_get_a_page_with_a_code);
+
+async fn reloading_the_page_a_create_answered_creates_nothing_more(app: TestApp) {
+    let p = account_with_users(&app, "Acme").await;
+    let mut owner = Browser::signed_in(&app, "owner@acme.example").await;
+    let form = owner.get("/dashboard/api-keys/new").await;
+    let (csrf, form_id) = (form.csrf(), form.input("form_id"));
+    assert_eq!(form_id.len(), 32);
+    // A refused submission (refused by the use case, after the claim) does not use the form up:
+    // corrected, it goes through.
+    let too_long = "n".repeat(201);
+    let refused = owner
+        .post("/dashboard/api-keys", &key_form(&csrf, &too_long, &[("form_id", &form_id), ("perm.calls", "read")]))
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.html);
+    assert_eq!(refused.input("form_id"), form_id, "the corrected form is the same submission");
+    let body = key_form(&csrf, "Once", &[("form_id", &form_id), ("perm.calls", "read")]);
+    let created = owner.post("/dashboard/api-keys", &body).await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let plaintext = plaintext_of(&created);
+    // The browser's reload sends the same POST again.
+    let again = owner.post("/dashboard/api-keys", &body).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.html);
+    assert!(again.html.contains("form_already_submitted") && !again.html.contains(&plaintext), "{}", again.html);
+    let listed = app.get(&p.key, "/v1/api-keys?name=Once").await.expect_status(200);
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(1), "one key");
+    assert!(again.html.contains(listed["data"][0]["id"].as_str().unwrap_or("?")), "it names the key made");
+
+    // Roll likewise.
+    let id = str_of(&listed["data"][0]["id"]);
+    let confirm = owner.get(&format!("/dashboard/api-keys/{id}/roll")).await;
+    let roll = [("csrf_token", csrf.as_str()), ("form_id", &confirm.input("form_id")), ("grace_period_seconds", "0")];
+    assert_eq!(owner.post(&format!("/dashboard/api-keys/{id}/roll"), &roll).await.status, StatusCode::CREATED);
+    let again = owner.post(&format!("/dashboard/api-keys/{id}/roll"), &roll).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    let all = app.get(&p.key, "/v1/api-keys?name=Once").await.expect_status(200);
+    assert_eq!(all["data"].as_array().map(Vec::len), Some(2), "the old key and one new one");
+}
+both_backends!(reloading_the_page_a_create_answered_creates_nothing_more);
