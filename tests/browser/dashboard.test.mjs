@@ -1,7 +1,7 @@
 // keygate's dashboard (SPEC §12) in a real browser: Debian's Chromium driven by playwright-core,
 // with node:test and node:assert only. crates/keygate/tests/browser.rs prepares a server (an
-// operator account, a partner account with an owner and a viewer, an owner of the operator
-// account), then runs this file with:
+// operator account, a partner account with an owner, a viewer and a developer without a password,
+// an owner of the operator account), then runs this file with:
 //
 //   DASHBOARD_URL                 the server, e.g. http://127.0.0.1:41234
 //   DASHBOARD_ACCOUNT_NAME        the partner account's name
