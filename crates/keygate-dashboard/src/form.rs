@@ -62,11 +62,8 @@ pub async fn submit_once(
     let id = form.text(FORM_ID_FIELD);
     let request = (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
         .then(|| Claimed::new(format!("dashboard-form:{id}"), "POST", action, "", b""));
-    let binding = Binding {
-        account: signed.active.account.id,
-        principal: signed.active.user.id.to_string(),
-        tenant: None,
-    };
+    let binding =
+        Binding { account: signed.active.account.id, principal: signed.active.user.id.to_string(), tenant: None };
     Ok(match dashboard.engine.idempotency.claim(&binding, request.as_ref()).await? {
         Claim::Proceed(ticket) => Submission::First(ticket),
         Claim::Replay(record) => Submission::Again(String::from_utf8_lossy(&record).into_owned()),

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use crate::Dashboard;
 use crate::chart::{self, UsageChart};
 use crate::form::{FORM_ID_FIELD, FormData, Submission, new_form_id, split_list, submit_once};
-use crate::render::{Chrome, PageError, Problem, already_created, page, see_other};
+use crate::render::{Chrome, PageError, Problem, already_created, coded, page, see_other};
 use crate::session::Signed;
 
 /// A time as the dashboard shows it (`2026-11-30 14:05 UTC`), or "Never".
@@ -406,7 +406,8 @@ fn form_page(
             Err(e) => return PageError::from(e).into_response(),
         },
     };
-    page(
+    let code = problem.as_ref().map(|p| p.code);
+    let response = page(
         status,
         &KeyFormPage {
             form_id,
@@ -418,7 +419,8 @@ fn form_page(
             max_rate_limit: dashboard.engine.keygate.limits.max_key_rate_limit_per_minute,
             problem,
         },
-    )
+    );
+    coded(response, code)
 }
 
 /// `GET /dashboard/api-keys/new`: "Create API Key".

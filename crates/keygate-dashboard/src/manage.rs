@@ -20,7 +20,7 @@ use serde::Deserialize;
 use crate::Dashboard;
 use crate::form::{FormData, Submission, new_form_id, split_list, submit_once};
 use crate::keys::when;
-use crate::render::{Chrome, PageError, Problem, already_created, page, see_other};
+use crate::render::{Chrome, PageError, Problem, already_created, coded, page, see_other};
 use crate::session::Signed;
 
 /// The page after `cursor`, keeping the other query parameters.
@@ -94,26 +94,30 @@ async fn tenants_page(
     signed.require("tenants:read")?;
     let params = ListTenantsParams { limit: Some(50), cursor, ..ListTenantsParams::default() };
     let (tenants, next) = dashboard.engine.keygate.list_tenants(&signed.principal, params).await?;
-    Ok(page(
-        status,
-        &TenantsPage {
-            chrome: Chrome::new(signed, "tenants"),
-            tenants: tenants
-                .iter()
-                .map(|t| TenantRow {
-                    id: t.id.to_string(),
-                    name: t.name.clone(),
-                    external_id: t.external_id.clone().unwrap_or_default(),
-                    active: t.status == TenantStatus::Active,
-                    created: when(Some(t.created_at)),
-                })
-                .collect(),
-            next: next_link("/dashboard/tenants", &[], next),
-            can_write: signed.can("tenants:write"),
-            name: typed.0,
-            external_id: typed.1,
-            problem,
-        },
+    let code = problem.as_ref().map(|p| p.code);
+    Ok(coded(
+        page(
+            status,
+            &TenantsPage {
+                chrome: Chrome::new(signed, "tenants"),
+                tenants: tenants
+                    .iter()
+                    .map(|t| TenantRow {
+                        id: t.id.to_string(),
+                        name: t.name.clone(),
+                        external_id: t.external_id.clone().unwrap_or_default(),
+                        active: t.status == TenantStatus::Active,
+                        created: when(Some(t.created_at)),
+                    })
+                    .collect(),
+                next: next_link("/dashboard/tenants", &[], next),
+                can_write: signed.can("tenants:write"),
+                name: typed.0,
+                external_id: typed.1,
+                problem,
+            },
+        ),
+        code,
     ))
 }
 
@@ -271,33 +275,37 @@ pub async fn audit(
         ],
         next,
     );
-    Ok(page(
-        status,
-        &AuditPage {
-            chrome: Chrome::new(&signed, "audit"),
-            events: events
-                .iter()
-                .map(|e| EventRow {
-                    at: e.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-                    action: e.action.clone(),
-                    actor: format!("{} {}", e.actor_type, e.actor_id),
-                    target: format!("{} {}", e.target_type, e.target_id),
-                    ip: e.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-                    changes: if e.changes.as_object().is_some_and(serde_json::Map::is_empty) {
-                        String::new()
-                    } else {
-                        e.changes.to_string()
-                    },
-                })
-                .collect(),
-            action: q.action,
-            actor_id: q.actor_id,
-            target_id: q.target_id,
-            since: q.since,
-            until: q.until,
-            next,
-            problem,
-        },
+    let code = problem.as_ref().map(|p| p.code);
+    Ok(coded(
+        page(
+            status,
+            &AuditPage {
+                chrome: Chrome::new(&signed, "audit"),
+                events: events
+                    .iter()
+                    .map(|e| EventRow {
+                        at: e.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                        action: e.action.clone(),
+                        actor: format!("{} {}", e.actor_type, e.actor_id),
+                        target: format!("{} {}", e.target_type, e.target_id),
+                        ip: e.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                        changes: if e.changes.as_object().is_some_and(serde_json::Map::is_empty) {
+                            String::new()
+                        } else {
+                            e.changes.to_string()
+                        },
+                    })
+                    .collect(),
+                action: q.action,
+                actor_id: q.actor_id,
+                target_id: q.target_id,
+                since: q.since,
+                until: q.until,
+                next,
+                problem,
+            },
+        ),
+        code,
     ))
 }
 
@@ -363,19 +371,23 @@ pub async fn update_settings(
         Ok(_) => Ok(see_other("/dashboard/settings?saved=1")),
         Err(e) => {
             let problem = Problem::from_error(e);
+            let code = Some(problem.code);
             let account = &signed.active.account;
-            Ok(page(
-                problem.status,
-                &SettingsPage {
-                    chrome: Chrome::new(&signed, "settings"),
-                    account_id: account.id.to_string(),
-                    name: data.text("name").to_owned(),
-                    allowed_ips: data.text("allowed_ips").to_owned(),
-                    rate_limit: account.rate_limit_per_minute,
-                    can_write: true,
-                    problem: Some(problem),
-                    saved: false,
-                },
+            Ok(coded(
+                page(
+                    problem.status,
+                    &SettingsPage {
+                        chrome: Chrome::new(&signed, "settings"),
+                        account_id: account.id.to_string(),
+                        name: data.text("name").to_owned(),
+                        allowed_ips: data.text("allowed_ips").to_owned(),
+                        rate_limit: account.rate_limit_per_minute,
+                        can_write: true,
+                        problem: Some(problem),
+                        saved: false,
+                    },
+                ),
+                code,
             ))
         }
     }
@@ -428,27 +440,31 @@ async fn users_page(
         dashboard.engine.keygate.list_users(&signed.principal, ListUsersParams { limit: Some(50), cursor }).await?;
     let mine = signed.active.user.role;
     let roles = grantable(mine, signed.can("users:write"));
-    Ok(page(
-        status,
-        &UsersPage {
-            chrome: Chrome::new(signed, "users"),
-            users: users
-                .iter()
-                .map(|u| UserRow {
-                    id: u.id.to_string(),
-                    email: u.email.clone(),
-                    role: u.role.as_str().to_owned(),
-                    last_sign_in: when(u.last_sign_in_at),
-                    you: u.id == signed.active.user.id,
-                    manageable: roles.contains(&u.role),
-                })
-                .collect(),
-            next: next_link("/dashboard/users", &[], next),
-            grantable: roles.iter().map(|r| r.as_str()).collect(),
-            email: typed.0,
-            role: typed.1,
-            problem,
-        },
+    let code = problem.as_ref().map(|p| p.code);
+    Ok(coded(
+        page(
+            status,
+            &UsersPage {
+                chrome: Chrome::new(signed, "users"),
+                users: users
+                    .iter()
+                    .map(|u| UserRow {
+                        id: u.id.to_string(),
+                        email: u.email.clone(),
+                        role: u.role.as_str().to_owned(),
+                        last_sign_in: when(u.last_sign_in_at),
+                        you: u.id == signed.active.user.id,
+                        manageable: roles.contains(&u.role),
+                    })
+                    .collect(),
+                next: next_link("/dashboard/users", &[], next),
+                grantable: roles.iter().map(|r| r.as_str()).collect(),
+                email: typed.0,
+                role: typed.1,
+                problem,
+            },
+        ),
+        code,
     ))
 }
 
@@ -556,27 +572,31 @@ async fn accounts_page(
     signed.require("accounts:read")?;
     let (accounts, next) =
         dashboard.engine.keygate.list_accounts(&signed.principal, PageParams { limit: Some(50), cursor }).await?;
-    Ok(page(
-        status,
-        &AccountsPage {
-            chrome: Chrome::new(signed, "accounts"),
-            accounts: accounts
-                .iter()
-                .map(|a| AccountRow {
-                    id: a.id.to_string(),
-                    name: a.name.clone(),
-                    active: a.status == AccountStatus::Active,
-                    operator: a.operator,
-                    rate_limit: a.rate_limit_per_minute,
-                    created: when(Some(a.created_at)),
-                })
-                .collect(),
-            next: next_link("/dashboard/accounts", &[], next),
-            can_write: signed.can("accounts:write"),
-            name,
-            problem,
-            form_id: new_form_id()?,
-        },
+    let code = problem.as_ref().map(|p| p.code);
+    Ok(coded(
+        page(
+            status,
+            &AccountsPage {
+                chrome: Chrome::new(signed, "accounts"),
+                accounts: accounts
+                    .iter()
+                    .map(|a| AccountRow {
+                        id: a.id.to_string(),
+                        name: a.name.clone(),
+                        active: a.status == AccountStatus::Active,
+                        operator: a.operator,
+                        rate_limit: a.rate_limit_per_minute,
+                        created: when(Some(a.created_at)),
+                    })
+                    .collect(),
+                next: next_link("/dashboard/accounts", &[], next),
+                can_write: signed.can("accounts:write"),
+                name,
+                problem,
+                form_id: new_form_id()?,
+            },
+        ),
+        code,
     ))
 }
 

@@ -53,6 +53,16 @@ pub fn page(status: StatusCode, template: &impl Template) -> Response {
     }
 }
 
+/// `response` with the stable `code` of the problem it shows, for the request's log line and
+/// metrics (a page that shows no problem keeps `ok`).
+#[must_use]
+pub fn coded(mut response: Response, code: Option<&'static str>) -> Response {
+    if let Some(code) = code {
+        response.extensions_mut().insert(keygate_http::error::ErrorCode(code));
+    }
+    response
+}
+
 /// A 303 to `location` (a path of the dashboard), as after every successful form POST.
 pub fn see_other(location: &str) -> Response {
     let mut response = StatusCode::SEE_OTHER.into_response();
@@ -71,9 +81,13 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// A refusal page with `status`, the stable `code` and a sentence.
-pub fn refusal(status: StatusCode, code: &str, message: &str) -> Response {
-    page(status, &Refusal { status: status.as_u16(), code: code.to_owned(), message: message.to_owned() })
+/// A refusal page with `status`, the stable `code` and a sentence. The code also goes to the
+/// request's log line and metrics, as a problem document's does.
+pub fn refusal(status: StatusCode, code: &'static str, message: &str) -> Response {
+    let mut response =
+        page(status, &Refusal { status: status.as_u16(), code: code.to_owned(), message: message.to_owned() });
+    response.extensions_mut().insert(keygate_http::error::ErrorCode(code));
+    response
 }
 
 /// Turns any refusal that is not a page — axum's own rejections of a query, a path or a body

@@ -24,7 +24,7 @@ use keygate_engine::services::sessions::{ActiveSession, Origin};
 
 use crate::Dashboard;
 use crate::form::{CSRF_FIELD, FormData, same_token};
-use crate::render::{self, Chrome, PageError, Problem, page, see_other};
+use crate::render::{self, Chrome, PageError, Problem, coded, page, see_other};
 
 const SESSION_COOKIE: &str = "keygate_session";
 const SECURE_SESSION_COOKIE: &str = "__Secure-keygate_session";
@@ -202,7 +202,8 @@ struct SignInPage {
     csrf: String,
     email: String,
     next: String,
-    error: Option<String>,
+    /// What went wrong, and its stable code.
+    error: Option<(String, &'static str)>,
 }
 
 /// Where to go after signing in: a path of the dashboard only — never another site (an open
@@ -232,7 +233,8 @@ fn percent_decode(text: &str) -> String {
     while i < bytes.len() {
         let hex = |b: u8| (b as char).to_digit(16);
         if bytes[i] == b'%'
-            && let (Some(Some(hi)), Some(Some(lo))) = (bytes.get(i + 1).map(|b| hex(*b)), bytes.get(i + 2).map(|b| hex(*b)))
+            && let (Some(Some(hi)), Some(Some(lo))) =
+                (bytes.get(i + 1).map(|b| hex(*b)), bytes.get(i + 2).map(|b| hex(*b)))
         {
             out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'?'));
             i += 3;
@@ -251,12 +253,19 @@ fn random_token() -> Result<String, Error> {
 }
 
 /// The sign-in form, with a fresh double-submitted CSRF token.
-fn sign_in_form(client: &Client, status: StatusCode, email: String, next: String, error: Option<String>) -> Response {
+fn sign_in_form(
+    client: &Client,
+    status: StatusCode,
+    email: String,
+    next: String,
+    error: Option<(String, &'static str)>,
+) -> Response {
     let token = match random_token() {
         Ok(t) => t,
         Err(e) => return PageError::from(e).into_response(),
     };
-    let mut response = page(status, &SignInPage { csrf: token.clone(), email, next, error });
+    let code = error.as_ref().map(|(_, code)| *code);
+    let mut response = coded(page(status, &SignInPage { csrf: token.clone(), email, next, error }), code);
     response.headers_mut().append(header::SET_COOKIE, client.cookie(client.sign_in_cookie_name(), Some(&token)));
     response
 }
@@ -285,7 +294,10 @@ pub async fn sign_in(State(dashboard): State<Dashboard>, client: Client, body: B
             StatusCode::FORBIDDEN,
             email,
             next,
-            Some("This sign-in form is out of date or did not come from this page; try again.".into()),
+            Some((
+                "This sign-in form is out of date or did not come from this page; try again.".into(),
+                "csrf_token_invalid",
+            )),
         );
     }
     let password = form.text("password").to_owned();
@@ -297,12 +309,16 @@ pub async fn sign_in(State(dashboard): State<Dashboard>, client: Client, body: B
             headers.append(header::SET_COOKIE, client.cookie(client.sign_in_cookie_name(), None));
             response
         }
-        Err(Error::InvalidCredentials) => {
-            sign_in_form(&client, StatusCode::UNAUTHORIZED, email, next, Some("Incorrect email or password.".into()))
-        }
+        Err(Error::InvalidCredentials) => sign_in_form(
+            &client,
+            StatusCode::UNAUTHORIZED,
+            email,
+            next,
+            Some(("Incorrect email or password.".into(), "invalid_credentials")),
+        ),
         Err(e) => {
             let problem = Problem::from_error(e);
-            sign_in_form(&client, problem.status, email, next, Some(problem.message))
+            sign_in_form(&client, problem.status, email, next, Some((problem.message, problem.code)))
         }
     }
 }
@@ -409,7 +425,10 @@ pub async fn link_sign_in(State(dashboard): State<Dashboard>, client: Client, bo
             StatusCode::FORBIDDEN,
             String::new(),
             next,
-            Some("This sign-in form is out of date or did not come from this page; open the link again.".into()),
+            Some((
+                "This sign-in form is out of date or did not come from this page; open the link again.".into(),
+                "csrf_token_invalid",
+            )),
         );
     }
     match dashboard.engine.sign_in_with_link(form.text("token"), client.ip, client.user_agent.clone()).await {
@@ -426,11 +445,15 @@ pub async fn link_sign_in(State(dashboard): State<Dashboard>, client: Client, bo
             StatusCode::UNAUTHORIZED,
             String::new(),
             next,
-            Some("This sign-in link is not valid: it was used already or has expired. Ask an admin for a new one.".into()),
+            Some((
+                "This sign-in link is not valid: it was used already or has expired. Ask an admin for a new one."
+                    .into(),
+                "invalid_credentials",
+            )),
         ),
         Err(e) => {
             let problem = Problem::from_error(e);
-            sign_in_form(&client, problem.status, String::new(), next, Some(problem.message))
+            sign_in_form(&client, problem.status, String::new(), next, Some((problem.message, problem.code)))
         }
     }
 }
@@ -462,9 +485,13 @@ pub async fn set_password(
     let new = form.text("password").to_owned();
     let failed = |problem: Problem| {
         let has_password = signed.active.user.has_password;
-        Ok(page(
-            problem.status,
-            &PasswordPage { chrome: Chrome::new(&signed, "sessions"), has_password, problem: Some(problem) },
+        let code = Some(problem.code);
+        Ok(coded(
+            page(
+                problem.status,
+                &PasswordPage { chrome: Chrome::new(&signed, "sessions"), has_password, problem: Some(problem) },
+            ),
+            code,
         ))
     };
     if new != form.text("password_confirmation") {
@@ -495,7 +522,9 @@ mod tests {
 
     #[test]
     fn next_stays_on_the_dashboard() {
-        for ok in ["/dashboard", "/dashboard/audit", "/dashboard/api-keys?name=crm%20sync&status=active", "/dashboard?x=1"] {
+        for ok in
+            ["/dashboard", "/dashboard/audit", "/dashboard/api-keys?name=crm%20sync&status=active", "/dashboard?x=1"]
+        {
             assert_eq!(safe_next(Some(ok)), ok);
         }
         for bad in [

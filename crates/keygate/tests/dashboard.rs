@@ -820,6 +820,11 @@ async fn malformed_requests_get_a_page_with_a_code(app: TestApp) {
         let csp = page.headers.get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or("");
         assert!(csp.contains("default-src 'none'"), "{page:?}");
     }
+    // Refusal pages count under their code, like problem documents (metrics and log lines).
+    let metrics = owner.get("/metrics").await;
+    for code in ["invalid_request", "payload_too_large"] {
+        assert!(metrics.html.contains(&format!("outcome=\"{code}\"")), "{code}");
+    }
     let slash = owner.get("/dashboard/").await;
     assert_eq!((slash.status, slash.location()), (StatusCode::SEE_OTHER, "/dashboard/api-keys"));
 }
