@@ -300,7 +300,7 @@ test('sign-in: a wrong password stays on the sign-in page; the right one lands o
   assert.ok(header.includes('owner'), header);
 });
 
-test('the session cookie is HttpOnly, SameSite=Strict, Path=/dashboard; Secure and __Secure- behind https', async () => {
+test('the session cookie is HttpOnly, SameSite=Strict, Path=/dashboard; Secure and __Host- behind https', async () => {
   const [cookie, ...others] = (await owner.cookies(`${BASE}/dashboard/`)).filter((c) => /keygate_session$/.test(c.name));
   assert.equal(others.length, 0);
   assert.equal(cookie.name, 'keygate_session');
@@ -314,8 +314,8 @@ test('the session cookie is HttpOnly, SameSite=Strict, Path=/dashboard; Secure a
   // The same sign-in as a TLS-terminating proxy on 127.0.0.1 (trusted) forwards it.
   const https = { 'x-forwarded-proto': 'https' };
   const form = await fetch(`${BASE}/dashboard/sign-in`, { headers: https });
-  const formCookie = form.headers.getSetCookie().find((c) => c.startsWith('__Secure-keygate_sign_in='));
-  assert.ok(formCookie, `the sign-in form's cookie is __Secure- too: ${form.headers.getSetCookie()}`);
+  const formCookie = form.headers.getSetCookie().find((c) => c.startsWith('__Host-keygate_sign_in='));
+  assert.ok(formCookie, `the sign-in form's cookie is __Host- too: ${form.headers.getSetCookie()}`);
   const token = /name="csrf_token" value="([^"]+)"/.exec(await form.text())[1];
   const response = await fetch(`${BASE}/dashboard/sign-in`, {
     method: 'POST',
@@ -325,10 +325,12 @@ test('the session cookie is HttpOnly, SameSite=Strict, Path=/dashboard; Secure a
   });
   assert.equal(response.status, 303);
   assert.equal(response.headers.get('location'), '/dashboard/api-keys');
-  const setCookie = response.headers.getSetCookie().find((c) => c.startsWith('__Secure-keygate_session='));
-  assert.ok(setCookie, `a __Secure-keygate_session cookie: ${response.headers.getSetCookie()}`);
+  const setCookie = response.headers.getSetCookie().find((c) => c.startsWith('__Host-keygate_session='));
+  assert.ok(setCookie, `a __Host-keygate_session cookie: ${response.headers.getSetCookie()}`);
   const flags = setCookie.split(';').slice(1).map((f) => f.trim());
-  for (const flag of ['HttpOnly', 'SameSite=Strict', 'Secure', 'Path=/dashboard']) {
+  assert.ok(!flags.some((f) => f.startsWith('Domain')), 'a __Host- cookie names no domain');
+  // __Host- requires Path=/ (no sibling host or path can plant or shadow it).
+  for (const flag of ['HttpOnly', 'SameSite=Strict', 'Secure', 'Path=/']) {
     assert.ok(flags.includes(flag), `${flag} in ${setCookie.replace(/=[^;]+/, '=…')}`);
   }
   assert.ok(!response.headers.getSetCookie().some((c) => c.startsWith('keygate_session=')), 'no plain cookie as well');

@@ -75,6 +75,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/users", get(manage::users).post(manage::create_user))
         .route("/users/{id}/role", post(manage::change_role))
         .route("/users/{id}/delete", post(manage::delete_user))
+        .route("/users/{id}/link", post(manage::sign_in_link))
         .route("/accounts", get(manage::accounts).post(manage::create_account))
         .route("/accounts/{id}/suspend", post(manage::suspend_account))
         .route("/accounts/{id}/unsuspend", post(manage::unsuspend_account))

@@ -21,7 +21,7 @@ use crate::Dashboard;
 use crate::form::{FormData, Submission, new_form_id, split_list, submit_once};
 use crate::keys::when;
 use crate::render::{Chrome, PageError, Problem, already_created, coded, page, see_other};
-use crate::session::Signed;
+use crate::session::{Client, Signed};
 
 /// The page after `cursor`, keeping the other query parameters.
 fn next_link(base: &str, pairs: &[(&str, &str)], cursor: Option<String>) -> Option<String> {
@@ -399,6 +399,8 @@ pub async fn update_settings(
 struct UserRow {
     id: String,
     email: String,
+    /// Without one it signs in with a one-time link.
+    has_password: bool,
     role: String,
     last_sign_in: String,
     you: bool,
@@ -451,6 +453,7 @@ async fn users_page(
                     .map(|u| UserRow {
                         id: u.id.to_string(),
                         email: u.email.clone(),
+                        has_password: u.has_password,
                         role: u.role.as_str().to_owned(),
                         last_sign_in: when(u.last_sign_in_at),
                         you: u.id == signed.active.user.id,
@@ -460,7 +463,8 @@ async fn users_page(
                 next: next_link("/dashboard/users", &[], next),
                 grantable: roles.iter().map(|r| r.as_str()).collect(),
                 email: typed.0,
-                role: typed.1,
+                // Least privilege unless chosen.
+                role: if typed.1.is_empty() { "viewer".to_owned() } else { typed.1 },
                 problem,
             },
         ),
@@ -477,9 +481,11 @@ pub async fn users(
     users_page(&dashboard, &signed, q.cursor, StatusCode::OK, Default::default(), None).await
 }
 
-/// `POST /dashboard/users`: adds a user with a password.
+/// `POST /dashboard/users`: adds a user, with a password or, without one, its one-time
+/// sign-in link shown once.
 pub async fn create_user(
     State(dashboard): State<Dashboard>,
+    client: Client,
     signed: Signed,
     body: Bytes,
 ) -> Result<Response, PageError> {
@@ -491,12 +497,50 @@ pub async fn create_user(
     let password = Some(data.text("password").to_owned()).filter(|p| !p.is_empty());
     let request = CreateUserRequest { email: email.clone(), role: role.clone(), password };
     match dashboard.engine.keygate.create_user(&signed.principal, request).await {
+        Ok(user) if !user.has_password => link_page(&dashboard, &signed, &client, &user.id.to_string()).await,
         Ok(_) => Ok(see_other("/dashboard/users")),
         Err(e) => {
             let problem = Problem::from_error(e);
             users_page(&dashboard, &signed, None, problem.status, (email, role), Some(problem)).await
         }
     }
+}
+
+#[derive(Template)]
+#[template(path = "link_created.html")]
+struct LinkCreatedPage {
+    chrome: Chrome,
+    email: String,
+    url: String,
+    expires: String,
+}
+
+/// A new one-time sign-in link for a user of the account, shown once.
+async fn link_page(dashboard: &Dashboard, signed: &Signed, client: &Client, id: &str) -> Result<Response, PageError> {
+    let (user, link) = dashboard.engine.keygate.create_sign_in_link(&signed.principal, id).await?;
+    Ok(page(
+        StatusCode::CREATED,
+        &LinkCreatedPage {
+            chrome: Chrome::new(signed, "users"),
+            email: user.email,
+            url: format!("{}/dashboard/sign-in/link?token={}", client.base_url, link.token),
+            expires: when(Some(link.expires_at)),
+        },
+    ))
+}
+
+/// `POST /dashboard/users/{id}/link`: a one-time sign-in link for a user without a password
+/// (one the signed-in user may manage).
+pub async fn sign_in_link(
+    State(dashboard): State<Dashboard>,
+    client: Client,
+    signed: Signed,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    signed.accept_form(&dashboard, &FormData::parse(&body)).await?;
+    signed.require("users:write")?;
+    link_page(&dashboard, &signed, &client, &id).await
 }
 
 /// `POST /dashboard/users/{id}/role`.

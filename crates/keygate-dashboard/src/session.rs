@@ -3,9 +3,10 @@
 //!
 //! The cookie holds the session token only (the store keeps its SHA-256). It is `HttpOnly` (no
 //! script reads it), `SameSite=Strict` (no other site's page sends it), `Path=/dashboard`, and
-//! `Secure` — named `__Secure-keygate_session` — when the browser reached keygate over https,
+//! `Secure` when the browser reached keygate over https,
 //! which keygate knows only from a trusted proxy's `X-Forwarded-Proto: https` (it serves plain
-//! HTTP itself). It carries no `Max-Age`: it ends with the browser, and the server ends the
+//! HTTP itself). Over https it is `__Host-keygate_session` with `Path=/` instead (a sibling host
+//! can then neither set nor shadow it). It carries no `Max-Age`: it ends with the browser, and the server ends the
 //! session after its idle and absolute timeouts whatever the browser keeps.
 
 use std::net::{IpAddr, SocketAddr};
@@ -27,10 +28,12 @@ use crate::form::{CSRF_FIELD, FormData, same_token};
 use crate::render::{self, Chrome, PageError, Problem, coded, page, see_other};
 
 const SESSION_COOKIE: &str = "keygate_session";
-const SECURE_SESSION_COOKIE: &str = "__Secure-keygate_session";
+/// Over https: `__Host-` (Secure, `Path=/`, no `Domain`), so no sibling host can plant or
+/// shadow it (RFC 6265bis §4.1.3.2).
+const SECURE_SESSION_COOKIE: &str = "__Host-keygate_session";
 /// The sign-in form's double-submitted CSRF token (there is no session yet to tie one to).
 const SIGN_IN_COOKIE: &str = "keygate_sign_in";
-const SECURE_SIGN_IN_COOKIE: &str = "__Secure-keygate_sign_in";
+const SECURE_SIGN_IN_COOKIE: &str = "__Host-keygate_sign_in";
 
 /// Facts about the browser's request that sessions and audit events need.
 pub struct Client {
@@ -42,6 +45,10 @@ pub struct Client {
     session_token: Option<String>,
     /// The sign-in form's cookie token, if sent.
     sign_in_token: Option<String>,
+    /// Where this browser reached keygate (`https://host` or `http://host`), for the sign-in
+    /// links the dashboard hands out: the browser's own `Host`, so a link works where the admin
+    /// who made it works.
+    pub base_url: String,
 }
 
 impl FromRequestParts<Dashboard> for Client {
@@ -67,10 +74,17 @@ impl Client {
             headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(512).collect());
         let (session_name, sign_in_name) =
             if https { (SECURE_SESSION_COOKIE, SECURE_SIGN_IN_COOKIE) } else { (SESSION_COOKIE, SIGN_IN_COOKIE) };
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
+            .unwrap_or("localhost");
+        let base_url = format!("{}://{host}", if https { "https" } else { "http" });
         Self {
             ip,
             https,
             user_agent,
+            base_url,
             session_token: read_cookie(headers, session_name),
             sign_in_token: read_cookie(headers, sign_in_name),
         }
@@ -95,7 +109,8 @@ impl Client {
     /// A `Set-Cookie` value with the dashboard's flags; `None` removes the cookie.
     fn cookie(&self, name: &'static str, value: Option<&str>) -> HeaderValue {
         let mut cookie = Cookie::build((name, value.unwrap_or("").to_owned()))
-            .path("/dashboard")
+            // `__Host-` requires `Path=/`; over plain http the cookie stays on the dashboard.
+            .path(if self.https { "/" } else { "/dashboard" })
             .http_only(true)
             .same_site(SameSite::Strict)
             .secure(self.https);
@@ -354,10 +369,21 @@ struct SessionRow {
 struct SessionsPage {
     chrome: Chrome,
     sessions: Vec<SessionRow>,
+    password_changed: bool,
+}
+
+/// Query of the sessions page.
+#[derive(serde::Deserialize)]
+pub struct SessionsQuery {
+    password: Option<String>,
 }
 
 /// `GET /dashboard/sessions`: where this user is signed in.
-pub async fn sessions_page(State(dashboard): State<Dashboard>, signed: Signed) -> Result<Response, PageError> {
+pub async fn sessions_page(
+    State(dashboard): State<Dashboard>,
+    signed: Signed,
+    Query(q): Query<SessionsQuery>,
+) -> Result<Response, PageError> {
     let sessions = dashboard.engine.keygate.user_sessions(&signed.active.account, signed.active.user.id).await?;
     let rows = sessions
         .iter()
@@ -370,7 +396,8 @@ pub async fn sessions_page(State(dashboard): State<Dashboard>, signed: Signed) -
             current: s.id == signed.active.session.id,
         })
         .collect();
-    Ok(page(StatusCode::OK, &SessionsPage { chrome: Chrome::new(&signed, "sessions"), sessions: rows }))
+    let password_changed = q.password.as_deref() == Some("changed");
+    Ok(page(StatusCode::OK, &SessionsPage { chrome: Chrome::new(&signed, "sessions"), sessions: rows, password_changed }))
 }
 
 /// `POST /dashboard/sessions/{id}/revoke`: ends one of the user's own sessions.

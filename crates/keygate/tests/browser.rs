@@ -137,7 +137,7 @@ fn the_dashboard_works_in_a_real_browser() {
     let started = Instant::now();
     let mut sandbox = Sandbox::new();
     // The suite sends `X-Forwarded-Proto: https` from 127.0.0.1, as a TLS-terminating proxy on
-    // this host would: the session cookie must then be `__Secure-` and `Secure`.
+    // this host would: the session cookie must then be `__Host-` and `Secure`.
     sandbox.set_env("KEYGATE_TRUSTED_PROXIES", "127.0.0.1");
     sandbox.init();
     let partner = sandbox.json(&["accounts", "create", "--name", PARTNER]);

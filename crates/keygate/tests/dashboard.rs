@@ -606,9 +606,13 @@ async fn behind_an_https_proxy_the_cookie_is_secure(app: TestApp) {
         vec![("x-forwarded-proto".into(), "https".into()), ("x-forwarded-for".into(), "198.51.100.9".into())];
     let page = browser.sign_in("owner@acme.example", PASSWORD).await;
     assert_eq!(page.status, StatusCode::SEE_OTHER);
-    let cookie =
-        page.set_cookies().into_iter().find(|c| c.starts_with("__Secure-keygate_session=")).unwrap_or_default();
+    let cookie = page.set_cookies().into_iter().find(|c| c.starts_with("__Host-keygate_session=")).unwrap_or_default();
     assert!(cookie.contains("Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("Path=/;") || cookie.ends_with("Path=/"),
+        "__Host- cookies are for the whole host: {cookie}"
+    );
+    assert!(!cookie.contains("Domain"), "{cookie}");
     let sessions = browser.get("/dashboard/sessions").await;
     assert!(sessions.html.contains("198.51.100.9"), "the session records the client, not the proxy");
 
@@ -867,3 +871,51 @@ async fn reloading_the_page_a_create_answered_creates_nothing_more(app: TestApp)
     assert_eq!(all["data"].as_array().map(Vec::len), Some(2), "the old key and one new one");
 }
 both_backends!(reloading_the_page_a_create_answered_creates_nothing_more);
+
+async fn an_admin_adds_a_user_without_a_password_and_hands_over_its_link(app: TestApp) {
+    let p = account_with_users(&app, "Acme").await;
+    let mut admin = Browser::signed_in(&app, "admin@acme.example").await;
+    let page = admin.get("/dashboard/users").await;
+    assert!(page.html.contains("<option value=\"viewer\" selected>"), "least privilege by default");
+    let csrf = page.csrf();
+    let made = admin
+        .post(
+            "/dashboard/users",
+            &[("csrf_token", &csrf), ("email", "new@acme.example"), ("role", "developer"), ("password", "")],
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.html);
+    let url = plaintext_of(&made);
+    let prefix = format!("{}/dashboard/sign-in/link?token=", app.endpoint.base_url);
+    assert!(url.starts_with(&prefix), "{url}");
+    let token = url[prefix.len()..].to_owned();
+
+    let mut newcomer = Browser::new(&app);
+    let form = newcomer.get(&format!("/dashboard/sign-in/link?token={token}")).await;
+    let signed = newcomer.post("/dashboard/sign-in/link", &[("csrf_token", &form.csrf()), ("token", &token)]).await;
+    assert_eq!((signed.status, signed.location()), (StatusCode::SEE_OTHER, "/dashboard/password"));
+
+    // Another link for that user (it has no password yet); none for an owner from an admin.
+    let users = app.get(&p.key, "/v1/users?limit=100").await.expect_status(200);
+    let id_of = |email: &str| {
+        users["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|u| u["email"] == email)
+            .map(|u| str_of(&u["id"]))
+            .unwrap_or_default()
+    };
+    let again =
+        admin.post(&format!("/dashboard/users/{}/link", id_of("new@acme.example")), &[("csrf_token", &csrf)]).await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    let refused =
+        admin.post(&format!("/dashboard/users/{}/link", id_of("owner@acme.example")), &[("csrf_token", &csrf)]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "an admin cannot sign in as an owner");
+    let mut viewer = Browser::signed_in(&app, "viewer@acme.example").await;
+    let csrf = viewer.csrf().await;
+    let refused =
+        viewer.post(&format!("/dashboard/users/{}/link", id_of("new@acme.example")), &[("csrf_token", &csrf)]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+}
+both_backends!(an_admin_adds_a_user_without_a_password_and_hands_over_its_link);
