@@ -285,7 +285,7 @@ test('sign-in: a wrong password stays on the sign-in page; the right one lands o
   const refused = await signIn(page, { ...OWNER, password: `${OWNER.password}!` }, { open: false });
   assert.equal(refused.status(), 401);
   assert.equal(pathname(page), '/dashboard/sign-in');
-  assert.equal(await text(page.getByRole('alert')), 'Incorrect email or password.');
+  assert.equal(await text(page.getByRole('alert')), 'Incorrect email or password. invalid_credentials', 'one sentence for a wrong password or an unknown email, with its code');
   assert.equal(await page.getByLabel('Email').inputValue(), OWNER.email, 'the email is kept');
   assert.equal(await page.getByLabel('Password').inputValue(), '', 'the password is not');
   assert.equal((await owner.cookies(`${BASE}/dashboard/`)).filter((c) => /keygate_session$/.test(c.name)).length, 0, 'no session');
