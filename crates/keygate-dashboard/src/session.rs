@@ -397,7 +397,10 @@ pub async fn sessions_page(
         })
         .collect();
     let password_changed = q.password.as_deref() == Some("changed");
-    Ok(page(StatusCode::OK, &SessionsPage { chrome: Chrome::new(&signed, "sessions"), sessions: rows, password_changed }))
+    Ok(page(
+        StatusCode::OK,
+        &SessionsPage { chrome: Chrome::new(&signed, "sessions"), sessions: rows, password_changed },
+    ))
 }
 
 /// `POST /dashboard/sessions/{id}/revoke`: ends one of the user's own sessions.

@@ -290,6 +290,18 @@ pub struct AuditEvent {
     pub created_at: Timestamp,
 }
 
+/// The key under which two spellings of one email address are the same user (SPEC §8: emails
+/// are unique per account without case): compatibility forms unified (NFKC: a fullwidth `ａ` is
+/// `a`, `é` composed or decomposed is one letter), and case folded through upper case first, so
+/// letters whose lower case is not their fold meet too (`ß` and `SS`, `ſ` and `s`, final `ς`
+/// and `Σ`). The store keeps it beside the email; the sign-in throttle counts by it.
+#[must_use]
+pub fn email_key(email: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let unified: String = email.nfkc().collect();
+    unified.to_uppercase().to_lowercase().nfkc().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,16 +334,4 @@ mod tests {
         assert_eq!(actor.id(), id.to_string());
         assert!(actor.id().starts_with("usr_"));
     }
-}
-
-/// The key under which two spellings of one email address are the same user (SPEC §8: emails
-/// are unique per account without case): compatibility forms unified (NFKC: a fullwidth `ａ` is
-/// `a`, `é` composed or decomposed is one letter), and case folded through upper case first, so
-/// letters whose lower case is not their fold meet too (`ß` and `SS`, `ſ` and `s`, final `ς`
-/// and `Σ`). The store keeps it beside the email; the sign-in throttle counts by it.
-#[must_use]
-pub fn email_key(email: &str) -> String {
-    use unicode_normalization::UnicodeNormalization;
-    let unified: String = email.nfkc().collect();
-    unified.to_uppercase().to_lowercase().nfkc().collect()
 }
