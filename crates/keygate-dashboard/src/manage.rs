@@ -155,37 +155,27 @@ pub async fn create_tenant(
     }
 }
 
-async fn set_tenant_suspended(
-    dashboard: &Dashboard,
-    signed: &Signed,
-    id: &str,
-    body: &[u8],
-    suspended: bool,
+/// `suspend` → true, `unsuspend` → false; anything else is no page.
+fn suspending(action: &str) -> Result<bool, PageError> {
+    match action {
+        "suspend" => Ok(true),
+        "unsuspend" => Ok(false),
+        _ => Err(Error::NotFound("page").into()),
+    }
+}
+
+/// `POST /dashboard/tenants/{id}/suspend` and `…/unsuspend`.
+pub async fn set_tenant_status(
+    State(dashboard): State<Dashboard>,
+    signed: Signed,
+    Path((id, action)): Path<(String, String)>,
+    body: Bytes,
 ) -> Result<Response, PageError> {
-    signed.accept_form(dashboard, &FormData::parse(body)).await?;
+    let suspended = suspending(&action)?;
+    signed.accept_form(&dashboard, &FormData::parse(&body)).await?;
     signed.require("tenants:write")?;
-    dashboard.engine.keygate.set_tenant_suspended(&signed.principal, id, suspended).await?;
+    dashboard.engine.keygate.set_tenant_suspended(&signed.principal, &id, suspended).await?;
     Ok(see_other("/dashboard/tenants"))
-}
-
-/// `POST /dashboard/tenants/{id}/suspend`.
-pub async fn suspend_tenant(
-    State(dashboard): State<Dashboard>,
-    signed: Signed,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Response, PageError> {
-    set_tenant_suspended(&dashboard, &signed, &id, &body, true).await
-}
-
-/// `POST /dashboard/tenants/{id}/unsuspend`.
-pub async fn unsuspend_tenant(
-    State(dashboard): State<Dashboard>,
-    signed: Signed,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Response, PageError> {
-    set_tenant_suspended(&dashboard, &signed, &id, &body, false).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -698,35 +688,16 @@ pub async fn create_account(
     }
 }
 
-async fn set_account_suspended(
-    dashboard: &Dashboard,
-    signed: &Signed,
-    id: &str,
-    body: &[u8],
-    suspended: bool,
+/// `POST /dashboard/accounts/{id}/suspend` and `…/unsuspend` (the operator).
+pub async fn set_account_status(
+    State(dashboard): State<Dashboard>,
+    signed: Signed,
+    Path((id, action)): Path<(String, String)>,
+    body: Bytes,
 ) -> Result<Response, PageError> {
-    signed.accept_form(dashboard, &FormData::parse(body)).await?;
+    let suspended = suspending(&action)?;
+    signed.accept_form(&dashboard, &FormData::parse(&body)).await?;
     signed.require("accounts:write")?;
-    dashboard.engine.keygate.set_account_suspended(&signed.principal, id, suspended).await?;
+    dashboard.engine.keygate.set_account_suspended(&signed.principal, &id, suspended).await?;
     Ok(see_other("/dashboard/accounts"))
-}
-
-/// `POST /dashboard/accounts/{id}/suspend`.
-pub async fn suspend_account(
-    State(dashboard): State<Dashboard>,
-    signed: Signed,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Response, PageError> {
-    set_account_suspended(&dashboard, &signed, &id, &body, true).await
-}
-
-/// `POST /dashboard/accounts/{id}/unsuspend`.
-pub async fn unsuspend_account(
-    State(dashboard): State<Dashboard>,
-    signed: Signed,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Response, PageError> {
-    set_account_suspended(&dashboard, &signed, &id, &body, false).await
 }

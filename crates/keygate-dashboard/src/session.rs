@@ -106,6 +106,22 @@ impl Client {
         if self.https { SECURE_SIGN_IN_COOKIE } else { SIGN_IN_COOKIE }
     }
 
+    /// Whether a sign-in form (before any session) carries the token its cookie holds: the
+    /// double-submitted CSRF token.
+    fn sign_in_form_is_ours(&self, form: &FormData) -> bool {
+        self.sign_in_token.as_deref().is_some_and(|t| !t.is_empty() && same_token(t, form.text(CSRF_FIELD)))
+    }
+
+    /// A 303 to `to` that hands the browser its new session's cookie and drops the sign-in
+    /// form's.
+    fn start_session(&self, token: &str, to: &str) -> Response {
+        let mut response = see_other(to);
+        let headers = response.headers_mut();
+        headers.append(header::SET_COOKIE, self.cookie(self.session_cookie_name(), Some(token)));
+        headers.append(header::SET_COOKIE, self.cookie(self.sign_in_cookie_name(), None));
+        response
+    }
+
     /// A `Set-Cookie` value with the dashboard's flags; `None` removes the cookie.
     fn cookie(&self, name: &'static str, value: Option<&str>) -> HeaderValue {
         let mut cookie = Cookie::build((name, value.unwrap_or("").to_owned()))
@@ -302,8 +318,7 @@ pub async fn sign_in(State(dashboard): State<Dashboard>, client: Client, body: B
     let form = FormData::parse(&body);
     let email = form.text("email").trim().to_owned();
     let next = safe_next(form.get("next"));
-    let cookie_token = client.sign_in_token.clone().unwrap_or_default();
-    if cookie_token.is_empty() || !same_token(&cookie_token, form.text(CSRF_FIELD)) {
+    if !client.sign_in_form_is_ours(&form) {
         return sign_in_form(
             &client,
             StatusCode::FORBIDDEN,
@@ -317,13 +332,7 @@ pub async fn sign_in(State(dashboard): State<Dashboard>, client: Client, body: B
     }
     let password = form.text("password").to_owned();
     match dashboard.engine.sign_in(&email, password, client.ip, client.user_agent.clone()).await {
-        Ok(signed_in) => {
-            let mut response = see_other(&next);
-            let headers = response.headers_mut();
-            headers.append(header::SET_COOKIE, client.cookie(client.session_cookie_name(), Some(&signed_in.token)));
-            headers.append(header::SET_COOKIE, client.cookie(client.sign_in_cookie_name(), None));
-            response
-        }
+        Ok(signed_in) => client.start_session(&signed_in.token, &next),
         Err(Error::InvalidCredentials) => sign_in_form(
             &client,
             StatusCode::UNAUTHORIZED,
@@ -448,8 +457,7 @@ pub async fn link_page(client: Client, Query(q): Query<LinkParam>) -> Response {
 pub async fn link_sign_in(State(dashboard): State<Dashboard>, client: Client, body: Bytes) -> Response {
     let form = FormData::parse(&body);
     let next = "/dashboard/api-keys".to_owned();
-    let cookie_token = client.sign_in_token.clone().unwrap_or_default();
-    if cookie_token.is_empty() || !same_token(&cookie_token, form.text(CSRF_FIELD)) {
+    if !client.sign_in_form_is_ours(&form) {
         return sign_in_form(
             &client,
             StatusCode::FORBIDDEN,
@@ -464,11 +472,7 @@ pub async fn link_sign_in(State(dashboard): State<Dashboard>, client: Client, bo
     match dashboard.engine.sign_in_with_link(form.text("token"), client.ip, client.user_agent.clone()).await {
         Ok(signed_in) => {
             let to = if signed_in.user.has_password { "/dashboard/api-keys" } else { "/dashboard/password" };
-            let mut response = see_other(to);
-            let headers = response.headers_mut();
-            headers.append(header::SET_COOKIE, client.cookie(client.session_cookie_name(), Some(&signed_in.token)));
-            headers.append(header::SET_COOKIE, client.cookie(client.sign_in_cookie_name(), None));
-            response
+            client.start_session(&signed_in.token, to)
         }
         Err(Error::InvalidCredentials) => sign_in_form(
             &client,

@@ -919,3 +919,35 @@ async fn an_admin_adds_a_user_without_a_password_and_hands_over_its_link(app: Te
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
 }
 both_backends!(an_admin_adds_a_user_without_a_password_and_hands_over_its_link);
+
+async fn tenants_are_created_suspended_and_unsuspended(app: TestApp) {
+    let p = account_with_users(&app, "Acme").await;
+    let mut admin = Browser::signed_in(&app, "admin@acme.example").await;
+    let csrf = admin.csrf().await;
+    let made = admin
+        .post("/dashboard/tenants", &[("csrf_token", &csrf), ("name", "Northwind Clinic"), ("external_id", "nw-001")])
+        .await;
+    assert_eq!((made.status, made.location()), (StatusCode::SEE_OTHER, "/dashboard/tenants"));
+    let duplicate =
+        admin.post("/dashboard/tenants", &[("csrf_token", &csrf), ("name", "Again"), ("external_id", "nw-001")]).await;
+    assert_eq!(duplicate.status, StatusCode::CONFLICT);
+    assert!(duplicate.html.contains("value=\"Again\""), "the form keeps what was typed");
+    let tenant = app.get(&p.key, "/v1/tenants?external_id=nw-001").await.expect_status(200)["data"][0].clone();
+    let id = str_of(&tenant["id"]);
+    for (action, status) in [("suspend", "suspended"), ("unsuspend", "active")] {
+        let page = admin.post(&format!("/dashboard/tenants/{id}/{action}"), &[("csrf_token", &csrf)]).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{action}");
+        assert_eq!(app.get(&p.key, &format!("/v1/tenants/{id}")).await.expect_status(200)["status"], status);
+        let event = app.audit_event(&p.key, &format!("tenant.{action}ed"), &id).await;
+        assert_eq!(event["actor_type"], "user");
+    }
+    let bogus = admin.post(&format!("/dashboard/tenants/{id}/delete"), &[("csrf_token", &csrf)]).await;
+    assert_eq!(bogus.status, StatusCode::NOT_FOUND);
+    let mut dev = Browser::signed_in(&app, "developer@acme.example").await;
+    let csrf = dev.csrf().await;
+    assert_eq!(
+        dev.post(&format!("/dashboard/tenants/{id}/suspend"), &[("csrf_token", &csrf)]).await.status,
+        StatusCode::FORBIDDEN
+    );
+}
+both_backends!(tenants_are_created_suspended_and_unsuspended);
