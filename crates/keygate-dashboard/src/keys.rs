@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{NaiveDateTime, TimeZone, Utc};
 use keygate_domain::PlaintextKey;
 use keygate_domain::model::{ApiKey, KeyStatus};
-use keygate_domain::scope::{self, Scope};
+use keygate_domain::scope::{self, Catalog, Scope};
 use keygate_domain::time::{self, Timestamp};
 use keygate_engine::Error;
 use keygate_engine::error::FieldError;
@@ -193,7 +193,7 @@ impl KeyForm {
         }
     }
 
-    fn of_key(key: &ApiKey) -> Self {
+    fn of_key(key: &ApiKey, catalog: &Catalog) -> Self {
         let mut form = Self {
             name: key.name.clone(),
             environment: key.environment.as_str().to_owned(),
@@ -213,19 +213,26 @@ impl KeyForm {
             expires: key.expires_at.map(|t| t.format("%Y-%m-%dT%H:%M").to_string()).unwrap_or_default(),
             ..Self::default()
         };
-        if let Some(scopes) = &key.scopes {
-            for s in scopes {
-                match s.action() {
-                    "write" | "*" => {
+        let Some(scopes) = &key.scopes else { return form };
+        for s in scopes {
+            // `resource:*` is shown as every action the catalog declares for it (saving writes
+            // them out; a `*` held by no declared action could not be shown at all).
+            let actions: Vec<&str> = if s.action() == "*" {
+                catalog.entries().iter().filter(|e| e.resource == s.resource()).flat_map(|e| e.actions.iter()).map(String::as_str).collect()
+            } else {
+                vec![s.action()]
+            };
+            for action in actions {
+                match action {
+                    "write" => {
                         form.levels.insert(s.resource().to_owned(), "write".to_owned());
                     }
                     "read" => {
                         form.levels.entry(s.resource().to_owned()).or_insert_with(|| "read".to_owned());
                     }
-                    _ => {}
-                }
-                if s.action() == "*" || !matches!(s.action(), "read" | "write") {
-                    form.actions.insert(s.to_string());
+                    other => {
+                        form.actions.insert(format!("{}:{other}", s.resource()));
+                    }
                 }
             }
         }
@@ -509,7 +516,7 @@ pub async fn edit_form(
 ) -> Result<Response, PageError> {
     signed.require("api_keys:write")?;
     let key = dashboard.engine.keygate.get_key(&signed.principal, &id).await?;
-    Ok(form_page(&dashboard, &signed, StatusCode::OK, Some(&key), KeyForm::of_key(&key), None))
+    Ok(form_page(&dashboard, &signed, StatusCode::OK, Some(&key), KeyForm::of_key(&key, &dashboard.engine.keygate.catalog), None))
 }
 
 /// `POST /dashboard/api-keys/{id}/edit`.

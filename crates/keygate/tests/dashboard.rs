@@ -951,3 +951,40 @@ async fn tenants_are_created_suspended_and_unsuspended(app: TestApp) {
     );
 }
 both_backends!(tenants_are_created_suspended_and_unsuspended);
+
+async fn editing_a_key_keeps_every_scope_it_holds(app: TestApp) {
+    let p = account_with_users(&app, "Acme").await;
+    let key = app
+        .create_key(
+            &p.key,
+            json!({"name": "starry", "scopes": ["calls:*", "sms:*", "balance:*", "otp:verify", "messages:read"]}),
+        )
+        .await;
+    let id = str_of(&key["id"]);
+    let mut owner = Browser::signed_in(&app, "owner@acme.example").await;
+    let edit = owner.get(&format!("/dashboard/api-keys/{id}/edit")).await;
+    // Post back exactly what the form shows checked.
+    let mut form: Vec<(String, String)> = vec![
+        ("csrf_token".into(), edit.csrf()),
+        ("name".into(), "starry".into()),
+        ("access".into(), "restricted".into()),
+        ("rate_limit_per_minute".into(), "100".into()),
+    ];
+    for (name, value) in [
+        ("perm.calls", "write"),
+        ("perm.balance", "read"),
+        ("perm.messages", "read"),
+        ("scope", "sms:send"),
+        ("scope", "otp:verify"),
+    ] {
+        let marker = format!("name=\"{name}\" value=\"{value}\" checked");
+        assert!(edit.html.contains(&marker), "{marker} in the edit form");
+        form.push((name.into(), value.into()));
+    }
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let saved = owner.post(&format!("/dashboard/api-keys/{id}/edit"), &pairs).await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.html);
+    let after = app.get(&p.key, &format!("/v1/api-keys/{id}")).await.expect_status(200);
+    assert_eq!(after["scopes"], json!(["balance:read", "calls:write", "messages:read", "otp:verify", "sms:send"]));
+}
+both_backends!(editing_a_key_keeps_every_scope_it_holds);
