@@ -2,11 +2,11 @@
 //! takes, which turns the cookie into the engine's session and the user's [`Principal`].
 //!
 //! The cookie holds the session token only (the store keeps its SHA-256). It is `HttpOnly` (no
-//! script reads it), `SameSite=Strict` (no other site's page sends it), `Path=/dashboard`, and
-//! `Secure` when the browser reached keygate over https,
-//! which keygate knows only from a trusted proxy's `X-Forwarded-Proto: https` (it serves plain
-//! HTTP itself). Over https it is `__Host-keygate_session` with `Path=/` instead (a sibling host
-//! can then neither set nor shadow it). It carries no `Max-Age`: it ends with the browser, and the server ends the
+//! script reads it) and `SameSite=Strict` (no other site's page sends it). Over plain HTTP it is
+//! `keygate_session` with `Path=/dashboard`. When the browser reached keygate over https — which
+//! keygate, serving plain HTTP, knows only from a trusted proxy's `X-Forwarded-Proto: https` —
+//! it is `__Host-keygate_session`: `Secure`, `Path=/`, no `Domain`, so no sibling host can set
+//! or shadow it. It carries no `Max-Age`: it ends with the browser, and the server ends the
 //! session after its idle and absolute timeouts whatever the browser keeps.
 
 use std::net::{IpAddr, SocketAddr};
