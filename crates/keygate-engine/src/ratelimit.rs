@@ -98,8 +98,11 @@ pub enum LimitKey {
     FailedAuth(IpAddr),
     /// Dashboard sign-in attempts from a client IP (see `throttle.rs`).
     FailedSignInIp(IpAddr),
-    /// Dashboard sign-in attempts for an email, by its folded key (see `throttle.rs`).
-    FailedSignInEmail(Arc<str>),
+    /// Dashboard sign-in attempts for an email, by the SHA-256 of its folded key (see
+    /// `throttle.rs`).
+    FailedSignInEmail([u8; 32]),
+    /// Dashboard sign-in attempts for an email from one client IP.
+    FailedSignInEmailFrom([u8; 32], IpAddr),
     /// A signed-in dashboard user's changes (form posts).
     User(UserId),
 }
@@ -110,9 +113,11 @@ impl LimitKey {
         match self {
             Self::Key(_) => LimitScope::Key,
             Self::Account(_) => LimitScope::Account,
-            Self::RouteIp(..) | Self::FailedAuth(_) | Self::FailedSignInIp(_) | Self::FailedSignInEmail(_) => {
-                LimitScope::Ip
-            }
+            Self::RouteIp(..)
+            | Self::FailedAuth(_)
+            | Self::FailedSignInIp(_)
+            | Self::FailedSignInEmail(_)
+            | Self::FailedSignInEmailFrom(..) => LimitScope::Ip,
             Self::User(_) => LimitScope::User,
         }
     }

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use keygate_domain::gcra::Quota;
 use keygate_domain::model::email_key;
+use sha2::{Digest, Sha256};
 
 use crate::ratelimit::{Clock, InProcessLimiter, LimitKey, SystemClock};
 
@@ -41,36 +42,58 @@ impl FailureThrottle {
     }
 }
 
-/// Dashboard sign-in attempts, counted per client IP (its rate key, an IPv6 client by its
-/// network) and per email (by [`email_key`], so look-alike spellings of one address share it),
-/// each with its own allowance: guessing one user's password from many addresses, or many
-/// users' from one, is stopped either way. An attempt is counted *before* its password is
-/// checked, right or wrong: counting failures after the check let a burst of concurrent guesses
-/// all pass the check first. While either allowance is used up, sign-in answers 429
-/// `too_many_failed_attempts`, right password or not. Per process, as [`FailureThrottle`].
+/// Dashboard sign-in attempts, counted before the password is checked, right or wrong
+/// (counting failures after the check let a burst of concurrent guesses all pass the check
+/// first), against three allowances:
+/// - per client IP (its rate key: an IPv6 client by its network), 30 a minute: one address
+///   guessing many users' passwords;
+/// - per email from one IP, 10 a minute: one address guessing one user's;
+/// - per email from anywhere, 100 a minute: many addresses guessing one user's. Locking a user
+///   out therefore takes a hundred attempts a minute from several addresses, not ten from one.
+///
+/// Emails count by the SHA-256 of their folded key ([`email_key`]), so look-alike spellings of one
+/// address share an allowance and a key is 32 bytes whatever was sent; a "email" longer than any
+/// account's (254 characters) counts in one shared allowance, unfolded. While an allowance is used
+/// up, sign-in answers 429 `too_many_failed_attempts`, right password or not. Per process, as
+/// [`FailureThrottle`].
 pub struct SignInThrottle {
     per_ip: Quota,
+    per_email_from_ip: Quota,
     per_email: Quota,
     limiter: InProcessLimiter,
 }
 
+/// The longest email an account can have ([`crate::services::fields::is_email`]).
+const MAX_EMAIL_CHARS: usize = 254;
+
 impl SignInThrottle {
-    /// Attempts allowed per minute from one IP (30) and for one email (10).
     #[must_use]
     pub fn new() -> Self {
-        Self { per_ip: Quota::per_minute(30), per_email: Quota::per_minute(10), limiter: InProcessLimiter::default() }
+        Self {
+            per_ip: Quota::per_minute(30),
+            per_email_from_ip: Quota::per_minute(10),
+            per_email: Quota::per_minute(100),
+            limiter: InProcessLimiter::default(),
+        }
     }
 
-    /// Counts one attempt from `ip` for `email`: the address first, and only if it may try, the
-    /// email (a blocked address cannot spend a user's allowance).
+    /// Counts one attempt from `ip` for `email`: the address first, then the email from that
+    /// address, then the email; a refused step spends nothing of the later ones (a blocked
+    /// address cannot spend a user's allowance).
     ///
     /// # Errors
-    /// The seconds to wait, when either allowance is used up.
+    /// The seconds to wait, when an allowance is used up.
     pub fn attempt(&self, ip: IpAddr, email: &str) -> Result<(), u64> {
         let now = SystemClock.now_ns();
+        let digest: [u8; 32] = if email.chars().count() <= MAX_EMAIL_CHARS {
+            Sha256::digest(email_key(email).as_bytes()).into()
+        } else {
+            [0xff; 32]
+        };
         let keys = [
             (LimitKey::FailedSignInIp(ip), self.per_ip),
-            (LimitKey::FailedSignInEmail(email_key(email).into()), self.per_email),
+            (LimitKey::FailedSignInEmailFrom(digest, ip), self.per_email_from_ip),
+            (LimitKey::FailedSignInEmail(digest), self.per_email),
         ];
         for (key, quota) in keys {
             let d = self.limiter.check_now(&key, quota, 1, now);
@@ -93,23 +116,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sign_ins_are_throttled_per_email_whatever_the_address_and_spelling_and_per_address() {
+    fn sign_ins_are_throttled_per_email_and_address_per_email_and_per_address() {
         let t = SignInThrottle::new();
-        for n in 1..=10u8 {
-            assert_eq!(t.attempt(IpAddr::from([192, 0, 2, n]), "ada@example.com"), Ok(()));
+        let guesser: IpAddr = [192, 0, 2, 1].into();
+        for _ in 0..10 {
+            assert_eq!(t.attempt(guesser, "ada@example.com"), Ok(()));
         }
-        let fresh: IpAddr = [192, 0, 2, 99].into();
         for spelling in ["ADA@example.com", "ａda@example.com", "ⓐda@example.com"] {
-            assert!(t.attempt(fresh, spelling).is_err(), "{spelling}: the email, whatever its case, form or address");
+            assert!(t.attempt(guesser, spelling).is_err(), "{spelling}: one email, whatever its case or form");
         }
-        assert_eq!(t.attempt(fresh, "grace@example.com"), Ok(()), "another email from a fresh address");
-        let guesser: IpAddr = [198, 51, 100, 7].into();
+        // Ada herself, elsewhere, is not locked out by one address's guesses.
+        assert_eq!(t.attempt([198, 51, 100, 1].into(), "ada@example.com"), Ok(()));
+        // A hundred attempts a minute from anywhere are: many addresses guessing one password.
+        for n in 0..89u8 {
+            let _ = t.attempt(IpAddr::from([203, 0, 113, n]), "ada@example.com");
+        }
+        assert!(t.attempt([198, 51, 100, 2].into(), "ada@example.com").is_err());
+        assert_eq!(t.attempt([198, 51, 100, 2].into(), "grace@example.com"), Ok(()), "another email");
+        // One address, many emails.
+        let sprayer: IpAddr = [198, 51, 100, 7].into();
         for n in 0..30 {
-            assert_eq!(t.attempt(guesser, &format!("user{n}@example.com")), Ok(()));
+            assert_eq!(t.attempt(sprayer, &format!("user{n}@example.com")), Ok(()));
         }
-        assert!(t.attempt(guesser, "someone-else@example.com").is_err(), "the address, whatever the email");
-        // The blocked address spent nothing of that email's allowance.
-        assert_eq!(t.attempt(fresh, "someone-else@example.com"), Ok(()));
+        assert!(t.attempt(sprayer, "someone-else@example.com").is_err(), "the address, whatever the email");
+        assert_eq!(t.attempt([192, 0, 2, 99].into(), "someone-else@example.com"), Ok(()), "it spent nothing of hers");
+    }
+
+    #[test]
+    fn an_enormous_email_is_one_small_key() {
+        let t = SignInThrottle::new();
+        let huge = "a".repeat(1 << 20);
+        let ip: IpAddr = [192, 0, 2, 1].into();
+        assert_eq!(t.attempt(ip, &huge), Ok(()));
+        let other = "b".repeat(1 << 20);
+        for _ in 0..9 {
+            let _ = t.attempt(ip, &other);
+        }
+        assert!(t.attempt(ip, &huge).is_err(), "every over-long email shares one allowance");
     }
 
     #[test]

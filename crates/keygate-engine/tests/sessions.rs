@@ -85,12 +85,15 @@ async fn a_right_password_opens_a_session_and_a_wrong_one_or_an_unknown_email_do
 #[tokio::test]
 async fn sign_ins_for_one_email_are_throttled_right_password_or_not() {
     let f = fixture().await;
-    for n in 1..=10 {
-        let r = f.engine.sign_in("ada@example.com", "a wrong guess!!".into(), ip(n), None).await;
+    for _ in 1..=10 {
+        let r = f.engine.sign_in("ada@example.com", "a wrong guess!!".into(), ip(1), None).await;
         assert!(matches!(r, Err(Error::InvalidCredentials)), "{r:?}");
     }
-    let r = f.engine.sign_in("ada@example.com", PASSWORD.into(), ip(99), None).await;
+    let r = f.engine.sign_in("ada@example.com", PASSWORD.into(), ip(1), None).await;
     assert!(matches!(r, Err(Error::TooManyFailedAttempts { retry_after }) if retry_after >= 1), "{r:?}");
+    // From elsewhere Ada still signs in: one address's guesses do not lock her out.
+    let r = f.engine.sign_in("ada@example.com", PASSWORD.into(), ip(2), None).await;
+    assert!(r.is_ok(), "{r:?}");
 }
 
 #[tokio::test]
@@ -99,7 +102,7 @@ async fn concurrent_guesses_cannot_outrun_the_throttle() {
     let guesses = (0..40u8).map(|n| {
         let f = std::sync::Arc::clone(&f);
         tokio::spawn(
-            async move { f.engine.sign_in("ada@example.com", format!("wrong guess {n}!!!"), ip(n), None).await },
+            async move { f.engine.sign_in("ada@example.com", format!("wrong guess {n}!!!"), ip(7), None).await },
         )
     });
     let mut checked = 0;
@@ -110,7 +113,7 @@ async fn concurrent_guesses_cannot_outrun_the_throttle() {
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(checked, 10, "only the allowance of one email is checked, however many arrive at once");
+    assert_eq!(checked, 10, "only the allowance of one email from one address is checked, however many arrive at once");
 }
 
 #[tokio::test]
