@@ -218,7 +218,13 @@ impl KeyForm {
             // `resource:*` is shown as every action the catalog declares for it (saving writes
             // them out; a `*` held by no declared action could not be shown at all).
             let actions: Vec<&str> = if s.action() == "*" {
-                catalog.entries().iter().filter(|e| e.resource == s.resource()).flat_map(|e| e.actions.iter()).map(String::as_str).collect()
+                catalog
+                    .entries()
+                    .iter()
+                    .filter(|e| e.resource == s.resource())
+                    .flat_map(|e| e.actions.iter())
+                    .map(String::as_str)
+                    .collect()
             } else {
                 vec![s.action()]
             };
@@ -516,7 +522,14 @@ pub async fn edit_form(
 ) -> Result<Response, PageError> {
     signed.require("api_keys:write")?;
     let key = dashboard.engine.keygate.get_key(&signed.principal, &id).await?;
-    Ok(form_page(&dashboard, &signed, StatusCode::OK, Some(&key), KeyForm::of_key(&key, &dashboard.engine.keygate.catalog), None))
+    Ok(form_page(
+        &dashboard,
+        &signed,
+        StatusCode::OK,
+        Some(&key),
+        KeyForm::of_key(&key, &dashboard.engine.keygate.catalog),
+        None,
+    ))
 }
 
 /// `POST /dashboard/api-keys/{id}/edit`.

@@ -396,6 +396,8 @@ struct UserRow {
     you: bool,
     /// The signed-in user may change or remove this one (an admin: users below admin).
     manageable: bool,
+    /// Its "Sign-in link" form's rendering ([`crate::form::submit_once`]).
+    form_id: String,
 }
 
 #[derive(Template)]
@@ -409,6 +411,9 @@ struct UsersPage {
     email: String,
     role: String,
     problem: Option<Problem>,
+    /// The add form's rendering ([`crate::form::submit_once`]: without a password it shows a
+    /// sign-in link once).
+    form_id: String,
 }
 
 /// The roles `mine` may give: an owner any, an admin those below admin, others none.
@@ -448,6 +453,7 @@ async fn users_page(
                         last_sign_in: when(u.last_sign_in_at),
                         you: u.id == signed.active.user.id,
                         manageable: roles.contains(&u.role),
+                        form_id: new_form_id().unwrap_or_default(),
                     })
                     .collect(),
                 next: next_link("/dashboard/users", &[], next),
@@ -456,6 +462,7 @@ async fn users_page(
                 // Least privilege unless chosen.
                 role: if typed.1.is_empty() { "viewer".to_owned() } else { typed.1 },
                 problem,
+                form_id: new_form_id()?,
             },
         ),
         code,
@@ -486,7 +493,17 @@ pub async fn create_user(
     let role = data.text("role").to_owned();
     let password = Some(data.text("password").to_owned()).filter(|p| !p.is_empty());
     let request = CreateUserRequest { email: email.clone(), role: role.clone(), password };
-    match dashboard.engine.keygate.create_user(&signed.principal, request).await {
+    let ticket = match submit_once(&dashboard, &signed, &data, "/dashboard/users").await? {
+        Submission::First(ticket) => ticket,
+        Submission::Again(id) => return Ok(already_created(&format!("the user {id}"))),
+    };
+    let idempotency = &dashboard.engine.idempotency;
+    let created = dashboard.engine.keygate.create_user(&signed.principal, request).await;
+    match &created {
+        Ok(user) => ticket.complete(idempotency, user.id.to_string().as_bytes()).await,
+        Err(_) => ticket.release(idempotency).await,
+    }
+    match created {
         Ok(user) if !user.has_password => link_page(&dashboard, &signed, &client, &user.id.to_string()).await,
         Ok(_) => Ok(see_other("/dashboard/users")),
         Err(e) => {
@@ -528,9 +545,20 @@ pub async fn sign_in_link(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    signed.accept_form(&dashboard, &FormData::parse(&body)).await?;
+    let data = FormData::parse(&body);
+    signed.accept_form(&dashboard, &data).await?;
     signed.require("users:write")?;
-    link_page(&dashboard, &signed, &client, &id).await
+    let ticket = match submit_once(&dashboard, &signed, &data, &format!("/dashboard/users/{id}/link")).await? {
+        Submission::First(ticket) => ticket,
+        Submission::Again(_) => return Ok(already_created("a sign-in link")),
+    };
+    let idempotency = &dashboard.engine.idempotency;
+    let page = link_page(&dashboard, &signed, &client, &id).await;
+    match &page {
+        Ok(_) => ticket.complete(idempotency, id.as_bytes()).await,
+        Err(_) => ticket.release(idempotency).await,
+    }
+    page
 }
 
 /// `POST /dashboard/users/{id}/role`.

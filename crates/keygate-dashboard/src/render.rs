@@ -33,7 +33,8 @@ impl Chrome {
             email: signed.active.user.email.clone(),
             role: signed.active.user.role.as_str().to_owned(),
             account_name: signed.active.account.name.clone(),
-            operator: signed.active.account.operator,
+            // Accounts is in the navigation of those who may read them.
+            operator: signed.active.account.operator && signed.can("accounts:read"),
             csrf: signed.csrf.clone(),
             active,
             can_manage_users: signed.can("users:write"),
@@ -121,8 +122,8 @@ pub fn already_created(what: &str) -> Response {
         StatusCode::CONFLICT,
         "form_already_submitted",
         &format!(
-            "This form was sent before, and {what} was created then. Its key was shown once and is not shown \
-             again; if it was not copied, roll the key."
+            "This form was sent before, and {what} was created then. What it showed once is not shown again: \
+             roll a key that was not copied, or make a new sign-in link."
         ),
     )
 }

@@ -138,14 +138,14 @@ impl Client {
 }
 
 fn read_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(Cookie::split_parse)
-        .filter_map(Result::ok)
-        .find(|c| c.name() == name)
-        .map(|c| c.value().to_owned())
+    headers.get_all(header::COOKIE).iter().find_map(|v| {
+        // Lossy: one cookie with bytes that are not ASCII (a sibling host's) must not hide ours.
+        let header = String::from_utf8_lossy(v.as_bytes());
+        Cookie::split_parse(header.as_ref())
+            .filter_map(Result::ok)
+            .find(|c| c.name() == name)
+            .map(|c| c.value().to_owned())
+    })
 }
 
 /// A signed-in request: the live session, the principal the user acts as (its role's scopes,
@@ -180,9 +180,21 @@ impl Signed {
     /// # Errors
     /// 403 `csrf_token_invalid`, 429 `rate_limited`: nothing was done.
     pub async fn accept_form(&self, dashboard: &Dashboard, form: &FormData) -> Result<(), PageError> {
+        self.accept_form_unmetered(dashboard, form)?;
+        dashboard.engine.spend_user(self.active.user.id).await?;
+        Ok(())
+    }
+
+    /// Accepts a posted form on its CSRF token alone, spending no allowance: for what a user
+    /// does to take its account back — signing out, ending a session, changing its password —
+    /// which a thief holding another session of the user could otherwise block by using the
+    /// allowance up.
+    ///
+    /// # Errors
+    /// 403 `csrf_token_invalid`: nothing was done.
+    pub fn accept_form_unmetered(&self, dashboard: &Dashboard, form: &FormData) -> Result<(), PageError> {
         let presented = form.text(CSRF_FIELD);
         if dashboard.engine.keygate.csrf_matches(&self.active.session, presented) {
-            dashboard.engine.spend_user(self.active.user.id).await?;
             Ok(())
         } else {
             Err(PageError(Problem {
@@ -350,7 +362,7 @@ pub async fn sign_in(State(dashboard): State<Dashboard>, client: Client, body: B
 /// `POST /dashboard/sign-out`: ends this session and clears the cookie.
 pub async fn sign_out(State(dashboard): State<Dashboard>, client: Client, signed: Signed, body: Bytes) -> Response {
     let form = FormData::parse(&body);
-    if let Err(e) = signed.accept_form(&dashboard, &form).await {
+    if let Err(e) = signed.accept_form_unmetered(&dashboard, &form) {
         return e.into_response();
     }
     if let Some(token) = &client.session_token
@@ -419,7 +431,7 @@ pub async fn revoke_session(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    signed.accept_form(&dashboard, &FormData::parse(&body)).await?;
+    signed.accept_form_unmetered(&dashboard, &FormData::parse(&body))?;
     dashboard.engine.keygate.revoke_user_session(&signed.active.account, signed.active.user.id, &id).await?;
     let to = if id == signed.active.session.id.to_string() { "/dashboard/sign-in" } else { "/dashboard/sessions" };
     Ok(see_other(to))
@@ -469,6 +481,13 @@ pub async fn link_sign_in(State(dashboard): State<Dashboard>, client: Client, bo
             )),
         );
     }
+    // Whoever is signed in here is signed out first: the link is someone's, maybe not theirs,
+    // and a session left open behind it would be forgotten.
+    if let Some(token) = &client.session_token
+        && let Err(e) = dashboard.engine.keygate.sign_out(token).await
+    {
+        return PageError::from(e).into_response();
+    }
     match dashboard.engine.sign_in_with_link(form.text("token"), client.ip, client.user_agent.clone()).await {
         Ok(signed_in) => {
             let to = if signed_in.user.has_password { "/dashboard/api-keys" } else { "/dashboard/password" };
@@ -515,7 +534,7 @@ pub async fn set_password(
     body: Bytes,
 ) -> Result<Response, PageError> {
     let form = FormData::parse(&body);
-    signed.accept_form(&dashboard, &form).await?;
+    signed.accept_form_unmetered(&dashboard, &form)?;
     let new = form.text("password").to_owned();
     let failed = |problem: Problem| {
         let has_password = signed.active.user.has_password;

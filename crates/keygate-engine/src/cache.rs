@@ -599,8 +599,9 @@ impl keygate_store::UserStore for CachedStore {
         account: AccountId,
         user: keygate_domain::UserId,
         expires_at: Timestamp,
+        audit: &AuditEvent,
     ) -> Result<()> {
-        self.inner.create_sign_in_token(token_hash, account, user, expires_at).await
+        self.inner.create_sign_in_token(token_hash, account, user, expires_at, audit).await
     }
 
     async fn consume_sign_in_token(

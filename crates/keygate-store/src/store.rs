@@ -326,8 +326,9 @@ pub trait RequestLog: Send + Sync {
 /// Dashboard users, their sign-in sessions and one-time sign-in tokens (SPEC §8).
 ///
 /// Writes to users are audited like every other write, but not in the change log: nothing
-/// caches them. Sessions and sign-in tokens are neither audited nor in the change log (signing in
-/// is not a change to the account). Emails compare case-insensitively: the store keeps a
+/// caches them. Making a sign-in token is audited (`user.sign_in_link_created`: whoever makes one
+/// can sign in as the user); sessions are not audited, and neither is in the change log (signing
+/// in is not a change to the account). Emails compare case-insensitively: the store keeps a
 /// lower-cased copy beside the email as typed. Times compare as in the rest of the store: pass
 /// whole seconds in UTC (SQLite compares them as text).
 #[async_trait]
@@ -365,6 +366,10 @@ pub trait UserStore: Send + Sync {
     ///   [`StoreError::Conflict`]`("last_owner")` when the change would leave the account
     ///   without an owner (checked under the same lock, so two concurrent demotions cannot both
     ///   pass).
+    ///
+    /// A change of role also revokes the user's sessions and deletes its unused sign-in tokens
+    /// (as `set_password` does): nobody takes the new role along in a session or a link opened
+    /// before it.
     async fn update_user(&self, user: &User, expected_role: Role, audit: &AuditEvent) -> Result<bool>;
     /// Sets (`Some`) or clears (`None`) the password hash, revokes every session of the user and
     /// deletes its unused sign-in tokens, with the audit event; `updated_at` and the sessions' `revoked_at` become the audit event's
@@ -416,13 +421,15 @@ pub trait UserStore: Send + Sync {
     /// that was never used.
     async fn purge_sessions(&self, before: Timestamp) -> Result<u64>;
 
-    /// Stores a one-time sign-in token (its SHA-256) for a user, valid until `expires_at`.
+    /// Stores a one-time sign-in token (its SHA-256) for a user, valid until `expires_at`, with
+    /// its audit event; the user's other unused tokens are deleted (one live link per user).
     async fn create_sign_in_token(
         &self,
         token_hash: &[u8; 32],
         account: AccountId,
         user: UserId,
         expires_at: Timestamp,
+        audit: &AuditEvent,
     ) -> Result<()>;
     /// Uses up the token atomically: `Some(user)` once if it exists and is unexpired at `now`
     /// (`expires_at > now`), `None` otherwise (also on every later call: an expired token is

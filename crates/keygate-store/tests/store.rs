@@ -2369,10 +2369,30 @@ async fn revoked_and_expired_sessions_are_purged_by_time(store: Arc<dyn Store>) 
     let revoked_later = add_session(&store, &user, t0, t0 + Duration::days(30)).await;
     store.revoke_session(account.id, user.id, revoked_later.id, cutoff + Duration::hours(1)).await.expect("revoke");
     let live = add_session(&store, &user, t0, t0 + Duration::days(30)).await;
+    // Another user's: a user has one live token at a time.
+    let grace = add_user(&store, account.id, "grace@example.com", Role::Viewer, None).await;
     let old_token = token_hash();
-    store.create_sign_in_token(&old_token, account.id, user.id, cutoff - Duration::seconds(1)).await.expect("token");
+    store
+        .create_sign_in_token(
+            &old_token,
+            account.id,
+            grace.id,
+            cutoff - Duration::seconds(1),
+            &audit(account.id, "user.sign_in_link_created", "x"),
+        )
+        .await
+        .expect("token");
     let new_token = token_hash();
-    store.create_sign_in_token(&new_token, account.id, user.id, cutoff).await.expect("token");
+    store
+        .create_sign_in_token(
+            &new_token,
+            account.id,
+            user.id,
+            cutoff,
+            &audit(account.id, "user.sign_in_link_created", "x"),
+        )
+        .await
+        .expect("token");
 
     assert_eq!(store.purge_sessions(t0).await.expect("purge none"), 0);
     assert_eq!(store.purge_sessions(cutoff).await.expect("purge"), 2);
@@ -2399,10 +2419,37 @@ async fn a_sign_in_token_is_consumed_exactly_once(store: Arc<dyn Store>) {
     let expires_at = t0 + Duration::minutes(15);
 
     let token = token_hash();
-    store.create_sign_in_token(&token, account.id, user.id, expires_at).await.expect("create");
+    store
+        .create_sign_in_token(
+            &token,
+            account.id,
+            user.id,
+            expires_at,
+            &audit(account.id, "user.sign_in_link_created", "x"),
+        )
+        .await
+        .expect("create");
     let their_token = token_hash();
-    store.create_sign_in_token(&their_token, other.id, theirs.id, expires_at).await.expect("create");
-    let err = store.create_sign_in_token(&token, account.id, user.id, expires_at).await.expect_err("the same hash");
+    store
+        .create_sign_in_token(
+            &their_token,
+            other.id,
+            theirs.id,
+            expires_at,
+            &audit(other.id, "user.sign_in_link_created", "x"),
+        )
+        .await
+        .expect("create");
+    let err = store
+        .create_sign_in_token(
+            &token,
+            other.id,
+            theirs.id,
+            expires_at,
+            &audit(other.id, "user.sign_in_link_created", "x"),
+        )
+        .await
+        .expect_err("the same hash");
     assert!(matches!(err, StoreError::Conflict("token_hash")), "{err:?}");
 
     assert_eq!(store.consume_sign_in_token(&token, t0).await.expect("consume"), Some((account.id, user.id)));
@@ -2416,7 +2463,16 @@ async fn a_sign_in_token_is_consumed_exactly_once(store: Arc<dyn Store>) {
 
     // Expired (also at exactly expires_at): refused, and gone for good.
     let stale = token_hash();
-    store.create_sign_in_token(&stale, account.id, user.id, expires_at).await.expect("create");
+    store
+        .create_sign_in_token(
+            &stale,
+            account.id,
+            user.id,
+            expires_at,
+            &audit(account.id, "user.sign_in_link_created", "x"),
+        )
+        .await
+        .expect("create");
     assert_eq!(store.consume_sign_in_token(&stale, expires_at).await.expect("expired"), None);
     assert_eq!(store.consume_sign_in_token(&stale, t0).await.expect("later, whatever the clock"), None);
 }
@@ -2428,7 +2484,16 @@ async fn concurrent_consumes_of_a_sign_in_token_have_one_winner(store: Arc<dyn S
     let user = add_user(&store, account.id, "ada@example.com", Role::Owner, None).await;
     let t0 = ts(T0);
     let token = token_hash();
-    store.create_sign_in_token(&token, account.id, user.id, t0 + Duration::minutes(15)).await.expect("create");
+    store
+        .create_sign_in_token(
+            &token,
+            account.id,
+            user.id,
+            t0 + Duration::minutes(15),
+            &audit(account.id, "user.sign_in_link_created", "x"),
+        )
+        .await
+        .expect("create");
     let barrier = Arc::new(tokio::sync::Barrier::new(CALLS));
     let calls: Vec<_> = (0..CALLS)
         .map(|_| {
@@ -2460,7 +2525,16 @@ async fn user_writes_refuse_a_role_that_changed_meanwhile(store: Arc<dyn Store>)
     let t0 = ts(T0);
     let live = add_session(&store, &promoted, t0, t0 + Duration::days(7)).await;
     let token = token_hash();
-    store.create_sign_in_token(&token, account.id, read.id, t0 + Duration::days(1)).await.expect("token");
+    store
+        .create_sign_in_token(
+            &token,
+            account.id,
+            read.id,
+            t0 + Duration::days(1),
+            &audit(account.id, "user.sign_in_link_created", "x"),
+        )
+        .await
+        .expect("token");
     let audited = audit_actions(&store, account.id).await;
 
     // Each write checked against the stale role is refused and writes nothing: not the stale
@@ -2554,10 +2628,28 @@ async fn delete_user_removes_its_sessions_and_sign_in_tokens(store: Arc<dyn Stor
     let sessions =
         [add_session(&store, &user, t0, t0 + Duration::days(1)).await, add_session(&store, &user, t0, t0).await];
     let token = token_hash();
-    store.create_sign_in_token(&token, account.id, user.id, t0 + Duration::days(1)).await.expect("token");
+    store
+        .create_sign_in_token(
+            &token,
+            account.id,
+            user.id,
+            t0 + Duration::days(1),
+            &audit(account.id, "user.sign_in_link_created", "x"),
+        )
+        .await
+        .expect("token");
     let owners_session = add_session(&store, &owner, t0, t0 + Duration::days(1)).await;
     let owners_token = token_hash();
-    store.create_sign_in_token(&owners_token, account.id, owner.id, t0 + Duration::days(1)).await.expect("token");
+    store
+        .create_sign_in_token(
+            &owners_token,
+            account.id,
+            owner.id,
+            t0 + Duration::days(1),
+            &audit(account.id, "user.sign_in_link_created", "x"),
+        )
+        .await
+        .expect("token");
 
     assert!(
         !store
@@ -2599,11 +2691,62 @@ async fn a_new_password_uses_up_the_users_sign_in_tokens(store: Arc<dyn Store>) 
     let owner = add_user(&store, account.id, "owner@example.com", Role::Owner, None).await;
     let t0 = ts(T0);
     let token = token_hash();
-    store.create_sign_in_token(&token, account.id, user.id, t0 + Duration::days(1)).await.expect("token");
+    store
+        .create_sign_in_token(
+            &token,
+            account.id,
+            user.id,
+            t0 + Duration::days(1),
+            &audit(account.id, "user.sign_in_link_created", "x"),
+        )
+        .await
+        .expect("token");
     let owners_token = token_hash();
-    store.create_sign_in_token(&owners_token, account.id, owner.id, t0 + Duration::days(1)).await.expect("token");
+    store
+        .create_sign_in_token(
+            &owners_token,
+            account.id,
+            owner.id,
+            t0 + Duration::days(1),
+            &audit(account.id, "user.sign_in_link_created", "x"),
+        )
+        .await
+        .expect("token");
     let changed = audit(account.id, "user.password_changed", &user.id.to_string());
     assert!(store.set_password(account.id, user.id, user.role, Some(ARGON), &changed).await.expect("set"));
     assert_eq!(store.consume_sign_in_token(&token, t0).await.expect("consume"), None, "the link died with it");
     assert_eq!(store.consume_sign_in_token(&owners_token, t0).await.expect("consume"), Some((account.id, owner.id)));
+}
+
+both_backends!(a_change_of_role_ends_the_users_sessions_and_links);
+async fn a_change_of_role_ends_the_users_sessions_and_links(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    add_user(&store, account.id, "owner@example.com", Role::Owner, None).await;
+    let user = add_user(&store, account.id, "ada@example.com", Role::Developer, None).await;
+    let t0 = ts(T0);
+    let live = add_session(&store, &user, t0, t0 + Duration::days(1)).await;
+    let first = token_hash();
+    let made = audit(account.id, "user.sign_in_link_created", &user.id.to_string());
+    store.create_sign_in_token(&first, account.id, user.id, t0 + Duration::days(1), &made).await.expect("token");
+    assert!(audit_actions(&store, account.id).await.contains(&"user.sign_in_link_created".to_owned()), "audited");
+    // A second link replaces the first.
+    let second = token_hash();
+    let again = audit(account.id, "user.sign_in_link_created", &user.id.to_string());
+    store.create_sign_in_token(&second, account.id, user.id, t0 + Duration::days(1), &again).await.expect("token");
+    assert_eq!(store.consume_sign_in_token(&first, t0).await.expect("consume"), None, "one live link per user");
+
+    // Renaming keeps them; a new role ends both.
+    let mut renamed = user.clone();
+    renamed.email = "ada.l@example.com".into();
+    assert!(
+        store.update_user(&renamed, Role::Developer, &audit(account.id, "user.updated", "x")).await.expect("rename")
+    );
+    assert_eq!(session(&store, &live.token_hash).await.map(|s| s.revoked_at), Some(None));
+    let mut promoted = renamed.clone();
+    promoted.role = Role::Admin;
+    assert!(
+        store.update_user(&promoted, Role::Developer, &audit(account.id, "user.updated", "x")).await.expect("promote")
+    );
+    assert!(session(&store, &live.token_hash).await.is_some_and(|s| s.revoked_at.is_some()), "the session ended");
+    assert_eq!(store.consume_sign_in_token(&second, t0).await.expect("consume"), None, "the link died");
 }

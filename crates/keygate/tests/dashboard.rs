@@ -988,3 +988,117 @@ async fn editing_a_key_keeps_every_scope_it_holds(app: TestApp) {
     assert_eq!(after["scopes"], json!(["balance:read", "calls:write", "messages:read", "otp:verify", "sms:send"]));
 }
 both_backends!(editing_a_key_keeps_every_scope_it_holds);
+
+async fn sign_in_links_are_for_users_without_a_password_and_die_with_a_new_role(app: TestApp) {
+    let p = account_with_users(&app, "Acme").await;
+    let users = app.get(&p.key, "/v1/users?limit=100").await.expect_status(200);
+    let id_of = |email: &str| {
+        users["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|u| u["email"] == email)
+            .map(|u| str_of(&u["id"]))
+            .unwrap_or_default()
+    };
+    let mut admin = Browser::signed_in(&app, "admin@acme.example").await;
+    let csrf = admin.csrf().await;
+    // A user with a password gets no link: whoever made one could sign in as it unseen.
+    let refused = admin
+        .post(&format!("/dashboard/users/{}/link", id_of("developer@acme.example")), &[("csrf_token", &csrf)])
+        .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.html);
+    // A new user without one: the admin holds its link, signs in with it…
+    let made = admin
+        .post("/dashboard/users", &[("csrf_token", &csrf), ("email", "junior@acme.example"), ("role", "viewer")])
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED);
+    let junior = app.get(&p.key, "/v1/users?limit=100").await.expect_status(200)["data"][0].clone();
+    assert_eq!(junior["email"], "junior@acme.example");
+    let event = app.audit_event(&p.key, "user.sign_in_link_created", &str_of(&junior["id"])).await;
+    assert_eq!(event["actor_type"], "user", "who made a link is on record");
+    let url = plaintext_of(&made);
+    let token = url.rsplit('=').next().unwrap_or_default().to_owned();
+    let mut as_junior = Browser::new(&app);
+    let form = as_junior.get(&format!("/dashboard/sign-in/link?token={token}")).await;
+    let signed = as_junior.post("/dashboard/sign-in/link", &[("csrf_token", &form.csrf()), ("token", &token)]).await;
+    assert_eq!(signed.status, StatusCode::SEE_OTHER);
+    assert_eq!(as_junior.get("/dashboard/api-keys").await.status, StatusCode::OK);
+    // …and when an owner promotes the user, that session does not take the new role along.
+    app.patch(&p.key, &format!("/v1/users/{}", str_of(&junior["id"])), &json!({"role": "admin"}))
+        .await
+        .expect_status(200);
+    assert_eq!(as_junior.get("/dashboard/api-keys").await.status, StatusCode::SEE_OTHER, "signed out by the promotion");
+}
+both_backends!(sign_in_links_are_for_users_without_a_password_and_die_with_a_new_role);
+
+async fn a_stolen_session_cannot_keep_its_user_from_taking_the_account_back(app: TestApp) {
+    account_with_users(&app, "Acme").await;
+    let mut thief = Browser::signed_in(&app, "owner@acme.example").await;
+    let mut owner = Browser::signed_in(&app, "owner@acme.example").await;
+    let thief_csrf = thief.csrf().await;
+    for n in 0..121 {
+        let name = format!("Acme {n}");
+        thief.post("/dashboard/settings", &[("csrf_token", &thief_csrf), ("name", &name), ("allowed_ips", "")]).await;
+    }
+    let csrf = owner.csrf().await;
+    let blocked =
+        owner.post("/dashboard/settings", &[("csrf_token", &csrf), ("name", "Acme"), ("allowed_ips", "")]).await;
+    assert_eq!(blocked.status, StatusCode::TOO_MANY_REQUESTS, "the user's allowance is used up");
+    // Ending the thief's session still works: the newest-first list puts the owner's own first.
+    let sessions = owner.get("/dashboard/sessions").await;
+    let marker = "<form method=\"post\" action=\"/dashboard/sessions/";
+    let ids: Vec<String> = sessions
+        .html
+        .match_indices(marker)
+        .map(|(i, _)| sessions.html[i + marker.len()..].split('/').next().unwrap_or_default().to_owned())
+        .collect();
+    let thiefs = ids.get(1).cloned().unwrap_or_default();
+    let ended = owner.post(&format!("/dashboard/sessions/{thiefs}/revoke"), &[("csrf_token", &csrf)]).await;
+    assert_eq!(ended.status, StatusCode::SEE_OTHER, "{}", ended.html);
+    assert_eq!(thief.get("/dashboard/api-keys").await.status, StatusCode::SEE_OTHER, "the thief is out");
+    let changed = owner
+        .post(
+            "/dashboard/password",
+            &[
+                ("csrf_token", &csrf),
+                ("current_password", PASSWORD),
+                ("password", "a brand new pass phrase"),
+                ("password_confirmation", "a brand new pass phrase"),
+            ],
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.html);
+    let csrf = owner.csrf().await;
+    assert_eq!(owner.post("/dashboard/sign-out", &[("csrf_token", &csrf)]).await.status, StatusCode::SEE_OTHER);
+}
+both_backends!(a_stolen_session_cannot_keep_its_user_from_taking_the_account_back);
+
+async fn what_the_navigation_offers_follows_the_role(app: TestApp) {
+    // The operator account's viewer: no Accounts link (it could not open the page).
+    let created = app
+        .post(
+            &app.operator_key,
+            "/v1/users",
+            &json!({"email": "sam@operator.example", "role": "viewer", "password": PASSWORD}),
+        )
+        .await;
+    created.expect_status(201);
+    let mut viewer = Browser::signed_in(&app, "sam@operator.example").await;
+    let page = viewer.get("/dashboard/api-keys").await;
+    assert!(!page.html.contains("href=\"/dashboard/accounts\""), "no Accounts for an operator viewer");
+    app.post(
+        &app.operator_key,
+        "/v1/users",
+        &json!({"email": "root@operator.example", "role": "owner", "password": PASSWORD}),
+    )
+    .await
+    .expect_status(201);
+    let mut owner = Browser::signed_in(&app, "root@operator.example").await;
+    assert!(owner.get("/dashboard/api-keys").await.html.contains("href=\"/dashboard/accounts\""));
+    // A cookie that is not ASCII, from a sibling host, does not hide the session's.
+    let mut noisy = Browser::signed_in(&app, "root@operator.example").await;
+    noisy.cookies.insert("sibling".into(), "caf\u{e9}".into());
+    assert_eq!(noisy.get("/dashboard/api-keys").await.status, StatusCode::OK);
+}
+both_backends!(what_the_navigation_offers_follows_the_role);

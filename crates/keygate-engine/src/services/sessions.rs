@@ -201,21 +201,35 @@ impl Keygate {
         Ok(SignedIn { user, account, session, token })
     }
 
-    /// A one-time sign-in link's token for a user of `p`'s account (SPEC §8: a user created
-    /// without a password signs in with one, then sets a password): 256 random bits in hex,
+    /// A one-time sign-in link's token for a user of `p`'s account without a password (SPEC §8:
+    /// a user created without one signs in with a link, then sets one): 256 random bits in hex,
     /// valid for [`SIGN_IN_LINK_VALIDITY`], stored as its SHA-256 only, used up by its first
-    /// sign-in. Like sessions, tokens are not audited (the sign-in they open is noted on the
-    /// user as `last_sign_in_at`).
+    /// sign-in, replacing the user's earlier links, and audited (`user.sign_in_link_created`).
+    /// Setting a password, a change of role or deleting the user ends it.
     ///
     /// # Errors
     /// 404 for an unknown user; 403 when `p` may not manage a user of that role (it could sign
-    /// in as it).
+    /// in as it); 409 for a user with a password.
     pub async fn create_sign_in_link(&self, p: &Principal, user_id: &str) -> Result<(User, SignInLink), Error> {
         let user = self.get_user(p, user_id).await?;
         self.ensure_may_grant(p, user.role)?;
+        if user.has_password {
+            // Else a link would let whoever may manage the user sign in as it unseen.
+            return Err(Error::Conflict(
+                "This user has a password: sign-in links are for users without one. To let it in again, set a \
+                 new password (PATCH /v1/users/{id}) or have it change its own."
+                    .into(),
+            ));
+        }
         let token = new_token()?;
         let expires_at = time::now() + SIGN_IN_LINK_VALIDITY;
-        self.store.create_sign_in_token(&token_hash(&token), user.account_id, user.id, expires_at).await?;
+        let audit = p.audit(
+            "user.sign_in_link_created",
+            "user",
+            user.id,
+            serde_json::json!({"expires_at": crate::views::ts(expires_at)}),
+        );
+        self.store.create_sign_in_token(&token_hash(&token), user.account_id, user.id, expires_at, &audit).await?;
         Ok((user, SignInLink { token, expires_at }))
     }
 

@@ -223,6 +223,22 @@ macro_rules! sql_store {
         /// Appends the audit event and the change-log rows, then commits. The change rows are
         /// stamped with the audit event's time: the moment the change was made. With no change
         /// rows (users: nothing caches them), the change-log lock is not taken either.
+        /// Revokes every live session of `user` at `at` and deletes its unused sign-in links.
+        async fn end_sign_ins(tx: &mut Tx, user: UserId, at: Timestamp) -> Result<()> {
+            sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+                .bind(at)
+                .bind(user.to_string())
+                .execute(&mut **tx)
+                .await
+                .map_err(map_err)?;
+            sqlx::query("DELETE FROM sign_in_tokens WHERE user_id = $1")
+                .bind(user.to_string())
+                .execute(&mut **tx)
+                .await
+                .map_err(map_err)?;
+            Ok(())
+        }
+
         async fn finish(mut tx: Tx, audit: &AuditEvent, changed: &[Changed<'_>]) -> Result<()> {
             sqlx::query(concat!(
                 "INSERT INTO audit_events (",
@@ -1099,6 +1115,11 @@ macro_rules! sql_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
+                if user.role != current {
+                    // Whoever holds a session or a link of this user must not take the new role
+                    // along (one opened by someone who could then manage the user).
+                    end_sign_ins(&mut tx, user.id, audit.created_at).await?;
+                }
                 finish(tx, audit, &[]).await?;
                 Ok(true)
             }
@@ -1128,18 +1149,8 @@ macro_rules! sql_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
-                    .bind(audit.created_at)
-                    .bind(id.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
                 // An unused sign-in link would open a session the new password did not.
-                sqlx::query("DELETE FROM sign_in_tokens WHERE user_id = $1")
-                    .bind(id.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
+                end_sign_ins(&mut tx, id, audit.created_at).await?;
                 finish(tx, audit, &[]).await?;
                 Ok(true)
             }
@@ -1297,7 +1308,15 @@ macro_rules! sql_store {
                 account: AccountId,
                 user: UserId,
                 expires_at: Timestamp,
+                audit: &AuditEvent,
             ) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                // One live link per user: a new one replaces the others.
+                sqlx::query("DELETE FROM sign_in_tokens WHERE user_id = $1")
+                    .bind(user.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
                 sqlx::query(
                     "INSERT INTO sign_in_tokens (token_hash, account_id, user_id, expires_at) VALUES ($1, $2, $3, $4)",
                 )
@@ -1305,10 +1324,10 @@ macro_rules! sql_store {
                 .bind(account.to_string())
                 .bind(user.to_string())
                 .bind(expires_at)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                Ok(())
+                finish(tx, audit, &[]).await
             }
 
             async fn consume_sign_in_token(
