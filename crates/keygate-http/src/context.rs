@@ -6,6 +6,7 @@
 //! a header value, or a body; a key-shaped string in its path is masked (SPEC §2). The request
 //! log keeps the matched route template, never the raw path.
 
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -124,12 +125,22 @@ struct Masked<'a> {
 
 impl std::fmt::Display for Masked<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.text.contains('%') {
+        // Borrowed in the common case (no escape, no key): a log line allocates nothing more.
+        let masked: std::borrow::Cow<'_, str> = if self.text.contains('%') {
             let decoded = keygate_domain::request::percent_decode_lossy(self.text);
-            f.write_str(&self.key_format.mask_keys(&decoded))
+            std::borrow::Cow::Owned(self.key_format.mask_keys(&decoded).into_owned())
         } else {
-            f.write_str(&self.key_format.mask_keys(self.text))
+            self.key_format.mask_keys(self.text)
+        };
+        // A decoded `%0a` is a line break: escaped, so no request can write a log line of its own.
+        for c in masked.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
         }
+        Ok(())
     }
 }
 
@@ -252,4 +263,17 @@ pub async fn method_not_allowed() -> Response {
 pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("handler panicked");
     ApiError::from(Error::Internal("handler panicked".into())).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_logged_path_cannot_break_its_line() {
+        let key_format = keygate_domain::KeyFormat::new("sk").unwrap_or_else(|e| panic!("{e}"));
+        let logged = Masked { key_format: &key_format, text: "/v1/x%0a2026-11-30T00:00:00Z INFO forged%0d%09end" }.to_string();
+        assert!(!logged.contains('\n') && !logged.contains('\r') && !logged.contains('\t'), "{logged}");
+        assert_eq!(logged, "/v1/x\\n2026-11-30T00:00:00Z INFO forged\\r\\tend");
+    }
 }
