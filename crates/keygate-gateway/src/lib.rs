@@ -519,6 +519,7 @@ async fn forward(
     for name in [header::HOST, header::AUTHORIZATION, X_API_KEY] {
         headers.remove(name);
     }
+    keygate_http::headers::strip_keygate_cookies(&mut headers);
     let set = |headers: &mut HeaderMap, name: HeaderName, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(name, v);

@@ -272,7 +272,8 @@ mod tests {
     #[test]
     fn a_logged_path_cannot_break_its_line() {
         let key_format = keygate_domain::KeyFormat::new("sk").unwrap_or_else(|e| panic!("{e}"));
-        let logged = Masked { key_format: &key_format, text: "/v1/x%0a2026-11-30T00:00:00Z INFO forged%0d%09end" }.to_string();
+        let logged =
+            Masked { key_format: &key_format, text: "/v1/x%0a2026-11-30T00:00:00Z INFO forged%0d%09end" }.to_string();
         assert!(!logged.contains('\n') && !logged.contains('\r') && !logged.contains('\t'), "{logged}");
         assert_eq!(logged, "/v1/x\\n2026-11-30T00:00:00Z INFO forged\\r\\tend");
     }

@@ -27,6 +27,64 @@ pub fn write_ratelimit(headers: &mut HeaderMap, status: &RateLimitStatus) {
     }
 }
 
+/// Whether a cookie is one of keygate's own: the dashboard's session and sign-in form cookies
+/// (`keygate_session`, `keygate_sign_in`, with or without a `__Host-`/`__Secure-` prefix; see
+/// `keygate-dashboard`'s `session.rs`).
+#[must_use]
+pub fn is_keygate_cookie(name: &str) -> bool {
+    let name = name.trim();
+    let name = name.strip_prefix("__Host-").or_else(|| name.strip_prefix("__Secure-")).unwrap_or(name);
+    name == "keygate_session" || name == "keygate_sign_in"
+}
+
+/// Removes keygate's own cookies from the `Cookie` headers of a request about to be forwarded:
+/// over https the session cookie is `__Host-` and so `Path=/`, and a browser sends it along to
+/// the gateway's routes; the upstream must never see a dashboard session. Other cookies pass as
+/// sent. Costs one scan of each `Cookie` header when none of keygate's is there.
+pub fn strip_keygate_cookies(headers: &mut HeaderMap) {
+    if !headers.get_all(header::COOKIE).iter().any(|v| v.as_bytes().windows(8).any(|w| w == b"keygate_")) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| {
+            let text = String::from_utf8_lossy(v.as_bytes());
+            let others: Vec<&str> = text
+                .split(';')
+                .filter(|pair| !is_keygate_cookie(pair.split('=').next().unwrap_or("")))
+                .map(str::trim)
+                .filter(|pair| !pair.is_empty())
+                .collect();
+            (!others.is_empty()).then(|| HeaderValue::from_str(&others.join("; ")).ok()).flatten()
+        })
+        .collect();
+    headers.remove(header::COOKIE);
+    for value in kept {
+        headers.append(header::COOKIE, value);
+    }
+}
+
+#[cfg(test)]
+mod cookie_tests {
+    use super::*;
+
+    #[test]
+    fn keygates_cookies_never_leave_and_others_pass() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, HeaderValue::from_static("theme=dark; __Host-keygate_session=abc; cart=3"));
+        headers.append(header::COOKIE, HeaderValue::from_static("keygate_sign_in=def"));
+        headers.append(header::COOKIE, HeaderValue::from_static("__Secure-keygate_session=x;keygate_session=y"));
+        strip_keygate_cookies(&mut headers);
+        let left: Vec<&str> = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
+        assert_eq!(left, ["theme=dark; cart=3"]);
+        let mut untouched = HeaderMap::new();
+        untouched.append(header::COOKIE, HeaderValue::from_static("my_keygate_session_id=1"));
+        strip_keygate_cookies(&mut untouched);
+        assert_eq!(untouched.get(header::COOKIE).and_then(|v| v.to_str().ok()), Some("my_keygate_session_id=1"));
+    }
+}
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard `Proxy-Connection`), never
 /// forwarded in either direction. Header names are constants: parsed once, not per request.
 const HOP_BY_HOP: [HeaderName; 9] = [

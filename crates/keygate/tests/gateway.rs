@@ -1463,7 +1463,11 @@ async fn headers_an_upstream_trusts_are_removed(app: TestApp, _up: Upstream) {
         ("x_real_ip", "6.6.6.6"),
         ("x_api_key", "sk_live_forged"),
     ];
-    let mut request = app.request(Method::GET, "/v1/calls/c-1", &reader).header("x-kept", "1");
+    // The dashboard's session cookie is `Path=/` over https: a browser sends it here too.
+    let mut request = app
+        .request(Method::GET, "/v1/calls/c-1", &reader)
+        .header("x-kept", "1")
+        .header("cookie", "theme=dark; __Host-keygate_session=0123456789abcdef; keygate_sign_in=x");
     for (name, value) in trusted {
         request = request.header(name, value);
     }
@@ -1473,6 +1477,7 @@ async fn headers_an_upstream_trusts_are_removed(app: TestApp, _up: Upstream) {
         assert_eq!(seen(e, name), None, "{name} must not reach the upstream");
     }
     assert_eq!(seen(e, "x-kept"), Some("1"), "other headers pass");
+    assert_eq!(seen(e, "cookie"), Some("theme=dark"), "keygate's own cookies never reach the upstream");
     assert_eq!(e["method"], "GET");
     assert_eq!(seen(e, "x-forwarded-for"), Some("127.0.0.1"), "keygate's own");
     assert_eq!(seen(e, "x-keygate-scopes"), Some("calls:read"), "keygate's own, alone");
