@@ -22,15 +22,9 @@ use serde::Deserialize;
 
 use crate::Dashboard;
 use crate::chart::{self, UsageChart};
-use crate::form::{FORM_ID_FIELD, FormData, Submission, new_form_id, split_list, submit_once};
-use crate::render::{Chrome, PageError, Problem, already_created, coded, page, see_other};
-use crate::session::Signed;
-
-/// A time as the dashboard shows it (`2026-11-30 14:05 UTC`), or "Never".
-#[must_use]
-pub fn when(t: Option<Timestamp>) -> String {
-    t.map_or_else(|| "Never".to_owned(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-}
+use crate::form::{FORM_ID_FIELD, FormData, new_form_id, split_list};
+use crate::render::{Chrome, PageError, Problem, already_created, coded, page, see_other, when};
+use crate::session::{Signed, Submission};
 
 /// One row of the API Keys table, in the seed's columns.
 struct KeyRow {
@@ -124,7 +118,7 @@ pub async fn list(
         StatusCode::OK,
         &KeysPage {
             can_write: signed.can("api_keys:write"),
-            chrome: Chrome::new(&signed, "api-keys"),
+            chrome: signed.chrome("api-keys"),
             keys: keys.iter().map(|k| KeyRow::new(k, now)).collect(),
             name,
             status,
@@ -399,7 +393,7 @@ struct KeyFormPage {
     groups: Vec<GroupView>,
     max_rate_limit: u32,
     problem: Option<Problem>,
-    /// This rendering's id ([`crate::form::submit_once`]): kept when the form comes back with
+    /// This rendering's id ([`crate::session::Signed::submit_once`]): kept when the form comes back with
     /// an error, so the corrected form is still one submission.
     form_id: String,
 }
@@ -424,7 +418,7 @@ fn form_page(
         status,
         &KeyFormPage {
             form_id,
-            chrome: Chrome::new(signed, "api-keys"),
+            chrome: signed.chrome("api-keys"),
             key_id: key.map(|k| k.id.to_string()),
             masked: key.map(|k| k.masked()).unwrap_or_default(),
             groups: groups(dashboard, signed, &form),
@@ -458,7 +452,7 @@ fn created_page(signed: &Signed, title: &str, key: &ApiKey, plaintext: &Plaintex
     page(
         StatusCode::CREATED,
         &CreatedPage {
-            chrome: Chrome::new(signed, "api-keys"),
+            chrome: signed.chrome("api-keys"),
             title: title.to_owned(),
             key_id: key.id.to_string(),
             name: key.name.clone(),
@@ -495,7 +489,7 @@ pub async fn create(State(dashboard): State<Dashboard>, signed: Signed, body: By
             return Ok(form_page(&dashboard, &signed, problem.status, None, form, Some(problem)));
         }
     };
-    let ticket = match submit_once(&dashboard, &signed, &data, "/dashboard/api-keys").await? {
+    let ticket = match signed.submit_once(&dashboard, &data, "/dashboard/api-keys").await? {
         Submission::First(ticket) => ticket,
         Submission::Again(id) => return Ok(already_created(&format!("the key {id}"))),
     };
@@ -593,7 +587,7 @@ struct ConfirmPage {
     /// `roll`, `revoke` or `delete`.
     action: &'static str,
     key: KeyRow,
-    /// For Roll, which shows a new key once ([`crate::form::submit_once`]).
+    /// For Roll, which shows a new key once ([`crate::session::Signed::submit_once`]).
     form_id: String,
 }
 
@@ -608,7 +602,7 @@ async fn confirm(
     Ok(page(
         StatusCode::OK,
         &ConfirmPage {
-            chrome: Chrome::new(signed, "api-keys"),
+            chrome: signed.chrome("api-keys"),
             action,
             key: KeyRow::new(&key, time::now()),
             form_id: new_form_id()?,
@@ -661,7 +655,7 @@ pub async fn roll(
                 .map_err(|_| Error::field("grace_period_seconds", "must be a whole number of seconds"))?,
         ),
     };
-    let ticket = match submit_once(&dashboard, &signed, &data, &format!("/dashboard/api-keys/{id}/roll")).await? {
+    let ticket = match signed.submit_once(&dashboard, &data, &format!("/dashboard/api-keys/{id}/roll")).await? {
         Submission::First(ticket) => ticket,
         Submission::Again(new_id) => return Ok(already_created(&format!("the key {new_id}"))),
     };
@@ -772,7 +766,7 @@ pub async fn show(
     Ok(page(
         StatusCode::OK,
         &KeyShowPage {
-            chrome: Chrome::new(&signed, "api-keys"),
+            chrome: signed.chrome("api-keys"),
             scopes: key.scopes.as_ref().map(|s| s.iter().map(ToString::to_string).collect()).unwrap_or_default(),
             tenant_ids: key
                 .tenant_ids

@@ -23,6 +23,7 @@ mod chart;
 pub mod form;
 mod keys;
 mod manage;
+pub mod origin;
 mod render;
 pub mod session;
 
@@ -81,7 +82,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .method_not_allowed_fallback(render::method_not_allowed)
         .with_state(state)
         .layer(axum::middleware::from_fn(render::refusals_as_pages))
-        .layer(axum::middleware::from_fn(form::refuse_cross_site))
+        .layer(axum::middleware::from_fn(origin::refuse_cross_site))
         .layer(axum::middleware::from_fn(security_headers))
 }
 

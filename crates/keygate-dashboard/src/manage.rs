@@ -18,10 +18,9 @@ use keygate_engine::services::users::{CreateUserRequest, ListUsersParams, Update
 use serde::Deserialize;
 
 use crate::Dashboard;
-use crate::form::{FormData, Submission, new_form_id, split_list, submit_once};
-use crate::keys::when;
-use crate::render::{Chrome, PageError, Problem, already_created, coded, page, see_other};
-use crate::session::{Client, Signed};
+use crate::form::{FormData, new_form_id, split_list};
+use crate::render::{Chrome, PageError, Problem, already_created, coded, page, see_other, when};
+use crate::session::{Client, Signed, Submission};
 
 /// The page after `cursor`, keeping the other query parameters.
 fn next_link(base: &str, pairs: &[(&str, &str)], cursor: Option<String>) -> Option<String> {
@@ -99,7 +98,7 @@ async fn tenants_page(
         page(
             status,
             &TenantsPage {
-                chrome: Chrome::new(signed, "tenants"),
+                chrome: signed.chrome("tenants"),
                 tenants: tenants
                     .iter()
                     .map(|t| TenantRow {
@@ -270,7 +269,7 @@ pub async fn audit(
         page(
             status,
             &AuditPage {
-                chrome: Chrome::new(&signed, "audit"),
+                chrome: signed.chrome("audit"),
                 events: events
                     .iter()
                     .map(|e| EventRow {
@@ -332,7 +331,7 @@ pub async fn settings(
     Ok(page(
         StatusCode::OK,
         &SettingsPage {
-            chrome: Chrome::new(&signed, "settings"),
+            chrome: signed.chrome("settings"),
             account_id: account.id.to_string(),
             name: account.name.clone(),
             allowed_ips: account.allowed_ips.iter().map(keygate_engine::views::ip_entry).collect::<Vec<_>>().join("\n"),
@@ -367,7 +366,7 @@ pub async fn update_settings(
                 page(
                     problem.status,
                     &SettingsPage {
-                        chrome: Chrome::new(&signed, "settings"),
+                        chrome: signed.chrome("settings"),
                         account_id: account.id.to_string(),
                         name: data.text("name").to_owned(),
                         allowed_ips: data.text("allowed_ips").to_owned(),
@@ -396,7 +395,7 @@ struct UserRow {
     you: bool,
     /// The signed-in user may change or remove this one (an admin: users below admin).
     manageable: bool,
-    /// Its "Sign-in link" form's rendering ([`crate::form::submit_once`]).
+    /// Its "Sign-in link" form's rendering ([`crate::session::Signed::submit_once`]).
     form_id: String,
 }
 
@@ -411,7 +410,7 @@ struct UsersPage {
     email: String,
     role: String,
     problem: Option<Problem>,
-    /// The add form's rendering ([`crate::form::submit_once`]: without a password it shows a
+    /// The add form's rendering ([`crate::session::Signed::submit_once`]: without a password it shows a
     /// sign-in link once).
     form_id: String,
 }
@@ -442,7 +441,7 @@ async fn users_page(
         page(
             status,
             &UsersPage {
-                chrome: Chrome::new(signed, "users"),
+                chrome: signed.chrome("users"),
                 users: users
                     .iter()
                     .map(|u| UserRow {
@@ -493,7 +492,7 @@ pub async fn create_user(
     let role = data.text("role").to_owned();
     let password = Some(data.text("password").to_owned()).filter(|p| !p.is_empty());
     let request = CreateUserRequest { email: email.clone(), role: role.clone(), password };
-    let ticket = match submit_once(&dashboard, &signed, &data, "/dashboard/users").await? {
+    let ticket = match signed.submit_once(&dashboard, &data, "/dashboard/users").await? {
         Submission::First(ticket) => ticket,
         Submission::Again(id) => return Ok(already_created(&format!("the user {id}"))),
     };
@@ -528,7 +527,7 @@ async fn link_page(dashboard: &Dashboard, signed: &Signed, client: &Client, id: 
     Ok(page(
         StatusCode::CREATED,
         &LinkCreatedPage {
-            chrome: Chrome::new(signed, "users"),
+            chrome: signed.chrome("users"),
             email: user.email,
             url: format!("{}/dashboard/sign-in/link?token={}", client.base_url, link.token),
             expires: when(Some(link.expires_at)),
@@ -548,7 +547,7 @@ pub async fn sign_in_link(
     let data = FormData::parse(&body);
     signed.accept_form(&dashboard, &data).await?;
     signed.require("users:write")?;
-    let ticket = match submit_once(&dashboard, &signed, &data, &format!("/dashboard/users/{id}/link")).await? {
+    let ticket = match signed.submit_once(&dashboard, &data, &format!("/dashboard/users/{id}/link")).await? {
         Submission::First(ticket) => ticket,
         Submission::Again(_) => return Ok(already_created("a sign-in link")),
     };
@@ -610,7 +609,7 @@ struct AccountsPage {
     can_write: bool,
     name: String,
     problem: Option<Problem>,
-    /// The create form's rendering ([`crate::form::submit_once`]).
+    /// The create form's rendering ([`crate::session::Signed::submit_once`]).
     form_id: String,
 }
 
@@ -639,7 +638,7 @@ async fn accounts_page(
         page(
             status,
             &AccountsPage {
-                chrome: Chrome::new(signed, "accounts"),
+                chrome: signed.chrome("accounts"),
                 accounts: accounts
                     .iter()
                     .map(|a| AccountRow {
@@ -689,7 +688,7 @@ pub async fn create_account(
         ),
     };
     let request = CreateAccountRequest { name: name.clone(), rate_limit_per_minute: rate_limit };
-    let ticket = match submit_once(&dashboard, &signed, &data, "/dashboard/accounts").await? {
+    let ticket = match signed.submit_once(&dashboard, &data, "/dashboard/accounts").await? {
         Submission::First(ticket) => ticket,
         Submission::Again(id) => return Ok(already_created(&format!("the account {id}"))),
     };
@@ -703,7 +702,7 @@ pub async fn create_account(
         Ok((account, _key, plaintext)) => Ok(page(
             StatusCode::CREATED,
             &AccountCreatedPage {
-                chrome: Chrome::new(&signed, "accounts"),
+                chrome: signed.chrome("accounts"),
                 account_name: account.name,
                 account_id: account.id.to_string(),
                 plaintext: plaintext.expose().to_owned(),

@@ -4,11 +4,10 @@
 use askama::Template;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use keygate_domain::time::Timestamp;
 use keygate_engine::Error;
 use keygate_engine::error::Exceeds;
 use keygate_http::ApiError;
-
-use crate::session::Signed;
 
 /// The frame of every signed-in page: who is signed in, where, the navigation their role may
 /// use, and the CSRF token its forms carry.
@@ -26,20 +25,10 @@ pub struct Chrome {
     pub can_manage_users: bool,
 }
 
-impl Chrome {
-    #[must_use]
-    pub fn new(signed: &Signed, active: &'static str) -> Self {
-        Self {
-            email: signed.active.user.email.clone(),
-            role: signed.active.user.role.as_str().to_owned(),
-            account_name: signed.active.account.name.clone(),
-            // Accounts is in the navigation of those who may read them.
-            operator: signed.active.account.operator && signed.can("accounts:read"),
-            csrf: signed.csrf.clone(),
-            active,
-            can_manage_users: signed.can("users:write"),
-        }
-    }
+/// A time as the dashboard shows it (`2026-11-30 14:05 UTC`), or "Never".
+#[must_use]
+pub fn when(t: Option<Timestamp>) -> String {
+    t.map_or_else(|| "Never".to_owned(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
 }
 
 /// A page as a response: HTML, or a plain 500 when a template fails (it never should: they are

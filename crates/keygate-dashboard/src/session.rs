@@ -148,6 +148,16 @@ fn read_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     })
 }
 
+/// Whether this rendering of a form was submitted before.
+pub enum Submission {
+    /// The first time: do the work, then complete the ticket with what to remember (or release
+    /// it on failure, so the form can be corrected and sent again).
+    First(keygate_engine::idempotency::Ticket),
+    /// Sent before, and done then: what was remembered (an id). The plaintext it showed is not
+    /// shown again.
+    Again(String),
+}
+
 /// A signed-in request: the live session, the principal the user acts as (its role's scopes,
 /// SPEC §8), and the CSRF token of its forms. Without a live session, a GET is sent to the
 /// sign-in page (and back after), anything else is refused with 401.
@@ -158,6 +168,48 @@ pub struct Signed {
 }
 
 impl Signed {
+    /// The frame of a page of this session: who, where, the navigation its role may use, the
+    /// CSRF token of its forms; `active` names the navigation entry of the page.
+    #[must_use]
+    pub fn chrome(&self, active: &'static str) -> Chrome {
+        Chrome {
+            email: self.active.user.email.clone(),
+            role: self.active.user.role.as_str().to_owned(),
+            account_name: self.active.account.name.clone(),
+            // Accounts is in the navigation of those who may read them.
+            operator: self.active.account.operator && self.can("accounts:read"),
+            csrf: self.csrf.clone(),
+            active,
+            can_manage_users: self.can("users:write"),
+        }
+    }
+
+    /// Claims a form's one submission. Without JavaScript, reloading the page a POST answered sends
+    /// the POST again; for a form that creates a key or an account that would create a second one.
+    /// The form's id is claimed as an idempotency key (SPEC §6) bound to the user, with nothing of
+    /// the body in its fingerprint: any second submission of that rendering replays the id of what
+    /// the first made, never its plaintext. A form without an id (a script's) is not claimed.
+    ///
+    /// # Errors
+    /// 409 `idempotency_in_progress` while the first is still running; a store failure.
+    pub async fn submit_once(
+        &self,
+        dashboard: &Dashboard,
+        form: &FormData,
+        action: &str,
+    ) -> Result<Submission, keygate_engine::Error> {
+        use keygate_engine::idempotency::{Binding, Claim, Request as Claimed};
+        let id = form.text(crate::form::FORM_ID_FIELD);
+        let request = (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| Claimed::new(format!("dashboard-form:{id}"), "POST", action, "", b""));
+        let binding =
+            Binding { account: self.active.account.id, principal: self.active.user.id.to_string(), tenant: None };
+        Ok(match dashboard.engine.idempotency.claim(&binding, request.as_ref()).await? {
+            Claim::Proceed(ticket) => Submission::First(ticket),
+            Claim::Replay(record) => Submission::Again(String::from_utf8_lossy(&record).into_owned()),
+        })
+    }
+
     /// Whether the user's role holds `scope` (written `resource:action`).
     #[must_use]
     pub fn can(&self, scope: &str) -> bool {
@@ -410,18 +462,15 @@ pub async fn sessions_page(
         .iter()
         .map(|s| SessionRow {
             id: s.id.to_string(),
-            created_at: crate::keys::when(Some(s.created_at)),
-            last_seen_at: crate::keys::when(Some(s.last_seen_at)),
+            created_at: render::when(Some(s.created_at)),
+            last_seen_at: render::when(Some(s.last_seen_at)),
             ip: s.ip.map(|ip| ip.to_string()).unwrap_or_default(),
             user_agent: s.user_agent.clone().unwrap_or_default(),
             current: s.id == signed.active.session.id,
         })
         .collect();
     let password_changed = q.password.as_deref() == Some("changed");
-    Ok(page(
-        StatusCode::OK,
-        &SessionsPage { chrome: Chrome::new(&signed, "sessions"), sessions: rows, password_changed },
-    ))
+    Ok(page(StatusCode::OK, &SessionsPage { chrome: signed.chrome("sessions"), sessions: rows, password_changed }))
 }
 
 /// `POST /dashboard/sessions/{id}/revoke`: ends one of the user's own sessions.
@@ -522,7 +571,7 @@ struct PasswordPage {
 /// `GET /dashboard/password`: set (after a sign-in link) or change one's own password.
 pub async fn password_page(signed: Signed) -> Response {
     let has_password = signed.active.user.has_password;
-    page(StatusCode::OK, &PasswordPage { chrome: Chrome::new(&signed, "sessions"), has_password, problem: None })
+    page(StatusCode::OK, &PasswordPage { chrome: signed.chrome("sessions"), has_password, problem: None })
 }
 
 /// `POST /dashboard/password`: every other session of the user ends; this browser gets a new
@@ -542,7 +591,7 @@ pub async fn set_password(
         Ok(coded(
             page(
                 problem.status,
-                &PasswordPage { chrome: Chrome::new(&signed, "sessions"), has_password, problem: Some(problem) },
+                &PasswordPage { chrome: signed.chrome("sessions"), has_password, problem: Some(problem) },
             ),
             code,
         ))
