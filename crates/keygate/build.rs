@@ -8,10 +8,22 @@ fn main() {
     println!("cargo:rustc-check-cfg=cfg(keygate_browser)");
     println!("cargo:rerun-if-env-changed=KEYGATE_TEST_POSTGRES_URL");
     println!("cargo:rerun-if-env-changed=KEYGATE_TEST_BROWSER");
+    // Said as a cargo warning in debug builds (the test command's), so its output names the
+    // suites it leaves out: nextest prints only how many tests were skipped. Release builds (the
+    // README's `cargo run --release`) stay quiet.
+    let debug = std::env::var("PROFILE").is_ok_and(|p| p == "debug");
     if std::env::var_os("KEYGATE_TEST_POSTGRES_URL").is_some_and(|v| !v.is_empty()) {
         println!("cargo:rustc-cfg=keygate_pg");
+    } else if debug {
+        println!(
+            "cargo:warning=tests not run: the PostgreSQL suites (set KEYGATE_TEST_POSTGRES_URL, e.g. postgres://postgres@127.0.0.1:5432/test)"
+        );
     }
     if std::env::var_os("KEYGATE_TEST_BROWSER").is_some_and(|v| !v.is_empty()) {
         println!("cargo:rustc-cfg=keygate_browser");
+    } else if debug {
+        println!(
+            "cargo:warning=tests not run: the dashboard's browser suite (set KEYGATE_TEST_BROWSER=1; needs Node.js 20+ and /usr/bin/chromium)"
+        );
     }
 }

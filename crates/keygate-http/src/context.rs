@@ -190,7 +190,8 @@ pub async fn request_context(State(context): State<RequestContext>, req: Request
     let code = response.extensions().get::<ErrorCode>().map_or("ok", |c| c.0);
     let latency = started.elapsed();
     let elapsed = latency.as_secs_f64();
-    let latency_ms = elapsed * 1000.0;
+    // Microsecond precision: the log line reads 0.051, not 0.051326000000000004.
+    let latency_ms = (elapsed * 1_000_000.0).round() / 1000.0;
     let route: Arc<str> = match (&matched, gateway_route) {
         (Some(m), _) => m.as_str().into(),
         (None, Some(r)) => r,
