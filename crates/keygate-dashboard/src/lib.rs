@@ -3,20 +3,22 @@
 //! only"…), over the same use cases as the API, so every action makes the same audit events with
 //! the signed-in user as the actor and the browser's address.
 //!
-//! - **Pages** are askama templates compiled into the binary; the stylesheet and the one script
-//!   are embedded too ([`assets`]). Every core flow is a plain form POST answered by a page or a
-//!   303 redirect, so it works with JavaScript off; the script only adds Copy, Select All without
-//!   a round trip and a real modal.
-//! - **Sessions** ([`session`]): sign-in with email and password, a server-side session in an
-//!   `HttpOnly`, `SameSite=Strict` cookie (`Secure` when the browser used https: a trusted proxy
-//!   said `X-Forwarded-Proto: https`), sign-out, the user's sessions listed and revocable.
-//! - **CSRF** ([`form`]): every form carries the session's HMAC token, and a state-changing
-//!   request whose `Origin` or `Sec-Fetch-Site` says it came from another site is refused before
-//!   that (OWASP's synchronizer token plus origin verification). The sign-in form, before any
-//!   session, uses a double-submitted random token.
+//! - **Pages** are askama templates compiled into the binary; the stylesheet, the one script and
+//!   the icon are embedded too ([`assets`]). Every core flow is a plain form POST answered by a
+//!   page or a 303 redirect, so it works with JavaScript off; the script only adds Copy, Select
+//!   All without a round trip and a real modal. Every refusal is a page with the API's stable
+//!   `code`.
+//! - **Sessions** ([`session`]): sign-in with email and password or a one-time link, a
+//!   server-side session in an `HttpOnly`, `SameSite=Strict` cookie (`__Host-` and `Secure` when
+//!   a trusted proxy says the browser used https), sign-out, the user's sessions listed and
+//!   revocable, its own password; forms that show something once are sent once.
+//! - **CSRF**: a state-changing request the browser marks as coming from elsewhere is refused
+//!   first ([`origin`]), then every form must carry the session's HMAC token ([`form`]); the
+//!   sign-in forms, before any session, carry a double-submitted random token.
 //! - **Headers** ([`security_headers`]): a Content Security Policy allowing only this origin's
 //!   own styles, script and images (no inline code, no CDN), `frame-ancestors 'none'`,
-//!   `nosniff`, `Referrer-Policy: same-origin` (no URL of the dashboard reaches another site); the API's middleware adds `no-store`.
+//!   `nosniff`, `Referrer-Policy: same-origin` (no URL of the dashboard reaches another site);
+//!   the API's middleware adds `no-store`.
 
 pub mod assets;
 mod chart;
