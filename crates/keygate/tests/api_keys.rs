@@ -181,6 +181,9 @@ async fn create_names_each_invalid_field(app: TestApp) {
         (json!({"name": "k", "environment": "prod"}), &["environment"]),
         (json!({"name": "  "}), &["name"]),
         (json!({"name": "bad\u{0}name"}), &["name"]),
+        // A bidirectional override makes a name display as another ("Trojan Source").
+        (json!({"name": "invoice\u{202E}fdp.exe"}), &["name"]),
+        (json!({"name": "a\u{2066}b"}), &["name"]),
         (json!({"name": "x".repeat(201)}), &["name"]),
         (json!({"name": "k", "metadata": {"k": "x".repeat(600)}}), &["metadata.k"]),
         (

@@ -14,7 +14,7 @@ use utoipa::openapi::schema::{AdditionalProperties, Array, ArrayBuilder, Object,
 /// A display name or other short text: 1–N characters, not only white space, no control
 /// characters (Unicode category Cc, as Rust's `char::is_control`).
 pub const TEXT: &str =
-    "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$";
+    "^[^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069]*[^\\s\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069][^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069]*$";
 /// An API key id.
 pub const KEY_ID: &str = "^key_[0-7][0-9A-HJKMNP-TV-Z]{25}$";
 /// A tenant id.
@@ -99,7 +99,15 @@ pub fn is_email(s: &str) -> bool {
 #[must_use]
 pub fn is_text(s: &str, max: usize) -> bool {
     let count = s.chars().count();
-    (1..=max).contains(&count) && !s.trim().is_empty() && !s.chars().any(char::is_control)
+    (1..=max).contains(&count) && !s.trim().is_empty() && !s.chars().any(|c| c.is_control() || is_bidi_control(c))
+}
+
+/// The explicit bidirectional embeddings, overrides and isolates (U+202A–U+202E, U+2066–U+2069):
+/// in a name they make one text display as another ("Trojan Source", CVE-2021-42574), in the
+/// dashboard's table as anywhere. Right-to-left scripts need none of them.
+#[must_use]
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// `metadata` as Stripe bounds it: at most 50 keys of 1–40 characters, each value a string of at
