@@ -4,7 +4,7 @@
 //!
 //! Handlers are thin: extract, call a use case of the engine, render its view. Errors become
 //! problem documents in one place, `keygate_http::error`. The gateway is not here: the binary
-//! mounts it as the fallback ([`app_with_fallback`]), and passes it this API's paths ([`own_paths`]) so that no
+//! mounts it as the fallback ([`app_with`]), and passes it this API's paths ([`own_paths`]) so that no
 //! route of its can shadow one of keygate's.
 
 pub mod auth;
@@ -14,5 +14,5 @@ pub mod metrics;
 pub mod routes;
 pub mod state;
 
-pub use routes::{app, app_with_fallback, openapi, openapi_for, own_paths};
+pub use routes::{app, app_with, openapi, openapi_for, own_paths};
 pub use state::AppState;

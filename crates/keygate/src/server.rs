@@ -17,14 +17,9 @@ use crate::config::Settings;
 /// `no-store`, the panic guard).
 pub fn app(engine: Arc<Engine>, settings: &Settings) -> axum::Router {
     let state = AppState::new(Arc::clone(&engine), settings.max_body_bytes);
-    let pages = axum::Router::new()
-        .nest("/dashboard", keygate_dashboard::router(Arc::clone(&engine)))
-        .route("/dashboard/", axum::routing::get(|| async { axum::response::Redirect::to("/dashboard/api-keys") }));
-    let rest = match &settings.gateway {
-        Some(gateway) => pages.fallback_service(GatewayService::new(engine, Arc::clone(gateway))),
-        None => pages.fallback(keygate_http::context::route_not_found),
-    };
-    keygate_api::app_with_fallback(state, rest)
+    let dashboard = keygate_dashboard::router(Arc::clone(&engine));
+    let gateway = settings.gateway.as_ref().map(|gateway| GatewayService::new(engine, Arc::clone(gateway)));
+    keygate_api::app_with(state, vec![("/dashboard", dashboard)], gateway)
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then finishes in-flight requests.

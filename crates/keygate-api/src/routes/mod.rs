@@ -141,15 +141,25 @@ pub fn app(state: AppState) -> Router {
     build(state, |router| router.fallback(middleware::route_not_found))
 }
 
-/// As [`app`], with `fallback` (the gateway) serving every path the API does not, inside the same
-/// middleware.
-pub fn app_with_fallback<F>(state: AppState, fallback: F) -> Router
+/// As [`app`], with `mounts` (a path prefix and the router serving under it: the dashboard)
+/// beside the API's routes, and `fallback` (the gateway, or `None`: 404 `route_not_found`)
+/// serving every other path — all in one route table, inside the same middleware, so a
+/// forwarded request is matched once.
+pub fn app_with<F>(state: AppState, mounts: Vec<(&'static str, Router)>, fallback: Option<F>) -> Router
 where
     F: Service<Request, Error = Infallible> + Clone + Send + Sync + 'static,
     F::Response: IntoResponse,
     F::Future: Send + 'static,
 {
-    build(state, |router| router.fallback_service(fallback))
+    build(state, |mut router| {
+        for (path, mounted) in mounts {
+            router = router.nest_service(path, mounted);
+        }
+        match fallback {
+            Some(fallback) => router.fallback_service(fallback),
+            None => router.fallback(middleware::route_not_found),
+        }
+    })
 }
 
 fn build(state: AppState, fallback: impl FnOnce(Router<AppState>) -> Router<AppState>) -> Router {

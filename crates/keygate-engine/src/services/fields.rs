@@ -13,8 +13,7 @@ use utoipa::openapi::schema::{AdditionalProperties, Array, ArrayBuilder, Object,
 
 /// A display name or other short text: 1–N characters, not only white space, no control
 /// characters (Unicode category Cc, as Rust's `char::is_control`).
-pub const TEXT: &str =
-    "^[^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069]*[^\\s\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069][^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069]*$";
+pub const TEXT: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069]*[^\\s\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069][^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069]*$";
 /// An API key id.
 pub const KEY_ID: &str = "^key_[0-7][0-9A-HJKMNP-TV-Z]{25}$";
 /// A tenant id.

@@ -126,7 +126,12 @@ impl Validator {
     /// control characters; kept trimmed.
     pub fn text(&mut self, field: &str, text: &str, max: usize) -> String {
         if !fields::is_text(text, max) {
-            self.error(field, format!("must be 1–{max} characters, not only spaces, without control or bidirectional-override characters"));
+            self.error(
+                field,
+                format!(
+                    "must be 1–{max} characters, not only spaces, without control or bidirectional-override characters"
+                ),
+            );
         }
         text.trim().to_owned()
     }
