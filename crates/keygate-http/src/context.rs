@@ -133,6 +133,9 @@ impl std::fmt::Display for Masked<'_> {
             self.key_format.mask_keys(self.text)
         };
         // A decoded `%0a` is a line break: escaped, so no request can write a log line of its own.
+        if !masked.chars().any(char::is_control) {
+            return f.write_str(&masked);
+        }
         for c in masked.chars() {
             if c.is_control() {
                 write!(f, "{}", c.escape_default())?;
