@@ -52,7 +52,7 @@ impl FailureThrottle {
 ///   out therefore takes a hundred attempts a minute from several addresses, not ten from one.
 ///
 /// Emails count by the SHA-256 of their folded key ([`email_key`]), so look-alike spellings of one
-/// address share an allowance and a key is 32 bytes whatever was sent; a "email" longer than any
+/// address share an allowance and a key is 16 bytes whatever was sent; a "email" longer than any
 /// account's (254 characters) counts in one shared allowance, unfolded. While an allowance is used
 /// up, sign-in answers 429 `too_many_failed_attempts`, right password or not. Per process, as
 /// [`FailureThrottle`].
@@ -85,10 +85,13 @@ impl SignInThrottle {
     /// The seconds to wait, when an allowance is used up.
     pub fn attempt(&self, ip: IpAddr, email: &str) -> Result<(), u64> {
         let now = SystemClock.now_ns();
-        let digest: [u8; 32] = if email.chars().count() <= MAX_EMAIL_CHARS {
-            Sha256::digest(email_key(email).as_bytes()).into()
+        let digest = if email.chars().count() <= MAX_EMAIL_CHARS {
+            let full: [u8; 32] = Sha256::digest(email_key(email).as_bytes()).into();
+            let mut half = [0u8; 16];
+            half.copy_from_slice(&full[..16]);
+            u128::from_le_bytes(half)
         } else {
-            [0xff; 32]
+            u128::MAX
         };
         let keys = [
             (LimitKey::FailedSignInIp(ip), self.per_ip),
