@@ -465,9 +465,7 @@ fn created_page(signed: &Signed, title: &str, key: &ApiKey, plaintext: &Plaintex
 /// of the same form, for browsers without JavaScript) re-renders the form with everything the
 /// user may give selected.
 pub async fn create(State(dashboard): State<Dashboard>, signed: Signed, body: Bytes) -> Result<Response, PageError> {
-    let data = FormData::parse(&body);
-    signed.accept_form(&dashboard, &data).await?;
-    signed.require("api_keys:write")?;
+    let data = signed.accept(&dashboard, &body, "api_keys:write").await?;
     let mut form = KeyForm::of_form(&data);
     if data.get("select_all").is_some() {
         form.select_all(&dashboard, &signed);
@@ -533,9 +531,7 @@ pub async fn update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    let data = FormData::parse(&body);
-    signed.accept_form(&dashboard, &data).await?;
-    signed.require("api_keys:write")?;
+    let data = signed.accept(&dashboard, &body, "api_keys:write").await?;
     let key = dashboard.engine.keygate.get_key(&signed.principal, &id).await?;
     let mut form = KeyForm::of_form(&data);
     form.environment = key.environment.as_str().to_owned();
@@ -645,9 +641,7 @@ pub async fn roll(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    let data = FormData::parse(&body);
-    signed.accept_form(&dashboard, &data).await?;
-    signed.require("api_keys:write")?;
+    let data = signed.accept(&dashboard, &body, "api_keys:write").await?;
     let grace = match data.text("grace_period_seconds").trim() {
         "" => None,
         text => Some(
@@ -679,9 +673,7 @@ pub async fn revoke(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    let data = FormData::parse(&body);
-    signed.accept_form(&dashboard, &data).await?;
-    signed.require("api_keys:write")?;
+    let data = signed.accept(&dashboard, &body, "api_keys:write").await?;
     let reason = Some(data.text("reason").trim().to_owned()).filter(|r| !r.is_empty());
     dashboard.engine.keygate.revoke_key(&signed.principal, &id, reason).await?;
     Ok(see_other("/dashboard/api-keys"))
@@ -694,9 +686,7 @@ pub async fn delete(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    let data = FormData::parse(&body);
-    signed.accept_form(&dashboard, &data).await?;
-    signed.require("api_keys:write")?;
+    signed.accept(&dashboard, &body, "api_keys:write").await?;
     dashboard.engine.keygate.delete_key(&signed.principal, &id).await?;
     Ok(see_other("/dashboard/api-keys"))
 }

@@ -18,7 +18,7 @@ use keygate_engine::services::users::{CreateUserRequest, ListUsersParams, Update
 use serde::Deserialize;
 
 use crate::Dashboard;
-use crate::form::{FormData, new_form_id, split_list};
+use crate::form::{new_form_id, split_list};
 use crate::render::{Chrome, PageError, Problem, already_created, coded, page, see_other, when};
 use crate::session::{Client, Signed, Submission};
 
@@ -135,9 +135,7 @@ pub async fn create_tenant(
     signed: Signed,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    let data = FormData::parse(&body);
-    signed.accept_form(&dashboard, &data).await?;
-    signed.require("tenants:write")?;
+    let data = signed.accept(&dashboard, &body, "tenants:write").await?;
     let name = data.text("name").to_owned();
     let external_id = data.text("external_id").trim().to_owned();
     let request = CreateTenantRequest {
@@ -171,8 +169,7 @@ pub async fn set_tenant_status(
     body: Bytes,
 ) -> Result<Response, PageError> {
     let suspended = suspending(&action)?;
-    signed.accept_form(&dashboard, &FormData::parse(&body)).await?;
-    signed.require("tenants:write")?;
+    signed.accept(&dashboard, &body, "tenants:write").await?;
     dashboard.engine.keygate.set_tenant_suspended(&signed.principal, &id, suspended).await?;
     Ok(see_other("/dashboard/tenants"))
 }
@@ -349,9 +346,7 @@ pub async fn update_settings(
     signed: Signed,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    let data = FormData::parse(&body);
-    signed.accept_form(&dashboard, &data).await?;
-    signed.require("account:write")?;
+    let data = signed.accept(&dashboard, &body, "account:write").await?;
     let request = UpdateOwnAccountRequest {
         name: Some(data.text("name").to_owned()),
         allowed_ips: Some(split_list(data.text("allowed_ips"))),
@@ -485,9 +480,7 @@ pub async fn create_user(
     signed: Signed,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    let data = FormData::parse(&body);
-    signed.accept_form(&dashboard, &data).await?;
-    signed.require("users:write")?;
+    let data = signed.accept(&dashboard, &body, "users:write").await?;
     let email = data.text("email").trim().to_owned();
     let role = data.text("role").to_owned();
     let password = Some(data.text("password").to_owned()).filter(|p| !p.is_empty());
@@ -544,9 +537,7 @@ pub async fn sign_in_link(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    let data = FormData::parse(&body);
-    signed.accept_form(&dashboard, &data).await?;
-    signed.require("users:write")?;
+    let data = signed.accept(&dashboard, &body, "users:write").await?;
     let ticket = match signed.submit_once(&dashboard, &data, &format!("/dashboard/users/{id}/link")).await? {
         Submission::First(ticket) => ticket,
         Submission::Again(_) => return Ok(already_created("a sign-in link")),
@@ -567,9 +558,7 @@ pub async fn change_role(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    let data = FormData::parse(&body);
-    signed.accept_form(&dashboard, &data).await?;
-    signed.require("users:write")?;
+    let data = signed.accept(&dashboard, &body, "users:write").await?;
     let request = UpdateUserRequest { role: Some(data.text("role").to_owned()), ..UpdateUserRequest::default() };
     dashboard.engine.keygate.update_user(&signed.principal, &id, request).await?;
     Ok(see_other("/dashboard/users"))
@@ -582,8 +571,7 @@ pub async fn delete_user(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    signed.accept_form(&dashboard, &FormData::parse(&body)).await?;
-    signed.require("users:write")?;
+    signed.accept(&dashboard, &body, "users:write").await?;
     dashboard.engine.keygate.delete_user(&signed.principal, &id).await?;
     Ok(see_other("/dashboard/users"))
 }
@@ -676,9 +664,7 @@ pub async fn create_account(
     signed: Signed,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    let data = FormData::parse(&body);
-    signed.accept_form(&dashboard, &data).await?;
-    signed.require("accounts:write")?;
+    let data = signed.accept(&dashboard, &body, "accounts:write").await?;
     let name = data.text("name").to_owned();
     let rate_limit = match data.text("rate_limit_per_minute").trim() {
         "" => None,
@@ -723,8 +709,7 @@ pub async fn set_account_status(
     body: Bytes,
 ) -> Result<Response, PageError> {
     let suspended = suspending(&action)?;
-    signed.accept_form(&dashboard, &FormData::parse(&body)).await?;
-    signed.require("accounts:write")?;
+    signed.accept(&dashboard, &body, "accounts:write").await?;
     dashboard.engine.keygate.set_account_suspended(&signed.principal, &id, suspended).await?;
     Ok(see_other("/dashboard/accounts"))
 }

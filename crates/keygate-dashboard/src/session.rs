@@ -237,6 +237,19 @@ impl Signed {
         Ok(())
     }
 
+    /// A posted form for an action that needs `scope`: parsed, accepted ([`Signed::accept_form`]:
+    /// its CSRF token, the user's allowance) and checked against the user's role (check 9), in
+    /// that order, so no handler can take one step without the others.
+    ///
+    /// # Errors
+    /// 403 `csrf_token_invalid`, 429 `rate_limited`, 403 `insufficient_scope`: nothing was done.
+    pub async fn accept(&self, dashboard: &Dashboard, body: &[u8], scope: &str) -> Result<FormData, PageError> {
+        let form = FormData::parse(body);
+        self.accept_form(dashboard, &form).await?;
+        self.require(scope)?;
+        Ok(form)
+    }
+
     /// Accepts a posted form on its CSRF token alone, spending no allowance: for what a user
     /// does to take its account back — signing out, ending a session, changing its password —
     /// which a thief holding another session of the user could otherwise block by using the
