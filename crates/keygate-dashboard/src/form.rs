@@ -21,10 +21,7 @@ pub const FORM_ID_FIELD: &str = "form_id";
 /// # Errors
 /// No randomness.
 pub fn new_form_id() -> Result<String, keygate_engine::Error> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| keygate_engine::Error::Internal(format!("no randomness for a form id: {e}")))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    keygate_engine::services::sessions::random_hex(16)
 }
 
 /// A URL-encoded form body: every `(name, value)` pair in order, repeated names kept (checkbox
@@ -83,12 +80,6 @@ pub fn split_list(text: &str) -> Vec<String> {
     text.split([',', '\n', '\r', ' ', '\t']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
-/// Compares two tokens in constant time.
-#[must_use]
-pub fn same_token(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,13 +98,5 @@ mod tests {
     fn lists_split_on_commas_lines_and_spaces() {
         assert_eq!(split_list(" 10.0.0.0/8,\r\n203.0.113.7  \n\n"), ["10.0.0.0/8", "203.0.113.7"]);
         assert!(split_list(" \n ").is_empty());
-    }
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(same_token("abc", "abc"));
-        assert!(!same_token("abc", "abd"));
-        assert!(!same_token("abc", "ab"));
-        assert!(!same_token("", "a"));
     }
 }

@@ -21,10 +21,10 @@ use cookie::{Cookie, SameSite};
 use keygate_domain::Scope;
 use keygate_engine::Error;
 use keygate_engine::principal::Principal;
-use keygate_engine::services::sessions::{ActiveSession, Origin};
+use keygate_engine::services::sessions::{ActiveSession, Origin, random_hex, same_token};
 
 use crate::Dashboard;
-use crate::form::{CSRF_FIELD, FormData, same_token};
+use crate::form::{CSRF_FIELD, FormData};
 use crate::render::{self, Chrome, PageError, Problem, coded, page, see_other};
 
 const SESSION_COOKIE: &str = "keygate_session";
@@ -355,9 +355,7 @@ fn percent_decode(text: &str) -> String {
 }
 
 fn random_token() -> Result<String, Error> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| Error::Internal(format!("no randomness for a CSRF token: {e}")))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    random_hex(32)
 }
 
 /// The sign-in form, with a fresh double-submitted CSRF token.

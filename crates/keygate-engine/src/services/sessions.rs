@@ -79,10 +79,27 @@ fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// `bytes` random bytes from the OS, in hex: session tokens, sign-in links, the dashboard's
+/// sign-in-form tokens and form ids.
+///
+/// # Errors
+/// The OS has no randomness to give.
+pub fn random_hex(bytes: usize) -> Result<String, Error> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A session's or a sign-in link's token: 256 random bits in hex.
 fn new_token() -> Result<String, Error> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| Error::Internal(format!("no randomness for a session token: {e}")))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    random_hex(32)
+}
+
+/// Whether two tokens are equal, compared in constant time (a byte-by-byte comparison that
+/// stops at the first difference would tell a guesser how much it got right).
+#[must_use]
+pub fn same_token(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Where a dashboard request came from, for its audit events.
@@ -129,9 +146,7 @@ impl Keygate {
     /// Whether `presented` is the CSRF token of `session` (compared in constant time).
     #[must_use]
     pub fn csrf_matches(&self, session: &Session, presented: &str) -> bool {
-        let expected = self.csrf_token(session);
-        expected.len() == presented.len()
-            && expected.bytes().zip(presented.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        same_token(&self.csrf_token(session), presented)
     }
 
     /// Signs in with `email` and `password` from `ip`.
@@ -351,5 +366,18 @@ impl Keygate {
         } else {
             Err(Error::NotFound("session"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same_token("abc", "abc"));
+        assert!(!same_token("abc", "abd"));
+        assert!(!same_token("abc", "ab"));
+        assert!(!same_token("", "a"));
     }
 }
