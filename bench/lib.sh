@@ -1,54 +1,118 @@
-# Shared by the HTTP load scripts (sourced, not run).
+# Helpers of bench/data_plane.sh (sourced, not run). They expect set -euo pipefail, and
+# $WORK, $RESULTS, $DURATION, $CONNECTIONS set by the caller.
 #
-# start_keygate PORT: `keygate init` in the current directory (sets OPERATOR to the operator
-# key), then `keygate serve` on 127.0.0.1:PORT in the background (sets KG_PID; its stderr goes to
-# keygate.log), and waits until /healthz answers. Uses $BIN and the KEYGATE_* environment.
-# create_key PORT JSON: creates a key with the operator key; prints its plaintext.
-# measure LABEL URL [wrk args...]: one wrk run (2 threads, $CONNECTIONS connections,
-# $DURATION seconds); appends "LABEL req/s p99-in-ms" to $RESULTS. Fails on any non-2xx answer.
-# summarize: the median throughput and median p99 of each label over its runs, as a table.
-# The scripts measure in ROUNDS, each running every target once, and compare medians: on a
-# 2-core machine shared with wrk, one run can land 30% off another of the same target.
+# wrk_run LABEL "PIDS" URL [wrk args...]: one wrk run (2 threads, $CONNECTIONS connections,
+#   $DURATION seconds) while reading the CPU time of PIDS (every process of the server under
+#   test) before and after; appends "LABEL req/s p99_ms cpu_us_per_request requests" to
+#   $RESULTS. Fails on any non-2xx answer.
+# syscalls_run LABEL "PIDS" URL [wrk args...]: a short wrk run (1 thread, 8 connections, 3 s)
+#   with `strace -c -f` attached to PIDS; writes strace's summary to $WORK/strace.LABEL and
+#   "calls requests" to $WORK/strace.LABEL.count.
+# cpu_ticks PID...: utime+stime (fields 14 and 15 of /proc/<pid>/stat, clock ticks, all
+#   threads of each process) summed over PIDS.
+# free_port BASE: BASE, or the first port above it that nothing on 127.0.0.1 listens on.
+# start_keygate NAME BIN PORT CONFIG: `init` then `serve` of BIN in $WORK/NAME with the config
+#   file CONFIG; waits for /healthz; sets KG_PID[NAME] and KG_OPERATOR[NAME] (operator key).
+# create_key PORT OPERATOR JSON: creates a key; prints its plaintext.
 
-measure() {
-  local label="$1" url="$2" out rps p99 non2xx
-  shift 2
-  out="$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url")"
-  rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
-  p99="$(awk '$1=="99%" {print $2}' <<<"$out")"
-  non2xx="$(awk '/Non-2xx/ {print $NF}' <<<"$out")"
-  [ -z "$non2xx" ] || { echo "unexpected non-2xx responses from $url: $non2xx" >&2; exit 1; }
-  p99="$(python3 -c "
-v='$p99'
-print(float(v[:-2]) if v.endswith('ms') else float(v[:-2])/1000 if v.endswith('us') else float(v[:-1])*1000)")"
-  echo "$label $rps $p99" >>"$RESULTS"
+CLK_TCK="$(getconf CLK_TCK)"
+declare -gA KG_PID KG_OPERATOR
+
+cpu_ticks() {
+  local total=0 p s f
+  for p in "$@"; do
+    s="$(<"/proc/$p/stat")"
+    s="${s##*) }"          # drop "pid (comm) ": comm may hold spaces; field 3 is now index 0
+    read -r -a f <<<"$s"
+    total=$((total + f[11] + f[12]))
+  done
+  echo "$total"
 }
 
-# summarize: prints "label median_rps median_p99_ms runs" per label, in first-seen order.
-summarize() {
-  python3 - "$RESULTS" <<'PY'
-import statistics, sys
-runs = {}
-for line in open(sys.argv[1]):
-    label, rps, p99 = line.split()
-    runs.setdefault(label, []).append((float(rps), float(p99)))
-for label, rs in runs.items():
-    print(label, statistics.median(r for r, _ in rs), statistics.median(p for _, p in rs),
-          " ".join(f"{r:.0f}" for r, _ in rs))
-PY
+# wrk's latency ("850.00us", "3.40ms", "1.20s") in milliseconds.
+wrk_p99_ms() {
+  awk '$1=="99%" { v=$2
+    if (v ~ /ms$/) { sub(/ms$/, "", v); print v+0 }
+    else if (v ~ /us$/) { sub(/us$/, "", v); print v/1000 }
+    else if (v ~ /s$/) { sub(/s$/, "", v); print v*1000 }
+    else if (v ~ /m$/) { sub(/m$/, "", v); print v*60000 } }'
+}
+
+wrk_check() {
+  local label="$1" url="$2" out="$3" non2xx errors
+  non2xx="$(awk '/Non-2xx/ {print $NF}' <<<"$out")"
+  [ -z "$non2xx" ] || { echo "$label: $non2xx non-2xx answers from $url" >&2; echo "$out" >&2; exit 1; }
+  errors="$(awk '/Socket errors/' <<<"$out")"
+  [ -z "$errors" ] || echo "  note: $label: $errors" >&2
+}
+
+wrk_run() {
+  local label="$1" pids="$2" url="$3" out before after requests rps p99
+  shift 3
+  # shellcheck disable=SC2086
+  before="$(cpu_ticks $pids)"
+  out="$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url")"
+  # shellcheck disable=SC2086
+  after="$(cpu_ticks $pids)"
+  wrk_check "$label" "$url" "$out"
+  requests="$(awk '/ requests in / {print $1}' <<<"$out")"
+  rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+  p99="$(wrk_p99_ms <<<"$out")"
+  [ "${requests:-0}" -gt 0 ] || { echo "$label: no requests completed against $url" >&2; echo "$out" >&2; exit 1; }
+  echo "$label $rps $p99 $(awk -v t="$((after - before))" -v hz="$CLK_TCK" -v n="$requests" \
+    'BEGIN { printf "%.2f", t * 1e6 / hz / n }') $requests" >>"$RESULTS"
+  printf '  %-14s %9.0f req/s  p99 %6.2f ms  %6.1f us CPU/request\n' "$label" "$rps" "$p99" \
+    "$(tail -n1 "$RESULTS" | awk '{print $4}')" >&2
+}
+
+syscalls_run() {
+  local label="$1" pids="$2" url="$3" out st p args=() requests calls
+  shift 3
+  for p in $pids; do args+=(-p "$p"); done
+  strace -c -f -o "$WORK/strace.$label" "${args[@]}" 2>"$WORK/strace.$label.err" &
+  st=$!
+  # strace says "Process N attached" per thread once it holds it; wait for the first, then a
+  # moment for the rest (threads are attached one by one).
+  for _ in $(seq 1 50); do grep -q attached "$WORK/strace.$label.err" 2>/dev/null && break; sleep 0.1; done
+  sleep 0.5
+  out="$(wrk -t1 -c8 -d3s "$@" "$url")"
+  kill -INT "$st"
+  wait "$st" || true
+  wrk_check "$label (strace)" "$url" "$out"
+  requests="$(awk '/ requests in / {print $1}' <<<"$out")"
+  # The summary's last line: "100.00  seconds  usecs/call  CALLS  [ERRORS]  total".
+  calls="$(awk '$NF=="total" {print $4}' "$WORK/strace.$label")"
+  [ -n "$calls" ] && [ "${requests:-0}" -gt 0 ] || {
+    echo "$label: no strace summary or no requests" >&2; cat "$WORK/strace.$label" "$WORK/strace.$label.err" >&2; exit 1; }
+  echo "$calls $requests" >"$WORK/strace.$label.count"
+  printf '  %-14s %6.2f system calls/request (%s calls, %s requests)\n' "$label" \
+    "$(awk -v c="$calls" -v n="$requests" 'BEGIN { print c / n }')" "$calls" "$requests" >&2
+}
+
+free_port() {
+  local p="$1"
+  while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
+  echo "$p"
 }
 
 json_key() { python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'; }
 
 start_keygate() {
-  local port="$1"
-  OPERATOR="$("$BIN" --json init 2>/dev/null | json_key)"
-  "$BIN" serve --listen "127.0.0.1:$port" >/dev/null 2>keygate.log &
-  KG_PID=$!
-  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return; sleep 0.1; done
-  echo "keygate did not start:" >&2; cat keygate.log >&2; exit 1
+  local name="$1" bin="$2" port="$3" config="$4" dir="$WORK/$1"
+  mkdir -p "$dir"
+  KG_OPERATOR[$name]="$(KEYGATE_CONFIG="$config" "$bin" --json init 2>"$dir/init.log" | json_key)" ||
+    { echo "$name: keygate init failed:" >&2; cat "$dir/init.log" >&2; exit 1; }
+  KEYGATE_CONFIG="$config" "$bin" serve --listen "127.0.0.1:$port" >/dev/null 2>"$dir/keygate.log" &
+  KG_PID[$name]=$!
+  for _ in $(seq 1 150); do
+    curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return
+    kill -0 "${KG_PID[$name]}" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "$name: keygate did not start:" >&2; cat "$dir/keygate.log" >&2; exit 1
 }
 
 create_key() {
-  curl -sf -X POST "http://127.0.0.1:$1/v1/api-keys" -H "Authorization: Bearer $OPERATOR" -H "Content-Type: application/json" -d "$2" | json_key
+  curl -sf -X POST "http://127.0.0.1:$1/v1/api-keys" -H "Authorization: Bearer $2" \
+    -H "Content-Type: application/json" -d "$3" | json_key
 }
