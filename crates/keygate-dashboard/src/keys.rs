@@ -17,7 +17,7 @@ use keygate_domain::time::{self, Timestamp};
 use keygate_engine::Error;
 use keygate_engine::error::FieldError;
 use keygate_engine::services::keys::{CreateKeyRequest, ListKeysParams, UpdateKeyRequest};
-use keygate_engine::services::requests::{KeyUsageParams, ListRequestsParams};
+use keygate_engine::services::requests::{UsageParams, ListRequestsParams};
 use serde::Deserialize;
 
 use crate::Dashboard;
@@ -731,7 +731,7 @@ pub async fn show(
     signed.require("api_keys:read")?;
     let keygate = &dashboard.engine.keygate;
     let key = keygate.get_key(&signed.principal, &id).await?;
-    let usage = keygate.key_usage(&signed.principal, &id, KeyUsageParams::default()).await?;
+    let usage = keygate.key_usage(&signed.principal, &id, UsageParams::default()).await?;
     let requests = if signed.can("audit:read") {
         let params = ListRequestsParams { key_id: Some(key.id.to_string()), limit: Some(25), ..Default::default() };
         let (records, _) = keygate.list_requests(&signed.principal, params).await?;

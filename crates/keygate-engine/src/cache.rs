@@ -461,14 +461,18 @@ impl keygate_store::RequestLog for CachedStore {
         self.inner.record_requests(records).await
     }
 
-    async fn key_usage(
+    async fn add_usage(&self, counts: &[keygate_store::UsageCount]) -> Result<()> {
+        self.inner.add_usage(counts).await
+    }
+
+    async fn usage(
         &self,
         account: AccountId,
-        key_id: KeyId,
-        since: Timestamp,
-        until: Timestamp,
+        filter: keygate_store::UsageFilter,
+        first: chrono::NaiveDate,
+        last: chrono::NaiveDate,
     ) -> Result<Vec<keygate_store::UsageRow>> {
-        self.inner.key_usage(account, key_id, since, until).await
+        self.inner.usage(account, filter, first, last).await
     }
 
     async fn list_requests(

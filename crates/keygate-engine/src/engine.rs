@@ -49,7 +49,7 @@ pub struct Engine {
     pub clock: Arc<dyn Clock>,
     /// `Idempotency-Key` claims and stored responses (SPEC §6).
     pub idempotency: Idempotency,
-    /// The request log's in-memory queue, written to the store in batches.
+    /// Usage counts and the request log's queue, written to the store in batches.
     pub requests: Arc<RequestRecorder>,
     /// Dashboard sessions' timeouts.
     pub sessions: SessionSettings,
@@ -84,7 +84,7 @@ impl Engine {
             Arc::clone(&raw),
             Arc::clone(&usage),
         ));
-        let requests = Arc::new(RequestRecorder::default());
+        let requests = Arc::new(RequestRecorder::new(settings.request_log, crate::requestlog::MAX_PENDING));
         let (stop, stopped) = watch::channel(false);
         let sealer_key = keygate.hasher.derive("idempotency-responses-v1");
         let fingerprint_key = keygate.hasher.derive("idempotency-fingerprints-v1");

@@ -51,6 +51,32 @@ impl Default for SessionSettings {
     }
 }
 
+/// Which requests the request log keeps (SPEC §8 `request_log`). Usage counters count every
+/// request whatever the mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestLogMode {
+    /// Every authenticated request: what a partner audits after a leak. The default.
+    #[default]
+    All,
+    /// Only refused or failed ones: an outcome other than `ok`, or a status of 400 or more.
+    Failures,
+    /// None.
+    Off,
+}
+
+impl RequestLogMode {
+    /// Whether a request answered `status` with `outcome` (`ok` or an error code) is kept.
+    #[must_use]
+    pub fn keeps(self, status: u16, outcome: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Failures => status >= 400 || outcome != "ok",
+            Self::Off => false,
+        }
+    }
+}
+
 /// The engine's settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -69,6 +95,8 @@ pub struct Settings {
     pub idempotency_retention_seconds: u64,
     /// How many days request-log records are kept.
     pub request_log_retention_days: u32,
+    /// Which requests the request log keeps (usage counts every request whatever this says).
+    pub request_log: RequestLogMode,
     /// Dashboard sessions' timeouts.
     pub sessions: SessionSettings,
 }

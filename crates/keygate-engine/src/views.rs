@@ -206,10 +206,11 @@ impl From<&AuditEvent> for AuditEventView {
     }
 }
 
-/// Requests made with one key on one day (UTC) with one outcome.
+/// Requests made on one day (UTC) with one outcome (by one key, for one tenant, or by the
+/// whole account, as the path says).
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(as = KeyUsage)]
-pub struct KeyUsageView {
+#[schema(as = Usage)]
+pub struct UsageView {
     #[schema(example = "2026-11-24")]
     pub date: String,
     /// `ok`, or the error code the request was answered with.
@@ -219,17 +220,17 @@ pub struct KeyUsageView {
     pub count: u64,
 }
 
-impl From<UsageRow> for KeyUsageView {
+impl From<UsageRow> for UsageView {
     fn from(r: UsageRow) -> Self {
         Self { date: r.day, outcome: r.outcome, count: r.count }
     }
 }
 
-/// A key's usage, newest day first.
+/// Usage, newest day first: one row per day and outcome with any requests.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(as = KeyUsageList)]
-pub struct KeyUsageList {
-    pub data: Vec<KeyUsageView>,
+#[schema(as = UsageList)]
+pub struct UsageList {
+    pub data: Vec<UsageView>,
 }
 
 /// One authenticated request.

@@ -26,6 +26,7 @@ fn settings() -> Settings {
         max_failed_attempts_per_minute: 30,
         idempotency_retention_seconds: 86_400,
         request_log_retention_days: 30,
+        request_log: keygate_engine::settings::RequestLogMode::All,
         sessions: SessionSettings::default(),
     }
 }

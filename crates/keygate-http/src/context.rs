@@ -1,5 +1,5 @@
-//! Middleware around every request: the request id, one log line per request, one request-log
-//! record per authenticated request, and the fallbacks that turn unknown routes and methods into
+//! Middleware around every request: the request id, one log line per request, the usage count
+//! and request-log record of an authenticated request, and the fallbacks that turn unknown routes and methods into
 //! problem documents.
 //!
 //! The log line never contains a query string (the deprecated `appid` credential lives there),
@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use keygate_domain::{AccountId, KeyId, RequestId, TenantId, time};
 use keygate_engine::Error;
 use keygate_engine::ratelimit::RateLimitStatus;
-use keygate_engine::requestlog::RequestRecorder;
+use keygate_engine::requestlog::{Counted, RequestRecorder};
 use keygate_store::RequestRecord;
 
 use crate::error::{ApiError, ErrorCode, REQUEST_ID};
@@ -221,22 +221,24 @@ pub async fn request_context(State(context): State<RequestContext>, req: Request
             Some(v) => (v.account, v.key, v.tenant, v.outcome, v.ip.unwrap_or(ip), Some(key)),
             None => (account, key, tenant, code, ip, None),
         };
-        let record = RequestRecord {
-            id: RequestRecord::generate_id(),
-            request_id: id,
-            at,
-            account_id,
-            key_id: Some(key_id),
-            tenant_id,
-            route: route.to_string(),
-            method: method.as_str().to_owned(),
-            status,
-            outcome: outcome.to_owned(),
-            client_ip: Some(client_ip),
-            latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-            via_key_id,
-        };
-        recorder.record(record);
+        recorder.count(Counted { account: account_id, key: key_id, tenant: tenant_id, day: at.date_naive(), outcome });
+        if recorder.keeps(status, outcome) {
+            recorder.record(RequestRecord {
+                id: RequestRecord::generate_id(),
+                request_id: id,
+                at,
+                account_id,
+                key_id: Some(key_id),
+                tenant_id,
+                route: route.to_string(),
+                method: method.as_str().to_owned(),
+                status,
+                outcome: outcome.to_owned(),
+                client_ip: Some(client_ip),
+                latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+                via_key_id,
+            });
+        }
     }
     response
 }

@@ -269,6 +269,14 @@ impl RequestRecord {
         format!("{}{ulid}", Self::ID_PREFIX)
     }
 
+    /// The smallest record id a record made at `at` can have: every id below it was made
+    /// earlier (retention deletes by it, SPEC §8).
+    #[must_use]
+    pub fn first_id_at(at: Timestamp) -> String {
+        let ms = u64::try_from(at.timestamp_millis()).unwrap_or_default();
+        format!("{}{}", Self::ID_PREFIX, ulid::Ulid::from_parts(ms, 0))
+    }
+
     /// Whether `s` has the shape of a record id (for checking a cursor).
     #[must_use]
     pub fn is_id(s: &str) -> bool {
@@ -287,7 +295,7 @@ pub struct RequestFilter {
     pub until: Option<Timestamp>,
 }
 
-/// How many requests a key made on one day (UTC) with one outcome.
+/// How many requests were made on one day (UTC) with one outcome: a row of a usage answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRow {
     /// `YYYY-MM-DD`, in UTC.
@@ -296,21 +304,45 @@ pub struct UsageRow {
     pub count: u64,
 }
 
-/// The request log (SPEC §8): one row per authenticated request, written in batches off the
-/// hot path, read per key (daily counts) and per account (a listing), purged by age. Not audited
-/// and not in the change log.
+/// Requests to add to the usage counters: `count` more requests of `key_id` (acting for
+/// `tenant_id`, if any) on `day` (UTC) answered with `outcome` (an error code, or `ok`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageCount {
+    pub account_id: AccountId,
+    pub key_id: KeyId,
+    pub tenant_id: Option<TenantId>,
+    pub day: chrono::NaiveDate,
+    pub outcome: &'static str,
+    pub count: u64,
+}
+
+/// Which of an account's usage counters an answer sums: all of them (the account), one key's,
+/// or one tenant's (both: that key's for that tenant).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageFilter {
+    pub key_id: Option<KeyId>,
+    pub tenant_id: Option<TenantId>,
+}
+
+/// The request log and the usage counters (SPEC §8). The log holds one row per authenticated
+/// request (as the operator's `request_log` setting keeps them), appended in batches off the hot
+/// path, listed per account, purged by age. The counters hold every request's count per key,
+/// tenant, UTC day and outcome, added in batches, kept for good. Neither is audited nor in the
+/// change log.
 #[async_trait]
 pub trait RequestLog: Send + Sync {
     /// Inserts the records, all or none.
     async fn record_requests(&self, records: &[RequestRecord]) -> Result<()>;
-    /// Requests of `key_id` (in `account`) with `since <= at < until`, counted per UTC day and
-    /// outcome: newest day first, outcomes alphabetically.
-    async fn key_usage(
+    /// Adds the counts to the usage counters, all or none.
+    async fn add_usage(&self, counts: &[UsageCount]) -> Result<()>;
+    /// The account's requests matching `filter` on the UTC days `first..=last`, summed per day
+    /// and outcome: newest day first, outcomes alphabetically.
+    async fn usage(
         &self,
         account: AccountId,
-        key_id: KeyId,
-        since: Timestamp,
-        until: Timestamp,
+        filter: UsageFilter,
+        first: chrono::NaiveDate,
+        last: chrono::NaiveDate,
     ) -> Result<Vec<UsageRow>>;
     /// The account's requests, newest first, paged by record id.
     async fn list_requests(
@@ -319,7 +351,8 @@ pub trait RequestLog: Send + Sync {
         filter: &RequestFilter,
         page: &Page,
     ) -> Result<Vec<RequestRecord>>;
-    /// Deletes records with `at < before`; returns how many.
+    /// Deletes records made before `before` (by record id: ids are ordered by time); returns how
+    /// many.
     async fn purge_requests(&self, before: Timestamp) -> Result<u64>;
 }
 

@@ -20,7 +20,7 @@ use keygate_domain::{
 };
 use keygate_store::{
     AuditFilter, Change, ChangeKind, ConnectError, IdempotencyBegin, KeyFilter, KeyUsage, Page, RequestFilter,
-    RequestRecord, SqliteStore, Store, StoreError, TenantFilter, UsageRow, connect,
+    RequestRecord, SqliteStore, Store, StoreError, TenantFilter, UsageCount, UsageFilter, UsageRow, connect,
 };
 use serde_json::{Map, Value, json};
 use sqlx::Connection;
@@ -1225,42 +1225,81 @@ async fn request_records_round_trip_and_list_newest_first(store: Arc<dyn Store>)
     assert!(other.is_empty());
 }
 
-both_backends!(key_usage_counts_per_utc_day_and_outcome);
-async fn key_usage_counts_per_utc_day_and_outcome(store: Arc<dyn Store>) {
-    let account = AccountId::generate();
-    let key = KeyId::generate();
-    let other_key = KeyId::generate();
-    let records = vec![
-        request(account, Some(key), ts("2026-11-23T23:59:59Z"), 200, "ok"),
-        request(account, Some(key), ts("2026-11-24T00:00:00Z"), 200, "ok"),
-        request(account, Some(key), ts("2026-11-24T12:00:00Z"), 200, "ok"),
-        request(account, Some(key), ts("2026-11-24T12:00:01Z"), 404, "not_found"),
-        request(account, Some(key), ts("2026-11-24T23:59:59Z"), 403, "insufficient_scope"),
-        request(account, Some(other_key), ts("2026-11-24T12:00:00Z"), 200, "ok"),
-        request(AccountId::generate(), Some(key), ts("2026-11-24T12:00:00Z"), 200, "ok"),
-    ];
-    store.record_requests(&records).await.expect("record");
+fn count(
+    account: AccountId,
+    key: KeyId,
+    tenant: Option<TenantId>,
+    day: &str,
+    outcome: &'static str,
+    n: u64,
+) -> UsageCount {
+    let day = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").expect("a day");
+    UsageCount { account_id: account, key_id: key, tenant_id: tenant, day, outcome, count: n }
+}
 
-    let usage =
-        store.key_usage(account, key, ts("2026-11-01T00:00:00Z"), ts("2026-12-01T00:00:00Z")).await.expect("usage");
+fn day(d: &str) -> chrono::NaiveDate {
+    chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").expect("a day")
+}
+
+both_backends!(usage_counters_add_up_per_utc_day_and_outcome);
+async fn usage_counters_add_up_per_utc_day_and_outcome(store: Arc<dyn Store>) {
+    let account = AccountId::generate();
+    let (key, other_key) = (KeyId::generate(), KeyId::generate());
+    let (tenant, other_tenant) = (TenantId::generate(), TenantId::generate());
+    store
+        .add_usage(&[
+            count(account, key, None, "2026-11-23", "ok", 1),
+            count(account, key, None, "2026-11-24", "ok", 2),
+            count(account, key, Some(tenant), "2026-11-24", "ok", 5),
+            count(account, key, None, "2026-11-24", "not_found", 1),
+            count(account, other_key, Some(other_tenant), "2026-11-24", "ok", 7),
+            count(AccountId::generate(), key, None, "2026-11-24", "ok", 100),
+        ])
+        .await
+        .expect("add");
+    // Counters only grow: a second batch adds to the same rows (and makes new ones).
+    store
+        .add_usage(&[
+            count(account, key, None, "2026-11-24", "ok", 3),
+            count(account, key, None, "2026-11-24", "insufficient_scope", 1),
+        ])
+        .await
+        .expect("add again");
+    store.add_usage(&[]).await.expect("an empty batch is fine");
+
+    let november = (day("2026-11-01"), day("2026-11-30"));
+    let usage = |filter: UsageFilter, (first, last): (chrono::NaiveDate, chrono::NaiveDate)| {
+        let store = Arc::clone(&store);
+        async move { store.usage(account, filter, first, last).await.expect("usage") }
+    };
+    let of_key = UsageFilter { key_id: Some(key), tenant_id: None };
     assert_eq!(
-        usage,
+        usage(of_key, november).await,
         [
             usage_row("2026-11-24", "insufficient_scope", 1),
             usage_row("2026-11-24", "not_found", 1),
-            usage_row("2026-11-24", "ok", 2),
+            usage_row("2026-11-24", "ok", 10),
             usage_row("2026-11-23", "ok", 1),
-        ]
+        ],
+        "a key's requests, whatever their tenant, newest day first"
     );
-    // `since` inclusive, `until` exclusive.
-    let usage =
-        store.key_usage(account, key, ts("2026-11-24T00:00:00Z"), ts("2026-11-24T12:00:01Z")).await.expect("usage");
-    assert_eq!(usage, [usage_row("2026-11-24", "ok", 2)]);
+    let of_tenant = UsageFilter { key_id: None, tenant_id: Some(tenant) };
+    assert_eq!(usage(of_tenant, november).await, [usage_row("2026-11-24", "ok", 5)], "one tenant's");
+    assert_eq!(
+        usage(UsageFilter::default(), november).await,
+        [
+            usage_row("2026-11-24", "insufficient_scope", 1),
+            usage_row("2026-11-24", "not_found", 1),
+            usage_row("2026-11-24", "ok", 17),
+            usage_row("2026-11-23", "ok", 1),
+        ],
+        "the whole account's: every key and tenant, no other account's"
+    );
+    // The days are inclusive at both ends.
+    assert_eq!(usage(of_key, (day("2026-11-23"), day("2026-11-23"))).await, [usage_row("2026-11-23", "ok", 1)]);
+    assert!(usage(of_key, (day("2026-11-25"), day("2026-12-31"))).await.is_empty());
     // Another account's key of the same id counts nothing here, and vice versa.
-    let none = store
-        .key_usage(AccountId::generate(), key, ts("2026-11-01T00:00:00Z"), ts("2026-12-01T00:00:00Z"))
-        .await
-        .expect("usage");
+    let none = store.usage(AccountId::generate(), of_key, november.0, november.1).await.expect("usage");
     assert!(none.is_empty());
 }
 
@@ -1286,15 +1325,23 @@ async fn large_request_batches_are_written_whole(store: Arc<dyn Store>) {
     // A batch with a duplicate record id is refused whole.
     let again = vec![request(account, None, at, 200, "ok"), records[0].clone()];
     assert!(store.record_requests(&again).await.is_err());
-    assert_eq!(store.purge_requests(time::now()).await.expect("purge"), 1200, "the refused batch left nothing");
+    // Record ids are of now: the purge reaches past them.
+    let after = time::now() + Duration::seconds(1);
+    assert_eq!(store.purge_requests(after).await.expect("purge"), 1200, "the refused batch left nothing");
 }
 
 both_backends!(old_request_records_are_purged_by_time);
 async fn old_request_records_are_purged_by_time(store: Arc<dyn Store>) {
     let account = AccountId::generate();
     let t0 = ts("2026-01-01T00:00:00Z");
-    let records: Vec<RequestRecord> =
-        (0..3).map(|h| request(account, None, t0 + Duration::hours(h), 200, "ok")).collect();
+    // Made at those times: record ids are ordered by the time they were made, and retention
+    // deletes by id.
+    let records: Vec<RequestRecord> = (0..3)
+        .map(|h| RequestRecord {
+            id: RequestRecord::first_id_at(t0 + Duration::hours(h)),
+            ..request(account, None, t0 + Duration::hours(h), 200, "ok")
+        })
+        .collect();
     store.record_requests(&records).await.expect("record");
     assert_eq!(store.purge_requests(t0).await.expect("purge none"), 0);
     // `before` is exclusive: the record at exactly t0 + 1h stays.

@@ -51,6 +51,9 @@ pub struct Config {
     pub idempotency_retention_seconds: u64,
     /// How many days request-log records are kept (1–3650).
     pub request_log_retention_days: u32,
+    /// Which authenticated requests the request log keeps: `all` (the default), `failures`
+    /// (an error code or a status of 400 or more) or `off`. Usage counts every request either way.
+    pub request_log: keygate_engine::settings::RequestLogMode,
     /// The scope catalog; `None` = the built-in default (SPEC §4).
     pub scopes: Option<Vec<CatalogEntry>>,
     /// Put keygate in front of an upstream API (SPEC §10).
@@ -75,6 +78,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             idempotency_retention_seconds: 86_400,
             request_log_retention_days: 30,
+            request_log: keygate_engine::settings::RequestLogMode::All,
             scopes: None,
             gateway: None,
         }
@@ -332,6 +336,7 @@ impl Config {
                     max_failed_attempts_per_minute: self.auth.max_failed_attempts_per_minute,
                     idempotency_retention_seconds: self.idempotency_retention_seconds,
                     request_log_retention_days: self.request_log_retention_days,
+                    request_log: self.request_log,
                     sessions: SessionSettings {
                         idle: chrono::Duration::minutes(i64::from(self.dashboard.session_idle_minutes)),
                         lifetime: chrono::Duration::hours(i64::from(self.dashboard.session_hours)),

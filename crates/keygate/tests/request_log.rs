@@ -286,3 +286,121 @@ async fn usage_counts_the_requests_just_made(app: TestApp) {
     assert_eq!(listed.iter().filter(|r| r["route"] == "/v1/account").count(), 3, "{listed:?}");
 }
 both_backends!(usage_counts_the_requests_just_made);
+
+/// `POST /v1/verify` of `key` for `tenant`, by the operator: a use of `key` for that tenant when
+/// valid (SPEC §9).
+async fn verify_for(app: &TestApp, key: &str, tenant: &str) -> String {
+    let r = app.post(&app.operator_key, "/v1/verify", &json!({"key": key, "tenant_id": tenant})).await;
+    str_of(&r.expect_status(200)["code"])
+}
+
+/// The `count` of `outcome` on today's row of a usage answer (0 when there is none).
+fn today_count(usage: &Value, outcome: &str) -> u64 {
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    usage["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["date"] == today.as_str() && r["outcome"] == outcome)
+        .filter_map(|r| r["count"].as_u64())
+        .sum()
+}
+
+/// SPEC §8: usage per tenant (by every key acting for it) and per account (every key), in the
+/// key's usage shape, exact at once; a tenant-scoped key reads its tenants' only.
+async fn tenant_and_account_usage_sum_every_key(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let other = app.partner("Globex").await;
+    let t1 = str_of(&app.create_tenant(&p.key, json!({"name": "North"})).await["id"]);
+    let t2 = str_of(&app.create_tenant(&p.key, json!({"name": "South"})).await["id"]);
+    let scoped = app
+        .create_key(&p.key, json!({"name": "north", "tenant_ids": [t1], "scopes": ["tenants:read", "account:read"]}))
+        .await;
+    let partner_level = app.create_key(&p.key, json!({"name": "all tenants", "scopes": ["tenants:read"]})).await;
+    let (scoped, partner_level) = (str_of(&scoped["key"]), str_of(&partner_level["key"]));
+    for _ in 0..3 {
+        assert_eq!(verify_for(&app, &scoped, &t1).await, "valid");
+    }
+    assert_eq!(verify_for(&app, &partner_level, &t1).await, "valid");
+    for _ in 0..2 {
+        assert_eq!(verify_for(&app, &partner_level, &t2).await, "valid");
+    }
+    // Refused for a tenant it may not act for: counted as the key's, not as that tenant's.
+    assert_eq!(verify_for(&app, &scoped, &t2).await, "tenant_not_allowed");
+
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let north = app.get(&p.key, &format!("/v1/tenants/{t1}/usage")).await.expect_status(200);
+    assert_eq!(north, json!({"data": [{"date": today, "outcome": "ok", "count": 4}]}), "both keys' uses for North");
+    let south = app.get(&p.key, &format!("/v1/tenants/{t2}/usage")).await.expect_status(200);
+    assert_eq!(south, json!({"data": [{"date": today, "outcome": "ok", "count": 2}]}));
+    // A window before today counts nothing.
+    let r = common::send(
+        app.request(Method::GET, &format!("/v1/tenants/{t1}/usage"), &p.key)
+            .query(&[("since", "2020-01-01T00:00:00Z"), ("until", "2020-02-01T00:00:00Z")]),
+    )
+    .await;
+    assert_eq!(r.expect_status(200), json!({"data": []}));
+
+    // The account's: every key's requests, the partner key's own management calls included.
+    let account = app.get(&p.key, "/v1/usage").await.expect_status(200);
+    assert_eq!(today_count(&account, "tenant_not_allowed"), 1, "{account}");
+    assert!(today_count(&account, "ok") >= 6 + 2 + 2 + 2, "six uses, the creations, the reads: {account}");
+    // Exact at once: the call just answered counts in the next answer.
+    let again = app.get(&p.key, "/v1/usage").await.expect_status(200);
+    assert_eq!(today_count(&again, "ok"), today_count(&account, "ok") + 1, "{again}");
+
+    // Another account: its own usage only (nothing yet, then its one read), and none of Acme's.
+    assert_eq!(app.get(&other.key, "/v1/usage").await.expect_status(200), json!({"data": []}));
+    let theirs = app.get(&other.key, "/v1/usage").await.expect_status(200);
+    assert_eq!(theirs, json!({"data": [{"date": today, "outcome": "ok", "count": 1}]}));
+    assert_problem(&app.get(&other.key, &format!("/v1/tenants/{t1}/usage")).await, 404, "not_found");
+
+    // A tenant-scoped key reads its own tenant's usage, not another's, and not the account's.
+    let mine = app.get(&scoped, &format!("/v1/tenants/{t1}/usage")).await.expect_status(200);
+    assert_eq!(today_count(&mine, "ok"), 4, "{mine}");
+    // (As reading that tenant is: SPEC §3 check 10.)
+    assert_problem(&app.get(&scoped, &format!("/v1/tenants/{t2}")).await, 403, "tenant_not_allowed");
+    assert_problem(&app.get(&scoped, &format!("/v1/tenants/{t2}/usage")).await, 403, "tenant_not_allowed");
+    assert_problem(&app.get(&scoped, "/v1/usage").await, 403, "tenant_not_allowed");
+    // Each needs its scope: tenants:read for a tenant's, account:read for the account's.
+    assert_problem(&app.get(&partner_level, "/v1/usage").await, 403, "insufficient_scope");
+    let no_tenants = str_of(&app.create_key(&p.key, json!({"name": "x", "scopes": ["account:read"]})).await["key"]);
+    assert_problem(&app.get(&no_tenants, &format!("/v1/tenants/{t1}/usage")).await, 403, "insufficient_scope");
+    // Bad parameters are refused, naming the field.
+    let r = common::send(app.request(Method::GET, "/v1/usage", &p.key).query(&[("since", "yesterday")])).await;
+    assert_invalid_fields(&r, &["since"]);
+}
+both_backends!(tenant_and_account_usage_sum_every_key);
+
+fn failures_only(config: &mut keygate::Config) {
+    config.request_log = keygate_engine::settings::RequestLogMode::Failures;
+}
+
+fn no_request_log(config: &mut keygate::Config) {
+    config.request_log = keygate_engine::settings::RequestLogMode::Off;
+}
+
+/// `request_log = "failures"`: the log keeps refused requests only; usage still counts all.
+async fn the_log_can_keep_failures_only(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let t = make_traffic(&app, &p).await;
+    let listed = list_data(app.get(&p.key, &format!("/v1/requests?key_id={}", t.key_id)).await.expect_status(200));
+    let kept: Vec<(u64, String)> =
+        listed.iter().map(|r| (r["status"].as_u64().unwrap_or_default(), str_of(&r["outcome"]))).collect();
+    assert_eq!(kept, [(404, "not_found".to_owned()), (403, "insufficient_scope".to_owned())]);
+    let usage = app.get(&p.key, &format!("/v1/api-keys/{}/usage", t.key_id)).await.expect_status(200);
+    assert_eq!((today_count(&usage, "ok"), today_count(&usage, "not_found")), (2, 1), "{usage}");
+}
+both_backends_with!(failures_only; the_log_can_keep_failures_only);
+
+/// `request_log = "off"`: no record is kept; usage still counts every request.
+async fn the_log_can_be_off(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let t = make_traffic(&app, &p).await;
+    let listed = list_data(app.get(&p.key, "/v1/requests?limit=100").await.expect_status(200));
+    assert!(listed.is_empty(), "{listed:?}");
+    let usage = app.get(&p.key, &format!("/v1/api-keys/{}/usage", t.key_id)).await.expect_status(200);
+    let counts = ["ok", "insufficient_scope", "not_found"].map(|o| today_count(&usage, o));
+    assert_eq!(counts, [2, 1, 1], "{usage}");
+}
+both_backends_with!(no_request_log; the_log_can_be_off);

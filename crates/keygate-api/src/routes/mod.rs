@@ -85,6 +85,8 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(api_keys::revoke_api_key))
         .routes(routes!(api_keys::roll_api_key))
         .routes(routes!(requests::api_key_usage))
+        .routes(routes!(requests::tenant_usage))
+        .routes(routes!(requests::account_usage))
         .routes(routes!(requests::list_requests))
         .routes(routes!(tenants::list_tenants, tenants::create_tenant))
         .routes(routes!(tenants::get_tenant, tenants::update_tenant))

@@ -1,15 +1,16 @@
-//! The request log: `GET /v1/api-keys/{id}/usage` (per-day counts for one key) and
-//! `GET /v1/requests` (the account's requests, newest first). Records are written by
+//! Usage and the request log: `GET /v1/api-keys/{id}/usage`, `GET /v1/tenants/{id}/usage` and
+//! `GET /v1/usage` (per-day counts for one key, one tenant, the account) and `GET /v1/requests`
+//! (the account's requests, newest first). Counts and records are made by
 //! `keygate_http::context::request_context` through the engine's `requestlog`; the use cases
 //! that read them are `keygate_engine::services::requests`.
 
 use axum::Json;
 use axum::extract::State;
-use keygate_engine::services::requests::{KeyUsageParams, ListRequestsParams};
-use keygate_engine::views::{KeyUsageList, KeyUsageView, RequestList, RequestView};
+use keygate_engine::services::requests::{ListRequestsParams, UsageParams};
+use keygate_engine::views::{RequestList, RequestView, UsageList, UsageView};
 use keygate_http::error::{ApiError, Problem};
 
-use crate::auth::{ApiKeysRead, AuditRead, Scoped};
+use crate::auth::{AccountRead, ApiKeysRead, AuditRead, Scoped, TenantsRead};
 use crate::extract::{Path, Query};
 use crate::state::AppState;
 
@@ -17,19 +18,54 @@ const TAG: &str = "Requests";
 
 /// Requests made with one key, counted per day (UTC) and outcome, newest day first.
 #[utoipa::path(get, path = "/v1/api-keys/{id}/usage", tag = TAG,
-    params(("id" = String, Path, description = "key_…"), KeyUsageParams),
-    responses((status = 200, body = KeyUsageList), (status = 404, body = Problem, content_type = "application/problem+json")),
+    params(("id" = String, Path, description = "key_…"), UsageParams),
+    responses((status = 200, body = UsageList), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn api_key_usage(
     State(state): State<AppState>,
     caller: Scoped<ApiKeysRead>,
     Path(id): Path<String>,
-    Query(q): Query<KeyUsageParams>,
-) -> Result<Json<KeyUsageList>, ApiError> {
-    // What this node has queued counts at once (SPEC §8: the current second included).
+    Query(q): Query<UsageParams>,
+) -> Result<Json<UsageList>, ApiError> {
+    // What this node has counted meanwhile counts at once (SPEC §8: the current second included).
     state.requests.flush(&*state.keygate.store).await;
     let rows = state.keygate.key_usage(&caller.principal(), &id, q).await?;
-    Ok(Json(KeyUsageList { data: rows.into_iter().map(KeyUsageView::from).collect() }))
+    Ok(usage_list(rows))
+}
+
+/// Requests made for one tenant, by any key, counted per day (UTC) and outcome, newest day first.
+#[utoipa::path(get, path = "/v1/tenants/{id}/usage", tag = TAG,
+    params(("id" = String, Path, description = "ten_…"), UsageParams),
+    responses((status = 200, body = UsageList), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn tenant_usage(
+    State(state): State<AppState>,
+    caller: Scoped<TenantsRead>,
+    Path(id): Path<String>,
+    Query(q): Query<UsageParams>,
+) -> Result<Json<UsageList>, ApiError> {
+    state.requests.flush(&*state.keygate.store).await;
+    let rows = state.keygate.tenant_usage(&caller.principal(), &id, q).await?;
+    Ok(usage_list(rows))
+}
+
+/// Every request of the account, counted per day (UTC) and outcome, newest day first. A
+/// tenant-scoped key is refused (403 `tenant_not_allowed`): it reads its tenants' usage.
+#[utoipa::path(get, path = "/v1/usage", tag = TAG, params(UsageParams),
+    responses((status = 200, body = UsageList), (status = 403, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn account_usage(
+    State(state): State<AppState>,
+    caller: Scoped<AccountRead>,
+    Query(q): Query<UsageParams>,
+) -> Result<Json<UsageList>, ApiError> {
+    state.requests.flush(&*state.keygate.store).await;
+    let rows = state.keygate.account_usage(&caller.principal(), q).await?;
+    Ok(usage_list(rows))
+}
+
+fn usage_list(rows: Vec<keygate_store::UsageRow>) -> Json<UsageList> {
+    Json(UsageList { data: rows.into_iter().map(UsageView::from).collect() })
 }
 
 /// The account's request log, newest first: one record per authenticated request.

@@ -1,13 +1,15 @@
-//! Reading the request log (SPEC §8): one key's usage per day and outcome, and the account's
-//! requests, newest first. Reads with no rules beyond visibility: a key's usage is shown to
-//! whoever may see the key ([`Keygate::get_key`]), the listing to any principal of the account,
-//! narrowed to its tenants when it is tenant-scoped (SPEC §4).
+//! Reading usage and the request log (SPEC §8): requests per UTC day and outcome of one key, one
+//! tenant or the whole account (from the usage counters), and the account's requests, newest
+//! first. Reads with no rules beyond visibility: a key's usage is shown to whoever may see the
+//! key ([`Keygate::get_key`]), a tenant's to whoever may see the tenant, the account's to an
+//! account-wide principal; the listing to any principal of the account, narrowed to its tenants
+//! when it is tenant-scoped (SPEC §4).
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 use keygate_domain::{KeyId, time};
-use keygate_store::{RequestFilter, RequestRecord, UsageRow};
+use keygate_store::{RequestFilter, RequestRecord, UsageFilter, UsageRow};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -21,10 +23,13 @@ const DEFAULT_USAGE_WINDOW: Duration = Duration::days(30);
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct KeyUsageParams {
-    /// Requests at or after this time (RFC 3339); default 30 days before `until`.
+pub struct UsageParams {
+    /// The first day counted is the UTC day of this time (RFC 3339); default 30 days before
+    /// `until`.
     pub since: Option<DateTime<Utc>>,
-    /// Requests before this time (RFC 3339); default now.
+    /// Requests before this time (RFC 3339), whose UTC day is the last counted; default now.
+    /// Usage is counted per whole UTC day: a day is in the answer when it overlaps
+    /// `[since, until)`.
     pub until: Option<DateTime<Utc>>,
 }
 
@@ -55,17 +60,41 @@ impl Keygate {
     ///
     /// # Errors
     /// 404 when the key is not visible to `p`.
-    pub async fn key_usage(&self, p: &Principal, id: &str, q: KeyUsageParams) -> Result<Vec<UsageRow>, Error> {
+    pub async fn key_usage(&self, p: &Principal, id: &str, q: UsageParams) -> Result<Vec<UsageRow>, Error> {
         let key = self.get_key(p, id).await?;
-        // By default up to the end of the current second: records carry whole seconds, and the
-        // request made a moment ago counts.
+        self.usage(p, UsageFilter { key_id: Some(key.id), tenant_id: None }, q).await
+    }
+
+    /// Requests made for one visible tenant, by any key, per UTC day and outcome, newest day
+    /// first.
+    ///
+    /// # Errors
+    /// 404 when the tenant is not visible to `p`.
+    pub async fn tenant_usage(&self, p: &Principal, id: &str, q: UsageParams) -> Result<Vec<UsageRow>, Error> {
+        let tenant = self.get_tenant(p, id).await?;
+        self.usage(p, UsageFilter { key_id: None, tenant_id: Some(tenant.id) }, q).await
+    }
+
+    /// Every request of the account per UTC day and outcome, newest day first.
+    ///
+    /// # Errors
+    /// 403 `tenant_not_allowed` for a tenant-scoped principal (it sees its tenants' usage).
+    pub async fn account_usage(&self, p: &Principal, q: UsageParams) -> Result<Vec<UsageRow>, Error> {
+        p.ensure_account_wide()?;
+        self.usage(p, UsageFilter::default(), q).await
+    }
+
+    async fn usage(&self, p: &Principal, filter: UsageFilter, q: UsageParams) -> Result<Vec<UsageRow>, Error> {
+        // By default up to the end of the current second: the request made a moment ago counts.
         let until = q.until.unwrap_or_else(|| time::truncate(time::now()) + Duration::seconds(1));
         let since = q.since.unwrap_or(until - DEFAULT_USAGE_WINDOW);
         // An empty window (`since` at or after `until`) holds no requests.
         if since >= until {
             return Ok(Vec::new());
         }
-        Ok(self.store.key_usage(p.account.id, key.id, since, until).await?)
+        // `until` is exclusive: its own day counts only when the window reaches into it.
+        let last = (until - Duration::nanoseconds(1)).date_naive();
+        Ok(self.store.usage(p.account.id, filter, since.date_naive(), last).await?)
     }
 
     /// The account's request log, newest first.

@@ -140,6 +140,8 @@ macro_rules! request_columns {
 /// Rows per `INSERT` of the request log: 13 binds each stays far below either backend's limit
 /// on bound parameters (SQLite 32766, PostgreSQL 65535).
 const REQUEST_INSERT_CHUNK: usize = 500;
+/// Rows per `INSERT` of usage counters (6 binds each).
+const USAGE_INSERT_CHUNK: usize = 1000;
 
 /// Implements every storage trait for `$store` (a struct with a `pool: Pool<$db>` field).
 ///
@@ -153,7 +155,6 @@ const REQUEST_INSERT_CHUNK: usize = 500;
 /// - `lock_changes`: run inside a write transaction just before its `changes` rows are
 ///   inserted, so that `seq` order is commit order (`None` where the database already
 ///   serializes writers).
-/// - `utc_day`: an expression giving `request_log.at`'s day in UTC as `YYYY-MM-DD` text.
 macro_rules! sql_store {
     (
         store: $store:ident,
@@ -163,8 +164,7 @@ macro_rules! sql_store {
         tenant_contains: ($tenant_before:literal, $tenant_after:literal),
         begin: $begin:literal,
         lock_account: $lock_account:expr,
-        lock_changes: $lock_changes:expr,
-        utc_day: $utc_day:literal $(,)?
+        lock_changes: $lock_changes:expr $(,)?
     ) => {
         use std::collections::HashMap;
 
@@ -180,11 +180,11 @@ macro_rules! sql_store {
             KeyAndAccountRow, KeyRow, RequestRow, SessionAndUserRow, SessionRow, SignInTokenRow, TenantRow,
             UsageCountRow, UserAndHashRow, UserRow,
         };
-        use super::{like_pattern, map_err, REQUEST_INSERT_CHUNK};
+        use super::{like_pattern, map_err, REQUEST_INSERT_CHUNK, USAGE_INSERT_CHUNK};
         use crate::{
             AccountStore, AuditFilter, AuditLog, Change, ChangeFeed, ChangeKind, IdempotencyBegin, IdempotencyStore,
             KeyFilter, KeyStore, KeyUsage, MetaStore, Page, RequestFilter, RequestLog, RequestRecord, Result, Store,
-            StoreError, TenantFilter, TenantStore, UsageRow, UserStore,
+            StoreError, TenantFilter, TenantStore, UsageCount, UsageFilter, UsageRow, UserStore,
         };
 
         type Tx = Transaction<'static, $db>;
@@ -921,25 +921,53 @@ macro_rules! sql_store {
                 tx.commit().await.map_err(map_err)
             }
 
-            async fn key_usage(
+            async fn add_usage(&self, counts: &[UsageCount]) -> Result<()> {
+                if counts.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.begin_write().await?;
+                for chunk in counts.chunks(USAGE_INSERT_CHUNK) {
+                    let mut query = QueryBuilder::<$db>::new(
+                        "INSERT INTO usage_counters (account_id, day, key_id, tenant_id, outcome, count) ",
+                    );
+                    query.push_values(chunk, |mut row, c| {
+                        row.push_bind(c.account_id.to_string())
+                            .push_bind(c.day.format("%Y-%m-%d").to_string())
+                            .push_bind(c.key_id.to_string())
+                            .push_bind(c.tenant_id.map(|t| t.to_string()).unwrap_or_default())
+                            .push_bind(c.outcome)
+                            .push_bind(i64::try_from(c.count).unwrap_or(i64::MAX));
+                    });
+                    query.push(
+                        " ON CONFLICT (account_id, day, key_id, tenant_id, outcome) \
+                         DO UPDATE SET count = usage_counters.count + excluded.count",
+                    );
+                    query.build().execute(&mut *tx).await.map_err(map_err)?;
+                }
+                tx.commit().await.map_err(map_err)
+            }
+
+            async fn usage(
                 &self,
                 account: AccountId,
-                key_id: KeyId,
-                since: Timestamp,
-                until: Timestamp,
+                filter: UsageFilter,
+                first: chrono::NaiveDate,
+                last: chrono::NaiveDate,
             ) -> Result<Vec<UsageRow>> {
-                let rows: Vec<UsageCountRow> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    $utc_day,
-                    " AS day, outcome, COUNT(*) AS count FROM request_log                      WHERE account_id = $1 AND key_id = $2 AND at >= $3 AND at < $4                      GROUP BY 1, 2 ORDER BY 1 DESC, 2"
-                ))
-                .bind(account.to_string())
-                .bind(key_id.to_string())
-                .bind(since)
-                .bind(until)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(map_err)?;
+                let mut query = QueryBuilder::<$db>::new(
+                    "SELECT day, outcome, CAST(SUM(count) AS BIGINT) AS count FROM usage_counters WHERE account_id = ",
+                );
+                query.push_bind(account.to_string());
+                query.push(" AND day >= ").push_bind(first.format("%Y-%m-%d").to_string());
+                query.push(" AND day <= ").push_bind(last.format("%Y-%m-%d").to_string());
+                if let Some(key_id) = filter.key_id {
+                    query.push(" AND key_id = ").push_bind(key_id.to_string());
+                }
+                if let Some(tenant_id) = filter.tenant_id {
+                    query.push(" AND tenant_id = ").push_bind(tenant_id.to_string());
+                }
+                query.push(" GROUP BY day, outcome ORDER BY day DESC, outcome");
+                let rows: Vec<UsageCountRow> = query.build_query_as().fetch_all(&self.pool).await.map_err(map_err)?;
                 convert_all(rows)
             }
 
@@ -973,8 +1001,8 @@ macro_rules! sql_store {
             }
 
             async fn purge_requests(&self, before: Timestamp) -> Result<u64> {
-                let done = sqlx::query("DELETE FROM request_log WHERE at < $1")
-                    .bind(before)
+                let done = sqlx::query("DELETE FROM request_log WHERE id < $1")
+                    .bind(RequestRecord::first_id_at(before))
                     .execute(&self.pool)
                     .await
                     .map_err(map_err)?;

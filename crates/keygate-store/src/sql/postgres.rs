@@ -45,5 +45,4 @@ sql_store! {
     // Row lock on the account: its capped inserts (keys, tenants) count and insert one at a time.
     lock_account: Some("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE"),
     lock_changes: Some("SELECT pg_advisory_xact_lock(1801812327)"),
-    utc_day: "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
 }

@@ -135,5 +135,4 @@ sql_store! {
     lock_account: None,
     lock_changes: None,
     // `at` is RFC 3339 text in UTC: its first ten characters are the day.
-    utc_day: "substr(at, 1, 10)",
 }
