@@ -8,6 +8,7 @@
 //! The CLI is the operator's: it names a key by its id alone, in whichever account holds it, and
 //! acts as that account's `Principal::cli`, so the audit log names the account as for the API.
 
+mod logging;
 mod settings;
 
 /// mimalloc instead of the system allocator: the request path makes many small, short-lived
@@ -20,7 +21,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use keygate::config::LogFormat;
 use keygate::{Config, Settings};
 use keygate_domain::model::Account;
 use keygate_domain::{AccountId, ApiKey, PlaintextKey, time};
@@ -448,25 +448,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr through a writer thread, so a request never waits on a write syscall.
-/// Lines are not dropped when it falls behind (`lossy(false)`): the request waits instead. The
-/// returned guard flushes what is queued when dropped at exit.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    // The writer thread flushes whenever its queue is empty, so the buffer batches the lines of
-    // a busy moment into one write syscall without holding any line back.
-    let stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(stderr);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
-    guard
-}
-
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let out = Out { json: cli.json };
     let listen = match &cli.command {
@@ -481,7 +462,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         log_format: cli.log_format.clone(),
     };
     let (config, settings) = settings::load(&flags, uses_database).map_err(Failure::config)?;
-    let _log_guard = init_logging(settings.log_format);
+    let _log_guard = logging::init(settings.log_format);
 
     match cli.command {
         Command::Openapi => {
