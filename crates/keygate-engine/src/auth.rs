@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use keygate_domain::key::{KeyFormat, KeyHasher};
 use keygate_domain::model::{Account, Actor, ApiKey};
 use keygate_domain::policy::{self, AuthFailure, RequestFacts};
-use keygate_domain::{Scope, time};
+use keygate_domain::{AccountId, KeyId, Scope, time};
 use keygate_store::Store;
 
 use crate::cache::{Cache, Credential};
@@ -178,26 +178,30 @@ impl Authenticator {
     ///
     /// # Errors
     /// 429 for a throttled IP whose key is not a known one in memory, else the first failing
-    /// check.
-    pub async fn authenticate(&self, presented: &str, client_ip: IpAddr) -> Result<Credential, Error> {
+    /// check; with the key when it is a known one (checks 4–8 refused it).
+    pub async fn authenticate(&self, presented: &str, client_ip: IpAddr) -> Result<Credential, Refused> {
         let counted_as = self.rate_key(client_ip);
         let throttle = || match self.throttle.blocked(counted_as) {
             Some(retry_after) => Err(Error::TooManyFailedAttempts { retry_after }),
             None => Ok(()),
         };
-        let Evaluation { credential, outcome } = self.evaluate_guarded(presented, Some(client_ip), throttle).await?;
+        let Evaluation { credential, outcome } = self
+            .evaluate_guarded(presented, Some(client_ip), throttle)
+            .await
+            .map_err(|error| Refused { error, key: None })?;
         match (credential, outcome) {
             (Some(credential), Ok(())) => {
                 self.record_usage(&credential, client_ip);
                 Ok(credential)
             }
-            (_, Err(failure)) => {
+            (credential, Err(failure)) => {
                 if matches!(failure, AuthFailure::InvalidKey | AuthFailure::Revoked | AuthFailure::Expired) {
                     self.throttle.record_failure(counted_as);
                 }
-                Err(failure.into())
+                let key = credential.map(|c| (c.account.id, c.key.id));
+                Err(Refused { error: failure.into(), key })
             }
-            (None, Ok(())) => Err(AuthFailure::InvalidKey.into()),
+            (None, Ok(())) => Err(Refused { error: AuthFailure::InvalidKey.into(), key: None }),
         }
     }
 
@@ -207,6 +211,22 @@ impl Authenticator {
         if credential.note_use(time::now().timestamp(), ip) {
             self.usage.record(credential.key.id, ip);
         }
+    }
+}
+
+/// A credential [`Authenticator::authenticate`] refused: why, and which key it is when the key is
+/// a known one (revoked, expired, its account suspended, or the client's IP not allowed): such
+/// a refused use still counts in that key's usage and request log (SPEC §8), so a partner sees
+/// what a leaked key was tried for after it was revoked.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: Error,
+    pub key: Option<(AccountId, KeyId)>,
+}
+
+impl From<Refused> for Error {
+    fn from(refused: Refused) -> Self {
+        refused.error
     }
 }
 

@@ -19,7 +19,7 @@ use crate::error::{ApiError, current_request_id};
 /// Checks 1–8 for a request: the client IP per SPEC §3 (the peer, or the right-most untrusted
 /// `X-Forwarded-For` hop behind a trusted proxy), the one credential of `Authorization`,
 /// `X-API-Key` or (where allowed) `appid`, then the key. Notes the caller for the request's log
-/// line and request-log record.
+/// line, usage count and request-log record, also when a known key is refused.
 ///
 /// # Errors
 /// The first failing check; 429 `too_many_failed_attempts` for a throttled address.
@@ -29,8 +29,19 @@ pub async fn authenticate(parts: &Parts, engine: &Engine) -> Result<Caller, ApiE
     let headers = &parts.headers;
     let client_ip = auth.client_ip(peer, || headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()));
     let (presented, source) = credential(auth, headers, parts.uri.query())?;
-    let credential = auth.authenticate(&presented, client_ip).await?;
-    note_caller(credential.account.id, credential.key.id, client_ip, source == CredentialSource::Query);
+    let deprecated = source == CredentialSource::Query;
+    let credential = match auth.authenticate(&presented, client_ip).await {
+        Ok(credential) => credential,
+        Err(refused) => {
+            // A known key refused by checks 4–8 is still the caller of record: the refusal counts
+            // in its usage and request log.
+            if let Some((account, key)) = refused.key {
+                note_caller(account, key, client_ip, deprecated);
+            }
+            return Err(refused.error.into());
+        }
+    };
+    note_caller(credential.account.id, credential.key.id, client_ip, deprecated);
     Ok(Caller {
         credential,
         client_ip,

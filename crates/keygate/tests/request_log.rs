@@ -404,3 +404,36 @@ async fn the_log_can_be_off(app: TestApp) {
     assert_eq!(counts, [2, 1, 1], "{usage}");
 }
 both_backends_with!(no_request_log; the_log_can_be_off);
+
+/// A known key refused by checks 4–8 (revoked; an address outside its allowlist) is still the
+/// caller of record: the refusals are in its usage and request log, so a partner sees what a
+/// leaked key was tried for after it was revoked. An unknown key is nobody's.
+async fn refused_uses_of_a_known_key_are_its_own(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let fenced = app
+        .create_key(&p.key, json!({"name": "fenced", "scopes": ["tenants:read"], "allowed_ips": ["192.0.2.1"]}))
+        .await;
+    let leaked = app.create_key(&p.key, json!({"name": "leaked", "scopes": ["tenants:read"]})).await;
+    let (leaked_key, leaked_id) = (str_of(&leaked["key"]), str_of(&leaked["id"]));
+    assert_eq!(app.get(&leaked_key, "/v1/tenants").await.status, 200);
+    app.post(&p.key, &format!("/v1/api-keys/{leaked_id}/revoke"), &json!({})).await.expect_status(200);
+    for _ in 0..2 {
+        assert_problem(&app.get(&leaked_key, "/v1/tenants").await, 401, "api_key_revoked");
+    }
+    assert_problem(&app.get(&str_of(&fenced["key"]), "/v1/tenants").await, 403, "ip_not_allowed");
+
+    let usage = app.get(&p.key, &format!("/v1/api-keys/{leaked_id}/usage")).await.expect_status(200);
+    assert_eq!((today_count(&usage, "ok"), today_count(&usage, "api_key_revoked")), (1, 2), "{usage}");
+    let listed = list_data(app.get(&p.key, &format!("/v1/requests?key_id={leaked_id}")).await.expect_status(200));
+    let outcomes: Vec<String> = listed.iter().map(|r| str_of(&r["outcome"])).collect();
+    assert_eq!(outcomes, ["api_key_revoked", "api_key_revoked", "ok"], "{listed:?}");
+    assert!(listed.iter().all(|r| r["client_ip"] == "127.0.0.1"), "{listed:?}");
+    let fenced_usage =
+        app.get(&p.key, &format!("/v1/api-keys/{}/usage", str_of(&fenced["id"]))).await.expect_status(200);
+    assert_eq!(today_count(&fenced_usage, "ip_not_allowed"), 1, "{fenced_usage}");
+    // Another account sees none of it.
+    let other = app.partner("Globex").await;
+    let theirs = list_data(app.get(&other.key, "/v1/requests?limit=100").await.expect_status(200));
+    assert!(theirs.iter().all(|r| r["key_id"] == other.key_id.as_str()), "{theirs:?}");
+}
+both_backends!(refused_uses_of_a_known_key_are_its_own);
