@@ -685,7 +685,10 @@ macro_rules! sql_store {
             }
 
             async fn record_key_usage(&self, usage: &[KeyUsage]) -> Result<()> {
-                // The latest use of each key wins, within the batch and against the database.
+                // The latest use of each key wins, within the batch and against the database. Times
+                // are whole seconds: a use in the same second as the stored one is the later one
+                // (a later batch), so it wins too (`<=`); with `<` it was lost whenever a flush
+                // fell between two uses of one second.
                 let mut latest: HashMap<KeyId, &KeyUsage> = HashMap::with_capacity(usage.len());
                 for u in usage {
                     latest.entry(u.key_id).and_modify(|l| if u.at > l.at { *l = u }).or_insert(u);
@@ -697,7 +700,7 @@ macro_rules! sql_store {
                 for u in latest.values() {
                     sqlx::query(
                         "UPDATE api_keys SET last_used_at = $1, last_used_ip = $2 \
-                         WHERE id = $3 AND (last_used_at IS NULL OR last_used_at < $1)",
+                         WHERE id = $3 AND (last_used_at IS NULL OR last_used_at <= $1)",
                     )
                     .bind(u.at)
                     .bind(u.ip.to_string())
