@@ -16,6 +16,11 @@
 #     above a limit never reached, keep-alive to the upstream (`http-reuse always`),
 #     `nbthread 2`; other paths 404, as nginx's `location`. No log is configured (HAProxy logs to
 #     a syslog target, not to a buffered file).
+#   - the stack's floor: `bare_proxy` (crates/keygate-gateway/examples/bare_proxy.rs), a reverse
+#     proxy on keygate's own HTTP stack and threading (hyper server and client, one
+#     current-thread Tokio runtime per core, one upstream pool per thread) doing nothing else: no
+#     router, middleware, key, limit or log. keygate over it is what keygate's own work costs; it
+#     over nginx is what the stack costs before keygate does anything.
 #   - keygate (release build, SQLite): one gateway route GET /v1/calls (scope calls:read) to the
 #     upstream, a key with a rate limit (and account limit) never reached, so the run measures
 #     checking limits, never hitting them. The same server answers GET /healthz and
@@ -55,6 +60,7 @@
 #
 # Usage: bench/data_plane.sh [seconds per run, default 5] [connections, default 32] [rounds, default 3]
 #   BIN=/path/to/keygate      measure that binary (default: cargo build --release -p keygate)
+#   BARE_BIN=/path/to/bare_proxy   (default: cargo build --release --example bare_proxy)
 #   KEYGATE_BASE_BIN=/path    also measure that binary's gateway as keygate_base: head/base ratios
 # Needs wrk, nginx, haproxy, strace (Debian packages; installed if missing). Run it on an
 # otherwise idle machine: the load average at the start is printed with the results.
@@ -80,9 +86,15 @@ if [ -z "${BIN:-}" ]; then
   cargo build --release -p keygate --quiet
   BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/keygate"
 fi
+if [ -z "${BARE_BIN:-}" ]; then
+  cargo build --release -p keygate-gateway --example bare_proxy --quiet
+  BARE_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/examples/bare_proxy"
+fi
 [ -x "$BIN" ] || { echo "BIN=$BIN is not an executable" >&2; exit 1; }
+[ -x "$BARE_BIN" ] || { echo "BARE_BIN=$BARE_BIN is not an executable" >&2; exit 1; }
 [ -z "$BASE_BIN" ] || [ -x "$BASE_BIN" ] || { echo "KEYGATE_BASE_BIN=$BASE_BIN is not an executable" >&2; exit 1; }
 BIN="$(realpath "$BIN")"
+BARE_BIN="$(realpath "$BARE_BIN")"
 [ -z "$BASE_BIN" ] || BASE_BIN="$(realpath "$BASE_BIN")"
 LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -106,6 +118,7 @@ KG_PORT="$(free_port 19300)"
 R10_PORT="$(free_port $((KG_PORT + 10)))"
 R1000_PORT="$(free_port $((R10_PORT + 10)))"
 BASE_PORT="$(free_port $((R1000_PORT + 10)))"
+BARE_PORT="$(free_port 19400)"
 
 # The upstream: its own nginx, so the proxy nginx's processes do nothing but proxy.
 cat >upstream.conf <<NGINX
@@ -170,6 +183,11 @@ wrk.body = '{"key":"$VERIFIED","scope":"calls:write","ip":"127.0.0.1"}'
 wrk.headers["Authorization"] = "Bearer ${KG_OPERATOR[keygate]}"
 wrk.headers["Content-Type"] = "application/json"
 LUA
+
+# The stack's floor: forwards everything, checks nothing.
+"$BARE_BIN" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UP_PORT" "$(nproc)" &
+BARE_PID=$!
+STARTED+=("$BARE_PID")
 
 # nginx as the key-checking proxy.
 cat >nginx.conf <<NGINX
@@ -238,7 +256,7 @@ STARTED+=("$HAPROXY_PID")
 
 # Wait for the three, then check that each proxy forwards a valid key and refuses another.
 status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
-for port in "$UP_PORT" "$NGINX_PORT" "$HAPROXY_PORT"; do
+for port in "$UP_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$BARE_PORT"; do
   for _ in $(seq 1 50); do [ "$(status "http://127.0.0.1:$port/v1/calls")" != 000 ] && break; sleep 0.1; done
 done
 NGINX_PIDS="$NGINX_MASTER $(pgrep -P "$NGINX_MASTER" | tr '\n' ' ')"
@@ -257,6 +275,7 @@ for t in "nginx $NGINX_PORT $KEY" "haproxy $HAPROXY_PORT $KEY" "keygate $KG_PORT
   expect "$name refuses an unknown key" 401 "$(status "http://127.0.0.1:$port/v1/calls" -H "Authorization: Bearer ${key}x")"
   expect "$name refuses no key" 401 "$(status "http://127.0.0.1:$port/v1/calls")"
 done
+expect "bare_proxy forwards" '{"calls":[],"ok":true}' "$(curl -s "http://127.0.0.1:$BARE_PORT/v1/calls")"
 expect "routes_10 forwards a path-parameter route" 200 \
   "$(status "http://127.0.0.1:$R10_PORT/v1/r0/items/42" -H "Authorization: Bearer ${KEYS[routes_10]}")"
 expect "routes_1000 forwards a path-parameter route" 200 \
@@ -272,12 +291,13 @@ measure() {
   case "$1" in
     nginx) wrk_run nginx "$NGINX_PIDS" "http://127.0.0.1:$NGINX_PORT/v1/calls" -H "Authorization: Bearer $KEY" ;;
     haproxy) wrk_run haproxy "$HAPROXY_PID" "http://127.0.0.1:$HAPROXY_PORT/v1/calls" -H "Authorization: Bearer $KEY" ;;
+    bare) wrk_run bare "$BARE_PID" "http://127.0.0.1:$BARE_PORT/v1/calls" -H "Authorization: Bearer $KEY" ;;
     healthz) wrk_run healthz "${KG_PID[keygate]}" "http://127.0.0.1:$KG_PORT/healthz" ;;
     verify) wrk_run verify "${KG_PID[keygate]}" "http://127.0.0.1:$KG_PORT/v1/verify" -s verify.lua ;;
     *) wrk_run "$1" "${KG_PID[$1]}" "http://127.0.0.1:${PORTS[$1]}/v1/calls" -H "Authorization: Bearer ${KEYS[$1]}" ;;
   esac
 }
-TARGETS=(nginx haproxy keygate ${BASE_BIN:+keygate_base} healthz verify routes_10 routes_1000)
+TARGETS=(nginx haproxy bare keygate ${BASE_BIN:+keygate_base} healthz verify routes_10 routes_1000)
 
 # Warm-up: caches, connection pools, the request log's first batches.
 echo "warming up ${TARGETS[*]}" >&2
@@ -287,6 +307,7 @@ for t in "${TARGETS[@]}"; do
     healthz) wrk -t1 -c4 -d1s "http://127.0.0.1:$KG_PORT/healthz" >/dev/null ;;
     nginx) wrk -t1 -c4 -d1s -H "Authorization: Bearer $KEY" "http://127.0.0.1:$NGINX_PORT/v1/calls" >/dev/null ;;
     haproxy) wrk -t1 -c4 -d1s -H "Authorization: Bearer $KEY" "http://127.0.0.1:$HAPROXY_PORT/v1/calls" >/dev/null ;;
+    bare) wrk -t1 -c4 -d1s "http://127.0.0.1:$BARE_PORT/v1/calls" >/dev/null ;;
     *) wrk -t1 -c4 -d1s -H "Authorization: Bearer ${KEYS[$t]}" "http://127.0.0.1:${PORTS[$t]}/v1/calls" >/dev/null ;;
   esac
 done
@@ -300,6 +321,7 @@ done
 echo "system calls per request (strace -c -f; wrk -t1 -c8 3s)" >&2
 syscalls_run nginx "$NGINX_WORKERS" "http://127.0.0.1:$NGINX_PORT/v1/calls" -H "Authorization: Bearer $KEY"
 syscalls_run haproxy "$HAPROXY_PID" "http://127.0.0.1:$HAPROXY_PORT/v1/calls" -H "Authorization: Bearer $KEY"
+syscalls_run bare "$BARE_PID" "http://127.0.0.1:$BARE_PORT/v1/calls" -H "Authorization: Bearer $KEY"
 syscalls_run keygate "${KG_PID[keygate]}" "http://127.0.0.1:$KG_PORT/v1/calls" -H "Authorization: Bearer $KEY"
 [ -z "$BASE_BIN" ] || syscalls_run keygate_base "${KG_PID[keygate_base]}" \
   "http://127.0.0.1:$BASE_PORT/v1/calls" -H "Authorization: Bearer ${KEYS[keygate_base]}"
@@ -354,7 +376,7 @@ head = f"  {'':<24}{'req/s':>10}{'p99 ms':>9}{'CPU µs/req':>12}  req/s of each 
 print("\n1. Key-checking proxies, GET /v1/calls, one nginx upstream")
 print(head)
 for label, name in [("nginx", "nginx (access log)"), ("haproxy", "HAProxy (nbthread 2)"),
-                    ("keygate", "keygate gateway")] + ([("keygate_base", "keygate_base gateway")] if base else []):
+                    ("bare", "bare_proxy (the floor)"), ("keygate", "keygate gateway")] + ([("keygate_base", "keygate_base gateway")] if base else []):
     row(label, name)
 for other in ("nginx", "haproxy"):
     t, l, c = rps["keygate"] / rps[other], p99["keygate"] / p99[other], cpu["keygate"] / cpu[other]
@@ -364,16 +386,20 @@ for other in ("nginx", "haproxy"):
     goal(f"p99 keygate / {other} <= 1.3x", f"{l:.2f}x", 1.3, l <= 1.3)
     if other == "nginx":
         goal("CPU per request keygate / nginx <= 1.4x", f"{c:.2f}x", 1.4, c <= 1.4)
+print(f"  bare_proxy / nginx  throughput {rps['bare'] / rps['nginx']:.2f}x   CPU per request {cpu['bare'] / cpu['nginx']:.2f}x"
+      "   (what the HTTP stack costs before keygate does anything)")
+print(f"  keygate / bare_proxy throughput {rps['keygate'] / rps['bare']:.2f}x   CPU per request {cpu['keygate'] / cpu['bare']:.2f}x"
+      f"   (keygate's own work: {cpu['keygate'] - cpu['bare']:.1f} µs per request)")
 
 print("\n2. System calls per forwarded request (strace -c -f, wrk -t1 -c8 3 s; counts only)")
 sc = {}
-for label, name in [("nginx", "nginx (workers)"), ("haproxy", "HAProxy"), ("keygate", "keygate")] \
+for label, name in [("nginx", "nginx (workers)"), ("haproxy", "HAProxy"), ("bare", "bare_proxy"), ("keygate", "keygate")] \
         + ([("keygate_base", "keygate_base")] if base else []):
     per, requests, rows = syscalls(label)
     sc[label] = (per, requests, rows)
     print(f"  {name:<24}{per:>8.2f} per request   ({requests:,} requests under strace)")
 print(f"  keygate / nginx {sc['keygate'][0] / sc['nginx'][0]:.2f}x, keygate / HAProxy {sc['keygate'][0] / sc['haproxy'][0]:.2f}x")
-for label in ["keygate", "nginx", "haproxy"]:
+for label in ["keygate", "bare", "nginx", "haproxy"]:
     per, requests, rows = sc[label]
     top = ", ".join(f"{name} {calls / requests:.2f}" for name, calls in rows[:8])
     print(f"  {label}'s top calls per request: {top}")

@@ -1,0 +1,93 @@
+//! The floor of keygate's HTTP stack, for `bench/data_plane.sh`: a reverse proxy on the same
+//! hyper server, hyper client, Tokio runtimes and threading as `keygate serve` (one acceptor
+//! handing connections in turn to one current-thread runtime per core, one upstream connection
+//! pool per thread), doing nothing else: no router, no middleware, no key, no limit, no log.
+//! keygate's gateway over this is what keygate's own work costs; this over nginx is what the
+//! stack costs.
+//!
+//! Usage: `bare_proxy LISTEN_ADDR UPSTREAM_ADDR [WORKERS]` (e.g. `127.0.0.1:19400
+//! 127.0.0.1:19100 2`). Forwards every request, headers and body as they came (`Host` and
+//! hop-by-hop headers aside), to `http://UPSTREAM_ADDR` with the same path and query.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONNECTION, HOST};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: bare_proxy LISTEN_ADDR UPSTREAM_ADDR [WORKERS]";
+    let listen: SocketAddr = args.next().ok_or(usage)?.parse()?;
+    let upstream = args.next().ok_or(usage)?;
+    let workers: usize = args.next().map_or(Ok(2), |w| w.parse())?;
+
+    let mut handoffs = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (tx, mut rx) = mpsc::channel::<std::net::TcpStream>(256);
+        handoffs.push(tx);
+        let upstream = upstream.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            runtime.block_on(async move {
+                let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new()).build_http();
+                while let Some(stream) = rx.recv().await {
+                    let Ok(stream) = tokio::net::TcpStream::from_std(stream) else { continue };
+                    let _ = stream.set_nodelay(true);
+                    let (client, upstream) = (client.clone(), upstream.clone());
+                    tokio::spawn(async move {
+                        let service = service_fn(move |req| forward(client.clone(), upstream.clone(), req));
+                        let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    });
+                }
+            });
+        });
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(listen).await?;
+        for worker in handoffs.iter().cycle() {
+            let (stream, _) = listener.accept().await?;
+            if worker.send(stream.into_std()?).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    })
+}
+
+async fn forward(
+    client: Client<HttpConnector, Incoming>,
+    upstream: String,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let Ok(uri) = format!("http://{upstream}{path}").parse::<Uri>() else {
+        return Ok(status(StatusCode::BAD_REQUEST));
+    };
+    *req.uri_mut() = uri;
+    req.headers_mut().remove(HOST);
+    req.headers_mut().remove(CONNECTION);
+    Ok(match client.request(req).await {
+        Ok(response) => response.map(|b| b.boxed()),
+        Err(_) => status(StatusCode::BAD_GATEWAY),
+    })
+}
+
+fn status(code: StatusCode) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed());
+    *response.status_mut() = code;
+    response
+}
