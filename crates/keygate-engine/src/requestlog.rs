@@ -184,7 +184,7 @@ impl RequestRecorder {
             tick += 1;
             let _flushing = self.flushing.lock().await;
             self.write_records(&*store).await;
-            if tick % every == 0 {
+            if tick.is_multiple_of(every) {
                 self.write_counts(&*store).await;
             }
         }
