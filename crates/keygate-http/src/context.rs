@@ -1,6 +1,6 @@
 //! Middleware around every request: the request id, one log line per request, the usage count
-//! and request-log record of an authenticated request, and the fallbacks that turn unknown routes and methods into
-//! problem documents.
+//! and request-log record of an authenticated request, and the fallbacks that turn unknown
+//! routes and methods into problem documents.
 //!
 //! The log line never contains a query string (the deprecated `appid` credential lives there),
 //! a header value, or a body; a key-shaped string in its path is masked (SPEC §2). The request

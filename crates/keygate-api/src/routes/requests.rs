@@ -36,7 +36,8 @@ pub async fn api_key_usage(
 /// Requests made for one tenant, by any key, counted per day (UTC) and outcome, newest day first.
 #[utoipa::path(get, path = "/v1/tenants/{id}/usage", tag = TAG,
     params(("id" = String, Path, description = "ten_…"), UsageParams),
-    responses((status = 200, body = UsageList), (status = 404, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, body = UsageList), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn tenant_usage(
     State(state): State<AppState>,

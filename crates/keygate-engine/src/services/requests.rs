@@ -69,7 +69,8 @@ impl Keygate {
     /// first.
     ///
     /// # Errors
-    /// 404 when the tenant is not visible to `p`.
+    /// 404 when the account has no such tenant; 403 `tenant_not_allowed` when `p` is scoped to
+    /// other tenants (as reading the tenant is).
     pub async fn tenant_usage(&self, p: &Principal, id: &str, q: UsageParams) -> Result<Vec<UsageRow>, Error> {
         let tenant = self.get_tenant(p, id).await?;
         self.usage(p, UsageFilter { key_id: None, tenant_id: Some(tenant.id) }, q).await
