@@ -1,0 +1,654 @@
+//! What one request-log record costs, against the target "≤ 1 µs of CPU per record, amortised".
+//!
+//! A request's record is paid for in two places:
+//!
+//! 1. **The hot path**, on the request's own thread (`keygate-http/src/context.rs`): one
+//!    `RequestRecorder::count` of its usage counter, `keeps`, building the `RequestRecord` (a new
+//!    `rl_` id, the request id, route, method and outcome strings) and `RequestRecorder::record`.
+//!    Per request. The queue is taken every 1,000 requests (100 ms at 10,000 req/s) and the
+//!    counters every 10,000 (one second), as the flusher takes them, so the queue's and the map's
+//!    growth is paid as in production; what is taken is freed on another thread, as the flusher
+//!    frees it (and counted there, below). On the system allocator: the `keygate` binary runs on
+//!    mimalloc, whose small allocations are cheaper.
+//! 2. **The store**, on the flusher: `Store::record_requests` of a batch as the flusher writes it
+//!    (100 and 1,000 records: at 10,000 req/s and one flush every 100 ms a batch is ~1,000),
+//!    including turning the taken queue into the batch and freeing it after, per record. On
+//!    SQLite (a temporary file opened by `keygate_store::connect`: WAL, `synchronous = NORMAL`,
+//!    the production pragmas) the write runs in process, on the flusher and SQLite's connection
+//!    thread. On PostgreSQL (when `KEYGATE_TEST_POSTGRES_URL` is set; a scratch database
+//!    `kg_b_<ulid>` is created and dropped) the client's wall time includes the round trips and
+//!    the server's work; the CPU is this process's plus that of the server's client backends
+//!    serving the scratch database (read from `/proc`, so the server must run on this machine;
+//!    its WAL writer and checkpointer, shared with other databases, and autovacuum are not
+//!    counted).
+//!
+//! Also `Store::add_usage` of one second of counters (every key × 2 outcomes), per counter row
+//! and amortised per request at 10,000 req/s.
+//!
+//! **CPU, not wall time.** Criterion is handed the CPU time of the measured work (the thread's
+//! for the hot path; for the store, every thread of this process plus, on PostgreSQL, the
+//! server's backends), read from `/proc/…/schedstat` after a `sched_yield` (which brings the
+//! running thread's figure up to date). On a machine shared with builds, wall time measures the
+//! queue for the CPU and the disk as much as the work; the summary prints the wall time beside
+//! each figure (its mean) so the two can be compared.
+//!
+//! The traffic: 1,000 keys of 100 accounts (`KEYGATE_BENCH_REQUEST_LOG_KEYS` changes the number
+//! of keys; accounts are a tenth of them), chosen at random per request; half act for a tenant;
+//! one request in ten is refused. The request log is filled with 100,000 rows
+//! (`KEYGATE_BENCH_REQUEST_LOG_ROWS`) and the counters with 29 earlier days before anything is
+//! measured, and both keep growing while the bench writes: the summary says how many rows the
+//! log held before and after each backend's figures.
+//!
+//! Run: `cargo bench -p keygate-engine --bench request_log` (criterion's flags apply, e.g.
+//! `-- --warm-up-time 1 --measurement-time 2`). The summary at the end prints each median and its
+//! ratio to the 1 µs target.
+
+#![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use chrono::{Days, NaiveDate};
+use criterion::{Criterion, SamplingMode, Throughput};
+use keygate_domain::{AccountId, KeyId, RequestId, TenantId, time};
+use keygate_engine::requestlog::{Counted, MAX_PENDING, RequestRecorder};
+use keygate_engine::settings::RequestLogMode;
+use keygate_store::{RequestRecord, Store, UsageCount};
+use sqlx::Connection;
+use tokio::runtime::Runtime;
+
+const TARGET_NS: f64 = 1_000.0;
+const DEFAULT_KEYS: usize = 1_000;
+const DEFAULT_PREFILL: u64 = 100_000;
+/// Requests per flush of the log at 10,000 req/s and one flush every 100 ms.
+const FLUSH_BATCH: usize = 1_000;
+const BATCHES: [usize; 2] = [100, FLUSH_BATCH];
+/// Requests per write of the counters at 10,000 req/s and one write a second.
+const COUNT_BATCH: u64 = 10_000;
+const REQUESTS_PER_SECOND: f64 = 10_000.0;
+const OUTCOMES: [&str; 2] = ["ok", "rate_limited"];
+/// Earlier days of counters in the table before the counters are measured.
+const COUNTER_DAYS: u64 = 29;
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(default)
+}
+
+// ---- CPU time ----
+
+fn schedstat_ns(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.split_whitespace().next()?.parse().ok()
+}
+
+/// The calling thread's CPU time so far. A running thread's figure is brought up to date only at
+/// a tick or a switch: the yield is a switch point.
+fn thread_cpu() -> Duration {
+    std::thread::yield_now();
+    Duration::from_nanos(schedstat_ns("/proc/thread-self/schedstat").unwrap_or_else(|| panic!("schedstat")))
+}
+
+/// The CPU time so far of every thread of this process (SQLite's connection threads included).
+fn process_cpu() -> Duration {
+    std::thread::yield_now();
+    let tasks = std::fs::read_dir("/proc/self/task").unwrap_or_else(|e| panic!("/proc/self/task: {e}"));
+    let ns =
+        tasks.filter_map(Result::ok).filter_map(|t| schedstat_ns(&format!("{}/schedstat", t.path().display()))).sum();
+    Duration::from_nanos(ns)
+}
+
+/// Bytes this process has read and written through system calls so far (`rchar`, `wchar`).
+fn process_io() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or_default()
+    };
+    (field("rchar:"), field("wchar:"))
+}
+
+/// The CPU time so far of the processes `pids` (the server's backends: idle between writes, so
+/// their figures are up to date).
+fn pids_cpu(pids: &[u32]) -> Duration {
+    Duration::from_nanos(pids.iter().filter_map(|pid| schedstat_ns(&format!("/proc/{pid}/schedstat"))).sum())
+}
+
+// ---- the traffic ----
+
+/// One caller of record: a key of an account, acting for a tenant or not.
+#[derive(Clone, Copy)]
+struct Caller {
+    account: AccountId,
+    key: KeyId,
+    tenant: Option<TenantId>,
+}
+
+/// What the bench's requests are made of: keys of accounts, half of them acting for a tenant, a
+/// few route templates, and a request id of the shape keygate generates.
+struct Population {
+    callers: Vec<Caller>,
+    accounts: usize,
+    routes: Vec<Arc<str>>,
+    request_id: String,
+}
+
+impl Population {
+    fn new(keys: usize) -> Self {
+        let accounts: Vec<AccountId> = (0..keys.div_ceil(10)).map(|_| AccountId::generate()).collect();
+        let callers = (0..keys)
+            .map(|i| Caller {
+                account: accounts[i % accounts.len()],
+                key: KeyId::generate(),
+                tenant: (i % 2 == 0).then(TenantId::generate),
+            })
+            .collect();
+        let routes = ["/v1/verify", "/v1/api-keys/{id}", "/calls/{call_id}/recordings", "/v1/tenants"]
+            .into_iter()
+            .map(Arc::from)
+            .collect();
+        Self { callers, accounts: accounts.len(), routes, request_id: RequestId::generate().to_string() }
+    }
+
+    /// A random request: its caller, route, status and outcome (one in ten refused), client IP.
+    fn pick(&self, seed: &mut u64) -> (Caller, &Arc<str>, u16, &'static str, IpAddr) {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        let r = *seed;
+        let caller = self.callers[(r % self.callers.len() as u64) as usize];
+        let route = &self.routes[((r >> 16) % self.routes.len() as u64) as usize];
+        let (status, outcome) = if (r >> 24).is_multiple_of(10) { (429, OUTCOMES[1]) } else { (200, OUTCOMES[0]) };
+        let ip = IpAddr::from([10, (r >> 32) as u8, (r >> 40) as u8, (r >> 48) as u8]);
+        (caller, route, status, outcome, ip)
+    }
+
+    /// A queue of `n` records, as the flusher takes it.
+    fn queue(&self, n: usize, seed: &mut u64) -> VecDeque<RequestRecord> {
+        (0..n)
+            .map(|_| {
+                let (caller, route, status, outcome, ip) = self.pick(seed);
+                build(caller, time::truncate(time::now()), &self.request_id, route, status, outcome, ip)
+            })
+            .collect()
+    }
+
+    /// One second of counters: every key, both outcomes.
+    fn counts(&self, day: NaiveDate) -> Vec<UsageCount> {
+        let mut rows = Vec::with_capacity(self.callers.len() * OUTCOMES.len());
+        for (i, c) in self.callers.iter().enumerate() {
+            for outcome in OUTCOMES {
+                let count = if outcome == "ok" { 9 + (i as u64 % 3) } else { 1 };
+                rows.push(UsageCount {
+                    account_id: c.account,
+                    key_id: c.key,
+                    tenant_id: c.tenant,
+                    day,
+                    outcome,
+                    count,
+                });
+            }
+        }
+        rows
+    }
+}
+
+/// A record as `context.rs` builds it.
+#[inline]
+fn build(
+    caller: Caller,
+    at: time::Timestamp,
+    request_id: &str,
+    route: &Arc<str>,
+    status: u16,
+    outcome: &'static str,
+    ip: IpAddr,
+) -> RequestRecord {
+    RequestRecord {
+        id: RequestRecord::generate_id(),
+        // context.rs moves the request id it made for the log line and the header into the
+        // record; a copy stands for it here (one allocation more than a request pays).
+        request_id: request_id.to_owned(),
+        at,
+        account_id: caller.account,
+        key_id: Some(caller.key),
+        tenant_id: caller.tenant,
+        route: route.to_string(),
+        method: "POST".to_owned(),
+        status,
+        outcome: outcome.to_owned(),
+        client_ip: Some(ip),
+        latency_us: 412,
+        via_key_id: None,
+    }
+}
+
+// ---- the hot path ----
+
+/// What the measured routine used, summed over its calls in this run.
+#[derive(Default)]
+struct Totals {
+    items: Cell<u64>,
+    /// The measuring thread's CPU (the hot path's thread; the flusher's).
+    thread: Cell<Duration>,
+    /// This process's CPU, every thread.
+    process: Cell<Duration>,
+    /// The PostgreSQL backends' CPU.
+    server: Cell<Duration>,
+    wall: Cell<Duration>,
+    /// Bytes this process read and wrote through system calls (SQLite's pages).
+    io: Cell<(u64, u64)>,
+}
+
+struct Usage {
+    thread: Duration,
+    process: Duration,
+    server: Duration,
+    wall: Duration,
+    io: (u64, u64),
+}
+
+impl Totals {
+    fn add(&self, items: u64, u: &Usage) {
+        self.items.set(self.items.get() + items);
+        self.thread.set(self.thread.get() + u.thread);
+        self.process.set(self.process.get() + u.process);
+        self.server.set(self.server.get() + u.server);
+        self.wall.set(self.wall.get() + u.wall);
+        let (r, w) = self.io.get();
+        self.io.set((r + u.io.0, w + u.io.1));
+    }
+
+    fn per_item_ns(&self, d: Duration) -> f64 {
+        d.as_secs_f64() * 1e9 / self.items.get().max(1) as f64
+    }
+
+    /// CPU / wall.
+    fn cpu_per_wall(&self) -> f64 {
+        (self.process.get() + self.server.get()).as_secs_f64() / self.wall.get().as_secs_f64().max(1e-12)
+    }
+}
+
+/// What `iters` requests pay, in the thread's CPU time: each its counter, its record built and
+/// queued. Every 1,000 requests the queue is taken, and every 10,000 the counters, and sent to
+/// `flusher` to be freed there, as the flusher takes and frees them.
+fn hot_path(
+    population: &Population,
+    iters: u64,
+    seed: &mut u64,
+    flusher: &mpsc::Sender<RequestRecorder>,
+    totals: &Totals,
+) -> Duration {
+    let fresh = || RequestRecorder::new(RequestLogMode::All, MAX_PENDING);
+    let mut queue = fresh();
+    let mut counters = fresh();
+    let (cpu, wall) = (thread_cpu(), Instant::now());
+    let mut done = 0u64;
+    while done < iters {
+        let n = (iters - done).min(FLUSH_BATCH as u64);
+        for _ in 0..n {
+            let (caller, route, status, outcome, ip) = population.pick(seed);
+            let at = time::truncate(time::now());
+            counters.count(Counted {
+                account: caller.account,
+                key: caller.key,
+                tenant: caller.tenant,
+                day: at.date_naive(),
+                outcome,
+            });
+            if queue.keeps(status, outcome) {
+                queue.record(build(caller, at, &population.request_id, route, status, outcome, ip));
+            }
+        }
+        done += n;
+        let _ = flusher.send(std::mem::replace(&mut queue, fresh()));
+        if done.is_multiple_of(COUNT_BATCH) {
+            let _ = flusher.send(std::mem::replace(&mut counters, fresh()));
+        }
+    }
+    let (wall, cpu) = (wall.elapsed(), thread_cpu().saturating_sub(cpu));
+    let _ = flusher.send(counters);
+    let usage = Usage { thread: cpu, process: cpu, server: Duration::ZERO, wall, io: (0, 0) };
+    totals.add(iters, &usage);
+    cpu
+}
+
+// ---- the store ----
+
+/// A connection to the PostgreSQL server, to find the backends serving the scratch database.
+struct Server {
+    admin: sqlx::PgConnection,
+    database: String,
+}
+
+impl Server {
+    fn backends(&mut self, rt: &Runtime) -> Vec<u32> {
+        // Client backends only: autovacuum, the WAL writer and the checkpointer run on their own
+        // schedule (and the last two for every database).
+        let query = "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'";
+        let pids: Vec<i32> = rt
+            .block_on(sqlx::query_scalar(query).bind(&self.database).fetch_all(&mut self.admin))
+            .unwrap_or_else(|e| panic!("pg_stat_activity: {e}"));
+        pids.into_iter().filter_map(|p| u32::try_from(p).ok()).collect()
+    }
+}
+
+/// One backend's measured routines.
+struct Backend {
+    label: &'static str,
+    remote: bool,
+    rows_before: u64,
+    rows_after: u64,
+    records: Vec<(usize, Totals)>,
+    usage: Totals,
+}
+
+/// The CPU time of `write` applied to each of `inputs`: this process's, plus the server's
+/// backends' when there is a server. Added to `totals`.
+fn store_cpu<T>(
+    rt: &Runtime,
+    server: &mut Option<Server>,
+    inputs: Vec<T>,
+    items: u64,
+    totals: &Totals,
+    mut write: impl FnMut(T),
+) -> Duration {
+    let pids = server.as_mut().map(|s| s.backends(rt)).unwrap_or_default();
+    let (io0, server0, process0, thread0) = (process_io(), pids_cpu(&pids), process_cpu(), thread_cpu());
+    let wall0 = Instant::now();
+    for input in inputs {
+        write(input);
+    }
+    let wall = wall0.elapsed();
+    let (thread, process) = (thread_cpu().saturating_sub(thread0), process_cpu().saturating_sub(process0));
+    let (server_cpu, io1) = (pids_cpu(&pids).saturating_sub(server0), process_io());
+    let io = (io1.0.saturating_sub(io0.0), io1.1.saturating_sub(io0.1));
+    totals.add(items, &Usage { thread, process, server: server_cpu, wall, io });
+    process + server_cpu
+}
+
+/// Fills the tables, then measures `record_requests` (batches of 100 and 1,000) and `add_usage`
+/// on the store at `url`.
+fn store_figures(
+    c: &mut Criterion,
+    rt: &Runtime,
+    population: &Population,
+    label: &'static str,
+    url: &str,
+    mut server: Option<Server>,
+) -> Backend {
+    let store: Arc<dyn Store> = rt.block_on(keygate_store::connect(url)).unwrap_or_else(|e| panic!("connect: {e}"));
+    let write = |batch: &[RequestRecord]| {
+        rt.block_on(store.record_requests(batch)).unwrap_or_else(|e| panic!("record_requests: {e}"));
+    };
+    let mut seed = 0x2545_F491_4F6C_DD1D_u64;
+    let rows = Cell::new(0u64);
+    let prefill = env_number("KEYGATE_BENCH_REQUEST_LOG_ROWS", DEFAULT_PREFILL);
+    let started = Instant::now();
+    while rows.get() < prefill {
+        let n = (prefill - rows.get()).min(FLUSH_BATCH as u64) as usize;
+        write(Vec::from(population.queue(n, &mut seed)).as_slice());
+        rows.set(rows.get() + n as u64);
+    }
+    let today = time::now().date_naive();
+    for back in (1..=COUNTER_DAYS).rev() {
+        let day = today.checked_sub_days(Days::new(back)).unwrap_or(today);
+        rt.block_on(store.add_usage(&population.counts(day))).unwrap_or_else(|e| panic!("add_usage: {e}"));
+    }
+    println!(
+        "{label}: filled the request log with {} rows and the counters with {COUNTER_DAYS} days × {} rows in {:.1} s",
+        thousands(rows.get()),
+        thousands(population.callers.len() as u64 * 2),
+        started.elapsed().as_secs_f64()
+    );
+    let rows_before = rows.get();
+
+    let mut g = c.benchmark_group(format!("request_log_{label}"));
+    g.sampling_mode(SamplingMode::Flat);
+    let mut records = Vec::new();
+    for n in BATCHES {
+        let totals = Totals::default();
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(format!("record_requests_{n}"), |b| {
+            b.iter_custom(|iters| {
+                let queues: Vec<_> = (0..iters).map(|_| population.queue(n, &mut seed)).collect();
+                rows.set(rows.get() + iters * n as u64);
+                // As the flusher: the taken queue made a batch, written, then freed.
+                store_cpu(rt, &mut server, queues, iters * n as u64, &totals, |queue| {
+                    let batch = Vec::from(queue);
+                    write(&batch);
+                    drop(batch);
+                })
+            });
+        });
+        records.push((n, totals));
+    }
+    let counts = population.counts(today);
+    let usage = Totals::default();
+    g.throughput(Throughput::Elements(counts.len() as u64));
+    g.bench_function("add_usage", |b| {
+        b.iter_custom(|iters| {
+            let batches = vec![counts.clone(); usize::try_from(iters).unwrap_or(usize::MAX)];
+            store_cpu(rt, &mut server, batches, iters * counts.len() as u64, &usage, |batch| {
+                rt.block_on(store.add_usage(&batch)).unwrap_or_else(|e| panic!("add_usage: {e}"));
+            })
+        });
+    });
+    g.finish();
+
+    let rows_after = rows.get();
+    if let Some(counted) = rt.block_on(count_rows(url))
+        && u64::try_from(counted).ok() != Some(rows_after)
+    {
+        println!("{label}: the request log holds {counted} rows, not the {rows_after} written");
+    }
+    Backend { label, remote: server.is_some(), rows_before, rows_after, records, usage }
+}
+
+async fn count_rows(url: &str) -> Option<i64> {
+    let query = "SELECT COUNT(*) FROM request_log";
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.ok()?;
+        sqlx::query_scalar(query).fetch_one(&mut conn).await.ok()
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.ok()?;
+        sqlx::query_scalar(query).fetch_one(&mut conn).await.ok()
+    }
+}
+
+// ---- the summary ----
+
+/// The median of one criterion figure, in ns per iteration.
+fn median_ns(group: &str, name: &str) -> Option<f64> {
+    let dir = std::env::var("CRITERION_HOME").unwrap_or_else(|_| {
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .unwrap_or_else(|_| format!("{}/../../target", env!("CARGO_MANIFEST_DIR")));
+        format!("{target}/criterion")
+    });
+    let text = std::fs::read_to_string(format!("{dir}/{group}/{name}/new/estimates.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["median"]["point_estimate"].as_f64()
+}
+
+/// 100000 as 100,000.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn us(ns: f64) -> String {
+    if ns < 1_000.0 { format!("{ns:.0} ns") } else { format!("{:.2} µs", ns / 1_000.0) }
+}
+
+/// Per item: the CPU split, the wall time and the bytes through system calls (means over this
+/// run's calls, warm-up included).
+fn details(t: &Totals, remote: bool) -> String {
+    let (process, thread, server) =
+        (t.per_item_ns(t.process.get()), t.per_item_ns(t.thread.get()), t.per_item_ns(t.server.get()));
+    let wall = t.per_item_ns(t.wall.get());
+    let items = t.items.get().max(1) as f64;
+    let (read, written) = (t.io.get().0 as f64 / items / 1024.0, t.io.get().1 as f64 / items / 1024.0);
+    let n = thousands(t.items.get());
+    if remote {
+        format!(
+            "means over {n}: CPU {} = this process {} (the flusher's thread {}) + the server's backends {}; \
+             client-side wall {} (round trips and the server's work included; CPU/wall {:.2})",
+            us(process + server),
+            us(process),
+            us(thread),
+            us(server),
+            us(wall),
+            t.cpu_per_wall()
+        )
+    } else {
+        format!(
+            "means over {n}: CPU {} = the flusher's thread {} + SQLite's connection thread {}; wall {} (CPU/wall \
+             {:.2}); {read:.1} KiB read and {written:.1} KiB written through system calls",
+            us(process),
+            us(thread),
+            us(process - thread),
+            us(wall),
+            t.cpu_per_wall()
+        )
+    }
+}
+
+fn summary(population: &Population, hot_totals: &Totals, backends: &[Backend], postgres_skipped: bool) {
+    let Some(hot) = median_ns("request_log", "hot_path_count_and_record") else { return };
+    println!(
+        "\nrequest log summary (CPU time, criterion medians; traffic from {} keys of {} account{}; target: 1 µs \
+         of CPU per record, amortised):",
+        thousands(population.callers.len() as u64),
+        thousands(population.accounts as u64),
+        if population.accounts == 1 { "" } else { "s" }
+    );
+    let hot_wall = if hot_totals.items.get() > 0 {
+        format!("wall {}, mean", us(hot_totals.per_item_ns(hot_totals.wall.get())))
+    } else {
+        "not run now: the last run's figure".to_owned()
+    };
+    println!(
+        "  hot path (count + build record + queue): {} of CPU per request, on the request's thread ({hot_wall}) = \
+         {:.2}× the target",
+        us(hot),
+        hot / TARGET_NS
+    );
+    for b in backends {
+        let group = format!("request_log_{}", b.label);
+        println!(
+            "  {}: the request log held {} rows before these figures, {} after",
+            b.label,
+            thousands(b.rows_before),
+            thousands(b.rows_after)
+        );
+        for (n, totals) in &b.records {
+            let Some(batch) = median_ns(&group, &format!("record_requests_{n}")) else { continue };
+            if totals.items.get() == 0 {
+                continue;
+            }
+            let per = batch / *n as f64;
+            let total = hot + per;
+            println!(
+                "  record: {} amortised (hot path {} + {} {} per record in batches of {}) = {:.2}× the 1 µs target",
+                us(total),
+                us(hot),
+                b.label,
+                us(per),
+                thousands(*n as u64),
+                total / TARGET_NS
+            );
+            println!("      per record, {}", details(totals, b.remote));
+        }
+        let counters = population.callers.len() * OUTCOMES.len();
+        if let Some(batch) = median_ns(&group, "add_usage")
+            && b.usage.items.get() > 0
+        {
+            let per_request = batch / REQUESTS_PER_SECOND;
+            println!(
+                "  usage counters on {}: {} per counter row ({} rows: one second's counters, every key × {} \
+                 outcomes); at 10,000 req/s {} per request = {:.2}× the 1 µs target",
+                b.label,
+                us(batch / counters as f64),
+                thousands(counters as u64),
+                OUTCOMES.len(),
+                us(per_request),
+                per_request / TARGET_NS
+            );
+            println!("      per counter row, {}", details(&b.usage, b.remote));
+        }
+    }
+    if postgres_skipped {
+        println!("  postgres: not run (set KEYGATE_TEST_POSTGRES_URL to include it)");
+    }
+}
+
+/// `admin` (a server's URL) with its database replaced by `database`.
+fn with_database(admin: &str, database: &str) -> String {
+    let (base, query) = admin.split_once('?').map_or((admin, None), |(b, q)| (b, Some(q)));
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let server = base[authority..].find('/').map_or(base, |slash| &base[..authority + slash]);
+    match query {
+        Some(q) => format!("{server}/{database}?{q}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let keys = usize::try_from(env_number("KEYGATE_BENCH_REQUEST_LOG_KEYS", DEFAULT_KEYS as u64)).expect("keys");
+    let population = Population::new(keys);
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20)
+        .configure_from_args();
+
+    // The flusher's thread, where what the requests queued is freed.
+    let (flusher, taken) = mpsc::channel::<RequestRecorder>();
+    let freeing = std::thread::spawn(move || taken.into_iter().for_each(drop));
+    let hot_totals = Totals::default();
+    let mut g = c.benchmark_group("request_log");
+    let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+    g.bench_function("hot_path_count_and_record", |b| {
+        b.iter_custom(|iters| hot_path(&population, iters, &mut seed, &flusher, &hot_totals));
+    });
+    g.finish();
+    drop(flusher);
+    let _ = freeing.join();
+    black_box(&population);
+
+    let mut backends = Vec::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = format!("sqlite://{}/bench.db", dir.path().display());
+    backends.push(store_figures(&mut c, &rt, &population, "sqlite", &sqlite, None));
+
+    let postgres_skipped = match std::env::var("KEYGATE_TEST_POSTGRES_URL") {
+        Ok(admin_url) => {
+            let database = format!("kg_b_{}", ulid::Ulid::generate().to_string().to_lowercase());
+            let mut admin = rt.block_on(sqlx::PgConnection::connect(&admin_url)).expect("postgres");
+            rt.block_on(sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}"))).execute(&mut admin))
+                .expect("create database");
+            let url = with_database(&admin_url, &database);
+            let server = Server { admin, database: database.clone() };
+            backends.push(store_figures(&mut c, &rt, &population, "postgres", &url, Some(server)));
+            if let Ok(mut admin) = rt.block_on(sqlx::PgConnection::connect(&admin_url)) {
+                let drop = format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)");
+                let _ = rt.block_on(sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut admin));
+            }
+            false
+        }
+        Err(_) => true,
+    };
+
+    c.final_summary();
+    summary(&population, &hot_totals, &backends, postgres_skipped);
+}
