@@ -17,7 +17,7 @@ use keygate_domain::time::{self, Timestamp};
 use keygate_engine::Error;
 use keygate_engine::error::FieldError;
 use keygate_engine::services::keys::{CreateKeyRequest, ListKeysParams, UpdateKeyRequest};
-use keygate_engine::services::requests::{UsageParams, ListRequestsParams};
+use keygate_engine::services::requests::{ListRequestsParams, UsageParams};
 use serde::Deserialize;
 
 use crate::Dashboard;
