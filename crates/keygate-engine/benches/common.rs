@@ -31,6 +31,7 @@ pub fn settings() -> Settings {
         limits: Limits::default(),
         allow_query_key: false,
         max_failed_attempts_per_minute: 30,
+        cache_max_keys: 100_000,
         idempotency_retention_seconds: 86_400,
         request_log_retention_days: 30,
         request_log: keygate_engine::settings::RequestLogMode::All,

@@ -74,7 +74,7 @@ impl Engine {
     #[must_use]
     pub fn with_clock(mut keygate: Keygate, settings: &Settings, clock: Arc<dyn Clock>) -> Self {
         let raw = Arc::clone(&keygate.store);
-        let cache = Arc::new(Cache::new(CacheConfig::default()));
+        let cache = Arc::new(Cache::new(CacheConfig { max_keys: settings.cache_max_keys, ..CacheConfig::default() }));
         keygate.store = Arc::new(CachedStore::new(Arc::clone(&raw), Arc::clone(&cache)));
         let usage = Arc::new(UsageRecorder::default());
         let auth = Arc::new(Authenticator::new(

@@ -91,6 +91,9 @@ pub struct Settings {
     pub allow_query_key: bool,
     /// Failed authentications per minute tolerated from one IP before it gets 429.
     pub max_failed_attempts_per_minute: u32,
+    /// The most keys the credential cache holds; beyond it the least recently used are evicted
+    /// and verified from the store again.
+    pub cache_max_keys: u64,
     /// How long an `Idempotency-Key` and its stored response are kept, in seconds (SPEC §6).
     pub idempotency_retention_seconds: u64,
     /// How many days request-log records are kept.

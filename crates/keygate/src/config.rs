@@ -117,11 +117,15 @@ pub struct AuthConfig {
     /// Failed authentications per minute tolerated from one IP before it gets 429
     /// `too_many_failed_attempts` (burst of this many, then refilling smoothly).
     pub max_failed_attempts_per_minute: u32,
+    /// The most keys the credential cache holds (1 – 100,000,000): beyond it, the least recently
+    /// used are evicted and verified from the store again. About 2.2 KB of memory per cached key
+    /// (docs/benchmarks.md).
+    pub cache_max_keys: u64,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { allow_query_key: false, max_failed_attempts_per_minute: 30 }
+        Self { allow_query_key: false, max_failed_attempts_per_minute: 30, cache_max_keys: 100_000 }
     }
 }
 
@@ -276,6 +280,9 @@ impl Config {
         if self.auth.max_failed_attempts_per_minute == 0 {
             errors.push("auth.max_failed_attempts_per_minute must be at least 1".into());
         }
+        if !(1..=100_000_000).contains(&self.auth.cache_max_keys) {
+            errors.push("auth.cache_max_keys must be between 1 and 100000000".into());
+        }
         if !(60..=30 * 86_400).contains(&self.idempotency_retention_seconds) {
             errors.push("idempotency_retention_seconds must be between 60 and 2592000 (30 days)".into());
         }
@@ -334,6 +341,7 @@ impl Config {
                     },
                     allow_query_key: self.auth.allow_query_key,
                     max_failed_attempts_per_minute: self.auth.max_failed_attempts_per_minute,
+                    cache_max_keys: self.auth.cache_max_keys,
                     idempotency_retention_seconds: self.idempotency_retention_seconds,
                     request_log_retention_days: self.request_log_retention_days,
                     request_log: self.request_log,
@@ -395,11 +403,23 @@ mod tests {
             hash_secret: Some(SecretString::new("short".into())),
             request_log_retention_days: 0,
             workers: 1025,
+            auth: AuthConfig { cache_max_keys: 0, ..AuthConfig::default() },
             ..Config::default()
         };
         let errors = c.validate().err().unwrap_or_default();
-        assert_eq!(errors.len(), 6, "{errors:?}");
+        assert_eq!(errors.len(), 7, "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("auth.cache_max_keys")), "{errors:?}");
         assert!(errors.iter().all(|e| !e.contains("short")), "secrets are not echoed");
+    }
+
+    #[test]
+    fn the_cache_size_reaches_the_engine() {
+        let c = Config { auth: AuthConfig { cache_max_keys: 2_000_000, ..AuthConfig::default() }, ..Config::default() };
+        let s = c.validate().unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(s.engine.cache_max_keys, 2_000_000);
+        let too_big =
+            Config { auth: AuthConfig { cache_max_keys: 100_000_001, ..AuthConfig::default() }, ..Config::default() };
+        assert!(too_big.validate().is_err());
     }
 
     #[test]
