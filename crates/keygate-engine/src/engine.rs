@@ -229,6 +229,14 @@ impl Engine {
         self.keygate.session(token, self.sessions).await
     }
 
+    /// The [`Keygate`] to read usage and the request log through: what this node has counted and
+    /// queued is written first, so the request made a moment ago counts (SPEC §8). Every reader
+    /// of either (the API, the dashboard) goes through here.
+    pub async fn recorded(&self) -> &Keygate {
+        self.requests.flush(&*self.keygate.store).await;
+        &self.keygate
+    }
+
     /// Stops the background tasks, flushing pending usage and request-log records. Call after
     /// the server has stopped.
     pub async fn shutdown(&self) {

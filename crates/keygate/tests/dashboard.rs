@@ -340,8 +340,11 @@ async fn the_plaintext_is_shown_once_and_the_key_works(app: TestApp) {
         assert!(!page.html.contains(&plaintext), "the plaintext is shown once");
     }
 
-    // It is a real key.
+    // It is a real key, and its page shows the request it just made (SPEC §8: at once).
     app.get(&plaintext, "/v1/api-keys").await.expect_status(200);
+    let show = dev.get(&format!("/dashboard/api-keys/{}", str_of(&key["id"]))).await;
+    assert!(!show.html.contains("No requests recorded"), "{}", show.html);
+    assert!(show.html.contains("<code>/v1/api-keys</code></td><td>200</td>"), "{}", show.html);
 }
 both_backends!(the_plaintext_is_shown_once_and_the_key_works);
 

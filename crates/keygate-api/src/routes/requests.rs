@@ -27,9 +27,7 @@ pub async fn api_key_usage(
     Path(id): Path<String>,
     Query(q): Query<UsageParams>,
 ) -> Result<Json<UsageList>, ApiError> {
-    // What this node has counted meanwhile counts at once (SPEC §8: the current second included).
-    state.requests.flush(&*state.keygate.store).await;
-    let rows = state.keygate.key_usage(&caller.principal(), &id, q).await?;
+    let rows = state.recorded().await.key_usage(&caller.principal(), &id, q).await?;
     Ok(usage_list(rows))
 }
 
@@ -45,8 +43,7 @@ pub async fn tenant_usage(
     Path(id): Path<String>,
     Query(q): Query<UsageParams>,
 ) -> Result<Json<UsageList>, ApiError> {
-    state.requests.flush(&*state.keygate.store).await;
-    let rows = state.keygate.tenant_usage(&caller.principal(), &id, q).await?;
+    let rows = state.recorded().await.tenant_usage(&caller.principal(), &id, q).await?;
     Ok(usage_list(rows))
 }
 
@@ -60,8 +57,7 @@ pub async fn account_usage(
     caller: Scoped<AccountRead>,
     Query(q): Query<UsageParams>,
 ) -> Result<Json<UsageList>, ApiError> {
-    state.requests.flush(&*state.keygate.store).await;
-    let rows = state.keygate.account_usage(&caller.principal(), q).await?;
+    let rows = state.recorded().await.account_usage(&caller.principal(), q).await?;
     Ok(usage_list(rows))
 }
 
@@ -77,7 +73,6 @@ pub async fn list_requests(
     caller: Scoped<AuditRead>,
     Query(q): Query<ListRequestsParams>,
 ) -> Result<Json<RequestList>, ApiError> {
-    state.requests.flush(&*state.keygate.store).await;
-    let (rows, next_cursor) = state.keygate.list_requests(&caller.principal(), q).await?;
+    let (rows, next_cursor) = state.recorded().await.list_requests(&caller.principal(), q).await?;
     Ok(Json(RequestList { data: rows.iter().map(RequestView::from).collect(), next_cursor }))
 }
