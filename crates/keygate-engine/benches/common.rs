@@ -28,7 +28,9 @@ pub fn settings() -> Settings {
         client_ipv6_prefix: 64,
         key_format: KeyFormat::new("sk").unwrap_or_else(|e| panic!("key format: {e}")),
         catalog: Catalog::default(),
-        limits: Limits::default(),
+        // Room for the benches' populations (store_verify makes 1,000 keys in the operator
+        // account, which holds its own first key too).
+        limits: Limits { max_keys_per_account: 1_000_000, ..Limits::default() },
         allow_query_key: false,
         max_failed_attempts_per_minute: 30,
         cache_max_keys: 100_000,
@@ -64,4 +66,53 @@ pub async fn fixture(url: &str) -> Fixture {
     };
     let (_, plaintext) = keygate.create_key(&p, req).await.unwrap_or_else(|e| panic!("key: {e}"));
     Fixture { settings, store, plaintext: plaintext.expose().to_owned(), tenant_id: tenant.id.to_string() }
+}
+
+/// A fresh PostgreSQL database on the server `KEYGATE_TEST_POSTGRES_URL` names, for one bench
+/// run: `kg_bench_<ulid>`, created by [`ScratchDatabase::create`] and dropped by
+/// [`ScratchDatabase::drop`].
+#[allow(dead_code, reason = "only the benches that measure PostgreSQL use it")]
+pub struct ScratchDatabase {
+    admin: String,
+    pub name: String,
+    /// The server's URL with the scratch database in it (its query kept).
+    pub url: String,
+}
+
+#[allow(dead_code, reason = "only the benches that measure PostgreSQL use it")]
+impl ScratchDatabase {
+    /// `None` when `KEYGATE_TEST_POSTGRES_URL` is not set.
+    pub async fn create() -> Option<Self> {
+        use sqlx::Connection as _;
+        let admin = std::env::var("KEYGATE_TEST_POSTGRES_URL").ok()?;
+        let name = format!("kg_bench_{}", ulid::Ulid::generate().to_string().to_lowercase());
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| panic!("postgres: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e}"));
+        let _ = conn.close().await;
+        let (base, query) = admin.split_once('?').map_or((admin.as_str(), None), |(b, q)| (b, Some(q)));
+        let authority = base.find("://").map_or(0, |i| i + 3);
+        let server = base[authority..].find('/').map_or(base, |slash| &base[..authority + slash]);
+        let url = match query {
+            Some(q) => format!("{server}/{name}?{q}"),
+            None => format!("{server}/{name}"),
+        };
+        Some(Self { admin, name, url })
+    }
+
+    /// A connection to the server's own database (not the scratch one).
+    pub async fn admin(&self) -> sqlx::PgConnection {
+        use sqlx::Connection as _;
+        sqlx::PgConnection::connect(&self.admin).await.unwrap_or_else(|e| panic!("postgres: {e}"))
+    }
+
+    /// Drops the database, whoever is still connected to it.
+    pub async fn drop(self) {
+        let mut conn = self.admin().await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)))
+            .execute(&mut conn)
+            .await;
+    }
 }

@@ -16,7 +16,7 @@
 //!    SQLite (a temporary file opened by `keygate_store::connect`: WAL, `synchronous = NORMAL`,
 //!    the production pragmas) the write runs in process, on the flusher and SQLite's connection
 //!    thread. On PostgreSQL (when `KEYGATE_TEST_POSTGRES_URL` is set; a scratch database
-//!    `kg_b_<ulid>` is created and dropped) the client's wall time includes the round trips and
+//!    `kg_bench_<ulid>` is created and dropped) the client's wall time includes the round trips and
 //!    the server's work; the CPU is this process's plus that of the server's client backends
 //!    serving the scratch database (read from `/proc`, so the server must run on this machine;
 //!    its WAL writer and checkpointer, shared with other databases, and autovacuum are not
@@ -44,6 +44,10 @@
 //! ratio to the 1 µs target.
 
 #![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
+
+#[path = "common.rs"]
+#[allow(dead_code, reason = "this bench uses only the scratch database of the shared set-up")]
+mod common;
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -591,17 +595,6 @@ fn summary(population: &Population, hot_totals: &Totals, backends: &[Backend], p
     }
 }
 
-/// `admin` (a server's URL) with its database replaced by `database`.
-fn with_database(admin: &str, database: &str) -> String {
-    let (base, query) = admin.split_once('?').map_or((admin, None), |(b, q)| (b, Some(q)));
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let server = base[authority..].find('/').map_or(base, |slash| &base[..authority + slash]);
-    match query {
-        Some(q) => format!("{server}/{database}?{q}"),
-        None => format!("{server}/{database}"),
-    }
-}
-
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
     let keys = usize::try_from(env_number("KEYGATE_BENCH_REQUEST_LOG_KEYS", DEFAULT_KEYS as u64)).expect("keys");
@@ -631,22 +624,14 @@ fn main() {
     let sqlite = format!("sqlite://{}/bench.db", dir.path().display());
     backends.push(store_figures(&mut c, &rt, &population, "sqlite", &sqlite, None));
 
-    let postgres_skipped = match std::env::var("KEYGATE_TEST_POSTGRES_URL") {
-        Ok(admin_url) => {
-            let database = format!("kg_b_{}", ulid::Ulid::generate().to_string().to_lowercase());
-            let mut admin = rt.block_on(sqlx::PgConnection::connect(&admin_url)).expect("postgres");
-            rt.block_on(sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}"))).execute(&mut admin))
-                .expect("create database");
-            let url = with_database(&admin_url, &database);
-            let server = Server { admin, database: database.clone() };
-            backends.push(store_figures(&mut c, &rt, &population, "postgres", &url, Some(server)));
-            if let Ok(mut admin) = rt.block_on(sqlx::PgConnection::connect(&admin_url)) {
-                let drop = format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)");
-                let _ = rt.block_on(sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut admin));
-            }
+    let postgres_skipped = match rt.block_on(common::ScratchDatabase::create()) {
+        Some(db) => {
+            let server = Server { admin: rt.block_on(db.admin()), database: db.name.clone() };
+            backends.push(store_figures(&mut c, &rt, &population, "postgres", &db.url, Some(server)));
+            rt.block_on(db.drop());
             false
         }
-        Err(_) => true,
+        None => true,
     };
 
     c.final_summary();

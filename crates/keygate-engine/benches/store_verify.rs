@@ -21,7 +21,6 @@ use keygate_engine::Keygate;
 use keygate_engine::services::Principal;
 use keygate_engine::services::keys::CreateKeyRequest;
 use keygate_store::Store;
-use sqlx::Connection;
 
 const KEYS: usize = 1_000;
 const SAMPLES: usize = 5_000;
@@ -90,21 +89,12 @@ fn main() {
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
         run("sqlite", &format!("sqlite://{}/bench.db", dir.path().display()), Duration::from_millis(1)).await;
-        match std::env::var("KEYGATE_TEST_POSTGRES_URL") {
-            Ok(admin) => {
-                let name = format!("kg_bench_{}", ulid::Ulid::generate().to_string().to_lowercase());
-                let mut conn = sqlx::PgConnection::connect(&admin).await.expect("postgres");
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&mut conn)
-                    .await
-                    .expect("create db");
-                let (base, _) = admin.rsplit_once('/').expect("a database in the URL");
-                run("postgres", &format!("{base}/{name}"), Duration::from_millis(2)).await;
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)")))
-                    .execute(&mut conn)
-                    .await;
+        match common::ScratchDatabase::create().await {
+            Some(db) => {
+                run("postgres", &db.url, Duration::from_millis(2)).await;
+                db.drop().await;
             }
-            Err(_) => println!("postgres   not run: set KEYGATE_TEST_POSTGRES_URL to include it"),
+            None => println!("postgres   not run: set KEYGATE_TEST_POSTGRES_URL to include it"),
         }
     });
 }
