@@ -29,19 +29,17 @@ pub async fn authenticate(parts: &Parts, engine: &Engine) -> Result<Caller, ApiE
     let headers = &parts.headers;
     let client_ip = auth.client_ip(peer, || headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()));
     let (presented, source) = credential(auth, headers, parts.uri.query())?;
-    let deprecated = source == CredentialSource::Query;
-    let credential = match auth.authenticate(&presented, client_ip).await {
-        Ok(credential) => credential,
-        Err(refused) => {
-            // A known key refused by checks 4–8 is still the caller of record: the refusal counts
-            // in its usage and request log.
-            if let Some((account, key)) = refused.key {
-                note_caller(account, key, client_ip, deprecated);
-            }
-            return Err(refused.error.into());
-        }
+    let authenticated = auth.authenticate(&presented, client_ip).await;
+    // A known key refused by checks 4–8 is still the caller of record: the refusal counts in its
+    // usage and request log.
+    let known = match &authenticated {
+        Ok(credential) => Some((credential.account.id, credential.key.id)),
+        Err(refused) => refused.key,
     };
-    note_caller(credential.account.id, credential.key.id, client_ip, deprecated);
+    if let Some((account, key)) = known {
+        note_caller(account, key, client_ip, source == CredentialSource::Query);
+    }
+    let credential = authenticated.map_err(|refused| ApiError::from(refused.error))?;
     Ok(Caller {
         credential,
         client_ip,
