@@ -299,6 +299,7 @@ fn main() {
             Arc::clone(cache),
             Arc::clone(&store),
             Arc::new(UsageRecorder::default()),
+            Arc::new(keygate_engine::ratelimit::InProcessLimiter::default()),
         )
     };
     let big_cache = Arc::new(Cache::new(config));

@@ -25,6 +25,7 @@ use crate::cache::{Cache, Credential};
 use crate::error::Error;
 use crate::idempotency::Binding;
 use crate::principal::Principal;
+use crate::ratelimit::RateLimiter;
 use crate::settings::Settings;
 use crate::throttle::FailureThrottle;
 use crate::usage::UsageRecorder;
@@ -60,13 +61,14 @@ impl Authenticator {
         cache: Arc<Cache>,
         store: Arc<dyn Store>,
         usage: Arc<UsageRecorder>,
+        limiter: Arc<dyn RateLimiter>,
     ) -> Self {
         Self {
             key_format: settings.key_format.clone(),
             hasher,
             cache,
             store,
-            throttle: FailureThrottle::new(settings.max_failed_attempts_per_minute),
+            throttle: FailureThrottle::new(settings.max_failed_attempts_per_minute, limiter),
             usage,
             trusted_proxies: settings.trusted_proxies.clone(),
             allow_query_key: settings.allow_query_key,
@@ -132,7 +134,7 @@ impl Authenticator {
     /// # Errors
     /// Only when the store cannot answer a cache miss.
     pub async fn evaluate(&self, presented: &str, client_ip: Option<IpAddr>) -> Result<Evaluation, Error> {
-        self.evaluate_guarded(presented, client_ip, || Ok(())).await
+        self.evaluate_guarded(presented, client_ip, async || Ok(())).await
     }
 
     /// Checks 2–8, calling `before_store` before anything the credential cache cannot answer
@@ -143,24 +145,24 @@ impl Authenticator {
         &self,
         presented: &str,
         client_ip: Option<IpAddr>,
-        before_store: impl FnOnce() -> Result<(), Error>,
+        before_store: impl AsyncFnOnce() -> Result<(), Error>,
     ) -> Result<Evaluation, Error> {
         let Ok((plaintext, _env)) = self.key_format.parse(presented) else {
-            before_store()?;
+            before_store().await?;
             return Ok(Evaluation { credential: None, outcome: Err(AuthFailure::InvalidKey) });
         };
         let hash = self.hasher.hash(&plaintext);
         let found = match self.cache.remembered(&hash) {
             Some(Some(credential)) => Some(credential),
             Some(None) => {
-                before_store()?;
+                before_store().await?;
                 None
             }
             None => {
                 // A hash a lookup already found a key for is no guess: it goes to the store even
                 // from a throttled address, so an evicted valid key is not locked out.
                 if !self.cache.vouched(&hash) {
-                    before_store()?;
+                    before_store().await?;
                 }
                 self.cache.load(&hash, &*self.store).await?
             }
@@ -181,7 +183,7 @@ impl Authenticator {
     /// check; with the key when it is a known one (checks 4–8 refused it).
     pub async fn authenticate(&self, presented: &str, client_ip: IpAddr) -> Result<Credential, Refused> {
         let counted_as = self.rate_key(client_ip);
-        let throttle = || match self.throttle.blocked(counted_as) {
+        let throttle = async || match self.throttle.blocked(counted_as).await {
             Some(retry_after) => Err(Error::TooManyFailedAttempts { retry_after }),
             None => Ok(()),
         };
@@ -196,7 +198,7 @@ impl Authenticator {
             }
             (credential, Err(failure)) => {
                 if matches!(failure, AuthFailure::InvalidKey | AuthFailure::Revoked | AuthFailure::Expired) {
-                    self.throttle.record_failure(counted_as);
+                    self.throttle.record_failure(counted_as).await;
                 }
                 let key = credential.map(|c| (c.account.id, c.key.id));
                 Err(Refused { error: failure.into(), key })

@@ -3,8 +3,10 @@
 //!
 //! Revocation is pushed, not waited for. This process's own writes go through the decorator,
 //! which evicts what they touch before returning, so the response to a revoke is only sent once
-//! the cache has forgotten the key. Other processes' writes (another node, the CLI) reach us
-//! through the store's change log, which [`crate::follower`] reads and feeds to [`Cache::apply`].
+//! the cache has forgotten the key, and tells the other nodes through the [`ChangeBus`] in
+//! cluster mode ([`crate::bus`]), which they apply with [`Cache::evict`]. Other processes' writes
+//! (another node, the CLI) also reach us through the store's change log, which
+//! [`crate::follower`] reads and feeds to [`Cache::apply`]: the safety net for a lost message.
 //! TTLs exist only as a safety net for memory, never as the way revocation takes effect.
 //!
 //! A read racing a write could put stale data back after the eviction; every eviction bumps a
@@ -32,10 +34,12 @@ use keygate_domain::model::{Account, ApiKey, AuditEvent, Tenant};
 use keygate_domain::time::Timestamp;
 use keygate_domain::{AccountId, KeyHash, KeyId, TenantId};
 use keygate_store::{
-    AccountStore, AuditFilter, AuditLog, Change, ChangeFeed, ChangeKind, KeyFilter, KeyStore, KeyUsage, Page, Result,
-    Store, TenantFilter, TenantStore,
+    AccountStore, AuditFilter, AuditLog, Change, ChangeFeed, KeyFilter, KeyStore, KeyUsage, Page, Result, Store,
+    TenantFilter, TenantStore,
 };
 use moka::sync::Cache as Moka;
+
+use crate::bus::{ChangeBus, Eviction};
 
 /// A known key with its account, as cached.
 #[derive(Debug)]
@@ -232,16 +236,15 @@ impl Cache {
 
     /// Applies one change-log row from another process.
     pub fn apply(&self, change: &Change) {
-        match change.kind {
-            ChangeKind::ApiKey => match change.entity_id.parse() {
-                Ok(id) => self.evict_key(id),
-                Err(_) => self.evict_account(change.account_id),
-            },
-            ChangeKind::Account => self.evict_account(change.account_id),
-            ChangeKind::Tenant => match change.entity_id.parse() {
-                Ok(id) => self.evict_tenant(change.account_id, id),
-                Err(_) => self.evict_account(change.account_id),
-            },
+        self.evict(Eviction::of(change));
+    }
+
+    /// Forgets what `eviction` names (a write here, or another node's, told through the bus).
+    pub fn evict(&self, eviction: Eviction) {
+        match eviction {
+            Eviction::Key(_, id) => self.evict_key(id),
+            Eviction::Account(id) => self.evict_account(id),
+            Eviction::Tenant(account, id) => self.evict_tenant(account, id),
         }
     }
 
@@ -258,12 +261,22 @@ impl Cache {
 pub struct CachedStore {
     inner: Arc<dyn Store>,
     cache: Arc<Cache>,
+    bus: Option<Arc<dyn ChangeBus>>,
 }
 
 impl CachedStore {
+    /// `bus`, in cluster mode, tells every other node what a write here evicted.
     #[must_use]
-    pub fn new(inner: Arc<dyn Store>, cache: Arc<Cache>) -> Self {
-        Self { inner, cache }
+    pub fn new(inner: Arc<dyn Store>, cache: Arc<Cache>, bus: Option<Arc<dyn ChangeBus>>) -> Self {
+        Self { inner, cache, bus }
+    }
+
+    /// Evicts here, then tells the other nodes.
+    fn evict(&self, eviction: Eviction) {
+        self.cache.evict(eviction);
+        if let Some(bus) = &self.bus {
+            bus.publish(eviction);
+        }
     }
 
     /// The undecorated store (for the change-log follower and cache misses).
@@ -299,20 +312,20 @@ impl KeyStore for CachedStore {
 
     async fn update_key(&self, key: &ApiKey, audit: &AuditEvent) -> Result<()> {
         let result = self.inner.update_key(key, audit).await;
-        self.cache.evict_key(key.id);
+        self.evict(Eviction::Key(key.account_id, key.id));
         result
     }
 
     async fn roll_key(&self, old: &ApiKey, new: &ApiKey, audit: &AuditEvent, max_keys: u64) -> Result<()> {
         let result = self.inner.roll_key(old, new, audit, max_keys).await;
-        self.cache.evict_key(old.id);
+        self.evict(Eviction::Key(old.account_id, old.id));
         self.cache.unknown.invalidate(&new.hash);
         result
     }
 
     async fn delete_key(&self, account: AccountId, id: KeyId, audit: &AuditEvent) -> Result<bool> {
         let result = self.inner.delete_key(account, id, audit).await;
-        self.cache.evict_key(id);
+        self.evict(Eviction::Key(account, id));
         result
     }
 
@@ -343,7 +356,7 @@ impl AccountStore for CachedStore {
 
     async fn update_account(&self, account: &Account, audit: &AuditEvent) -> Result<()> {
         let result = self.inner.update_account(account, audit).await;
-        self.cache.evict_account(account.id);
+        self.evict(Eviction::Account(account.id));
         result
     }
 }
@@ -352,7 +365,7 @@ impl AccountStore for CachedStore {
 impl TenantStore for CachedStore {
     async fn create_tenant(&self, tenant: &Tenant, audit: &AuditEvent, max_tenants: u64) -> Result<()> {
         let result = self.inner.create_tenant(tenant, audit, max_tenants).await;
-        self.cache.evict_tenant(tenant.account_id, tenant.id);
+        self.evict(Eviction::Tenant(tenant.account_id, tenant.id));
         result
     }
 
@@ -378,7 +391,7 @@ impl TenantStore for CachedStore {
 
     async fn update_tenant(&self, tenant: &Tenant, audit: &AuditEvent) -> Result<()> {
         let result = self.inner.update_tenant(tenant, audit).await;
-        self.cache.evict_tenant(tenant.account_id, tenant.id);
+        self.evict(Eviction::Tenant(tenant.account_id, tenant.id));
         result
     }
 }

@@ -17,12 +17,13 @@ use tokio::task::JoinHandle;
 
 use crate::auth::{Authenticator, Caller};
 use crate::background::sleep_or_stop;
+use crate::bus::ChangeBus;
 use crate::cache::{Cache, CacheConfig, CachedStore};
 use crate::error::Error;
 use crate::follower;
 use crate::idempotency::Idempotency;
 use crate::keygate::Keygate;
-use crate::ratelimit::{self, Clock, InProcessLimiter, LimitKey, RateLimitStatus, RateLimiter, SystemClock};
+use crate::ratelimit::{self, Clock, InProcessLimiter, LimitKey, RateLimitStatus, RateLimiter};
 use crate::requestlog::RequestRecorder;
 use crate::services::sessions::{ActiveSession, Origin, SignedIn};
 use crate::settings::{SessionSettings, Settings};
@@ -46,7 +47,8 @@ pub struct Engine {
     pub keygate: Arc<Keygate>,
     pub auth: Arc<Authenticator>,
     pub limiter: Arc<dyn RateLimiter>,
-    pub clock: Arc<dyn Clock>,
+    /// Cluster mode's evictions to and from the other nodes.
+    bus: Option<Arc<dyn ChangeBus>>,
     /// `Idempotency-Key` claims and stored responses (SPEC §6).
     pub idempotency: Idempotency,
     /// Usage counts and the request log's queue, written to the store in batches.
@@ -55,6 +57,23 @@ pub struct Engine {
     pub sessions: SessionSettings,
     sign_in_throttle: SignInThrottle,
     background: Background,
+}
+
+/// What the nodes of a cluster share (SPEC §5, §11): the limiter that decides every limit for all
+/// of them, and the bus that carries evictions between them.
+pub struct Shared {
+    pub limiter: Arc<dyn RateLimiter>,
+    pub bus: Arc<dyn ChangeBus>,
+}
+
+/// How a node stands with what it depends on, for `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dependencies {
+    /// The store answered a round trip.
+    pub store: bool,
+    /// Cluster mode only: limits are decided in Redis and evictions arrive from it. `false` while
+    /// the node has fallen back to deciding alone.
+    pub redis: Option<bool>,
 }
 
 struct Background {
@@ -67,15 +86,31 @@ impl Engine {
     /// Must be called within a Tokio runtime.
     #[must_use]
     pub fn new(keygate: Keygate, settings: &Settings) -> Self {
-        Self::with_clock(keygate, settings, Arc::new(SystemClock))
+        Self::build(keygate, settings, Arc::new(InProcessLimiter::default()), None)
     }
 
     /// As [`Engine::new`], with rate limits timed by `clock` (tests pass a manual one).
     #[must_use]
-    pub fn with_clock(mut keygate: Keygate, settings: &Settings, clock: Arc<dyn Clock>) -> Self {
+    pub fn with_clock(keygate: Keygate, settings: &Settings, clock: Arc<dyn Clock>) -> Self {
+        Self::build(keygate, settings, Arc::new(InProcessLimiter::with_clock(clock)), None)
+    }
+
+    /// A node of a cluster: limits decided by `shared.limiter`, evictions sent and received on
+    /// `shared.bus` (which starts listening here). Must be called within a Tokio runtime.
+    #[must_use]
+    pub fn clustered(keygate: Keygate, settings: &Settings, shared: Shared) -> Self {
+        Self::build(keygate, settings, shared.limiter, Some(shared.bus))
+    }
+
+    fn build(
+        mut keygate: Keygate,
+        settings: &Settings,
+        limiter: Arc<dyn RateLimiter>,
+        bus: Option<Arc<dyn ChangeBus>>,
+    ) -> Self {
         let raw = Arc::clone(&keygate.store);
         let cache = Arc::new(Cache::new(CacheConfig { max_keys: settings.cache_max_keys, ..CacheConfig::default() }));
-        keygate.store = Arc::new(CachedStore::new(Arc::clone(&raw), Arc::clone(&cache)));
+        keygate.store = Arc::new(CachedStore::new(Arc::clone(&raw), Arc::clone(&cache), bus.clone()));
         let usage = Arc::new(UsageRecorder::default());
         let auth = Arc::new(Authenticator::new(
             settings,
@@ -83,6 +118,7 @@ impl Engine {
             Arc::clone(&cache),
             Arc::clone(&raw),
             Arc::clone(&usage),
+            Arc::clone(&limiter),
         ));
         let requests = Arc::new(RequestRecorder::new(settings.request_log, crate::requestlog::MAX_PENDING));
         let (stop, stopped) = watch::channel(false);
@@ -95,21 +131,26 @@ impl Engine {
             settings.idempotency_retention_seconds,
         );
         let request_log_retention = ChronoDuration::days(i64::from(settings.request_log_retention_days));
-        let tasks = vec![
-            tokio::spawn(follower::follow(Arc::clone(&raw), cache, FOLLOW_INTERVAL, stopped.clone())),
+        let mut tasks = Vec::with_capacity(5);
+        if let Some(bus) = &bus {
+            let cache = Arc::clone(&cache);
+            tasks.push(tokio::spawn(Arc::clone(bus).listen(Arc::new(move |e| cache.evict(e)), stopped.clone())));
+        }
+        tasks.extend([
+            tokio::spawn(follower::follow(Arc::clone(&raw), cache, bus.clone(), FOLLOW_INTERVAL, stopped.clone())),
             tokio::spawn(usage.run(Arc::clone(&raw), stopped.clone())),
             tokio::spawn(Arc::clone(&requests).run(Arc::clone(&raw), stopped.clone())),
             tokio::spawn(purge_expired(raw, request_log_retention, stopped)),
-        ];
+        ]);
         Self {
             keygate: Arc::new(keygate),
             auth,
-            limiter: Arc::new(InProcessLimiter::default()),
-            clock,
+            sign_in_throttle: SignInThrottle::new(Arc::clone(&limiter)),
+            limiter,
+            bus,
             idempotency,
             requests,
             sessions: settings.sessions,
-            sign_in_throttle: SignInThrottle::new(),
             background: Background { stop, tasks: Mutex::new(tasks) },
         }
     }
@@ -144,7 +185,7 @@ impl Engine {
         checks.push((LimitKey::Key(key.id), Quota::per_minute(key.rate_limit_per_minute)));
         checks.extend(route_ip);
         checks.push((LimitKey::Account(account.id), Quota::per_minute(account.rate_limit_per_minute)));
-        ratelimit::enforce(&*self.limiter, &*self.clock, &checks, 1).await.map_err(|e| Error::LimiterUnavailable(e.0))
+        ratelimit::enforce(&*self.limiter, &checks, 1).await.map_err(|e| Error::LimiterUnavailable(e.0))
     }
 
     /// Check 11 for a signed-in user's change (a dashboard form post): at most
@@ -156,7 +197,7 @@ impl Engine {
     /// [`Error::RateLimited`] (`limit_scope` `user`); [`Error::LimiterUnavailable`].
     pub async fn spend_user(&self, user: UserId) -> Result<(), Error> {
         let checks = [(LimitKey::User(user), Quota::per_minute(DASHBOARD_CHANGES_PER_MINUTE))];
-        match ratelimit::enforce(&*self.limiter, &*self.clock, &checks, 1).await {
+        match ratelimit::enforce(&*self.limiter, &checks, 1).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(refused)) => Err(Error::RateLimited(refused)),
             Err(e) => Err(Error::LimiterUnavailable(e.0)),
@@ -179,6 +220,7 @@ impl Engine {
         let counted_as = self.auth.rate_key(ip);
         self.sign_in_throttle
             .attempt(counted_as, email)
+            .await
             .map_err(|retry_after| Error::TooManyFailedAttempts { retry_after })?;
         self.keygate.sign_in(email, password, Some(ip), user_agent, self.sessions).await
     }
@@ -216,9 +258,17 @@ impl Engine {
             let email = &active.user.email;
             self.sign_in_throttle
                 .attempt(counted_as, email)
+                .await
                 .map_err(|retry_after| Error::TooManyFailedAttempts { retry_after })?;
         }
         self.keygate.set_own_password(active, current, new, origin, self.sessions).await
+    }
+
+    /// How this node stands with the store and, in cluster mode, Redis (for `/readyz`).
+    pub async fn dependencies(&self) -> Dependencies {
+        let store = self.keygate.store.ping().await.is_ok();
+        let redis = self.bus.as_ref().map(|bus| bus.receiving() && self.limiter.shared());
+        Dependencies { store, redis }
     }
 
     /// The live session `token` opens ([`Keygate::session`] with this engine's timeouts).

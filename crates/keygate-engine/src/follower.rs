@@ -8,7 +8,9 @@
 //! harmless: eviction is idempotent.
 //!
 //! If the change log cannot be read for [`BLIND_AFTER`], the cache is cleared (and again each
-//! period after that): a node that cannot see revocations must not keep trusting its memory.
+//! period after that): a node that cannot see revocations must not keep trusting its memory. In
+//! cluster mode it still sees them while the [`ChangeBus`] is receiving, so it keeps its cache
+//! and goes on answering the keys it holds while the database is unreachable.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use keygate_store::Store;
 use tokio::sync::watch;
 
 use crate::background::sleep_or_stop;
+use crate::bus::ChangeBus;
 use crate::cache::Cache;
 
 /// How long a hole in the sequence is waited for before it is taken as a rollback.
@@ -80,7 +83,13 @@ impl Position {
 }
 
 /// Runs until `stop` turns true, polling every `interval`.
-pub async fn follow(store: Arc<dyn Store>, cache: Arc<Cache>, interval: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn follow(
+    store: Arc<dyn Store>,
+    cache: Arc<Cache>,
+    bus: Option<Arc<dyn ChangeBus>>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut position = loop {
         match store.latest_change().await {
             Ok(seq) => {
@@ -114,8 +123,11 @@ pub async fn follow(store: Arc<dyn Store>, cache: Arc<Cache>, interval: Duration
             Err(e) => {
                 metrics::counter!("keygate_store_errors_total", "backend" => store.backend()).increment(1);
                 tracing::warn!(error = %e, "cannot read the change log");
-                if last_success.elapsed() >= BLIND_AFTER && last_clear.elapsed() >= BLIND_AFTER {
-                    tracing::warn!("change log unreadable for {BLIND_AFTER:?}: clearing the credential cache");
+                let blind = !bus.as_ref().is_some_and(|bus| bus.receiving());
+                if blind && last_success.elapsed() >= BLIND_AFTER && last_clear.elapsed() >= BLIND_AFTER {
+                    tracing::warn!(
+                        "change log unreadable for {BLIND_AFTER:?} and no change bus: clearing the credential cache"
+                    );
                     cache.clear();
                     last_clear = Instant::now();
                 }

@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod background;
+pub mod bus;
 pub mod cache;
 pub mod engine;
 pub mod error;
@@ -31,7 +32,7 @@ pub mod throttle;
 pub mod usage;
 pub mod views;
 
-pub use engine::Engine;
+pub use engine::{Dependencies, Engine, Shared};
 pub use error::{Error, Exceeds, FieldError};
 pub use keygate::{Keygate, SecretCheckError};
 pub use principal::Principal;

@@ -92,8 +92,10 @@ impl LimitScope {
 pub enum LimitKey {
     Key(KeyId),
     Account(AccountId),
-    /// A route (by its configured path) and a client IP.
-    RouteIp(Arc<str>, IpAddr),
+    /// A route (by its configured path) and a client IP, within one account: an account's
+    /// clients never spend another account's allowance from behind a shared address (a NAT), and
+    /// in cluster mode all of one request's limits share the account's hash slot.
+    RouteIp(AccountId, Arc<str>, IpAddr),
     /// Failed authentications from a client IP (see `throttle.rs`).
     FailedAuth(IpAddr),
     /// Dashboard sign-in attempts from a client IP (see `throttle.rs`).
@@ -129,10 +131,39 @@ impl LimitKey {
 #[error("rate limiter unavailable: {0}")]
 pub struct LimiterError(pub String);
 
-/// One call per check: spends `cost` from `key`'s allowance under `quota` if it admits.
+/// What one [`RateLimiter::spend`] decided: one decision per check made, in order, the last one
+/// the refusal if any refused; and the time they were decided at (the shared store's clock in
+/// cluster mode, so nodes' clocks do not matter), in nanoseconds since the Unix epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spent {
+    pub now_ns: u64,
+    pub decisions: Vec<Decision>,
+}
+
+/// Where limits are kept: in this process ([`InProcessLimiter`]) or shared by every node
+/// (cluster mode, `keygate-cluster`).
 #[async_trait]
 pub trait RateLimiter: Send + Sync {
-    async fn check(&self, key: &LimitKey, quota: Quota, cost: u32, now_ns: u64) -> Result<Decision, LimiterError>;
+    /// Spends `cost` from each of `checks`' allowances in order and stops at the first that
+    /// refuses; what the earlier ones spent stays spent (SPEC §5). A shared limiter decides all of
+    /// them in one round trip. Each quota is the limit as it stands now: a limiter whose state was
+    /// computed under another is rescaled first ([`gcra::rescale`]).
+    ///
+    /// # Errors
+    /// The limiter could not decide.
+    async fn spend(&self, checks: &[(LimitKey, Quota)], cost: u32) -> Result<Spent, LimiterError>;
+
+    /// What spending `cost` from `key` would decide now, without spending or remembering
+    /// anything; with the time it was decided at.
+    ///
+    /// # Errors
+    /// The limiter could not decide.
+    async fn peek(&self, key: &LimitKey, quota: Quota, cost: u32) -> Result<(Decision, u64), LimiterError>;
+
+    /// `false` while a shared limiter cannot reach its store and decides in process instead.
+    fn shared(&self) -> bool {
+        true
+    }
 }
 
 /// Limiters in this process's memory: one atomic TAT per limit key in a sharded map, updated by
@@ -148,6 +179,7 @@ pub trait RateLimiter: Send + Sync {
 /// nothing: when the map grows past [`SWEEP_ABOVE`] entries, those are swept out.
 pub struct InProcessLimiter {
     tats: DashMap<LimitKey, Slot>,
+    clock: Arc<dyn Clock>,
 }
 
 /// One limiter's state: its TAT and the quota that TAT was computed under.
@@ -161,19 +193,45 @@ pub const SWEEP_ABOVE: usize = 100_000;
 
 impl Default for InProcessLimiter {
     fn default() -> Self {
-        Self { tats: DashMap::new() }
+        Self::with_clock(Arc::new(SystemClock))
     }
 }
 
 #[async_trait]
 impl RateLimiter for InProcessLimiter {
-    async fn check(&self, key: &LimitKey, quota: Quota, cost: u32, now_ns: u64) -> Result<Decision, LimiterError> {
-        Ok(self.check_now(key, quota, cost, now_ns))
+    async fn spend(&self, checks: &[(LimitKey, Quota)], cost: u32) -> Result<Spent, LimiterError> {
+        Ok(self.spend_now(checks, cost))
+    }
+
+    async fn peek(&self, key: &LimitKey, quota: Quota, cost: u32) -> Result<(Decision, u64), LimiterError> {
+        let now = self.clock.now_ns();
+        Ok((self.peek_at(key, quota, cost, now), now))
     }
 }
 
 impl InProcessLimiter {
-    /// The synchronous core of [`RateLimiter::check`].
+    /// Limiters timed by `clock` (tests pass a manual one).
+    #[must_use]
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self { tats: DashMap::new(), clock }
+    }
+
+    /// The synchronous core of [`RateLimiter::spend`], at this limiter's clock.
+    #[must_use]
+    pub fn spend_now(&self, checks: &[(LimitKey, Quota)], cost: u32) -> Spent {
+        let now_ns = self.clock.now_ns();
+        let mut decisions = Vec::with_capacity(checks.len());
+        for (key, quota) in checks {
+            let decision = self.check_now(key, *quota, cost, now_ns);
+            decisions.push(decision);
+            if !decision.allowed {
+                break;
+            }
+        }
+        Spent { now_ns, decisions }
+    }
+
+    /// One check at `now_ns`.
     #[must_use]
     pub fn check_now(&self, key: &LimitKey, quota: Quota, cost: u32, now_ns: u64) -> Decision {
         if let Some(slot) = self.tats.get(key) {
@@ -193,9 +251,9 @@ impl InProcessLimiter {
         Self::spend(&slot.tat, quota, cost, now_ns)
     }
 
-    /// What a check would decide now, without spending anything or remembering `key`.
+    /// What a check would decide at `now_ns`, without spending anything or remembering `key`.
     #[must_use]
-    pub fn peek(&self, key: &LimitKey, quota: Quota, cost: u32, now_ns: u64) -> Decision {
+    pub fn peek_at(&self, key: &LimitKey, quota: Quota, cost: u32, now_ns: u64) -> Decision {
         let tat = self
             .tats
             .get(key)
@@ -263,22 +321,20 @@ impl fmt::Display for RateLimitStatus {
     }
 }
 
-/// Checks a request's limits in order. `Ok` carries the tightest limit that applied; `Err` the
-/// one that refused.
+/// Checks a request's limits in order, in one call of `limiter`. `Ok` carries the tightest limit
+/// that applied; `Err` the one that refused.
 ///
 /// # Errors
 /// The refusing limit's status, or the limiter's own failure.
 pub async fn enforce(
     limiter: &dyn RateLimiter,
-    clock: &dyn Clock,
     checks: &[(LimitKey, Quota)],
     cost: u32,
 ) -> Result<Result<Option<RateLimitStatus>, RateLimitStatus>, LimiterError> {
-    let now = clock.now_ns();
+    let Spent { now_ns, decisions } = limiter.spend(checks, cost).await?;
     let mut tightest: Option<RateLimitStatus> = None;
-    for (key, quota) in checks {
-        let decision = limiter.check(key, *quota, cost, now).await?;
-        let status = RateLimitStatus::new(key.scope(), *quota, &decision, now);
+    for ((key, quota), decision) in checks.iter().zip(&decisions) {
+        let status = RateLimitStatus::new(key.scope(), *quota, decision, now_ns);
         if !decision.allowed {
             metrics::counter!("keygate_ratelimit_rejections_total", "limit_scope" => key.scope().as_str()).increment(1);
             return Ok(Err(status));
@@ -299,62 +355,64 @@ mod tests {
 
     fn run(
         limiter: &InProcessLimiter,
-        clock: &ManualClock,
         checks: &[(LimitKey, Quota)],
     ) -> Result<Option<RateLimitStatus>, RateLimitStatus> {
         let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-        rt.block_on(enforce(limiter, clock, checks, 1)).expect("in-process never fails")
+        rt.block_on(enforce(limiter, checks, 1)).expect("in-process never fails")
     }
 
     #[test]
     fn a_burst_of_the_limit_then_retry_after_exactly_one_interval() {
-        let limiter = InProcessLimiter::default();
-        let clock = ManualClock::at(T0);
+        let clock = Arc::new(ManualClock::at(T0));
+        let limiter = InProcessLimiter::with_clock(clock.clone());
         let key = [(LimitKey::Key(KeyId::generate()), Quota::per_minute(60))];
         for i in 0..60 {
-            let s = run(&limiter, &clock, &key).expect("admitted").expect("a limit applied");
+            let s = run(&limiter, &key).expect("admitted").expect("a limit applied");
             assert_eq!(s.remaining, 59 - i);
         }
-        let refused = run(&limiter, &clock, &key).expect_err("refused");
+        let refused = run(&limiter, &key).expect_err("refused");
         assert_eq!(
             (refused.scope, refused.limit, refused.remaining, refused.retry_after),
             (LimitScope::Key, 60, 0, Some(1))
         );
         clock.advance(Duration::from_millis(999));
-        assert!(run(&limiter, &clock, &key).is_err(), "not a moment early");
+        assert!(run(&limiter, &key).is_err(), "not a moment early");
         clock.advance(Duration::from_millis(1));
-        assert!(run(&limiter, &clock, &key).is_ok(), "exactly when Retry-After said");
+        assert!(run(&limiter, &key).is_ok(), "exactly when Retry-After said");
     }
 
     #[test]
     fn the_account_limit_is_shared_by_its_keys_and_named_when_it_refuses() {
-        let limiter = InProcessLimiter::default();
-        let clock = ManualClock::at(T0);
+        let clock = Arc::new(ManualClock::at(T0));
+        let limiter = InProcessLimiter::with_clock(clock.clone());
         let account = LimitKey::Account(AccountId::generate());
         let k1 =
             [(LimitKey::Key(KeyId::generate()), Quota::per_minute(100)), (account.clone(), Quota::per_minute(150))];
         let k2 = [(LimitKey::Key(KeyId::generate()), Quota::per_minute(100)), (account, Quota::per_minute(150))];
         for _ in 0..100 {
-            assert!(run(&limiter, &clock, &k1).is_ok());
+            assert!(run(&limiter, &k1).is_ok());
         }
         for _ in 0..50 {
-            assert!(run(&limiter, &clock, &k2).is_ok());
+            assert!(run(&limiter, &k2).is_ok());
         }
-        let refused = run(&limiter, &clock, &k2).expect_err("the account is spent");
+        let refused = run(&limiter, &k2).expect_err("the account is spent");
         assert_eq!(refused.scope, LimitScope::Account);
         assert_eq!(refused.retry_after, Some(1));
     }
 
     #[test]
     fn the_tightest_limit_is_reported() {
-        let limiter = InProcessLimiter::default();
-        let clock = ManualClock::at(T0);
+        let clock = Arc::new(ManualClock::at(T0));
+        let limiter = InProcessLimiter::with_clock(clock.clone());
         let checks = [
             (LimitKey::Key(KeyId::generate()), Quota::per_minute(100)),
-            (LimitKey::RouteIp("/v1/sms/send".into(), [203, 0, 113, 7].into()), Quota::per_minute(30)),
+            (
+                LimitKey::RouteIp(AccountId::generate(), "/v1/sms/send".into(), [203, 0, 113, 7].into()),
+                Quota::per_minute(30),
+            ),
             (LimitKey::Account(AccountId::generate()), Quota::per_minute(1000)),
         ];
-        let s = run(&limiter, &clock, &checks).expect("admitted").expect("some limit");
+        let s = run(&limiter, &checks).expect("admitted").expect("some limit");
         assert_eq!((s.scope, s.limit, s.remaining), (LimitScope::Ip, 30, 29));
         assert_eq!(s.reset_at, T0 + 2, "one interval of 2 s to refill the one spent");
     }
@@ -405,6 +463,6 @@ mod size {
     /// Every limit check moves a `LimitKey`: it stays no larger than a route's key.
     #[test]
     fn a_limit_key_stays_small() {
-        assert!(std::mem::size_of::<super::LimitKey>() <= 48, "{}", std::mem::size_of::<super::LimitKey>());
+        assert!(std::mem::size_of::<super::LimitKey>() <= 64, "{}", std::mem::size_of::<super::LimitKey>());
     }
 }

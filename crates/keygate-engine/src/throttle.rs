@@ -1,44 +1,50 @@
 //! Throttling of repeated authentication failures per client IP, checked before any store
 //! lookup: a client guessing keys is stopped in memory, and cannot load the database.
 //!
-//! Each IP has a GCRA limiter (the same in-process limiter as rate limits) that only failures
-//! (401s from checks 2–5) spend. While it is
-//! empty, every request from that IP gets 429 `too_many_failed_attempts`, valid key or not.
-//! Per process: a cluster of N nodes tolerates N times the configured failures, which still
-//! bounds guessing to a negligible rate against 178-bit keys.
+//! Each IP has a GCRA limiter (kept by the same [`RateLimiter`] as rate limits) that only
+//! failures (401s from checks 2–5) spend. While it is empty, every request from that IP gets 429
+//! `too_many_failed_attempts`, valid key or not. In cluster mode the limiter is shared, so the
+//! nodes together tolerate the configured failures; while Redis is unreachable each node counts
+//! its own (N nodes: N times as many), which still bounds guessing to a negligible rate against
+//! 178-bit keys.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use keygate_domain::gcra::Quota;
 use keygate_domain::model::email_key;
 use sha2::{Digest, Sha256};
 
-use crate::ratelimit::{Clock, InProcessLimiter, LimitKey, SystemClock};
+use crate::ratelimit::{LimitKey, RateLimiter};
 
-/// Failed-authentication allowances per client IP, kept like every other limit in an
-/// [`InProcessLimiter`].
+/// Failed-authentication allowances per client IP, kept like every other limit by the
+/// engine's [`RateLimiter`].
 pub struct FailureThrottle {
     quota: Quota,
-    limiter: InProcessLimiter,
+    limiter: Arc<dyn RateLimiter>,
 }
 
 impl FailureThrottle {
     #[must_use]
-    pub fn new(failures_per_minute: u32) -> Self {
-        Self { quota: Quota::per_minute(failures_per_minute), limiter: InProcessLimiter::default() }
+    pub fn new(failures_per_minute: u32, limiter: Arc<dyn RateLimiter>) -> Self {
+        Self { quota: Quota::per_minute(failures_per_minute), limiter }
     }
 
     /// `Some(seconds to wait)` when `ip` has used up its failures. Reads only: an IP that never
-    /// failed leaves no trace.
-    #[must_use]
-    pub fn blocked(&self, ip: IpAddr) -> Option<u64> {
-        let d = self.limiter.peek(&LimitKey::FailedAuth(ip), self.quota, 1, SystemClock.now_ns());
-        (!d.allowed).then(|| d.retry_after_ns.div_ceil(1_000_000_000).max(1))
+    /// failed leaves no trace. A limiter that cannot decide blocks nobody.
+    pub async fn blocked(&self, ip: IpAddr) -> Option<u64> {
+        match self.limiter.peek(&LimitKey::FailedAuth(ip), self.quota, 1).await {
+            Ok((d, _)) => (!d.allowed).then(|| d.retry_after_ns.div_ceil(1_000_000_000).max(1)),
+            Err(e) => {
+                tracing::warn!(error = %e, "the failed-attempt throttle cannot decide");
+                None
+            }
+        }
     }
 
     /// Spends one failure for `ip`.
-    pub fn record_failure(&self, ip: IpAddr) {
-        let _ = self.limiter.check_now(&LimitKey::FailedAuth(ip), self.quota, 1, SystemClock.now_ns());
+    pub async fn record_failure(&self, ip: IpAddr) {
+        let _ = self.limiter.spend(&[(LimitKey::FailedAuth(ip), self.quota)], 1).await;
     }
 }
 
@@ -54,13 +60,13 @@ impl FailureThrottle {
 /// Emails count by the SHA-256 of their folded key ([`email_key`]), so look-alike spellings of one
 /// address share an allowance and a key is 16 bytes whatever was sent; a "email" longer than any
 /// account's (254 characters) counts in one shared allowance, unfolded. While an allowance is used
-/// up, sign-in answers 429 `too_many_failed_attempts`, right password or not. Per process, as
-/// [`FailureThrottle`].
+/// up, sign-in answers 429 `too_many_failed_attempts`, right password or not. Shared by the nodes
+/// in cluster mode, as [`FailureThrottle`].
 pub struct SignInThrottle {
     per_ip: Quota,
     per_email_from_ip: Quota,
     per_email: Quota,
-    limiter: InProcessLimiter,
+    limiter: Arc<dyn RateLimiter>,
 }
 
 /// The longest email an account can have ([`crate::services::fields::is_email`]).
@@ -68,12 +74,12 @@ const MAX_EMAIL_CHARS: usize = 254;
 
 impl SignInThrottle {
     #[must_use]
-    pub fn new() -> Self {
+    pub fn new(limiter: Arc<dyn RateLimiter>) -> Self {
         Self {
             per_ip: Quota::per_minute(30),
             per_email_from_ip: Quota::per_minute(10),
             per_email: Quota::per_minute(100),
-            limiter: InProcessLimiter::default(),
+            limiter,
         }
     }
 
@@ -83,8 +89,7 @@ impl SignInThrottle {
     ///
     /// # Errors
     /// The seconds to wait, when an allowance is used up.
-    pub fn attempt(&self, ip: IpAddr, email: &str) -> Result<(), u64> {
-        let now = SystemClock.now_ns();
+    pub async fn attempt(&self, ip: IpAddr, email: &str) -> Result<(), u64> {
         let digest = if email.chars().count() <= MAX_EMAIL_CHARS {
             let full: [u8; 32] = Sha256::digest(email_key(email).as_bytes()).into();
             let mut half = [0u8; 16];
@@ -98,77 +103,85 @@ impl SignInThrottle {
             (LimitKey::FailedSignInEmailFrom(digest, ip), self.per_email_from_ip),
             (LimitKey::FailedSignInEmail(digest), self.per_email),
         ];
-        for (key, quota) in keys {
-            let d = self.limiter.check_now(&key, quota, 1, now);
-            if !d.allowed {
-                return Err(d.retry_after_ns.div_ceil(1_000_000_000).max(1));
+        // One call each: in cluster mode the three live in different hash slots.
+        for check in keys {
+            match self.limiter.spend(std::slice::from_ref(&check), 1).await {
+                Ok(spent) => {
+                    if let Some(d) = spent.decisions.iter().find(|d| !d.allowed) {
+                        return Err(d.retry_after_ns.div_ceil(1_000_000_000).max(1));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "the sign-in throttle cannot decide"),
             }
         }
         Ok(())
     }
 }
 
-impl Default for SignInThrottle {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ratelimit::InProcessLimiter;
 
-    #[test]
-    fn sign_ins_are_throttled_per_email_and_address_per_email_and_per_address() {
-        let t = SignInThrottle::new();
+    fn limiter() -> Arc<dyn RateLimiter> {
+        Arc::new(InProcessLimiter::default())
+    }
+
+    #[tokio::test]
+    async fn sign_ins_are_throttled_per_email_and_address_per_email_and_per_address() {
+        let t = SignInThrottle::new(limiter());
         let guesser: IpAddr = [192, 0, 2, 1].into();
         for _ in 0..10 {
-            assert_eq!(t.attempt(guesser, "ada@example.com"), Ok(()));
+            assert_eq!(t.attempt(guesser, "ada@example.com").await, Ok(()));
         }
         for spelling in ["ADA@example.com", "ａda@example.com", "ⓐda@example.com"] {
-            assert!(t.attempt(guesser, spelling).is_err(), "{spelling}: one email, whatever its case or form");
+            assert!(t.attempt(guesser, spelling).await.is_err(), "{spelling}: one email, whatever its case or form");
         }
         // Ada herself, elsewhere, is not locked out by one address's guesses.
-        assert_eq!(t.attempt([198, 51, 100, 1].into(), "ada@example.com"), Ok(()));
+        assert_eq!(t.attempt([198, 51, 100, 1].into(), "ada@example.com").await, Ok(()));
         // A hundred attempts a minute from anywhere are: many addresses guessing one password.
         for n in 0..89u8 {
-            let _ = t.attempt(IpAddr::from([203, 0, 113, n]), "ada@example.com");
+            let _ = t.attempt(IpAddr::from([203, 0, 113, n]), "ada@example.com").await;
         }
-        assert!(t.attempt([198, 51, 100, 2].into(), "ada@example.com").is_err());
-        assert_eq!(t.attempt([198, 51, 100, 2].into(), "grace@example.com"), Ok(()), "another email");
+        assert!(t.attempt([198, 51, 100, 2].into(), "ada@example.com").await.is_err());
+        assert_eq!(t.attempt([198, 51, 100, 2].into(), "grace@example.com").await, Ok(()), "another email");
         // One address, many emails.
         let sprayer: IpAddr = [198, 51, 100, 7].into();
         for n in 0..30 {
-            assert_eq!(t.attempt(sprayer, &format!("user{n}@example.com")), Ok(()));
+            assert_eq!(t.attempt(sprayer, &format!("user{n}@example.com")).await, Ok(()));
         }
-        assert!(t.attempt(sprayer, "someone-else@example.com").is_err(), "the address, whatever the email");
-        assert_eq!(t.attempt([192, 0, 2, 99].into(), "someone-else@example.com"), Ok(()), "it spent nothing of hers");
+        assert!(t.attempt(sprayer, "someone-else@example.com").await.is_err(), "the address, whatever the email");
+        assert_eq!(
+            t.attempt([192, 0, 2, 99].into(), "someone-else@example.com").await,
+            Ok(()),
+            "it spent nothing of hers"
+        );
     }
 
-    #[test]
-    fn an_enormous_email_is_one_small_key() {
-        let t = SignInThrottle::new();
+    #[tokio::test]
+    async fn an_enormous_email_is_one_small_key() {
+        let t = SignInThrottle::new(limiter());
         let huge = "a".repeat(1 << 20);
         let ip: IpAddr = [192, 0, 2, 1].into();
-        assert_eq!(t.attempt(ip, &huge), Ok(()));
+        assert_eq!(t.attempt(ip, &huge).await, Ok(()));
         let other = "b".repeat(1 << 20);
         for _ in 0..9 {
-            let _ = t.attempt(ip, &other);
+            let _ = t.attempt(ip, &other).await;
         }
-        assert!(t.attempt(ip, &huge).is_err(), "every over-long email shares one allowance");
+        assert!(t.attempt(ip, &huge).await.is_err(), "every over-long email shares one allowance");
     }
 
-    #[test]
-    fn blocks_after_the_allowed_failures_and_only_that_ip() {
-        let t = FailureThrottle::new(3);
+    #[tokio::test]
+    async fn blocks_after_the_allowed_failures_and_only_that_ip() {
+        let t = FailureThrottle::new(3, limiter());
         let ip: IpAddr = [192, 0, 2, 1].into();
         let other: IpAddr = [192, 0, 2, 2].into();
         for _ in 0..3 {
-            assert_eq!(t.blocked(ip), None);
-            t.record_failure(ip);
+            assert_eq!(t.blocked(ip).await, None);
+            t.record_failure(ip).await;
         }
-        let wait = t.blocked(ip);
+        let wait = t.blocked(ip).await;
         assert!(wait.is_some_and(|s| (1..=20).contains(&s)), "{wait:?}");
-        assert_eq!(t.blocked(other), None);
+        assert_eq!(t.blocked(other).await, None);
     }
 }

@@ -322,7 +322,10 @@ async fn proxy(engine: &Engine, gw: &Gateway, req: Request) -> Result<Response, 
     caller.require(&route.scope)?;
     let tenant = tenant_of(engine, &caller, route, &params, &parts.headers).await?;
     let ip_limit = route.ip_rate_limit_per_minute.map(|n| {
-        (LimitKey::RouteIp(Arc::clone(&route.path), engine.auth.rate_key(caller.client_ip)), Quota::per_minute(n))
+        (
+            LimitKey::RouteIp(caller.account().id, Arc::clone(&route.path), engine.auth.rate_key(caller.client_ip)),
+            Quota::per_minute(n),
+        )
     });
     caller::spend(engine, &caller, ip_limit).await?;
 

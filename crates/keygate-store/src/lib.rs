@@ -18,7 +18,7 @@ mod connect;
 mod sql;
 mod store;
 
-pub use connect::{ConnectError, connect};
+pub use connect::{ConnectError, PoolSettings, connect, connect_with};
 pub use sql::postgres::PgStore;
 pub use sql::sqlite::SqliteStore;
 pub use store::*;

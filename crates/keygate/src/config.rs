@@ -9,6 +9,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::time::Duration;
 
 use keygate_domain::key::{HashSecret, KeyFormat};
 use keygate_domain::scope::{Catalog, CatalogEntry};
@@ -24,8 +25,18 @@ pub struct Config {
     pub listen: String,
     /// `sqlite://path` (default, created on start) or `postgres://…`.
     pub database_url: String,
-    /// Redis for cluster mode (rate limits and idempotency locks).
+    /// One Redis server for cluster mode (`redis://host:port`): every limit decided there for
+    /// all nodes, every cache eviction published to all of them (SPEC §5, §11).
     pub redis_url: Option<String>,
+    /// Or a Redis Cluster for cluster mode: some of its nodes (`redis://host:port`). In env:
+    /// comma-separated.
+    #[serde(deserialize_with = "list_or_comma_string")]
+    pub redis_cluster_nodes: Vec<String>,
+    /// The longest one Redis call may take, in milliseconds (1–10,000), before the node decides
+    /// without Redis until it answers again.
+    pub redis_timeout_ms: u64,
+    /// `[database]`: the PostgreSQL connection pool.
+    pub database: DatabaseConfig,
     /// Peers whose `X-Forwarded-For` is believed (CIDRs or addresses). In env: comma-separated.
     #[serde(deserialize_with = "list_or_comma_string")]
     pub trusted_proxies: Vec<String>,
@@ -66,6 +77,9 @@ impl Default for Config {
             listen: "127.0.0.1:8080".into(),
             database_url: "sqlite://keygate.db".into(),
             redis_url: None,
+            redis_cluster_nodes: Vec::new(),
+            redis_timeout_ms: 50,
+            database: DatabaseConfig::default(),
             trusted_proxies: Vec::new(),
             client_ipv6_prefix: 64,
             hash_secret: None,
@@ -81,6 +95,32 @@ impl Default for Config {
             request_log: keygate_engine::settings::RequestLogMode::All,
             scopes: None,
             gateway: None,
+        }
+    }
+}
+
+/// `[database]`: how each node uses PostgreSQL (SQLite ignores it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Connections one node opens at most (1–1,000); N nodes open up to N times this, so keep
+    /// N × this under PostgreSQL's `max_connections`.
+    pub max_connections: u32,
+    /// How long a query waits for a connection, in milliseconds (100–60,000), before the request
+    /// that needs it gets 503 `store_unavailable`.
+    pub acquire_timeout_ms: u64,
+    /// PostgreSQL's `statement_timeout` for every query, in milliseconds; 0 leaves the server's
+    /// own. Migrations are not bounded by it.
+    pub statement_timeout_ms: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        let d = keygate_store::PoolSettings::default();
+        Self {
+            max_connections: d.max_connections,
+            acquire_timeout_ms: u64::try_from(d.acquire_timeout.as_millis()).unwrap_or(5_000),
+            statement_timeout_ms: d.statement_timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(0)),
         }
     }
 }
@@ -208,6 +248,10 @@ pub struct Settings {
     pub engine: keygate_engine::Settings,
     pub listen: SocketAddr,
     pub database_url: String,
+    /// The PostgreSQL pool (`[database]`).
+    pub pool: keygate_store::PoolSettings,
+    /// Cluster mode's Redis, when `redis_url` or `redis_cluster_nodes` is set.
+    pub redis: Option<keygate_cluster::RedisSettings>,
     /// The largest request body keygate's own API accepts, in bytes.
     pub max_body_bytes: usize,
     /// Threads serving requests; `None` = one per core (see [`Settings::workers`]).
@@ -230,6 +274,37 @@ impl Settings {
 }
 
 impl Config {
+    /// Cluster mode's Redis: `redis_url` or `redis_cluster_nodes` (not both), each a
+    /// `redis://host:port` URL, and the timeout per call.
+    fn redis_settings(&self) -> Result<Option<keygate_cluster::RedisSettings>, String> {
+        let target = match (&self.redis_url, self.redis_cluster_nodes.as_slice()) {
+            (None, []) => return Ok(None),
+            (Some(_), [_, ..]) => {
+                return Err(
+                    "set redis_url (one Redis server) or redis_cluster_nodes (a Redis Cluster), not both".into()
+                );
+            }
+            (Some(url), []) => keygate_cluster::Target::Single(url.clone()),
+            (None, nodes) => keygate_cluster::Target::Cluster(nodes.to_vec()),
+        };
+        for url in target.servers() {
+            let setting = if self.redis_url.is_some() { "redis_url" } else { "redis_cluster_nodes" };
+            let host = url.strip_prefix("redis://").map(|rest| rest.rsplit_once('@').map_or(rest, |(_, h)| h));
+            if host.is_none_or(|h| h.is_empty() || h.starts_with(['/', ':'])) {
+                // The URL may hold a password: only its scheme is echoed.
+                let scheme = url.split_once("://").map_or("none", |(s, _)| s);
+                return Err(format!(
+                    "{setting}: expected redis://host:port (scheme `{scheme}`; TLS, rediss://, is not supported: \
+                     reach Redis over a private network or a TLS tunnel)"
+                ));
+            }
+        }
+        if !(1..=10_000).contains(&self.redis_timeout_ms) {
+            return Err("redis_timeout_ms must be between 1 and 10000".into());
+        }
+        Ok(Some(keygate_cluster::RedisSettings { target, timeout: Duration::from_millis(self.redis_timeout_ms) }))
+    }
+
     /// Checks everything but the hash secret (resolved by the binary, which may generate it).
     ///
     /// # Errors
@@ -304,6 +379,19 @@ impl Config {
         if !(1..=3650).contains(&self.request_log_retention_days) {
             errors.push("request_log_retention_days must be between 1 and 3650".into());
         }
+        let redis = self.redis_settings().map_err(|e| errors.push(e)).ok().flatten();
+        let db = &self.database;
+        if !(1..=1000).contains(&db.max_connections) {
+            errors.push("database.max_connections must be between 1 and 1000".into());
+        }
+        if !(100..=60_000).contains(&db.acquire_timeout_ms) {
+            errors.push("database.acquire_timeout_ms must be between 100 and 60000".into());
+        }
+        if db.statement_timeout_ms > 3_600_000 {
+            errors.push(
+                "database.statement_timeout_ms must be between 0 (the server's own) and 3600000 (an hour)".into(),
+            );
+        }
         if self.max_body_bytes < 1024 {
             errors.push("max_body_bytes must be at least 1024".into());
         }
@@ -352,6 +440,13 @@ impl Config {
                 },
                 listen,
                 database_url: self.database_url.clone(),
+                pool: keygate_store::PoolSettings {
+                    max_connections: db.max_connections,
+                    acquire_timeout: Duration::from_millis(db.acquire_timeout_ms),
+                    statement_timeout: (db.statement_timeout_ms > 0)
+                        .then(|| Duration::from_millis(db.statement_timeout_ms)),
+                },
+                redis,
                 max_body_bytes: self.max_body_bytes,
                 workers: NonZeroUsize::new(usize::from(self.workers)),
                 log_format: self.log_format,
@@ -420,6 +515,62 @@ mod tests {
         let too_big =
             Config { auth: AuthConfig { cache_max_keys: 100_000_001, ..AuthConfig::default() }, ..Config::default() };
         assert!(too_big.validate().is_err());
+    }
+
+    #[test]
+    fn cluster_mode_takes_one_redis_or_a_redis_cluster() {
+        let s = Config::default().validate().unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(s.redis, None, "no Redis: one node");
+        let one = Config { redis_url: Some("redis://10.0.0.5:6379".into()), ..Config::default() };
+        let s = one.validate().unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            s.redis,
+            Some(keygate_cluster::RedisSettings {
+                target: keygate_cluster::Target::Single("redis://10.0.0.5:6379".into()),
+                timeout: Duration::from_millis(50),
+            })
+        );
+        let nodes = vec!["redis://10.0.0.5:7000".to_owned(), "redis://10.0.0.6:7000".to_owned()];
+        let cluster = Config { redis_cluster_nodes: nodes.clone(), redis_timeout_ms: 20, ..Config::default() };
+        let s = cluster.validate().unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            s.redis.map(|r| (r.target, r.timeout)),
+            Some((keygate_cluster::Target::Cluster(nodes.clone()), Duration::from_millis(20)))
+        );
+        let both = Config { redis_url: Some("redis://h:1".into()), redis_cluster_nodes: nodes, ..Config::default() };
+        assert!(both.validate().err().unwrap_or_default().iter().any(|e| e.contains("not both")));
+        for bad in ["rediss://:hunter2@h:6379", "h:6379", "redis://", "http://h"] {
+            let c = Config { redis_url: Some(bad.into()), ..Config::default() };
+            let errors = c.validate().err().unwrap_or_default();
+            assert!(errors.iter().any(|e| e.starts_with("redis_url")), "{bad}: {errors:?}");
+            assert!(errors.iter().all(|e| !e.contains("hunter2")), "a password is not echoed");
+        }
+        let slow = Config { redis_url: Some("redis://h:1".into()), redis_timeout_ms: 0, ..Config::default() };
+        assert!(slow.validate().is_err());
+    }
+
+    #[test]
+    fn the_pool_settings_reach_the_store() {
+        let c = Config {
+            database: DatabaseConfig { max_connections: 40, acquire_timeout_ms: 800, statement_timeout_ms: 0 },
+            ..Config::default()
+        };
+        let s = c.validate().unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            s.pool,
+            keygate_store::PoolSettings {
+                max_connections: 40,
+                acquire_timeout: Duration::from_millis(800),
+                statement_timeout: None
+            }
+        );
+        let d = Config::default().validate().unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(d.pool, keygate_store::PoolSettings::default());
+        let bad = Config {
+            database: DatabaseConfig { max_connections: 0, ..DatabaseConfig::default() },
+            ..Config::default()
+        };
+        assert!(bad.validate().is_err());
     }
 
     #[test]

@@ -477,7 +477,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Healthcheck { url } => Ok(healthcheck(&out, url, &settings).await),
         Command::Migrate => {
-            connect(&settings.database_url).await?;
+            connect(&settings.database_url, &settings.pool).await?;
             out.result(&json!({"migrated": true}), || "migrations applied".into());
             Ok(ExitCode::SUCCESS)
         }
@@ -491,7 +491,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
 }
 
 /// Opens and migrates the database, failing fast with what to check when it cannot be reached.
-async fn connect(url: &str) -> Result<std::sync::Arc<dyn keygate_store::Store>, Failure> {
+async fn connect(
+    url: &str,
+    pool: &keygate_store::PoolSettings,
+) -> Result<std::sync::Arc<dyn keygate_store::Store>, Failure> {
     use keygate_store::ConnectError;
     let shown = settings::redacted_url(url);
     if url.starts_with("postgres")
@@ -499,7 +502,7 @@ async fn connect(url: &str) -> Result<std::sync::Arc<dyn keygate_store::Store>, 
     {
         return Err(Failure::database(why));
     }
-    keygate_store::connect(url).await.map_err(|e| match e {
+    keygate_store::connect_with(url, pool).await.map_err(|e| match e {
         ConnectError::UnknownScheme(_) | ConnectError::NotAUrl => {
             Failure::config(vec![Problem { setting: "database_url".into(), message: e.to_string() }])
         }
@@ -524,7 +527,7 @@ async fn connect(url: &str) -> Result<std::sync::Arc<dyn keygate_store::Store>, 
 
 async fn open(config: &Config, settings: &Settings) -> Result<Keygate, Failure> {
     let secret = settings::hash_secret(config).map_err(|p| Failure::config(vec![p]))?;
-    let store = connect(&settings.database_url).await?;
+    let store = connect(&settings.database_url, &settings.pool).await?;
     let keygate = Keygate::new(store, &settings.engine, &secret);
     // SPEC §2: a process with another secret than the database's refuses to start.
     keygate.check_hash_secret().await.map_err(|e| match e {
@@ -537,14 +540,27 @@ async fn open(config: &Config, settings: &Settings) -> Result<Keygate, Failure> 
 }
 
 async fn serve(config: &Config, settings: &Settings) -> Result<ExitCode, Failure> {
-    if config.redis_url.is_some() {
-        tracing::warn!("redis_url is set, but this version keeps rate limits and locks in process; it is not used");
-    }
     let keygate = open(config, settings).await?;
     if keygate.store.operator_account().await?.is_none() {
         tracing::warn!("no operator account yet: run `keygate init` to create it and its first key");
     }
-    let engine = Arc::new(Engine::new(keygate, &settings.engine));
+    let engine = Arc::new(match &settings.redis {
+        None => Engine::new(keygate, &settings.engine),
+        Some(redis) => {
+            let setting = match redis.target {
+                keygate_cluster::Target::Single(_) => "redis_url",
+                keygate_cluster::Target::Cluster(_) => "redis_cluster_nodes",
+            };
+            let shared = keygate_cluster::start(redis.clone()).map_err(|e| {
+                Failure::config(vec![Problem { setting: setting.into(), message: format!("not a Redis URL: {e}") }])
+            })?;
+            tracing::info!(
+                nodes = redis.target.servers().len(),
+                "cluster mode: limits and evictions shared through Redis"
+            );
+            Engine::clustered(keygate, &settings.engine, shared)
+        }
+    });
     let app = keygate::server::app(Arc::clone(&engine), settings);
     let listener = tokio::net::TcpListener::bind(settings.listen).await.map_err(|e| {
         Failure::config(vec![Problem {

@@ -166,18 +166,31 @@ async fn health_and_readiness(app: TestApp) {
     let r = send(app.client.get(app.url("/healthz"))).await;
     assert_eq!(r.expect_status(200)["status"], "ok");
     let r = send(app.client.get(app.url("/readyz"))).await;
-    assert_eq!(r.expect_status(200)["status"], "ready");
+    assert_eq!(r.expect_status(200), serde_json::json!({"status": "ready", "store": "ok"}), "no redis: one node");
 }
 both_backends!(health_and_readiness);
 
-async fn readiness_fails_when_the_store_is_gone(app: TestApp) {
+async fn readiness_says_degraded_when_the_store_is_gone(app: TestApp) {
+    let key = app.operator_key.clone();
+    let body = serde_json::json!({"key": key});
+    let verify = || app.post(&key, "/v1/verify", &body);
+    // Held in memory before the store goes.
+    assert_eq!(verify().await.expect_status(200)["valid"], true);
     app.store.close().await;
     let r = send(app.client.get(app.url("/readyz"))).await;
+    assert_eq!(
+        r.expect_status(200),
+        serde_json::json!({"status": "degraded", "store": "unavailable"}),
+        "still serving what memory can: stays in rotation, says so"
+    );
+    assert_eq!(send(app.client.get(app.url("/healthz"))).await.status, 200, "the process itself is alive");
+    // What truly needs the store is 503; a key held in memory still verifies.
+    let r = app.get(&key, "/v1/api-keys").await;
     assert_problem(&r, 503, "service_unavailable");
     assert!(r.header("retry-after").is_some(), "{r:?}");
-    assert_eq!(send(app.client.get(app.url("/healthz"))).await.status, 200, "the process itself is alive");
+    assert_eq!(verify().await.expect_status(200)["valid"], true, "a key in memory still verifies");
 }
-both_backends!(readiness_fails_when_the_store_is_gone);
+both_backends!(readiness_says_degraded_when_the_store_is_gone);
 
 /// The `/v1` paths of SPEC §8 that the router serves, as OpenAPI spells them.
 const V1_PATHS: [&str; 16] = [

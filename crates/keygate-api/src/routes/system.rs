@@ -25,12 +25,36 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: the store answers.
-#[utoipa::path(get, path = "/readyz", tag = "System",
-    responses((status = 200, body = Health), (status = 503, body = keygate_http::error::Problem, content_type = "application/problem+json")))]
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    state.keygate.store.ping().await?;
-    Ok(Json(Health { status: "ready" }))
+/// How a node stands with what it depends on.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`, or `degraded` while the store or Redis cannot be reached: the node still serves
+    /// (keys it holds in memory keep verifying; limits fall back to this node's own) and stays in
+    /// rotation.
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    /// `ok`, or `unavailable`: requests that need the store (a key not in memory, any change) get
+    /// 503 `service_unavailable` meanwhile.
+    #[schema(example = "ok")]
+    pub store: &'static str,
+    /// Cluster mode only: `ok`, or `unavailable` while limits are decided by this node alone.
+    #[schema(example = "ok")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<&'static str>,
+}
+
+/// Readiness: answers 200 whenever the node can serve, `degraded` when it serves without the
+/// store or Redis (docs/operations.md).
+#[utoipa::path(get, path = "/readyz", tag = "System", responses((status = 200, body = Readiness)))]
+pub async fn readyz(State(state): State<AppState>) -> Json<Readiness> {
+    let deps = state.dependencies().await;
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let healthy = deps.store && deps.redis != Some(false);
+    Json(Readiness {
+        status: if healthy { "ready" } else { "degraded" },
+        store: word(deps.store),
+        redis: deps.redis.map(word),
+    })
 }
 
 /// One resource of the scope catalog.

@@ -155,6 +155,8 @@ const USAGE_INSERT_CHUNK: usize = 1000;
 /// - `lock_changes`: run inside a write transaction just before its `changes` rows are
 ///   inserted, so that `seq` order is commit order (`None` where the database already
 ///   serializes writers).
+/// - `migrate_unbounded`: run on the connection that migrates, so a migration is not cut off by
+///   the pool's statement timeout (`None` where there is none).
 macro_rules! sql_store {
     (
         store: $store:ident,
@@ -164,7 +166,8 @@ macro_rules! sql_store {
         tenant_contains: ($tenant_before:literal, $tenant_after:literal),
         begin: $begin:literal,
         lock_account: $lock_account:expr,
-        lock_changes: $lock_changes:expr $(,)?
+        lock_changes: $lock_changes:expr,
+        migrate_unbounded: $migrate_unbounded:expr $(,)?
     ) => {
         use std::collections::HashMap;
 
@@ -1435,7 +1438,17 @@ macro_rules! sql_store {
             }
 
             async fn migrate(&self) -> Result<()> {
-                $migrator.run(&self.pool).await?;
+                let mut conn = self.pool.acquire().await.map_err(map_err)?;
+                let unbounded: Option<&str> = $migrate_unbounded;
+                if let Some(sql) = unbounded {
+                    sqlx::query(sql).execute(&mut *conn).await.map_err(map_err)?;
+                }
+                let result = $migrator.run_direct(None, &mut *conn, false).await;
+                if unbounded.is_some() {
+                    // Not back into the pool without its statement timeout: closed instead.
+                    drop(conn.detach());
+                }
+                result?;
                 Ok(())
             }
 

@@ -4,11 +4,11 @@
 //! The queries come from `sql_store!`; this file holds how the pool is made and what
 //! PostgreSQL spells differently.
 
-use std::time::Duration;
-
 use sqlx::migrate::Migrator;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
+
+use crate::connect::PoolSettings;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -19,14 +19,23 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects to `url` (`postgres://user@host/db`) with a pool of up to 16 connections.
+    /// Connects to `url` (`postgres://user@host/db`) with a pool as `pool` says: its size, how
+    /// long a query waits for a free connection, and the server-side `statement_timeout`.
     /// Does not migrate: see [`crate::Store::migrate`].
     ///
     /// # Errors
-    /// The URL is not a PostgreSQL URL or the server cannot be reached within 5 s.
-    pub async fn open(url: &str) -> Result<Self, sqlx::Error> {
-        let pool =
-            PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(5)).connect(url).await?;
+    /// The URL is not a PostgreSQL URL or the server cannot be reached within the acquire timeout.
+    pub async fn open(url: &str, pool: &PoolSettings) -> Result<Self, sqlx::Error> {
+        let mut options: PgConnectOptions = url.parse()?;
+        if let Some(timeout) = pool.statement_timeout {
+            // A server-side bound on every statement of every connection of the pool.
+            options = options.options([("statement_timeout", timeout.as_millis().to_string())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(pool.max_connections)
+            .acquire_timeout(pool.acquire_timeout)
+            .connect_with(options)
+            .await?;
         Ok(Self { pool })
     }
 }
@@ -45,4 +54,5 @@ sql_store! {
     // Row lock on the account: its capped inserts (keys, tenants) count and insert one at a time.
     lock_account: Some("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE"),
     lock_changes: Some("SELECT pg_advisory_xact_lock(1801812327)"),
+    migrate_unbounded: Some("SET statement_timeout = 0"),
 }

@@ -134,5 +134,6 @@ sql_store! {
     // BEGIN IMMEDIATE already makes every write transaction the only one.
     lock_account: None,
     lock_changes: None,
+    migrate_unbounded: None,
     // `at` is RFC 3339 text in UTC: its first ten characters are the day.
 }

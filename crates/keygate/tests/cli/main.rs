@@ -15,11 +15,14 @@
 //! - `quickstart`: the README's quickstart, step by step.
 //! - `security`: private files, and a hash secret that does not match the database's.
 //! - `users`: `users create|list|delete`, the password read from standard input.
+//! - `cluster`: three `serve` processes on one PostgreSQL and one Redis (or a Redis Cluster):
+//!   exact shared limits, revocation everywhere within 100 ms, Redis lost and back.
 //!
 //! Every child process is bounded in time and killed when its test ends.
 
 mod support;
 
+mod cluster;
 mod commands;
 mod config;
 mod lists;

@@ -1,0 +1,137 @@
+//! [`RedisBus`]: cache evictions published on a Redis channel and received by every node.
+//!
+//! Publishing never waits on the network: an eviction is queued (at most [`QUEUE`]) and a task
+//! sends it with `PUBLISH` over the shared connection. Receiving is one `SUBSCRIBE` connection to
+//! the Redis server (or, on a Redis Cluster, to any seed node: a cluster forwards every published
+//! message to all of its nodes), reopened after [`RECONNECT_AFTER`] when it drops. Messages sent
+//! while a node was not subscribed are not replayed; the change log it still follows covers them
+//! ([`keygate_engine::follower`]).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use keygate_engine::bus::{ChangeBus, Deliver, Eviction};
+use tokio::sync::{mpsc, watch};
+
+use crate::redis::{Redis, RedisError};
+
+/// The channel every node publishes its evictions on.
+pub const CHANNEL: &str = "keygate:evictions";
+/// Evictions queued for publishing at most; beyond it they are dropped (and counted).
+pub const QUEUE: usize = 10_000;
+/// How long after losing its subscription a node subscribes again.
+pub const RECONNECT_AFTER: Duration = Duration::from_millis(250);
+
+/// Evictions to and from the other nodes over Redis pub/sub.
+pub struct RedisBus {
+    redis: Arc<Redis>,
+    queue: mpsc::Sender<Eviction>,
+    receiving: AtomicBool,
+}
+
+impl RedisBus {
+    /// Starts the publishing task. Must be called within a Tokio runtime.
+    #[must_use]
+    pub fn start(redis: Arc<Redis>) -> Arc<Self> {
+        let (queue, queued) = mpsc::channel(QUEUE);
+        tokio::spawn(publish(Arc::clone(&redis), queued));
+        Arc::new(Self { redis, queue, receiving: AtomicBool::new(false) })
+    }
+
+    async fn subscribe(&self, deliver: &Deliver, stop: &mut watch::Receiver<bool>) -> Result<(), RedisError> {
+        let mut last = None;
+        for url in self.redis.settings().target.servers() {
+            let timeout = self.redis.settings().timeout.max(Duration::from_millis(250));
+            let opened = tokio::time::timeout(timeout * 4, async {
+                let mut pubsub = redis::Client::open(url.as_str())?.get_async_pubsub().await?;
+                pubsub.subscribe(CHANNEL).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            })
+            .await;
+            let pubsub = match opened {
+                Ok(Ok(pubsub)) => pubsub,
+                Ok(Err(e)) => {
+                    last = Some(RedisError::Redis(e));
+                    continue;
+                }
+                Err(_) => {
+                    last = Some(RedisError::Timeout(timeout * 4));
+                    continue;
+                }
+            };
+            self.receiving.store(true, Ordering::Release);
+            tracing::info!("receiving other nodes' evictions from Redis");
+            let mut messages = pubsub.into_on_message();
+            loop {
+                tokio::select! {
+                    message = messages.next() => {
+                        let Some(message) = message else { break };
+                        match message.get_payload::<String>().map_err(|_| ()).and_then(|p| p.parse::<Eviction>().map_err(|_| ())) {
+                            Ok(eviction) => deliver(eviction),
+                            Err(()) => tracing::warn!("ignored a message on {CHANNEL} that is not an eviction"),
+                        }
+                    }
+                    _ = stop.changed() => {
+                        self.receiving.store(false, Ordering::Release);
+                        return Ok(());
+                    }
+                }
+            }
+            self.receiving.store(false, Ordering::Release);
+            tracing::warn!(
+                "lost the subscription to other nodes' evictions: relying on the change log until it is back"
+            );
+            return Err(RedisError::Reply("subscription closed".into()));
+        }
+        Err(last.unwrap_or(RedisError::NotConnected))
+    }
+}
+
+impl ChangeBus for RedisBus {
+    fn publish(&self, eviction: Eviction) {
+        if self.queue.try_send(eviction).is_err() {
+            metrics::counter!("keygate_redis_errors_total").increment(1);
+        }
+    }
+
+    fn receiving(&self) -> bool {
+        self.receiving.load(Ordering::Acquire)
+    }
+
+    fn listen(
+        self: Arc<Self>,
+        deliver: Deliver,
+        mut stop: watch::Receiver<bool>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let mut reported = false;
+            while !*stop.borrow() {
+                match self.subscribe(&deliver, &mut stop).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        metrics::counter!("keygate_redis_errors_total").increment(1);
+                        if !reported {
+                            tracing::warn!(error = %e, "cannot subscribe to other nodes' evictions yet");
+                            reported = true;
+                        }
+                    }
+                }
+                if keygate_engine::background::sleep_or_stop(&mut stop, RECONNECT_AFTER).await {
+                    return;
+                }
+            }
+        })
+    }
+}
+
+/// Sends queued evictions, one `PUBLISH` each, until every sender is gone.
+async fn publish(redis: Arc<Redis>, mut queued: mpsc::Receiver<Eviction>) {
+    while let Some(eviction) = queued.recv().await {
+        let message = eviction.to_string();
+        // A failure is counted by `query`; the change log carries the eviction instead.
+        let _ = redis.query::<i64>(redis::cmd("PUBLISH").arg(CHANNEL).arg(message)).await;
+    }
+}

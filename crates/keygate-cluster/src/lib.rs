@@ -1,0 +1,33 @@
+//! Cluster mode (SPEC §5, §11): what lets many keygate nodes act as one.
+//!
+//! - [`limiter::RedisLimiter`]: every limit a request spends decided in Redis by one script call,
+//!   so N nodes together admit a key's limit, not N times it;
+//! - [`bus::RedisBus`]: every eviction of a cached credential published to every node;
+//! - [`redis::Redis`]: the one connection (a Redis server or a Redis Cluster), its timeout and its
+//!   health. While Redis cannot answer, each node decides alone and says so (`/readyz`,
+//!   `keygate_redis_errors_total`), and it returns to shared limits by itself.
+//!
+//! The engine defines what it needs ([`keygate_engine::ratelimit::RateLimiter`],
+//! [`keygate_engine::bus::ChangeBus`]); this crate implements them with Redis and the binary wires
+//! them in with [`start`].
+
+pub mod bus;
+pub mod limiter;
+pub mod redis;
+
+use keygate_engine::Shared;
+
+pub use crate::redis::{RedisSettings, Target};
+
+/// Connects to Redis in the background and returns the shared limiter and change bus for
+/// [`keygate_engine::Engine::clustered`]. Must be called within a Tokio runtime.
+///
+/// # Errors
+/// A URL that is not a Redis URL.
+pub fn start(settings: RedisSettings) -> Result<Shared, ::redis::RedisError> {
+    let redis = redis::Redis::start(settings)?;
+    Ok(Shared {
+        limiter: std::sync::Arc::new(limiter::RedisLimiter::new(std::sync::Arc::clone(&redis))),
+        bus: bus::RedisBus::start(redis),
+    })
+}

@@ -1,0 +1,217 @@
+//! One connection to Redis — a single server or a Redis Cluster — shared by every request, with
+//! a bounded time per call and a view of whether Redis is reachable.
+//!
+//! A call that fails or outlasts [`RedisSettings::timeout`] marks Redis down: callers then decide
+//! without it at once ([`Redis::up`] is false) instead of each waiting out its own timeout, and
+//! `keygate_redis_errors_total` counts the failure. A background probe sends `PING` every
+//! [`PROBE_INTERVAL`] while Redis is down (and connects in the first place, so a node starts even
+//! while Redis is unreachable), and marks it up again when one is answered: no restart needed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, ScriptInvocation};
+use tokio::sync::OnceCell;
+
+/// How often an unreachable Redis is tried again.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Where Redis is (SPEC §11) and how long a call may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    pub target: Target,
+    /// The longest one call may take before the node decides without Redis.
+    pub timeout: Duration,
+}
+
+/// One Redis server, or the seed nodes of a Redis Cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `redis_url`: `redis://host:port`.
+    Single(String),
+    /// `redis_cluster_nodes`: `redis://host:port` of some of its nodes.
+    Cluster(Vec<String>),
+}
+
+impl Target {
+    /// The servers a plain (non-cluster) connection may be made to: the one server, or each seed
+    /// node of a cluster (pub/sub messages reach every node of a cluster).
+    #[must_use]
+    pub fn servers(&self) -> &[String] {
+        match self {
+            Self::Single(url) => std::slice::from_ref(url),
+            Self::Cluster(nodes) => nodes,
+        }
+    }
+}
+
+/// Why Redis could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("not connected to Redis yet")]
+    NotConnected,
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected answer from Redis: {0}")]
+    Reply(String),
+}
+
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// The shared connection and Redis's health.
+pub struct Redis {
+    settings: RedisSettings,
+    connection: OnceCell<Connection>,
+    up: AtomicBool,
+}
+
+impl Redis {
+    /// Checks the URLs and starts connecting in the background (the probe). Must be called within
+    /// a Tokio runtime; the probe ends when the last `Arc` is dropped.
+    ///
+    /// # Errors
+    /// A URL that is not a Redis URL.
+    pub fn start(settings: RedisSettings) -> Result<Arc<Self>, redis::RedisError> {
+        for url in settings.target.servers() {
+            redis::Client::open(url.as_str())?;
+        }
+        let redis = Arc::new(Self { settings, connection: OnceCell::new(), up: AtomicBool::new(false) });
+        tokio::spawn(probe(Arc::downgrade(&redis)));
+        Ok(redis)
+    }
+
+    #[must_use]
+    pub fn settings(&self) -> &RedisSettings {
+        &self.settings
+    }
+
+    /// Whether the last call (or probe) was answered.
+    #[must_use]
+    pub fn up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Runs `script` (EVALSHA, loading it on `NOSCRIPT`) within the timeout.
+    ///
+    /// # Errors
+    /// Not connected, timed out, or Redis's own error; each marks Redis down.
+    pub async fn invoke<T: FromRedisValue + Send>(&self, script: &ScriptInvocation<'_>) -> Result<T, RedisError> {
+        let Some(connection) = self.connection.get() else {
+            return Err(RedisError::NotConnected);
+        };
+        let call = async {
+            match connection.clone() {
+                Connection::Single(mut c) => script.invoke_async(&mut c).await,
+                Connection::Cluster(mut c) => script.invoke_async(&mut c).await,
+            }
+        };
+        self.bounded(call).await
+    }
+
+    /// Sends one command within the timeout.
+    ///
+    /// # Errors
+    /// As [`Redis::invoke`].
+    pub async fn query<T: FromRedisValue + Send>(&self, cmd: &Cmd) -> Result<T, RedisError> {
+        let Some(connection) = self.connection.get() else {
+            return Err(RedisError::NotConnected);
+        };
+        let call = async {
+            match connection.clone() {
+                Connection::Single(mut c) => cmd.query_async(&mut c).await,
+                Connection::Cluster(mut c) => cmd.query_async(&mut c).await,
+            }
+        };
+        self.bounded(call).await
+    }
+
+    async fn bounded<T>(&self, call: impl Future<Output = redis::RedisResult<T>>) -> Result<T, RedisError> {
+        let result = match tokio::time::timeout(self.settings.timeout, call).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => RedisError::Redis(e),
+            Err(_) => RedisError::Timeout(self.settings.timeout),
+        };
+        self.failed(&result);
+        Err(result)
+    }
+
+    /// Counts a failure and, the first time, says the node now decides without Redis.
+    pub fn failed(&self, error: &RedisError) {
+        metrics::counter!("keygate_redis_errors_total").increment(1);
+        if self.up.swap(false, Ordering::AcqRel) {
+            tracing::warn!(
+                error = %error,
+                "Redis unreachable: rate limits are decided by this node alone until it answers again"
+            );
+        }
+    }
+
+    async fn connect(&self) -> Result<Connection, RedisError> {
+        let timeout = self.settings.timeout.max(Duration::from_millis(250));
+        let connecting = async {
+            match &self.settings.target {
+                Target::Single(url) => {
+                    let config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(timeout))
+                        .set_response_timeout(Some(self.settings.timeout))
+                        .set_number_of_retries(1)
+                        .set_max_delay(PROBE_INTERVAL);
+                    let client = redis::Client::open(url.as_str())?;
+                    Ok(Connection::Single(ConnectionManager::new_with_config(client, config).await?))
+                }
+                Target::Cluster(nodes) => {
+                    let client = ClusterClientBuilder::new(nodes.clone())
+                        .connection_timeout(timeout)
+                        .response_timeout(self.settings.timeout)
+                        .retries(1)
+                        .build()?;
+                    Ok(Connection::Cluster(client.get_async_connection().await?))
+                }
+            }
+        };
+        match tokio::time::timeout(timeout * 4, connecting).await {
+            Ok(result) => result,
+            Err(_) => Err(RedisError::Timeout(timeout * 4)),
+        }
+    }
+}
+
+/// Connects, then while Redis is down pings it every [`PROBE_INTERVAL`] until it answers.
+async fn probe(redis: std::sync::Weak<Redis>) {
+    let mut reported = false;
+    loop {
+        let Some(redis) = redis.upgrade() else { return };
+        if redis.connection.get().is_none() {
+            match redis.connect().await {
+                Ok(connection) => {
+                    let _ = redis.connection.set(connection);
+                }
+                Err(e) => {
+                    if !reported {
+                        tracing::warn!(error = %e, "cannot connect to Redis yet: deciding rate limits in this node");
+                        reported = true;
+                    }
+                    metrics::counter!("keygate_redis_errors_total").increment(1);
+                }
+            }
+        }
+        if redis.connection.get().is_some() && !redis.up() {
+            let answered = redis.query::<String>(&redis::cmd("PING")).await.is_ok();
+            if answered && !redis.up.swap(true, Ordering::AcqRel) {
+                tracing::info!("Redis reachable: rate limits are shared by every node again");
+            }
+        }
+        drop(redis);
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}

@@ -1,0 +1,500 @@
+//! Cluster mode (SPEC §5, §11; docs/operations.md): three `keygate serve` processes on one
+//! PostgreSQL database and one Redis (or a three-master Redis Cluster) act as one.
+//!
+//! - limits are exact across the nodes: a 30/min key, account or route+IP limit admits exactly
+//!   30 of 90 requests spread round-robin over the three, sent in parallel;
+//! - a revocation on one node is refused on the other two within 100 ms (p99 of 100, printed);
+//! - Redis killed under load: no 5xx, cached keys keep verifying, limits fall back to each node's
+//!   own and `/readyz` says `degraded`; Redis back: exact again within seconds, no restart.
+//!
+//! They need `KEYGATE_TEST_POSTGRES_URL` and `KEYGATE_TEST_REDIS_URL` (a private Redis that
+//! `.ci/run` starts on a free port), and `redis-server` / `redis-cli` on the PATH for the tests
+//! that start, kill and restart their own Redis or build a Redis Cluster.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Http, Sandbox, Server, free_port};
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef-cluster";
+
+/// A scratch PostgreSQL database, dropped with it.
+struct ScratchDatabase {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchDatabase {
+    fn new(admin: &str) -> Self {
+        let name = format!("kg_cluster_{}", ulid::Ulid::generate().to_string().to_lowercase());
+        let (server, _) = admin.rsplit_once('/').expect("a URL with a database name");
+        let db = Self { admin: admin.to_owned(), url: format!("{server}/{name}"), name };
+        db.exec(&format!("CREATE DATABASE {}", db.name));
+        db
+    }
+
+    fn exec(&self, sql: &str) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a Tokio runtime");
+        runtime.block_on(async {
+            use sqlx::Connection as _;
+            let mut conn = sqlx::PgConnection::connect(&self.admin).await.expect("connect to PostgreSQL");
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut conn).await.expect("run the statement");
+            let _ = conn.close().await;
+        });
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        self.exec(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
+
+/// A `redis-server` of this test's own on a free loopback port, killed when dropped.
+struct PrivateRedis {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    cluster: bool,
+}
+
+impl PrivateRedis {
+    fn start(port: u16, cluster: bool) -> Self {
+        let mut redis = Self { child: None, port, dir: tempfile::tempdir().expect("a directory"), cluster };
+        redis.restart();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let port = self.port.to_string();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if self.cluster {
+            cmd.args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"]);
+        }
+        self.child = Some(cmd.spawn().expect("start redis-server (is it installed?)"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis_cli(self.port, &["PING"]).trim() != "PONG" {
+            assert!(Instant::now() < deadline, "redis-server on {port} did not answer PING");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Where the nodes find Redis.
+enum RedisAt {
+    Url(String),
+    Cluster(Vec<String>),
+}
+
+/// Three `keygate serve` processes on one scratch database and one Redis, and the operator key.
+struct Cluster {
+    nodes: Vec<Server>,
+    operator: String,
+    _sandbox: Sandbox,
+    _db: ScratchDatabase,
+}
+
+impl Cluster {
+    fn start(redis: &RedisAt, gateway: Option<&str>) -> Self {
+        let db = ScratchDatabase::new(option_env!("KEYGATE_TEST_POSTGRES_URL").expect("KEYGATE_TEST_POSTGRES_URL"));
+        let mut sandbox = Sandbox::new();
+        sandbox.set_env("KEYGATE_DATABASE_URL", &db.url);
+        sandbox.set_env("KEYGATE_HASH_SECRET", SECRET);
+        sandbox.set_env("KEYGATE_LIMITS__MAX_KEY_RATE_LIMIT_PER_MINUTE", "1000000");
+        sandbox.set_env("KEYGATE_LIMITS__DEFAULT_KEY_RATE_LIMIT_PER_MINUTE", "1000000");
+        sandbox.set_env("KEYGATE_LIMITS__DEFAULT_ACCOUNT_RATE_LIMIT_PER_MINUTE", "1000000");
+        sandbox.set_env("KEYGATE_WORKERS", "1");
+        // Every test here fails keys from 127.0.0.1 on purpose (revoked ones), and the throttle
+        // is shared through Redis like every limit.
+        sandbox.set_env("KEYGATE_AUTH__MAX_FAILED_ATTEMPTS_PER_MINUTE", "100000");
+        match redis {
+            RedisAt::Url(url) => sandbox.set_env("KEYGATE_REDIS_URL", url),
+            RedisAt::Cluster(nodes) => sandbox.set_env("KEYGATE_REDIS_CLUSTER_NODES", &nodes.join(",")),
+        }
+        if let Some(gateway) = gateway {
+            sandbox.write("keygate.toml", gateway);
+        }
+        let (_, operator) = sandbox.init();
+        let nodes: Vec<Server> = (0..3).map(|_| Server::start(&sandbox, &[])).collect();
+        let cluster = Self { nodes, operator, _sandbox: sandbox, _db: db };
+        cluster.wait_ready();
+        cluster
+    }
+
+    fn bases(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.base.clone()).collect()
+    }
+
+    /// Until every node's `/readyz` says `ready` (Redis reachable): how long that took.
+    fn wait_ready(&self) -> Duration {
+        let started = Instant::now();
+        for node in &self.nodes {
+            let http = node.http();
+            loop {
+                let ready = http.try_get("/readyz").map(|r| r.json());
+                if ready.as_ref().is_some_and(|r| r["status"] == "ready") {
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(20), "{} never ready: {ready:?}\n{}", node.base, node.log());
+                thread::sleep(Duration::from_millis(25));
+            }
+        }
+        started.elapsed()
+    }
+
+    /// A key of the operator's account: `(plaintext, id)`.
+    fn key(&self, body: &Value) -> (String, String) {
+        let created = self.nodes[0].http().post("/v1/api-keys", &self.operator, body);
+        assert_eq!(created.status, 201, "{}", created.text);
+        let created = created.json();
+        (created["key"].as_str().expect("plaintext").to_owned(), created["id"].as_str().expect("id").to_owned())
+    }
+
+    /// A partner account and its first key: `(account id, plaintext)`.
+    fn account(&self) -> (String, String) {
+        let created = self.nodes[0].http().post("/v1/accounts", &self.operator, &json!({"name": "limited partner"}));
+        assert_eq!(created.status, 201, "{}", created.text);
+        let created = created.json();
+        (
+            created["account"]["id"].as_str().expect("an id").to_owned(),
+            created["initial_key"]["key"].as_str().expect("the first key's plaintext").to_owned(),
+        )
+    }
+}
+
+/// Sends `total` requests, request `i` to node `i % 3` with key `i % keys.len()`, from 9 threads
+/// at once; returns how many got each status (and every 429's `limit_scope`).
+fn round_robin(bases: &[String], keys: &[String], method: &str, path: &str, total: usize) -> Vec<(u16, Option<String>)> {
+    const THREADS: usize = 9;
+    let results = std::sync::Mutex::new(Vec::with_capacity(total));
+    thread::scope(|s| {
+        for t in 0..THREADS {
+            let results = &results;
+            s.spawn(move || {
+                let clients: Vec<Http> = bases.iter().map(|b| Http::new(b)).collect();
+                for i in (t..total).step_by(THREADS) {
+                    let r = clients[i % bases.len()].send(method, path, Some(&keys[i % keys.len()]), None);
+                    let scope = (r.status == 429).then(|| r.json()["limit_scope"].as_str().unwrap_or("").to_owned());
+                    results.lock().expect("results").push((r.status, scope));
+                }
+            });
+        }
+    });
+    results.into_inner().expect("results")
+}
+
+fn count(results: &[(u16, Option<String>)], status: u16) -> usize {
+    results.iter().filter(|(s, _)| *s == status).count()
+}
+
+/// Key, account and route+IP limits, each 30/min: exactly 30 of 90 admitted over three nodes.
+fn limits_are_exact_across_three_nodes(redis: &RedisAt) {
+    let upstream = Upstream::start();
+    let gateway = format!(
+        "[gateway]\nupstream = \"http://127.0.0.1:{}\"\n\n[[gateway.routes]]\nmethod = \"POST\"\npath = \"/v1/sms/send\"\n\
+         scope = \"sms:send\"\nip_rate_limit_per_minute = 30\n",
+        upstream.port
+    );
+    let cluster = Cluster::start(redis, Some(&gateway));
+    let bases = cluster.bases();
+
+    let (key, _) = cluster.key(&json!({"name": "30/min", "scopes": ["tenants:read"], "rate_limit_per_minute": 30}));
+    let results = round_robin(&bases, &[key], "GET", "/v1/tenants", 90);
+    assert_eq!((count(&results, 200), count(&results, 429)), (30, 60), "a key's limit: {results:?}");
+    assert!(results.iter().all(|(s, scope)| *s != 429 || scope.as_deref() == Some("key")), "{results:?}");
+
+    // An account spent through three keys of its own, its limit lowered to 30/min on one node
+    // (it applies on every node to the very next request, SPEC §5).
+    let (account, first) = cluster.account();
+    let http = Http::new(&bases[1]);
+    let mut keys = vec![first.clone()];
+    for n in 0..2 {
+        let created = http.post("/v1/api-keys", &first, &json!({"name": format!("key {n}"), "rate_limit_per_minute": 1000}));
+        assert_eq!(created.status, 201, "{}", created.text);
+        keys.push(created.json()["key"].as_str().expect("plaintext").to_owned());
+    }
+    for key in &keys {
+        for base in &bases {
+            assert_eq!(Http::new(base).get("/v1/tenants", key).status, 200, "every node holds every key");
+        }
+    }
+    let lowered = http.send("PATCH", &format!("/v1/accounts/{account}"), Some(&cluster.operator), Some(&json!({"rate_limit_per_minute": 30})));
+    assert_eq!(lowered.status, 200, "{}", lowered.text);
+    thread::sleep(Duration::from_millis(100));
+    let results = round_robin(&bases, &keys, "GET", "/v1/tenants", 90);
+    assert_eq!((count(&results, 200), count(&results, 429)), (30, 60), "an account's limit: {results:?}");
+    assert!(results.iter().all(|(s, scope)| *s != 429 || scope.as_deref() == Some("account")), "{results:?}");
+
+    // A gateway route's limit per client IP (all of these come from 127.0.0.1), two keys.
+    let a = cluster.key(&json!({"name": "sms a", "scopes": ["sms:send"], "rate_limit_per_minute": 1000})).0;
+    let b = cluster.key(&json!({"name": "sms b", "scopes": ["sms:send"], "rate_limit_per_minute": 1000})).0;
+    let results = round_robin(&bases, &[a, b], "POST", "/v1/sms/send", 90);
+    assert_eq!((count(&results, 200), count(&results, 429)), (30, 60), "a route's limit per IP: {results:?}");
+    assert!(results.iter().all(|(s, scope)| *s != 429 || scope.as_deref() == Some("ip")), "{results:?}");
+    assert_eq!(upstream.served.load(Ordering::Relaxed), 30, "only admitted requests reach the upstream");
+}
+
+#[test]
+#[cfg_attr(
+    not(all(keygate_pg, keygate_redis)),
+    ignore = "set KEYGATE_TEST_POSTGRES_URL and KEYGATE_TEST_REDIS_URL to run the cluster tests"
+)]
+fn three_nodes_on_one_redis_admit_exactly_each_limit() {
+    limits_are_exact_across_three_nodes(&RedisAt::Url(shared_redis()));
+}
+
+/// The private Redis `.ci/run` started for these tests.
+fn shared_redis() -> String {
+    option_env!("KEYGATE_TEST_REDIS_URL").expect("KEYGATE_TEST_REDIS_URL").to_owned()
+}
+
+#[test]
+#[cfg_attr(
+    not(all(keygate_pg, keygate_redis)),
+    ignore = "set KEYGATE_TEST_POSTGRES_URL and KEYGATE_TEST_REDIS_URL to run the cluster tests"
+)]
+fn three_nodes_on_a_redis_cluster_admit_exactly_each_limit() {
+    // Three masters on loopback; each needs its port and port + 10,000 (the cluster bus) free.
+    let ports: Vec<u16> = (0..3).map(|_| free_port_with_bus()).collect();
+    let masters: Vec<PrivateRedis> = ports.iter().map(|p| PrivateRedis::start(*p, true)).collect();
+    let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut create = vec!["--cluster", "create"];
+    create.extend(addresses.iter().map(String::as_str));
+    create.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+    let out = redis_cli(ports[0], &create);
+    assert!(out.contains("[OK] All 16384 slots covered"), "redis-cli --cluster create: {out}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ports.iter().all(|p| redis_cli(*p, &["CLUSTER", "INFO"]).contains("cluster_state:ok")) {
+        assert!(Instant::now() < deadline, "the cluster never reached cluster_state:ok");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let redis = RedisAt::Cluster(masters.iter().map(PrivateRedis::url).collect());
+    limits_are_exact_across_three_nodes(&redis);
+}
+
+/// A free port whose cluster-bus port (+10,000) is free too.
+fn free_port_with_bus() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        // Ephemeral ports are usually above 32768: pick one in 20000–45000 instead.
+        let candidate = 20_000 + listener.local_addr().expect("addr").port() % 25_000;
+        if TcpListener::bind(("127.0.0.1", candidate)).is_ok() && TcpListener::bind(("127.0.0.1", candidate + 10_000)).is_ok() {
+            return candidate;
+        }
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(all(keygate_pg, keygate_redis)),
+    ignore = "set KEYGATE_TEST_POSTGRES_URL and KEYGATE_TEST_REDIS_URL to run the cluster tests"
+)]
+fn a_revocation_on_one_node_is_refused_on_the_others_within_100_ms() {
+    {
+        let cluster = Cluster::start(&RedisAt::Url(shared_redis()), None);
+        let [a, b, c] = [0, 1, 2].map(|n| cluster.nodes[n].http());
+        let mut delays = Vec::with_capacity(100);
+        for n in 0..100 {
+            let (key, id) = cluster.key(&json!({"name": format!("revoked {n}"), "scopes": ["tenants:read"]}));
+            // B and C hold the key in memory.
+            for node in [&b, &c] {
+                let r = node.get("/v1/tenants", &key);
+                assert_eq!(r.status, 200, "{}", r.text);
+            }
+            let revoked = a.post(&format!("/v1/api-keys/{id}/revoke"), &cluster.operator, &json!({}));
+            assert_eq!(revoked.status, 200, "{}", revoked.text);
+            let since = Instant::now();
+            let mut refused = [false, false];
+            while refused != [true, true] {
+                for (i, node) in [&b, &c].into_iter().enumerate() {
+                    if !refused[i] {
+                        let r = node.get("/v1/tenants", &key);
+                        match r.status {
+                            200 => {}
+                            401 => {
+                                assert_eq!(r.code().as_deref(), Some("api_key_revoked"), "{}", r.text);
+                                refused[i] = true;
+                            }
+                            other => panic!("{other}: {}", r.text),
+                        }
+                    }
+                }
+                assert!(since.elapsed() < Duration::from_secs(5), "revocation {n} never reached both nodes");
+            }
+            delays.push(since.elapsed());
+        }
+        delays.sort();
+        let (p50, p99, max) = (delays[49], delays[98], delays[99]);
+        println!("revocation on node A refused on nodes B and C, 100 revocations: p50 {p50:?}, p99 {p99:?}, max {max:?}");
+        assert!(p99 <= Duration::from_millis(100), "p99 {p99:?} (p50 {p50:?}, max {max:?})");
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(all(keygate_pg, keygate_redis)),
+    ignore = "set KEYGATE_TEST_POSTGRES_URL and KEYGATE_TEST_REDIS_URL to run the cluster tests"
+)]
+fn redis_killed_under_load_serves_on_and_comes_back_exact() {
+    {
+        let mut redis = PrivateRedis::start(free_port(), false);
+        let cluster = Cluster::start(&RedisAt::Url(redis.url()), None);
+        let bases = cluster.bases();
+        let (steady, _) = cluster.key(&json!({"name": "steady", "scopes": ["tenants:read"]}));
+
+        // Load on every node with a key they all hold in memory, while Redis goes away.
+        let stop = Arc::new(AtomicBool::new(false));
+        let (answered, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(std::sync::Mutex::new(Vec::new())));
+        let load: Vec<_> = bases
+            .iter()
+            .map(|base| {
+                let (base, key, stop, answered, failed) =
+                    (base.clone(), steady.clone(), Arc::clone(&stop), Arc::clone(&answered), Arc::clone(&failed));
+                thread::spawn(move || {
+                    let http = Http::new(&base);
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = http.get("/v1/tenants", &key);
+                        answered.fetch_add(1, Ordering::Relaxed);
+                        if r.status != 200 {
+                            failed.lock().expect("failures").push(format!("{base}: {} {}", r.status, r.text));
+                        }
+                    }
+                })
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(500));
+        redis.kill();
+        thread::sleep(Duration::from_secs(2));
+        for node in &cluster.nodes {
+            let ready = node.http().send("GET", "/readyz", None, None);
+            assert_eq!(ready.status, 200, "still in rotation: {}", ready.text);
+            assert_eq!(ready.json(), json!({"status": "degraded", "store": "ok", "redis": "unavailable"}));
+        }
+        // Limits are each node's own meanwhile: a 30/min key admits 30 on each of the three.
+        let (limited, _) = cluster.key(&json!({"name": "30/min alone", "scopes": ["tenants:read"], "rate_limit_per_minute": 30}));
+        let results = round_robin(&bases, &[limited], "GET", "/v1/tenants", 120);
+        assert_eq!(count(&results, 200), 90, "30 per node while Redis is away: {results:?}");
+        assert_eq!(count(&results, 429), 30, "{results:?}");
+        let metrics = cluster.nodes[0].http().send("GET", "/metrics", None, None).text;
+        assert!(
+            metrics.lines().any(|l| l.starts_with("keygate_redis_errors_total") && !l.ends_with(" 0")),
+            "redis errors counted:\n{}",
+            metrics.lines().filter(|l| l.contains("redis")).collect::<Vec<_>>().join("\n")
+        );
+
+        redis.restart();
+        let back = cluster.wait_ready();
+        println!("Redis restarted: all three nodes ready (shared limits) again after {back:?}");
+        assert!(back < Duration::from_secs(5), "{back:?}");
+        stop.store(true, Ordering::Relaxed);
+        for t in load {
+            t.join().expect("a load thread");
+        }
+        let failed = failed.lock().expect("failures");
+        assert!(failed.is_empty(), "{} of {} requests failed: {:?}", failed.len(), answered.load(Ordering::Relaxed), &failed[..failed.len().min(5)]);
+        assert!(answered.load(Ordering::Relaxed) > 100, "the load ran");
+
+        let (exact, _) = cluster.key(&json!({"name": "30/min shared", "scopes": ["tenants:read"], "rate_limit_per_minute": 30}));
+        let results = round_robin(&bases, &[exact], "GET", "/v1/tenants", 90);
+        assert_eq!((count(&results, 200), count(&results, 429)), (30, 60), "exact again: {results:?}");
+    }
+}
+
+/// A minimal HTTP upstream: answers every request `200 ok` and counts them.
+struct Upstream {
+    port: u16,
+    served: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the upstream");
+        let port = listener.local_addr().expect("its address").port();
+        let served = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&served);
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let counter = Arc::clone(&counter);
+                thread::spawn(move || answer(stream, &counter));
+            }
+        });
+        Self { port, served }
+    }
+}
+
+/// Answers each request on one keep-alive connection until the peer closes it.
+fn answer(stream: TcpStream, served: &AtomicUsize) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone the stream"));
+    let mut writer = stream;
+    loop {
+        let mut length = 0usize;
+        let mut line = String::new();
+        let mut first = true;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" && !first {
+                break;
+            }
+            first = false;
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        served.fetch_add(1, Ordering::Relaxed);
+        if writer.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok").is_err() {
+            return;
+        }
+    }
+}
