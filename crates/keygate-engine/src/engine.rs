@@ -33,6 +33,8 @@ use crate::usage::UsageRecorder;
 /// How often the change log is polled: revocations elsewhere reach this node within about this
 /// long plus one query.
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
+/// The longest `/readyz` waits for the store's answer before it says `unavailable`.
+pub const READINESS_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long change-log rows are kept.
 pub const CHANGE_RETENTION: ChronoDuration = ChronoDuration::hours(1);
 
@@ -264,9 +266,11 @@ impl Engine {
         self.keygate.set_own_password(active, current, new, origin, self.sessions).await
     }
 
-    /// How this node stands with the store and, in cluster mode, Redis (for `/readyz`).
+    /// How this node stands with the store and, in cluster mode, Redis (for `/readyz`). The
+    /// store's round trip is bounded by [`READINESS_TIMEOUT`]: a health check must be answered
+    /// before a load balancer gives up on it, whatever the pool's acquire timeout.
     pub async fn dependencies(&self) -> Dependencies {
-        let store = self.keygate.store.ping().await.is_ok();
+        let store = matches!(tokio::time::timeout(READINESS_TIMEOUT, self.keygate.store.ping()).await, Ok(Ok(())));
         let redis = self.bus.as_ref().map(|bus| bus.receiving() && self.limiter.shared());
         Dependencies { store, redis }
     }

@@ -86,7 +86,14 @@ impl PrivateRedis {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if self.cluster {
-            cmd.args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"]);
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ]);
         }
         self.child = Some(cmd.spawn().expect("start redis-server (is it installed?)"));
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -135,7 +142,12 @@ struct Cluster {
 
 impl Cluster {
     fn start(redis: &RedisAt, gateway: Option<&str>) -> Self {
-        let db = ScratchDatabase::new(option_env!("KEYGATE_TEST_POSTGRES_URL").expect("KEYGATE_TEST_POSTGRES_URL"));
+        Self::start_with(redis, gateway, |_, _| {})
+    }
+
+    /// As [`Cluster::start`], with `node_env(n, sandbox)` setting node `n`'s own environment.
+    fn start_with(redis: &RedisAt, gateway: Option<&str>, node_env: impl Fn(usize, &mut Sandbox)) -> Self {
+        let db = ScratchDatabase::new(postgres_url());
         let mut sandbox = Sandbox::new();
         sandbox.set_env("KEYGATE_DATABASE_URL", &db.url);
         sandbox.set_env("KEYGATE_HASH_SECRET", SECRET);
@@ -154,7 +166,15 @@ impl Cluster {
             sandbox.write("keygate.toml", gateway);
         }
         let (_, operator) = sandbox.init();
-        let nodes: Vec<Server> = (0..3).map(|_| Server::start(&sandbox, &[])).collect();
+        let nodes: Vec<Server> = (0..3)
+            .map(|n| {
+                let before = sandbox.env().clone();
+                node_env(n, &mut sandbox);
+                let node = Server::start(&sandbox, &[]);
+                sandbox.set_all_env(before);
+                node
+            })
+            .collect();
         let cluster = Self { nodes, operator, _sandbox: sandbox, _db: db };
         cluster.wait_ready();
         cluster
@@ -174,7 +194,12 @@ impl Cluster {
                 if ready.as_ref().is_some_and(|r| r["status"] == "ready") {
                     break;
                 }
-                assert!(started.elapsed() < Duration::from_secs(20), "{} never ready: {ready:?}\n{}", node.base, node.log());
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "{} never ready: {ready:?}\n{}",
+                    node.base,
+                    node.log()
+                );
                 thread::sleep(Duration::from_millis(25));
             }
         }
@@ -203,7 +228,13 @@ impl Cluster {
 
 /// Sends `total` requests, request `i` to node `i % 3` with key `i % keys.len()`, from 9 threads
 /// at once; returns how many got each status (and every 429's `limit_scope`).
-fn round_robin(bases: &[String], keys: &[String], method: &str, path: &str, total: usize) -> Vec<(u16, Option<String>)> {
+fn round_robin(
+    bases: &[String],
+    keys: &[String],
+    method: &str,
+    path: &str,
+    total: usize,
+) -> Vec<(u16, Option<String>)> {
     const THREADS: usize = 9;
     let results = std::sync::Mutex::new(Vec::with_capacity(total));
     thread::scope(|s| {
@@ -248,7 +279,8 @@ fn limits_are_exact_across_three_nodes(redis: &RedisAt) {
     let http = Http::new(&bases[1]);
     let mut keys = vec![first.clone()];
     for n in 0..2 {
-        let created = http.post("/v1/api-keys", &first, &json!({"name": format!("key {n}"), "rate_limit_per_minute": 1000}));
+        let created =
+            http.post("/v1/api-keys", &first, &json!({"name": format!("key {n}"), "rate_limit_per_minute": 1000}));
         assert_eq!(created.status, 201, "{}", created.text);
         keys.push(created.json()["key"].as_str().expect("plaintext").to_owned());
     }
@@ -257,7 +289,12 @@ fn limits_are_exact_across_three_nodes(redis: &RedisAt) {
             assert_eq!(Http::new(base).get("/v1/tenants", key).status, 200, "every node holds every key");
         }
     }
-    let lowered = http.send("PATCH", &format!("/v1/accounts/{account}"), Some(&cluster.operator), Some(&json!({"rate_limit_per_minute": 30})));
+    let lowered = http.send(
+        "PATCH",
+        &format!("/v1/accounts/{account}"),
+        Some(&cluster.operator),
+        Some(&json!({"rate_limit_per_minute": 30})),
+    );
     assert_eq!(lowered.status, 200, "{}", lowered.text);
     thread::sleep(Duration::from_millis(100));
     let results = round_robin(&bases, &keys, "GET", "/v1/tenants", 90);
@@ -284,7 +321,18 @@ fn three_nodes_on_one_redis_admit_exactly_each_limit() {
 
 /// The private Redis `.ci/run` started for these tests.
 fn shared_redis() -> String {
-    option_env!("KEYGATE_TEST_REDIS_URL").expect("KEYGATE_TEST_REDIS_URL").to_owned()
+    match option_env!("KEYGATE_TEST_REDIS_URL") {
+        Some(url) => url.to_owned(),
+        None => panic!("set KEYGATE_TEST_REDIS_URL to a private Redis"),
+    }
+}
+
+/// The PostgreSQL server the suites make their databases on.
+fn postgres_url() -> &'static str {
+    match option_env!("KEYGATE_TEST_POSTGRES_URL") {
+        Some(url) => url,
+        None => panic!("set KEYGATE_TEST_POSTGRES_URL"),
+    }
 }
 
 #[test]
@@ -321,7 +369,9 @@ fn free_port_with_bus() -> u16 {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         // Ephemeral ports are usually above 32768: pick one in 20000–45000 instead.
         let candidate = 20_000 + listener.local_addr().expect("addr").port() % 25_000;
-        if TcpListener::bind(("127.0.0.1", candidate)).is_ok() && TcpListener::bind(("127.0.0.1", candidate + 10_000)).is_ok() {
+        if TcpListener::bind(("127.0.0.1", candidate)).is_ok()
+            && TcpListener::bind(("127.0.0.1", candidate + 10_000)).is_ok()
+        {
             return candidate;
         }
     }
@@ -368,7 +418,9 @@ fn a_revocation_on_one_node_is_refused_on_the_others_within_100_ms() {
         }
         delays.sort();
         let (p50, p99, max) = (delays[49], delays[98], delays[99]);
-        println!("revocation on node A refused on nodes B and C, 100 revocations: p50 {p50:?}, p99 {p99:?}, max {max:?}");
+        eprintln!(
+            "revocation on node A refused on nodes B and C, 100 revocations: p50 {p50:?}, p99 {p99:?}, max {max:?}"
+        );
         assert!(p99 <= Duration::from_millis(100), "p99 {p99:?} (p50 {p50:?}, max {max:?})");
     }
 }
@@ -414,7 +466,8 @@ fn redis_killed_under_load_serves_on_and_comes_back_exact() {
             assert_eq!(ready.json(), json!({"status": "degraded", "store": "ok", "redis": "unavailable"}));
         }
         // Limits are each node's own meanwhile: a 30/min key admits 30 on each of the three.
-        let (limited, _) = cluster.key(&json!({"name": "30/min alone", "scopes": ["tenants:read"], "rate_limit_per_minute": 30}));
+        let (limited, _) =
+            cluster.key(&json!({"name": "30/min alone", "scopes": ["tenants:read"], "rate_limit_per_minute": 30}));
         let results = round_robin(&bases, &[limited], "GET", "/v1/tenants", 120);
         assert_eq!(count(&results, 200), 90, "30 per node while Redis is away: {results:?}");
         assert_eq!(count(&results, 429), 30, "{results:?}");
@@ -427,19 +480,158 @@ fn redis_killed_under_load_serves_on_and_comes_back_exact() {
 
         redis.restart();
         let back = cluster.wait_ready();
-        println!("Redis restarted: all three nodes ready (shared limits) again after {back:?}");
+        eprintln!("Redis restarted: all three nodes ready (shared limits) again after {back:?}");
         assert!(back < Duration::from_secs(5), "{back:?}");
         stop.store(true, Ordering::Relaxed);
         for t in load {
             t.join().expect("a load thread");
         }
         let failed = failed.lock().expect("failures");
-        assert!(failed.is_empty(), "{} of {} requests failed: {:?}", failed.len(), answered.load(Ordering::Relaxed), &failed[..failed.len().min(5)]);
+        assert!(
+            failed.is_empty(),
+            "{} of {} requests failed: {:?}",
+            failed.len(),
+            answered.load(Ordering::Relaxed),
+            &failed[..failed.len().min(5)]
+        );
         assert!(answered.load(Ordering::Relaxed) > 100, "the load ran");
 
-        let (exact, _) = cluster.key(&json!({"name": "30/min shared", "scopes": ["tenants:read"], "rate_limit_per_minute": 30}));
+        let (exact, _) =
+            cluster.key(&json!({"name": "30/min shared", "scopes": ["tenants:read"], "rate_limit_per_minute": 30}));
         let results = round_robin(&bases, &[exact], "GET", "/v1/tenants", 90);
         assert_eq!((count(&results, 200), count(&results, 429)), (30, 60), "exact again: {results:?}");
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(all(keygate_pg, keygate_redis)),
+    ignore = "set KEYGATE_TEST_POSTGRES_URL and KEYGATE_TEST_REDIS_URL to run the cluster tests"
+)]
+fn a_node_cut_off_from_postgresql_keeps_answering_the_keys_it_holds() {
+    // Node C reaches PostgreSQL through a TCP relay the test can cut: a network partition.
+    let pg = postgres_url();
+    let relay = Relay::start(postgres_port(pg));
+    // A gateway route: forwarding needs the key, not the store.
+    let upstream = Upstream::start();
+    let gateway = format!(
+        "[gateway]\nupstream = \"http://127.0.0.1:{}\"\n\n[[gateway.routes]]\nmethod = \"GET\"\npath = \"/v1/calls\"\nscope = \"calls:read\"\n",
+        upstream.port
+    );
+    let cluster = Cluster::start_with(&RedisAt::Url(shared_redis()), Some(&gateway), |n, sandbox| {
+        if n == 2 {
+            let url = sandbox.env()["KEYGATE_DATABASE_URL"]
+                .replace(&format!(":{}/", postgres_port(pg)), &format!(":{}/", relay.port));
+            sandbox.set_env("KEYGATE_DATABASE_URL", &url);
+            sandbox.set_env("KEYGATE_DATABASE__ACQUIRE_TIMEOUT_MS", "300");
+        }
+    });
+    let [a, c] = [0, 2].map(|n| cluster.nodes[n].http());
+    let (held, held_id) = cluster.key(&json!({"name": "held", "scopes": ["calls:read"]}));
+    let (other, _) = cluster.key(&json!({"name": "held too", "scopes": ["calls:read"]}));
+    let (unseen, _) = cluster.key(&json!({"name": "never used on C", "scopes": ["calls:read"]}));
+    for key in [&held, &other] {
+        let r = c.get("/v1/calls", key);
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+
+    relay.cut();
+    // Longer than a node without a change bus trusts its memory (follower::BLIND_AFTER, 2 s).
+    thread::sleep(Duration::from_secs(3));
+    let ready = c.send("GET", "/readyz", None, None);
+    assert_eq!(ready.status, 200, "{}", ready.text);
+    assert_eq!(ready.json(), json!({"status": "degraded", "store": "unavailable", "redis": "ok"}));
+    for key in [&held, &other] {
+        let r = c.get("/v1/calls", key);
+        assert_eq!(r.status, 200, "a key in memory keeps verifying: {}", r.text);
+    }
+    let r = c.get("/v1/calls", &unseen);
+    assert_eq!(
+        (r.status, r.code().as_deref()),
+        (503, Some("service_unavailable")),
+        "only the store knows it: {}",
+        r.text
+    );
+    // A revocation made elsewhere still reaches C, over Redis: it no longer admits the key.
+    let revoked = a.post(&format!("/v1/api-keys/{held_id}/revoke"), &cluster.operator, &json!({}));
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    let since = Instant::now();
+    loop {
+        let r = c.get("/v1/calls", &held);
+        if r.status != 200 {
+            assert_eq!(r.status, 503, "it cannot say why without the store, but it refuses: {}", r.text);
+            break;
+        }
+        assert!(since.elapsed() < Duration::from_secs(1), "a revoked key still admitted on the cut-off node");
+    }
+
+    relay.heal();
+    let since = Instant::now();
+    loop {
+        let r = c.get("/v1/calls", &held);
+        if r.status == 401 {
+            assert_eq!(r.code().as_deref(), Some("api_key_revoked"));
+            break;
+        }
+        assert!(since.elapsed() < Duration::from_secs(10), "C never got the store back: {} {}", r.status, r.text);
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.get("/v1/calls", &unseen).status, 200);
+    assert_eq!(c.send("GET", "/readyz", None, None).json()["status"], "ready");
+}
+
+fn postgres_port(url: &str) -> u16 {
+    let host = url.split('@').next_back().expect("a host").split('/').next().expect("host:port");
+    host.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(5432)
+}
+
+/// A TCP relay to a local port that can be cut (every connection closed, new ones refused) and
+/// healed again.
+struct Relay {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    open: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    fn start(target: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        let port = listener.local_addr().expect("its address").port();
+        let (cut, open) = (Arc::new(AtomicBool::new(false)), Arc::new(std::sync::Mutex::new(Vec::new())));
+        let (cut2, open2) = (Arc::clone(&cut), Arc::clone(&open));
+        thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if cut2.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { continue };
+                let mut open = open2.lock().expect("relay");
+                for stream in [&client, &server] {
+                    open.push(stream.try_clone().expect("clone"));
+                }
+                for (mut from, mut to) in
+                    [(client.try_clone().expect("clone"), server.try_clone().expect("clone")), (server, client)]
+                {
+                    thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { port, cut, open }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for stream in self.open.lock().expect("relay").drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn heal(&self) {
+        self.cut.store(false, Ordering::SeqCst);
     }
 }
 

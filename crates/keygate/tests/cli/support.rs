@@ -55,6 +55,16 @@ impl Sandbox {
         self.env.insert(name.to_owned(), value.to_owned());
     }
 
+    /// The variables set so far.
+    pub fn env(&self) -> &BTreeMap<String, String> {
+        &self.env
+    }
+
+    /// Replaces every variable set so far.
+    pub fn set_all_env(&mut self, env: BTreeMap<String, String>) {
+        self.env = env;
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.args(args).current_dir(self.path()).stdin(Stdio::null());
