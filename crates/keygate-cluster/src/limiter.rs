@@ -1,11 +1,17 @@
 //! [`RedisLimiter`]: every limit of a request decided in Redis, in one script call (SPEC §5).
 //!
-//! The script is GCRA, as `keygate_domain::gcra`, over the state `"<TAT> <limit> <period>"` kept
-//! under one Redis key per limiter, in microseconds (Lua numbers are doubles: microseconds since
-//! the epoch stay exact, nanoseconds would not). Time is Redis's own (`TIME`), so the nodes'
-//! clocks do not matter. A limiter stored under another limit is rescaled first, so a changed
-//! limit applies to the very next request (SPEC §5). Each limiter expires once it is full again:
-//! an idle key leaves nothing behind.
+//! The script is GCRA with the in-process limiter's own arithmetic (`keygate_domain::gcra`, in
+//! nanoseconds, the emission interval `period / limit` rounded down, a burst of exactly `limit`
+//! intervals), kept per limiter as
+//! `"<debt> <at> <limit> <period>"`: how far its TAT was ahead of the time `at` of its last
+//! admission (ns), that time (µs, Redis's `TIME`), and the limit it was computed under. Storing
+//! the debt rather than the TAT keeps every number the script handles exact in Lua's doubles
+//! (nanoseconds since the epoch would not be). Time is Redis's own, so the nodes' clocks do not
+//! matter. A limiter stored under another limit is rescaled first, so a changed limit applies to
+//! the very next request (SPEC §5). Each limiter expires once it is full again: an idle key
+//! leaves nothing behind. The script answers each limiter's debt before the request and whether it
+//! admitted; the decision (remaining, reset, retry) is then `gcra::check`'s, so a node in cluster
+//! mode answers exactly what a single node would.
 //!
 //! All of one request's limiters share a hash tag, its account (`kg:{acct_…}:…`), so they live in
 //! one hash slot and one script call can touch them all on a Redis Cluster. Limits that belong to
@@ -21,17 +27,18 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use keygate_domain::AccountId;
-use keygate_domain::gcra::{Decision, Quota};
+use keygate_domain::gcra::{self, Decision, Quota};
 use keygate_engine::ratelimit::{InProcessLimiter, LimitKey, LimiterError, RateLimiter, Spent};
 use redis::Script;
 
 use crate::redis::{Redis, RedisError};
 
 /// KEYS: the limiters, in order. ARGV[1]: cost; ARGV[2]: 1 to spend, 0 to look only; then for
-/// each limiter its limit and period (µs). Replies `{now, allowed₁, tat₁, allowed₂, tat₂, …}`,
-/// stopping after the first refusal: `tat` is the new TAT when admitted, the current one (after
-/// any rescaling) when refused.
-const GCRA: &str = r"
+/// each limiter its limit and period (ns). Replies `{now (µs), admitted₁, debt₁, admitted₂,
+/// debt₂, …}`, stopping after the first refusal: `debt` is how far the limiter's TAT was ahead of
+/// now before this request (ns, after any rescaling). Called with no keys it only answers the
+/// time: the health probe.
+pub(crate) const GCRA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local cost = tonumber(ARGV[1])
@@ -41,31 +48,33 @@ for i, key in ipairs(KEYS) do
   local limit = tonumber(ARGV[2 * i + 1])
   local period = tonumber(ARGV[2 * i + 2])
   local interval = math.floor(period / limit)
-  local tat = now
+  local debt = 0
   local state = redis.call('GET', key)
   if state then
-    local s_tat, s_limit, s_period = string.match(state, '^(%d+) (%d+) (%d+)$')
-    s_tat = tonumber(s_tat)
-    if s_tat and s_tat > now then
+    local s_debt, s_at, s_limit, s_period = string.match(state, '^(%d+) (%d+) (%d+) (%d+)$')
+    if s_debt then
+      local elapsed = (now - tonumber(s_at)) * 1000
+      if elapsed < 0 then elapsed = 0 end
+      debt = tonumber(s_debt) - elapsed
+      if debt < 0 then debt = 0 end
       s_limit = tonumber(s_limit)
       s_period = tonumber(s_period)
-      if s_limit ~= limit or s_period ~= period then
-        s_tat = now + math.floor((s_tat - now) * interval / math.floor(s_period / s_limit))
+      if debt > 0 and (s_limit ~= limit or s_period ~= period) then
+        debt = math.floor(debt / math.floor(s_period / s_limit) * interval)
       end
-      tat = s_tat
     end
   end
-  local new_tat = tat + interval * cost
-  if new_tat - period <= now then
+  local new_debt = debt + interval * cost
+  if new_debt <= interval * limit then
     if spend then
-      redis.call('SET', key, string.format('%d %d %d', new_tat, limit, period),
-        'PX', math.floor((new_tat - now) / 1000) + 1)
+      redis.call('SET', key, string.format('%d %d %d %d', new_debt, now, limit, period),
+        'PX', math.floor(new_debt / 1000000) + 1)
     end
     out[#out + 1] = 1
-    out[#out + 1] = new_tat
+    out[#out + 1] = debt
   else
     out[#out + 1] = 0
-    out[#out + 1] = tat
+    out[#out + 1] = debt
     return out
   end
 end
@@ -96,7 +105,7 @@ impl RedisLimiter {
         let mut invocation = self.script.prepare_invoke();
         invocation.arg(cost).arg(u8::from(spend));
         for (key, quota) in checks {
-            invocation.key(redis_key(tag, key)).arg(quota.limit).arg(quota.period_ns / 1_000);
+            invocation.key(redis_key(tag, key)).arg(quota.limit).arg(quota.period_ns);
         }
         let reply: Vec<u64> = self.redis.invoke(&invocation).await?;
         let Some((&now_us, pairs)) =
@@ -106,12 +115,18 @@ impl RedisLimiter {
             self.redis.failed(&e);
             return Err(e);
         };
-        let decisions = pairs
-            .chunks_exact(2)
-            .zip(checks)
-            .map(|(pair, (_, quota))| decision(*quota, now_us, pair[0] == 1, pair[1], cost))
-            .collect();
-        Ok(Spent { now_ns: now_us * 1_000, decisions })
+        let now_ns = now_us.saturating_mul(1_000);
+        let mut decisions = Vec::with_capacity(pairs.len() / 2);
+        for (pair, (_, quota)) in pairs.chunks_exact(2).zip(checks) {
+            let decision = gcra::check(*quota, now_ns.saturating_add(pair[1]), now_ns, cost);
+            if decision.allowed != (pair[0] == 1) {
+                let e = RedisError::Reply(format!("the script and gcra::check disagree on {quota:?}"));
+                self.redis.failed(&e);
+                return Err(e);
+            }
+            decisions.push(decision);
+        }
+        Ok(Spent { now_ns, decisions })
     }
 }
 
@@ -207,24 +222,6 @@ fn redis_key(tag: Option<AccountId>, key: &LimitKey) -> String {
     }
 }
 
-/// The decision the script made, in the engine's terms (nanoseconds), with the script's own
-/// microsecond arithmetic so that `Retry-After` is never earlier than Redis would admit.
-fn decision(quota: Quota, now_us: u64, allowed: bool, tat_us: u64, cost: u32) -> Decision {
-    let period = quota.period_ns / 1_000;
-    let interval = (period / u64::from(quota.limit.max(1))).max(1);
-    let ahead = tat_us.saturating_sub(now_us);
-    let remaining = u32::try_from(period.saturating_sub(ahead) / interval).unwrap_or(u32::MAX).min(quota.limit);
-    let retry_after =
-        if allowed { 0 } else { (tat_us + interval * u64::from(cost)).saturating_sub(period).saturating_sub(now_us) };
-    Decision {
-        allowed,
-        remaining,
-        reset_after_ns: ahead * 1_000,
-        retry_after_ns: retry_after * 1_000,
-        tat_ns: tat_us * 1_000,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use keygate_domain::KeyId;
@@ -254,19 +251,5 @@ mod tests {
         assert_eq!(redis_key(hash_tag(&alone).expect("its own"), &alone[0].0), "kg:{failed:192.0.2.1}");
         let apart = [alone[0].clone(), (LimitKey::FailedAuth([192, 0, 2, 2].into()), Quota::per_minute(5))];
         assert_eq!(hash_tag(&apart), None, "no common tag: one call each");
-    }
-
-    #[test]
-    fn a_refusal_waits_exactly_until_the_script_would_admit() {
-        let q = Quota::per_minute(60); // one a second
-        let now = 1_800_000_000_000_000;
-        // Sixty spent at once: the TAT is a minute ahead; the next one is admitted a second later.
-        let refused = decision(q, now, false, now + 60_000_000, 1);
-        assert_eq!(
-            (refused.remaining, refused.retry_after_ns, refused.reset_after_ns),
-            (0, 1_000_000_000, 60_000_000_000)
-        );
-        let admitted = decision(q, now, true, now + 1_000_000, 1);
-        assert_eq!((admitted.remaining, admitted.retry_after_ns), (59, 0));
     }
 }

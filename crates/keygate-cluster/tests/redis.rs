@@ -137,3 +137,21 @@ async fn evictions_reach_every_listener() {
     let got: Vec<Eviction> = received.lock().expect("sink").iter().filter(|e| sent.contains(e)).copied().collect();
     assert_eq!(got, sent, "in order, as published");
 }
+
+#[tokio::test]
+#[cfg_attr(not(keygate_redis), ignore = "set KEYGATE_TEST_REDIS_URL to a private Redis")]
+async fn a_burst_is_exactly_the_limit_whatever_it_divides() {
+    let limiter = RedisLimiter::new(connected().await);
+    // Limits that do not divide a minute in nanoseconds: the burst is the limit, no more. (In one
+    // call each: real time passes between calls, and 777,777 a minute refill 13 a millisecond.)
+    for limit in [7, 9_999, 777_777] {
+        let fresh = || [(LimitKey::Account(AccountId::generate()), Quota::per_minute(limit))];
+        let all = limiter.spend(&fresh(), limit).await.expect("decided").decisions[0];
+        assert!(all.allowed, "{limit}: the whole burst at once");
+        assert_eq!(all.remaining, 0, "{limit}");
+        let over = limiter.spend(&fresh(), limit + 1).await.expect("decided").decisions[0];
+        assert!(!over.allowed, "{limit}: one more than the limit is refused");
+        let first = limiter.spend(&fresh(), 1).await.expect("decided").decisions[0];
+        assert_eq!(first.remaining, limit - 1, "{limit}");
+    }
+}

@@ -19,10 +19,19 @@ impl Quota {
         Self { limit: limit.max(1), period_ns: 60_000_000_000 }
     }
 
-    /// Time for one request's worth of capacity to refill.
+    /// Time for one request's worth of capacity to refill: the period over the limit, rounded
+    /// down to a whole nanosecond.
     #[must_use]
     pub fn emission_interval_ns(self) -> u64 {
         self.period_ns / u64::from(self.limit.max(1))
+    }
+
+    /// How far ahead of now the TAT may run: `limit` intervals, so a burst is exactly `limit`
+    /// requests whether or not the limit divides the period (the period itself would admit one
+    /// more for every whole interval the rounding lost: 777,785 for 777,777 a minute).
+    #[must_use]
+    pub fn burst_ns(self) -> u64 {
+        self.emission_interval_ns() * u64::from(self.limit.max(1))
     }
 }
 
@@ -62,7 +71,7 @@ pub struct Decision {
 #[must_use]
 pub fn check(quota: Quota, tat_ns: u64, now_ns: u64, cost: u32) -> Decision {
     let interval = quota.emission_interval_ns();
-    let burst_ns = quota.period_ns; // tolerance: a full period's worth = `limit` requests
+    let burst_ns = quota.burst_ns(); // tolerance: `limit` requests' worth
     let tat = tat_ns.max(now_ns);
     let increment = interval.saturating_mul(u64::from(cost));
     let new_tat = tat.saturating_add(increment);
@@ -95,7 +104,7 @@ pub fn peek(quota: Quota, tat_ns: u64, now_ns: u64, cost: u32) -> bool {
 
 fn remaining(quota: Quota, tat: u64, now: u64) -> u32 {
     let used_ns = tat.saturating_sub(now);
-    let free_ns = quota.period_ns.saturating_sub(used_ns);
+    let free_ns = quota.burst_ns().saturating_sub(used_ns);
     u32::try_from(free_ns / quota.emission_interval_ns()).unwrap_or(u32::MAX).min(quota.limit)
 }
 
@@ -133,6 +142,19 @@ mod tests {
     }
 
     const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn a_burst_is_exactly_the_limit_whatever_it_divides() {
+        let now = 1_000 * SEC;
+        for limit in [7, 9_999, 777_777, 4_000_000_000] {
+            let q = Quota::per_minute(limit);
+            let first = check(q, 0, now, 1);
+            assert_eq!(first.remaining, limit - 1, "{limit}");
+            let rest = check(q, first.tat_ns, now, limit - 1);
+            assert!(rest.allowed, "{limit}");
+            assert!(!check(q, rest.tat_ns, now, 1).allowed, "{limit}: one more is refused");
+        }
+    }
 
     fn run(quota: Quota, times: &[u64]) -> Vec<bool> {
         let mut tat = 0;

@@ -1,7 +1,8 @@
 //! [`Engine`]: the [`Keygate`] core plus what serving requests needs — the credential cache in
-//! front of the store, the [`Authenticator`], the rate limiter and its clock, idempotency claims,
-//! and the background tasks (change-log follower, usage and request-log flushers, purge),
-//! which [`Engine::shutdown`] stops. The API and the gateway share one.
+//! front of the store, the [`Authenticator`], the rate limiter (in process, or shared by a
+//! cluster's nodes: [`Engine::clustered`]), idempotency claims, and the background tasks
+//! (change-bus listener, change-log follower, usage and request-log flushers, purge), which
+//! [`Engine::shutdown`] stops. The API and the gateway share one.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
