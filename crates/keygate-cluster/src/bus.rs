@@ -3,9 +3,11 @@
 //! Publishing never waits on the network: an eviction is queued (at most [`QUEUE`]) and a task
 //! sends it with `PUBLISH` over the shared connection. Receiving is one `SUBSCRIBE` connection to
 //! the Redis server (or, on a Redis Cluster, to any seed node: a cluster forwards every published
-//! message to all of its nodes), reopened after [`RECONNECT_AFTER`] when it drops. Messages sent
-//! while a node was not subscribed are not replayed; the change log it still follows covers them
-//! ([`keygate_engine::follower`]).
+//! message to all of its nodes), pinged every [`crate::redis::CHECK_INTERVAL`] — a connection a
+//! network partition silently dropped must not pass for one that receives — and reopened after
+//! [`RECONNECT_AFTER`] when it drops or a ping goes unanswered. Messages sent while a node was not
+//! subscribed are not replayed; the change log it still follows covers them
+//! ([`keygate_engine::follower`]). A message that is not an eviction is counted and ignored.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use futures_util::StreamExt;
 use keygate_engine::bus::{ChangeBus, Deliver, Eviction};
 use tokio::sync::{mpsc, watch};
 
-use crate::redis::{Redis, RedisError};
+use crate::redis::{CHECK_INTERVAL, REPEAT_WARNING, Redis, RedisError};
 
 /// The channel every node publishes its evictions on.
 pub const CHANNEL: &str = "keygate:evictions";
@@ -30,6 +32,8 @@ pub struct RedisBus {
     redis: Arc<Redis>,
     queue: mpsc::Sender<Eviction>,
     receiving: AtomicBool,
+    /// Messages that were not evictions, and when that was last logged.
+    ignored: std::sync::Mutex<(u64, Option<std::time::Instant>)>,
 }
 
 impl RedisBus {
@@ -38,7 +42,17 @@ impl RedisBus {
     pub fn start(redis: Arc<Redis>) -> Arc<Self> {
         let (queue, queued) = mpsc::channel(QUEUE);
         tokio::spawn(publish(Arc::clone(&redis), queued));
-        Arc::new(Self { redis, queue, receiving: AtomicBool::new(false) })
+        Arc::new(Self { redis, queue, receiving: AtomicBool::new(false), ignored: std::sync::Mutex::new((0, None)) })
+    }
+
+    /// Counts a message that is not an eviction; says so at most every [`REPEAT_WARNING`].
+    fn ignored(&self) {
+        let Ok(mut ignored) = self.ignored.lock() else { return };
+        ignored.0 += 1;
+        if ignored.1.is_none_or(|at| at.elapsed() >= REPEAT_WARNING) {
+            tracing::warn!(messages = ignored.0, "ignored messages on {CHANNEL} that are not evictions");
+            *ignored = (0, Some(std::time::Instant::now()));
+        }
     }
 
     async fn subscribe(&self, deliver: &Deliver, stop: &mut watch::Receiver<bool>) -> Result<(), RedisError> {
@@ -64,14 +78,23 @@ impl RedisBus {
             };
             self.receiving.store(true, Ordering::Release);
             tracing::info!("receiving other nodes' evictions from Redis");
-            let mut messages = pubsub.into_on_message();
-            loop {
+            let (mut sink, mut messages) = pubsub.split();
+            let mut ping = tokio::time::interval(CHECK_INTERVAL);
+            ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let lost = loop {
                 tokio::select! {
                     message = messages.next() => {
-                        let Some(message) = message else { break };
-                        match message.get_payload::<String>().map_err(|_| ()).and_then(|p| p.parse::<Eviction>().map_err(|_| ())) {
-                            Ok(eviction) => deliver(eviction),
-                            Err(()) => tracing::warn!("ignored a message on {CHANNEL} that is not an eviction"),
+                        let Some(message) = message else { break "the connection closed" };
+                        let eviction = message.get_payload::<String>().ok().and_then(|p| p.parse::<Eviction>().ok());
+                        match eviction {
+                            Some(eviction) => deliver(eviction),
+                            None => self.ignored(),
+                        }
+                    }
+                    _ = ping.tick() => {
+                        let answered = tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await;
+                        if !matches!(answered, Ok(Ok(_))) {
+                            break "a ping went unanswered";
                         }
                     }
                     _ = stop.changed() => {
@@ -79,12 +102,13 @@ impl RedisBus {
                         return Ok(());
                     }
                 }
-            }
+            };
             self.receiving.store(false, Ordering::Release);
             tracing::warn!(
+                reason = lost,
                 "lost the subscription to other nodes' evictions: relying on the change log until it is back"
             );
-            return Err(RedisError::Reply("subscription closed".into()));
+            return Err(RedisError::Reply(lost.into()));
         }
         Err(last.unwrap_or(RedisError::NotConnected))
     }

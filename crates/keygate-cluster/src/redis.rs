@@ -3,9 +3,13 @@
 //!
 //! A call that fails or outlasts [`RedisSettings::timeout`] marks Redis down: callers then decide
 //! without it at once ([`Redis::up`] is false) instead of each waiting out its own timeout, and
-//! `keygate_redis_errors_total` counts the failure. A background probe sends `PING` every
-//! [`PROBE_INTERVAL`] while Redis is down (and connects in the first place, so a node starts even
-//! while Redis is unreachable), and marks it up again when one is answered: no restart needed.
+//! `keygate_redis_errors_total` counts the failure. A background probe connects in the first
+//! place (so a node starts even while Redis is unreachable), then runs the limiter's own script
+//! with no limiter every [`PROBE_INTERVAL`] while Redis is down and every [`CHECK_INTERVAL`] while
+//! it is up: Redis is up exactly while that script runs — a `PING` would pass where the script
+//! cannot (out of memory, a user without `EVALSHA`, a read-only replica), and flap — and an idle
+//! node still notices that Redis went away. While Redis stays down, the reason is logged again
+//! every [`REPEAT_WARNING`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,11 +18,17 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, FromRedisValue, ScriptInvocation};
+use redis::{Cmd, FromRedisValue, Script, ScriptInvocation};
 use tokio::sync::OnceCell;
+
+use crate::limiter::GCRA;
 
 /// How often an unreachable Redis is tried again.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// How often a reachable Redis is checked when nothing else calls it.
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the reason Redis is down is logged again while it stays down.
+pub const REPEAT_WARNING: Duration = Duration::from_secs(60);
 
 /// Where Redis is (SPEC §11) and how long a call may take.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,32 +196,54 @@ impl Redis {
     }
 }
 
-/// Connects, then while Redis is down pings it every [`PROBE_INTERVAL`] until it answers.
+/// Connects, then runs the limiter's script with no limiter: every [`PROBE_INTERVAL`] while Redis
+/// is down, every [`CHECK_INTERVAL`] while it is up.
 async fn probe(redis: std::sync::Weak<Redis>) {
-    let mut reported = false;
+    let script = Script::new(GCRA);
+    let mut warned: Option<std::time::Instant> = None;
     loop {
         let Some(redis) = redis.upgrade() else { return };
-        if redis.connection.get().is_none() {
+        let was_up = redis.up();
+        let checked = if redis.connection.get().is_none() {
             match redis.connect().await {
                 Ok(connection) => {
                     let _ = redis.connection.set(connection);
+                    Ok(())
                 }
                 Err(e) => {
-                    if !reported {
-                        tracing::warn!(error = %e, "cannot connect to Redis yet: deciding rate limits in this node");
-                        reported = true;
-                    }
                     metrics::counter!("keygate_redis_errors_total").increment(1);
+                    Err(e)
+                }
+            }
+        } else {
+            Ok(())
+        };
+        let checked = match checked {
+            Ok(()) => redis.invoke::<Vec<u64>>(script.prepare_invoke().arg(1).arg(0)).await.map(drop),
+            Err(e) => Err(e),
+        };
+        match checked {
+            Ok(()) => {
+                warned = None;
+                if !redis.up.swap(true, Ordering::AcqRel) {
+                    tracing::info!("Redis reachable: rate limits are shared by every node again");
+                }
+            }
+            Err(e) => {
+                if was_up {
+                    // `failed` has just said so.
+                    warned = Some(std::time::Instant::now());
+                } else if warned.is_none_or(|at| at.elapsed() >= REPEAT_WARNING) {
+                    tracing::warn!(
+                        error = %e,
+                        "Redis cannot decide rate limits: each node decides alone until it can"
+                    );
+                    warned = Some(std::time::Instant::now());
                 }
             }
         }
-        if redis.connection.get().is_some() && !redis.up() {
-            let answered = redis.query::<String>(&redis::cmd("PING")).await.is_ok();
-            if answered && !redis.up.swap(true, Ordering::AcqRel) {
-                tracing::info!("Redis reachable: rate limits are shared by every node again");
-            }
-        }
+        let wait = if redis.up() { CHECK_INTERVAL } else { PROBE_INTERVAL };
         drop(redis);
-        tokio::time::sleep(PROBE_INTERVAL).await;
+        tokio::time::sleep(wait).await;
     }
 }

@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use dashmap::DashMap;
 use keygate_domain::model::{Account, ApiKey, AuditEvent, Tenant};
 use keygate_domain::time::Timestamp;
 use keygate_domain::{AccountId, KeyHash, KeyId, TenantId};
@@ -37,6 +38,7 @@ use keygate_store::{
     AccountStore, AuditFilter, AuditLog, Change, ChangeFeed, KeyFilter, KeyStore, KeyUsage, Page, Result, Store,
     TenantFilter, TenantStore,
 };
+use moka::notification::RemovalCause;
 use moka::sync::Cache as Moka;
 
 use crate::bus::{ChangeBus, Eviction};
@@ -113,6 +115,11 @@ pub const VOUCHED_FOR: Duration = Duration::from_secs(3600);
 /// The in-memory part, shared by the decorator and the change-log follower.
 pub struct Cache {
     keys: Moka<KeyHash, Credential>,
+    /// Each cached key's hash by its id, so evicting one key is one removal, not a predicate
+    /// every later read must test until housekeeping runs (a burst of revocations on one node —
+    /// published to every node — would otherwise stall every read for seconds). An entry is added
+    /// before its credential is cached and removed when that same credential leaves the cache.
+    by_id: Arc<DashMap<KeyId, (KeyHash, Credential)>>,
     unknown: Moka<KeyHash, ()>,
     /// Hashes a store lookup found a key for: they bypass the failed-attempt throttle.
     vouched: Moka<KeyHash, ()>,
@@ -126,12 +133,23 @@ pub struct Cache {
 impl Cache {
     #[must_use]
     pub fn new(config: CacheConfig) -> Self {
+        let by_id: Arc<DashMap<KeyId, (KeyHash, Credential)>> = Arc::new(DashMap::new());
+        let index = Arc::clone(&by_id);
         Self {
             keys: Moka::builder()
                 .max_capacity(config.max_keys)
                 .time_to_live(config.ttl)
                 .support_invalidation_closures()
+                .eviction_listener(move |_hash, gone: Credential, cause| {
+                    // A replacement under the same hash keeps the key's entry (its newer credential
+                    // is the one in the index); anything else removes the entry if it is still
+                    // this credential's, not a later fill's.
+                    if cause != RemovalCause::Replaced {
+                        index.remove_if(&gone.key.id, |_, (_, held)| Arc::ptr_eq(held, &gone));
+                    }
+                })
                 .build(),
+            by_id,
             unknown: Moka::builder().max_capacity(config.max_unknown).time_to_live(config.unknown_ttl).build(),
             vouched: Moka::builder().max_capacity(config.max_keys).time_to_live(VOUCHED_FOR).build(),
             tenants: Moka::builder()
@@ -165,9 +183,9 @@ impl Cache {
 
     fn evict_key(&self, id: KeyId) {
         self.bump();
-        // Registered predicates apply to every entry inserted before this call: once it
-        // returns, `get` no longer answers them.
-        let _ = self.keys.invalidate_entries_if(move |_, c| c.key.id == id);
+        if let Some((_, (hash, _))) = self.by_id.remove(&id) {
+            self.keys.invalidate(&hash);
+        }
     }
 
     fn evict_account(&self, id: AccountId) {
@@ -227,7 +245,10 @@ impl Cache {
         }
         if self.may_fill(ticket) {
             match &found {
-                Some(credential) => self.keys.insert(*hash, Arc::clone(credential)),
+                Some(credential) => {
+                    self.by_id.insert(credential.key.id, (*hash, Arc::clone(credential)));
+                    self.keys.insert(*hash, Arc::clone(credential));
+                }
                 None => self.unknown.insert(*hash, ()),
             }
         }

@@ -27,6 +27,9 @@ use crate::cache::Cache;
 pub const GAP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long without a successful read before the cache is cleared.
 pub const BLIND_AFTER: Duration = Duration::from_secs(2);
+/// The longest one read of the change log may take before it counts as failed: a database that
+/// stopped answering (a partition) is noticed in time, whatever the pool's timeouts.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where the follower is in the change log.
 #[derive(Debug, Default)]
@@ -110,7 +113,12 @@ pub async fn follow(
         if sleep_or_stop(&mut stop, interval).await {
             return;
         }
-        match store.changes_since(position.watermark(), 1000).await {
+        let read = tokio::time::timeout(READ_TIMEOUT, store.changes_since(position.watermark(), 1000)).await;
+        let read = match read {
+            Ok(read) => read.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {READ_TIMEOUT:?}")),
+        };
+        match read {
             Ok(changes) => {
                 let now = Instant::now();
                 let seqs: Vec<i64> = changes.iter().map(|c| c.seq).collect();

@@ -2797,3 +2797,24 @@ async fn a_change_of_role_ends_the_users_sessions_and_links(store: Arc<dyn Store
     assert!(session(&store, &live.token_hash).await.is_some_and(|s| s.revoked_at.is_some()), "the session ended");
     assert_eq!(store.consume_sign_in_token(&second, t0).await.expect("consume"), None, "the link died");
 }
+
+/// During a rolling upgrade the new version migrates first, and an old node must still start on
+/// that schema (docs/deployment.md): a migration it does not know is a newer version's.
+#[tokio::test]
+async fn an_older_binary_starts_on_a_newer_schema() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("keygate.db").display());
+    let store = connect(&url).await.expect("open and migrate SQLite");
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("open the file");
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99999, 'from a newer keygate', 1, X'00', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("record a migration of a newer version");
+    let _ = conn.close().await;
+    store.migrate().await.expect("migrating again ignores the newer version's migration");
+    store.close().await;
+    connect(&url).await.expect("and a new process opens it");
+}

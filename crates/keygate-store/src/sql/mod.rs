@@ -1443,7 +1443,18 @@ macro_rules! sql_store {
                 if let Some(sql) = unbounded {
                     sqlx::query(sql).execute(&mut *conn).await.map_err(map_err)?;
                 }
-                let result = $migrator.run_direct(None, &mut *conn, false).await;
+                // Applied migrations this binary does not know are a newer version's: an older
+                // node keeps running on the newer schema during a rolling upgrade, since
+                // migrations only add (docs/deployment.md).
+                let migrator = sqlx::migrate::Migrator {
+                    migrations: std::borrow::Cow::Borrowed(&$migrator.migrations[..]),
+                    ignore_missing: true,
+                    locking: $migrator.locking,
+                    no_tx: $migrator.no_tx,
+                    table_name: std::borrow::Cow::Borrowed(&$migrator.table_name[..]),
+                    create_schemas: std::borrow::Cow::Borrowed(&$migrator.create_schemas[..]),
+                };
+                let result = migrator.run_direct(None, &mut *conn, false).await;
                 if unbounded.is_some() {
                     // Not back into the pool without its statement timeout: closed instead.
                     drop(conn.detach());

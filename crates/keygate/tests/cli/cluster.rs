@@ -580,16 +580,83 @@ fn a_node_cut_off_from_postgresql_keeps_answering_the_keys_it_holds() {
     assert_eq!(c.send("GET", "/readyz", None, None).json()["status"], "ready");
 }
 
+#[test]
+#[cfg_attr(
+    not(all(keygate_pg, keygate_redis)),
+    ignore = "set KEYGATE_TEST_POSTGRES_URL and KEYGATE_TEST_REDIS_URL to run the cluster tests"
+)]
+fn a_node_cut_off_from_postgresql_and_redis_by_a_black_hole_stops_trusting_its_memory() {
+    // Node C reaches both through relays that swallow every byte and close nothing.
+    let pg = postgres_url();
+    let redis = PrivateRedis::start(free_port(), false);
+    let (pg_relay, redis_relay) = (Relay::start(postgres_port(pg)), Relay::start(redis.port));
+    let upstream = Upstream::start();
+    let gateway = format!(
+        "[gateway]\nupstream = \"http://127.0.0.1:{}\"\n\n[[gateway.routes]]\nmethod = \"GET\"\npath = \"/v1/calls\"\nscope = \"calls:read\"\n",
+        upstream.port
+    );
+    let cluster = Cluster::start_with(&RedisAt::Url(redis.url()), Some(&gateway), |n, sandbox| {
+        if n == 2 {
+            let url = sandbox.env()["KEYGATE_DATABASE_URL"]
+                .replace(&format!(":{}/", postgres_port(pg)), &format!(":{}/", pg_relay.port));
+            sandbox.set_env("KEYGATE_DATABASE_URL", &url);
+            sandbox.set_env("KEYGATE_REDIS_URL", &format!("redis://127.0.0.1:{}", redis_relay.port));
+        }
+    });
+    let [a, c] = [0, 2].map(|n| cluster.nodes[n].http());
+    let (key, id) = cluster.key(&json!({"name": "held", "scopes": ["calls:read"]}));
+    assert_eq!(c.get("/v1/calls", &key).status, 200);
+
+    pg_relay.freeze();
+    redis_relay.freeze();
+    let revoked = a.post(&format!("/v1/api-keys/{id}/revoke"), &cluster.operator, &json!({}));
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    // C hears of it from neither; it must stop trusting what it holds: within the change log's
+    // blind time (2 s) once its read times out (1 s) and its subscription's ping goes unanswered.
+    let since = Instant::now();
+    let stopped = loop {
+        let asked = since.elapsed();
+        let r = c.get("/v1/calls", &key);
+        if r.status != 200 {
+            // Without the store the answer waits out database.acquire_timeout_ms (5 s), then 503.
+            assert_eq!(r.status, 503, "{}", r.text);
+            break asked;
+        }
+        assert!(asked < Duration::from_secs(5), "a revoked key still admitted {asked:?} after the revocation");
+        thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!(
+        "a node cut off from PostgreSQL and Redis by a black hole stopped admitting a key revoked elsewhere after {stopped:?}"
+    );
+    let ready = c.send("GET", "/readyz", None, None).json();
+    assert_eq!(ready, json!({"status": "degraded", "store": "unavailable", "redis": "unavailable"}));
+
+    pg_relay.heal();
+    redis_relay.heal();
+    let since = Instant::now();
+    loop {
+        let r = c.get("/v1/calls", &key);
+        if r.status == 401 {
+            assert_eq!(r.code().as_deref(), Some("api_key_revoked"));
+            break;
+        }
+        assert!(since.elapsed() < Duration::from_secs(15), "C never came back: {} {}", r.status, r.text);
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn postgres_port(url: &str) -> u16 {
     let host = url.split('@').next_back().expect("a host").split('/').next().expect("host:port");
     host.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(5432)
 }
 
-/// A TCP relay to a local port that can be cut (every connection closed, new ones refused) and
+/// A TCP relay to a local port that can be cut (every connection closed, new ones refused),
+/// frozen (a black hole: bytes are swallowed, nothing is closed, as in a network partition) and
 /// healed again.
 struct Relay {
     port: u16,
     cut: Arc<AtomicBool>,
+    frozen: Arc<AtomicBool>,
     open: Arc<std::sync::Mutex<Vec<TcpStream>>>,
 }
 
@@ -598,11 +665,17 @@ impl Relay {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
         let port = listener.local_addr().expect("its address").port();
         let (cut, open) = (Arc::new(AtomicBool::new(false)), Arc::new(std::sync::Mutex::new(Vec::new())));
-        let (cut2, open2) = (Arc::clone(&cut), Arc::clone(&open));
+        let frozen = Arc::new(AtomicBool::new(false));
+        let (cut2, open2, frozen2) = (Arc::clone(&cut), Arc::clone(&open), Arc::clone(&frozen));
         thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 if cut2.load(Ordering::SeqCst) {
                     let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                if frozen2.load(Ordering::SeqCst) {
+                    // A black hole accepts nothing either: the connection just hangs.
+                    open2.lock().expect("relay").push(client);
                     continue;
                 }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { continue };
@@ -613,14 +686,30 @@ impl Relay {
                 for (mut from, mut to) in
                     [(client.try_clone().expect("clone"), server.try_clone().expect("clone")), (server, client)]
                 {
+                    let frozen = Arc::clone(&frozen2);
                     thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) if !frozen.load(Ordering::SeqCst) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                Ok(_) => {} // swallowed
+                            }
+                        }
                         let _ = to.shutdown(std::net::Shutdown::Both);
                     });
                 }
             }
         });
-        Self { port, cut, open }
+        Self { port, cut, frozen, open }
+    }
+
+    fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
     }
 
     fn cut(&self) {
@@ -632,6 +721,11 @@ impl Relay {
 
     fn heal(&self) {
         self.cut.store(false, Ordering::SeqCst);
+        self.frozen.store(false, Ordering::SeqCst);
+        // Connections that lived through the freeze lost bytes: end them.
+        for stream in self.open.lock().expect("relay").drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 
