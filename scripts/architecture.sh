@@ -20,7 +20,7 @@ allowed = {
     "keygate-api": {"keygate-domain", "keygate-store", "keygate-engine", "keygate-http"},
     "keygate-gateway": {"keygate-domain", "keygate-engine", "keygate-http"},
     "keygate-dashboard": {"keygate-domain", "keygate-store", "keygate-engine", "keygate-http"},
-    "keygate-cluster": {"keygate-domain", "keygate-engine"},
+    "keygate-cluster": {"keygate-domain", "keygate-store", "keygate-engine"},
     "keygate": {"keygate-domain", "keygate-store", "keygate-engine", "keygate-http", "keygate-api", "keygate-gateway", "keygate-dashboard", "keygate-cluster"},
 }
 meta = json.loads(subprocess.check_output(["cargo", "metadata", "--format-version", "1", "--no-deps"]))

@@ -24,6 +24,8 @@ use crate::redis::{CHECK_INTERVAL, REPEAT_WARNING, Redis, RedisError};
 pub const CHANNEL: &str = "keygate:evictions";
 /// Evictions queued for publishing at most; beyond it they are dropped (and counted).
 pub const QUEUE: usize = 10_000;
+/// How long an eviction waits for a process's first connection to Redis.
+pub const CONNECT_WAIT: Duration = Duration::from_secs(1);
 /// How long after losing its subscription a node subscribes again.
 pub const RECONNECT_AFTER: Duration = Duration::from_millis(250);
 
@@ -31,6 +33,8 @@ pub const RECONNECT_AFTER: Duration = Duration::from_millis(250);
 pub struct RedisBus {
     redis: Arc<Redis>,
     queue: mpsc::Sender<Eviction>,
+    /// Evictions queued and not yet sent (or given up on).
+    pending: Arc<std::sync::atomic::AtomicUsize>,
     receiving: AtomicBool,
     /// Messages that were not evictions, and when that was last logged.
     ignored: std::sync::Mutex<(u64, Option<std::time::Instant>)>,
@@ -41,8 +45,29 @@ impl RedisBus {
     #[must_use]
     pub fn start(redis: Arc<Redis>) -> Arc<Self> {
         let (queue, queued) = mpsc::channel(QUEUE);
-        tokio::spawn(publish(Arc::clone(&redis), queued));
-        Arc::new(Self { redis, queue, receiving: AtomicBool::new(false), ignored: std::sync::Mutex::new((0, None)) })
+        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn(publish(Arc::clone(&redis), queued, Arc::clone(&pending)));
+        Arc::new(Self {
+            redis,
+            queue,
+            pending,
+            receiving: AtomicBool::new(false),
+            ignored: std::sync::Mutex::new((0, None)),
+        })
+    }
+
+    /// Waits until every eviction published so far has been sent, for at most `within`: a
+    /// process about to exit (the CLI) calls it so that what it changed reaches the running nodes
+    /// at once, not at their next read of the change log. `false` if some were not sent in time.
+    pub async fn flush(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.pending.load(Ordering::Acquire) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
     }
 
     /// Counts a message that is not an eviction; says so at most every [`REPEAT_WARNING`].
@@ -116,7 +141,9 @@ impl RedisBus {
 
 impl ChangeBus for RedisBus {
     fn publish(&self, eviction: Eviction) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
         if self.queue.try_send(eviction).is_err() {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
             metrics::counter!("keygate_redis_errors_total").increment(1);
         }
     }
@@ -151,11 +178,22 @@ impl ChangeBus for RedisBus {
     }
 }
 
-/// Sends queued evictions, one `PUBLISH` each, until every sender is gone.
-async fn publish(redis: Arc<Redis>, mut queued: mpsc::Receiver<Eviction>) {
+/// Sends queued evictions, one `PUBLISH` each, until every sender is gone. A process that has
+/// just started may not be connected yet: an eviction waits for the connection up to
+/// [`CONNECT_WAIT`].
+async fn publish(
+    redis: Arc<Redis>,
+    mut queued: mpsc::Receiver<Eviction>,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+) {
     while let Some(eviction) = queued.recv().await {
+        let deadline = tokio::time::Instant::now() + CONNECT_WAIT;
+        while !redis.connected() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let message = eviction.to_string();
         // A failure is counted by `query`; the change log carries the eviction instead.
         let _ = redis.query::<i64>(redis::cmd("PUBLISH").arg(CHANNEL).arg(message)).await;
+        pending.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -19,6 +19,23 @@ use keygate_engine::Shared;
 
 pub use crate::redis::{RedisSettings, Target};
 
+/// For a process that changes keys without serving (the CLI): its evictions, published to the
+/// running nodes through `store` ([`keygate_engine::cache::CachedStore`] over a cache of its own),
+/// and the bus to [`bus::RedisBus::flush`] before it exits. Must be called within a Tokio runtime.
+///
+/// # Errors
+/// A URL that is not a Redis URL.
+pub fn publishing(
+    settings: RedisSettings,
+    store: std::sync::Arc<dyn keygate_store::Store>,
+) -> Result<(std::sync::Arc<dyn keygate_store::Store>, std::sync::Arc<bus::RedisBus>), ::redis::RedisError> {
+    use keygate_engine::cache::{Cache, CacheConfig, CachedStore};
+    let bus = bus::RedisBus::start(redis::Redis::start(settings)?);
+    let cache = std::sync::Arc::new(Cache::new(CacheConfig { max_keys: 1, ..CacheConfig::default() }));
+    let published: std::sync::Arc<dyn keygate_engine::bus::ChangeBus> = bus.clone();
+    Ok((std::sync::Arc::new(CachedStore::new(store, cache, Some(published))), bus))
+}
+
 /// Connects to Redis in the background and returns the shared limiter and change bus for
 /// [`keygate_engine::Engine::clustered`]. Must be called within a Tokio runtime.
 ///

@@ -483,8 +483,32 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Serve { .. } => serve(&config, &settings).await,
         command => {
-            let keygate = open(&config, &settings).await?;
-            manage(&out, &keygate, &settings, command).await?;
+            let mut keygate = open(&config, &settings).await?;
+            // In cluster mode the CLI is one more node (SPEC §3): what it changes is published to
+            // the running nodes too, not only left in the change log for their next read.
+            let bus = match &settings.redis {
+                Some(redis) => {
+                    let (store, bus) =
+                        keygate_cluster::publishing(redis.clone(), Arc::clone(&keygate.store)).map_err(|e| {
+                            Failure::config(vec![Problem {
+                                setting: "redis_url".into(),
+                                message: format!("not a Redis URL: {e}"),
+                            }])
+                        })?;
+                    keygate.store = store;
+                    Some(bus)
+                }
+                None => None,
+            };
+            let managed = manage(&out, &keygate, &settings, command).await;
+            if let Some(bus) = bus
+                && !bus.flush(std::time::Duration::from_secs(2)).await
+            {
+                tracing::warn!(
+                    "Redis did not take this change's evictions: running nodes see it within a second, through the change log"
+                );
+            }
+            managed?;
             Ok(ExitCode::SUCCESS)
         }
     }
