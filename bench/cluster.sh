@@ -81,7 +81,6 @@ PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432}"
 while read -r v; do unset "$v"; done < <(compgen -e | grep '^KEYGATE_' || true)
 source bench/lib.sh
 
-need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2"; }; }
 need wrk wrk
 need nginx nginx
 need redis-server redis-server
@@ -130,23 +129,7 @@ CLUSTER_PORT="$(free_port $((LOCAL_PORT + 1)))"
 [ "$REDIS_PORT" != 6379 ] || { echo "refusing to use port 6379" >&2; exit 1; }
 
 # The upstream.
-cat >upstream.conf <<NGINX
-daemon off;
-worker_processes auto;
-pid $WORK/upstream.pid;
-error_log $WORK/upstream-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server {
-    listen 127.0.0.1:$UP_PORT;
-    keepalive_requests 1000000;
-    location / { default_type application/json; return 200 '{"calls":[],"ok":true}'; }
-  }
-}
-NGINX
-nginx -e "$WORK/upstream-error.log" -c "$WORK/upstream.conf" -p "$WORK" &
-STARTED+=($!)
+start_upstream "$UP_PORT"
 
 # The private Redis: no persistence, nothing else connects to it.
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --daemonize no \
@@ -204,13 +187,9 @@ for t in local redis; do KEYS[$t]="$(create_key "${PORTS[$t]}" "${KG_OPERATOR[$t
 # The Redis keygate must be in cluster mode and see Redis before anything is measured.
 readyz() { curl -s "http://127.0.0.1:${PORTS[$1]}/readyz"; }
 for _ in $(seq 1 100); do readyz redis | grep -q '"status":"ready"' && break; sleep 0.1; done
-expect() {  # WHAT WANTED GOT
-  [ "$2" = "$3" ] || { echo "check failed: $1: expected $2, got $3" >&2; exit 1; }
-}
 expect "the Redis keygate is ready with Redis" '{"status":"ready","store":"ok","redis":"ok"}' "$(readyz redis)"
 expect "the local keygate is ready, without Redis" '{"status":"ready","store":"ok"}' "$(readyz local)"
 
-status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 cmdstats() {  # "command calls usec" per cmdstat_* line of the private Redis
   rcli INFO commandstats | tr -d '\r' | awk -F'[:,=]' '/^cmdstat_/ { sub(/^cmdstat_/, "", $1); print $1, $3, $5 }'
 }

@@ -77,7 +77,6 @@ BASE_BIN="${KEYGATE_BASE_BIN:-}"
 while read -r v; do unset "$v"; done < <(compgen -e | grep '^KEYGATE_' || true)
 source bench/lib.sh
 
-need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2"; }; }
 need wrk wrk
 need nginx nginx
 need haproxy haproxy
@@ -121,23 +120,7 @@ BASE_PORT="$(free_port $((R1000_PORT + 10)))"
 BARE_PORT="$(free_port 19400)"
 
 # The upstream: its own nginx, so the proxy nginx's processes do nothing but proxy.
-cat >upstream.conf <<NGINX
-daemon off;
-worker_processes auto;
-pid $WORK/upstream.pid;
-error_log $WORK/upstream-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server {
-    listen 127.0.0.1:$UP_PORT;
-    keepalive_requests 1000000;
-    location / { default_type application/json; return 200 '{"calls":[],"ok":true}'; }
-  }
-}
-NGINX
-nginx -e "$WORK/upstream-error.log" -c "$WORK/upstream.conf" -p "$WORK" &
-STARTED+=($!)
+start_upstream "$UP_PORT"
 
 # keygate configs: limits far above what one machine can send; N routes, /v1/calls the last.
 keygate_config() {
@@ -255,16 +238,12 @@ HAPROXY_PID=$!
 STARTED+=("$HAPROXY_PID")
 
 # Wait for the three, then check that each proxy forwards a valid key and refuses another.
-status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 for port in "$UP_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$BARE_PORT"; do
   for _ in $(seq 1 50); do [ "$(status "http://127.0.0.1:$port/v1/calls")" != 000 ] && break; sleep 0.1; done
 done
 NGINX_PIDS="$NGINX_MASTER $(pgrep -P "$NGINX_MASTER" | tr '\n' ' ')"
 NGINX_WORKERS="$(pgrep -P "$NGINX_MASTER" | tr '\n' ' ')"
 [ -n "$NGINX_WORKERS" ] || { echo "nginx started no workers" >&2; cat nginx-error.log >&2; exit 1; }
-expect() {  # WHAT WANTED GOT
-  [ "$2" = "$3" ] || { echo "check failed: $1: expected $2, got $3" >&2; exit 1; }
-}
 for t in "nginx $NGINX_PORT $KEY" "haproxy $HAPROXY_PORT $KEY" "keygate $KG_PORT $KEY" \
   "routes_10 $R10_PORT ${KEYS[routes_10]}" "routes_1000 $R1000_PORT ${KEYS[routes_1000]}" \
   ${BASE_BIN:+"keygate_base $BASE_PORT ${KEYS[keygate_base]:-}"}; do

@@ -116,3 +116,36 @@ create_key() {
   curl -sf -X POST "http://127.0.0.1:$1/v1/api-keys" -H "Authorization: Bearer $2" \
     -H "Content-Type: application/json" -d "$3" | json_key
 }
+
+# Installs Debian package $2 when command $1 is missing.
+need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2"; }; }
+
+# The HTTP status of a curl request (000 when nothing answered).
+status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+
+expect() {  # WHAT WANTED GOT: stops the run when a check fails
+  [ "$2" = "$3" ] || { echo "check failed: $1: expected $2, got $3" >&2; exit 1; }
+}
+
+# The upstream every proxy forwards to: its own nginx on 127.0.0.1:$1 in $WORK, answering a small
+# JSON body over keep-alive (never the bottleneck; its CPU is counted for no one). Its PID joins
+# STARTED.
+start_upstream() {
+  cat >"$WORK/upstream.conf" <<NGINX
+daemon off;
+worker_processes auto;
+pid $WORK/upstream.pid;
+error_log $WORK/upstream-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:$1;
+    keepalive_requests 1000000;
+    location / { default_type application/json; return 200 '{"calls":[],"ok":true}'; }
+  }
+}
+NGINX
+  nginx -e "$WORK/upstream-error.log" -c "$WORK/upstream.conf" -p "$WORK" &
+  STARTED+=($!)
+}
