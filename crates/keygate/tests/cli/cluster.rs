@@ -574,7 +574,10 @@ fn a_node_cut_off_from_postgresql_keeps_answering_the_keys_it_holds() {
             assert_eq!(r.status, 503, "{}", r.text);
             break;
         }
-        assert!(since.elapsed() < Duration::from_secs(1), "a key revoked with the CLI still admitted on the cut-off node");
+        assert!(
+            since.elapsed() < Duration::from_secs(1),
+            "a key revoked with the CLI still admitted on the cut-off node"
+        );
     }
 
     relay.heal();
