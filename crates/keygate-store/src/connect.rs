@@ -1,8 +1,8 @@
 //! [`connect`]: a store for a database URL, the backend chosen by its scheme.
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use crate::pool::PoolSettings;
 use crate::sql::postgres::PgStore;
 use crate::sql::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
@@ -18,29 +18,6 @@ pub enum ConnectError {
     Open(#[source] sqlx::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// How a PostgreSQL store's connection pool behaves (`[database]` in the configuration). SQLite,
-/// one file in this process, ignores it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolSettings {
-    /// Connections the pool opens at most (per node: N nodes open up to N times this).
-    pub max_connections: u32,
-    /// How long a query waits for a free connection (or a new one) before it fails: the store
-    /// is then unavailable for it (503 `store_unavailable`), not stuck.
-    pub acquire_timeout: Duration,
-    /// PostgreSQL's `statement_timeout` for every statement, `None` for the server's own.
-    pub statement_timeout: Option<Duration>,
-}
-
-impl Default for PoolSettings {
-    fn default() -> Self {
-        Self {
-            max_connections: 16,
-            acquire_timeout: Duration::from_secs(5),
-            statement_timeout: Some(Duration::from_secs(10)),
-        }
-    }
 }
 
 /// Opens the store named by `url` (`sqlite://…` or `postgres://…`), creating a SQLite file if

@@ -15,10 +15,12 @@
 //! are neither audited nor followed: they are read from the store on every use.
 
 mod connect;
+mod pool;
 mod sql;
 mod store;
 
-pub use connect::{ConnectError, PoolSettings, connect, connect_with};
+pub use connect::{ConnectError, connect, connect_with};
+pub use pool::PoolSettings;
 pub use sql::postgres::PgStore;
 pub use sql::sqlite::SqliteStore;
 pub use store::*;

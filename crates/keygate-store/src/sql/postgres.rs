@@ -8,7 +8,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
-use crate::connect::PoolSettings;
+use crate::pool::PoolSettings;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
