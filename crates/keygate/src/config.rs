@@ -107,7 +107,7 @@ pub struct DatabaseConfig {
     /// N × this under PostgreSQL's `max_connections`.
     pub max_connections: u32,
     /// How long a query waits for a connection, in milliseconds (100–60,000), before the request
-    /// that needs it gets 503 `store_unavailable`.
+    /// that needs it gets 503 `service_unavailable`.
     pub acquire_timeout_ms: u64,
     /// PostgreSQL's `statement_timeout` for every query, in milliseconds; 0 leaves the server's
     /// own. Migrations are not bounded by it.
