@@ -5,13 +5,13 @@
 //! the Redis server (or, on a Redis Cluster, to any seed node: a cluster forwards every published
 //! message to all of its nodes), pinged every [`crate::redis::CHECK_INTERVAL`] — a connection a
 //! network partition silently dropped must not pass for one that receives — and reopened after
-//! [`RECONNECT_AFTER`] when it drops or a ping goes unanswered. Messages sent while a node was not
+//! [`RECONNECT_AFTER`] when it drops or a ping goes unanswered for that long. Messages sent while a node was not
 //! subscribed are not replayed; the change log it still follows covers them
 //! ([`keygate_engine::follower`]). A message that is not an eviction is counted and ignored.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -35,7 +35,10 @@ pub struct RedisBus {
     queue: mpsc::Sender<Eviction>,
     /// Evictions queued and not yet sent (or given up on).
     pending: Arc<std::sync::atomic::AtomicUsize>,
-    receiving: AtomicBool,
+    /// The current subscription's number, 0 while there is none.
+    subscription: AtomicU64,
+    /// Subscriptions made so far.
+    subscriptions: AtomicU64,
     /// Messages that were not evictions, and when that was last logged.
     ignored: std::sync::Mutex<(u64, Option<std::time::Instant>)>,
 }
@@ -51,7 +54,8 @@ impl RedisBus {
             redis,
             queue,
             pending,
-            receiving: AtomicBool::new(false),
+            subscription: AtomicU64::new(0),
+            subscriptions: AtomicU64::new(0),
             ignored: std::sync::Mutex::new((0, None)),
         })
     }
@@ -101,7 +105,8 @@ impl RedisBus {
                     continue;
                 }
             };
-            self.receiving.store(true, Ordering::Release);
+            let number = self.subscriptions.fetch_add(1, Ordering::AcqRel) + 1;
+            self.subscription.store(number, Ordering::Release);
             tracing::info!("receiving other nodes' evictions from Redis");
             let (mut sink, mut messages) = pubsub.split();
             let mut ping = tokio::time::interval(CHECK_INTERVAL);
@@ -117,18 +122,21 @@ impl RedisBus {
                         }
                     }
                     _ = ping.tick() => {
-                        let answered = tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await;
+                        // A second to answer, however short redis_timeout_ms: a busy node or
+                        // Redis must not pass for a partition (losing the subscription can empty
+                        // the cache of a node that cannot read the change log).
+                        let answered = tokio::time::timeout(CHECK_INTERVAL, sink.ping::<redis::Value>()).await;
                         if !matches!(answered, Ok(Ok(_))) {
                             break "a ping went unanswered";
                         }
                     }
                     _ = stop.changed() => {
-                        self.receiving.store(false, Ordering::Release);
+                        self.subscription.store(0, Ordering::Release);
                         return Ok(());
                     }
                 }
             };
-            self.receiving.store(false, Ordering::Release);
+            self.subscription.store(0, Ordering::Release);
             tracing::warn!(
                 reason = lost,
                 "lost the subscription to other nodes' evictions: relying on the change log until it is back"
@@ -148,8 +156,8 @@ impl ChangeBus for RedisBus {
         }
     }
 
-    fn receiving(&self) -> bool {
-        self.receiving.load(Ordering::Acquire)
+    fn subscription(&self) -> Option<u64> {
+        Some(self.subscription.load(Ordering::Acquire)).filter(|n| *n > 0)
     }
 
     fn listen(

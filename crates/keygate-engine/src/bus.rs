@@ -87,10 +87,17 @@ pub trait ChangeBus: Send + Sync {
     /// one that cannot be sent is dropped (the change log covers it).
     fn publish(&self, eviction: Eviction);
 
-    /// Whether other nodes' evictions reach this node right now. While they do, a node that
-    /// cannot read the change log keeps its cache (revocations still arrive); while neither
-    /// does, it forgets it ([`crate::follower::BLIND_AFTER`]).
-    fn receiving(&self) -> bool;
+    /// The subscription other nodes' evictions reach this node through right now, as a number
+    /// that changes whenever the subscription is made anew (`None` while there is none). While it
+    /// stays the same, nothing published was missed; a node that cannot read the change log keeps
+    /// its cache only while the subscription it had at its last read is still the one receiving
+    /// ([`crate::follower::BLIND_AFTER`]).
+    fn subscription(&self) -> Option<u64>;
+
+    /// Whether other nodes' evictions reach this node right now.
+    fn receiving(&self) -> bool {
+        self.subscription().is_some()
+    }
 
     /// Receives other nodes' evictions and hands each to `deliver`, reconnecting as needed,
     /// until `stop` turns true.

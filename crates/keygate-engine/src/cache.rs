@@ -248,6 +248,13 @@ impl Cache {
                 Some(credential) => {
                     self.by_id.insert(credential.key.id, (*hash, Arc::clone(credential)));
                     self.keys.insert(*hash, Arc::clone(credential));
+                    // An eviction that began between the check above and these inserts may have
+                    // looked before they were made: then the fill is undone. One that begins after
+                    // this check finds the index entry and the credential in place.
+                    if !self.may_fill(ticket) {
+                        self.keys.invalidate(hash);
+                        self.by_id.remove_if(&credential.key.id, |_, (_, held)| Arc::ptr_eq(held, credential));
+                    }
                 }
                 None => self.unknown.insert(*hash, ()),
             }

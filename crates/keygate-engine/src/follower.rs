@@ -9,8 +9,9 @@
 //!
 //! If the change log cannot be read for [`BLIND_AFTER`], the cache is cleared (and again each
 //! period after that): a node that cannot see revocations must not keep trusting its memory. In
-//! cluster mode it still sees them while the [`ChangeBus`] is receiving, so it keeps its cache
-//! and goes on answering the keys it holds while the database is unreachable.
+//! cluster mode it still sees them while the [`ChangeBus`] subscription it had at its last read
+//! is still receiving, so it keeps its cache and goes on answering the keys it holds while the
+//! database is unreachable; a subscription lost or made anew since may have missed one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -109,6 +110,10 @@ pub async fn follow(
     };
     let mut last_success = Instant::now();
     let mut last_clear = Instant::now();
+    // The bus's subscription at the last successful read: while it is still the one receiving,
+    // every eviction since that read has arrived.
+    let subscription = || bus.as_ref().and_then(|bus| bus.subscription());
+    let mut heard_through = subscription();
     loop {
         if sleep_or_stop(&mut stop, interval).await {
             return;
@@ -127,11 +132,12 @@ pub async fn follow(
                     cache.apply(change);
                 }
                 last_success = now;
+                heard_through = subscription();
             }
             Err(e) => {
                 metrics::counter!("keygate_store_errors_total", "backend" => store.backend()).increment(1);
                 tracing::warn!(error = %e, "cannot read the change log");
-                let blind = !bus.as_ref().is_some_and(|bus| bus.receiving());
+                let blind = heard_through.is_none() || subscription() != heard_through;
                 if blind && last_success.elapsed() >= BLIND_AFTER && last_clear.elapsed() >= BLIND_AFTER {
                     tracing::warn!(
                         "change log unreadable for {BLIND_AFTER:?} and no change bus: clearing the credential cache"

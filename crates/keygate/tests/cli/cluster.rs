@@ -643,6 +643,7 @@ fn a_node_cut_off_from_postgresql_and_redis_by_a_black_hole_stops_trusting_its_m
     eprintln!(
         "a node cut off from PostgreSQL and Redis by a black hole stopped admitting a key revoked elsewhere after {stopped:?}"
     );
+
     let ready = c.send("GET", "/readyz", None, None).json();
     assert_eq!(ready, json!({"status": "degraded", "store": "unavailable", "redis": "unavailable"}));
 
