@@ -76,9 +76,6 @@ DURATION="${1:-5}"
 CONNECTIONS="${2:-32}"
 ROUNDS="${3:-3}"
 PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432}"
-# keygate reads KEYGATE_* from the environment, over the config file, and refuses unknown ones:
-# each server here gets exactly its config file (and the Redis one KEYGATE_REDIS_URL).
-while read -r v; do unset "$v"; done < <(compgen -e | grep '^KEYGATE_' || true)
 source bench/lib.sh
 
 need wrk wrk

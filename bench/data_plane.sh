@@ -72,9 +72,6 @@ DURATION="${1:-5}"
 CONNECTIONS="${2:-32}"
 ROUNDS="${3:-3}"
 BASE_BIN="${KEYGATE_BASE_BIN:-}"
-# keygate reads KEYGATE_* from the environment, over the config file, and refuses unknown ones
-# (KEYGATE_BASE_BIN is one): each server here gets exactly its config file.
-while read -r v; do unset "$v"; done < <(compgen -e | grep '^KEYGATE_' || true)
 source bench/lib.sh
 
 need wrk wrk

@@ -1,5 +1,5 @@
-# Helpers of bench/data_plane.sh (sourced, not run). They expect set -euo pipefail, and
-# $WORK, $RESULTS, $DURATION, $CONNECTIONS set by the caller.
+# Helpers of bench/data_plane.sh and bench/cluster.sh (sourced, not run). They expect
+# set -euo pipefail, and $WORK, $RESULTS, $DURATION, $CONNECTIONS set by the caller.
 #
 # wrk_run LABEL "PIDS" URL [wrk args...]: one wrk run (2 threads, $CONNECTIONS connections,
 #   $DURATION seconds) while reading the CPU time of PIDS (every process of the server under
@@ -14,6 +14,10 @@
 # start_keygate NAME BIN PORT CONFIG: `init` then `serve` of BIN in $WORK/NAME with the config
 #   file CONFIG; waits for /healthz; sets KG_PID[NAME] and KG_OPERATOR[NAME] (operator key).
 # create_key PORT OPERATOR JSON: creates a key; prints its plaintext.
+
+# keygate reads KEYGATE_* from the environment, over the config file, and refuses unknown ones:
+# every keygate a benchmark starts gets exactly its config file (and what the script sets itself).
+while read -r v; do unset "$v"; done < <(compgen -e | grep '^KEYGATE_' || true)
 
 CLK_TCK="$(getconf CLK_TCK)"
 declare -gA KG_PID KG_OPERATOR

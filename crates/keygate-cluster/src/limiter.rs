@@ -134,7 +134,8 @@ impl RateLimiter for RedisLimiter {
         }
         let result = match hash_tag(checks) {
             Some(tag) => self.call(tag, checks, cost, true).await,
-            // Limits in different hash slots: one call each, in order, as the script would.
+            // Limits in different hash slots (the sign-in throttle's three): one call each, in
+            // order, stopping where the script would.
             None => {
                 let mut all = Spent { now_ns: 0, decisions: Vec::with_capacity(checks.len()) };
                 let mut result = Ok(());
@@ -179,10 +180,7 @@ impl RateLimiter for RedisLimiter {
 /// The account all of `checks` belong to, when one of them names it; `Some(None)` for a single
 /// check of no account (tagged by itself); `None` when several checks have no common account.
 fn hash_tag(checks: &[(LimitKey, Quota)]) -> Option<Option<AccountId>> {
-    let account = checks.iter().find_map(|(key, _)| match key {
-        LimitKey::Account(a) | LimitKey::RouteIp(a, ..) => Some(*a),
-        _ => None,
-    });
+    let account = checks.iter().find_map(|(key, _)| own_tag(key));
     match (account, checks) {
         (Some(a), _) => Some(Some(a)),
         (None, [only]) => Some(own_tag(&only.0)),

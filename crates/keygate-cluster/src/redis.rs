@@ -15,10 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, FromRedisValue, Script, ScriptInvocation};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Script, ScriptInvocation, Value};
 use thread_local::ThreadLocal;
 use tokio::runtime::RuntimeFlavor;
 use tokio::sync::OnceCell;
@@ -78,6 +78,35 @@ pub enum RedisError {
 enum Connection {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+}
+
+/// Either kind of connection answers commands and scripts alike.
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
 }
 
 /// The shared connection, one more per request thread, and Redis's health.
@@ -144,16 +173,8 @@ impl Redis {
     /// # Errors
     /// Not connected, timed out, or Redis's own error; each marks Redis down.
     pub async fn invoke<T: FromRedisValue + Send>(&self, script: &ScriptInvocation<'_>) -> Result<T, RedisError> {
-        let Some(connection) = self.connection() else {
-            return Err(RedisError::NotConnected);
-        };
-        let call = async {
-            match connection {
-                Connection::Single(mut c) => script.invoke_async(&mut c).await,
-                Connection::Cluster(mut c) => script.invoke_async(&mut c).await,
-            }
-        };
-        self.bounded(call).await
+        let mut connection = self.connection().ok_or(RedisError::NotConnected)?;
+        self.bounded(async move { script.invoke_async(&mut connection).await }).await
     }
 
     /// Sends one command within the timeout.
@@ -161,16 +182,8 @@ impl Redis {
     /// # Errors
     /// As [`Redis::invoke`].
     pub async fn query<T: FromRedisValue + Send>(&self, cmd: &Cmd) -> Result<T, RedisError> {
-        let Some(connection) = self.connection() else {
-            return Err(RedisError::NotConnected);
-        };
-        let call = async {
-            match connection {
-                Connection::Single(mut c) => cmd.query_async(&mut c).await,
-                Connection::Cluster(mut c) => cmd.query_async(&mut c).await,
-            }
-        };
-        self.bounded(call).await
+        let mut connection = self.connection().ok_or(RedisError::NotConnected)?;
+        self.bounded(async move { cmd.query_async(&mut connection).await }).await
     }
 
     /// This request thread's own connection when it is ready (starting to make it if it is not),
@@ -251,32 +264,26 @@ async fn connect(settings: &RedisSettings) -> Result<Connection, RedisError> {
     }
 }
 
-/// Connects, then runs the limiter's script with no limiter: every [`PROBE_INTERVAL`] while Redis
-/// is down, every [`CHECK_INTERVAL`] while it is up.
+/// Connects (once), then runs the limiter's script with no limiter.
+async fn check(redis: &Redis, script: &Script) -> Result<(), RedisError> {
+    if !redis.connected() {
+        let connection = connect(&redis.settings).await.inspect_err(|_| {
+            metrics::counter!("keygate_redis_errors_total").increment(1);
+        })?;
+        let _ = redis.connection.set(connection);
+    }
+    redis.invoke::<Vec<u64>>(script.prepare_invoke().arg(1).arg(0)).await.map(drop)
+}
+
+/// [`check`]s Redis every [`PROBE_INTERVAL`] while it is down, every [`CHECK_INTERVAL`] while it
+/// is up.
 async fn probe(redis: std::sync::Weak<Redis>) {
     let script = Script::new(GCRA);
     let mut warned: Option<std::time::Instant> = None;
     loop {
         let Some(redis) = redis.upgrade() else { return };
         let was_up = redis.up();
-        let checked = if redis.connection.get().is_none() {
-            match connect(&redis.settings).await {
-                Ok(connection) => {
-                    let _ = redis.connection.set(connection);
-                    Ok(())
-                }
-                Err(e) => {
-                    metrics::counter!("keygate_redis_errors_total").increment(1);
-                    Err(e)
-                }
-            }
-        } else {
-            Ok(())
-        };
-        let checked = match checked {
-            Ok(()) => redis.invoke::<Vec<u64>>(script.prepare_invoke().arg(1).arg(0)).await.map(drop),
-            Err(e) => Err(e),
-        };
+        let checked = check(&redis, &script).await;
         match checked {
             Ok(()) => {
                 warned = None;

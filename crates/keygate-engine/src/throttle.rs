@@ -103,18 +103,16 @@ impl SignInThrottle {
             (LimitKey::FailedSignInEmailFrom(digest, ip), self.per_email_from_ip),
             (LimitKey::FailedSignInEmail(digest), self.per_email),
         ];
-        // One call each: in cluster mode the three live in different hash slots.
-        for check in keys {
-            match self.limiter.spend(std::slice::from_ref(&check), 1).await {
-                Ok(spent) => {
-                    if let Some(d) = spent.decisions.iter().find(|d| !d.allowed) {
-                        return Err(d.retry_after_ns.div_ceil(1_000_000_000).max(1));
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "the sign-in throttle cannot decide"),
+        match self.limiter.spend(&keys, 1).await {
+            Ok(spent) => match spent.decisions.iter().find(|d| !d.allowed) {
+                Some(refused) => Err(refused.retry_after_ns.div_ceil(1_000_000_000).max(1)),
+                None => Ok(()),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "the sign-in throttle cannot decide");
+                Ok(())
             }
         }
-        Ok(())
     }
 }
 

@@ -488,13 +488,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             // the running nodes too, not only left in the change log for their next read.
             let bus = match &settings.redis {
                 Some(redis) => {
-                    let (store, bus) =
-                        keygate_cluster::publishing(redis.clone(), Arc::clone(&keygate.store)).map_err(|e| {
-                            Failure::config(vec![Problem {
-                                setting: "redis_url".into(),
-                                message: format!("not a Redis URL: {e}"),
-                            }])
-                        })?;
+                    let (store, bus) = keygate_cluster::publishing(redis.clone(), Arc::clone(&keygate.store))
+                        .map_err(|e| not_a_redis_url(redis, &e))?;
                     keygate.store = store;
                     Some(bus)
                 }
@@ -563,6 +558,15 @@ async fn open(config: &Config, settings: &Settings) -> Result<Keygate, Failure> 
     Ok(keygate)
 }
 
+/// A Redis URL the Redis client refuses, named by the setting that holds it.
+fn not_a_redis_url(redis: &keygate_cluster::RedisSettings, e: &dyn std::fmt::Display) -> Failure {
+    let setting = match redis.target {
+        keygate_cluster::Target::Single(_) => "redis_url",
+        keygate_cluster::Target::Cluster(_) => "redis_cluster_nodes",
+    };
+    Failure::config(vec![Problem { setting: setting.into(), message: format!("not a Redis URL: {e}") }])
+}
+
 async fn serve(config: &Config, settings: &Settings) -> Result<ExitCode, Failure> {
     let keygate = open(config, settings).await?;
     if keygate.store.operator_account().await?.is_none() {
@@ -571,13 +575,7 @@ async fn serve(config: &Config, settings: &Settings) -> Result<ExitCode, Failure
     let engine = Arc::new(match &settings.redis {
         None => Engine::new(keygate, &settings.engine),
         Some(redis) => {
-            let setting = match redis.target {
-                keygate_cluster::Target::Single(_) => "redis_url",
-                keygate_cluster::Target::Cluster(_) => "redis_cluster_nodes",
-            };
-            let shared = keygate_cluster::start(redis.clone()).map_err(|e| {
-                Failure::config(vec![Problem { setting: setting.into(), message: format!("not a Redis URL: {e}") }])
-            })?;
+            let shared = keygate_cluster::start(redis.clone()).map_err(|e| not_a_redis_url(redis, &e))?;
             tracing::info!(
                 nodes = redis.target.servers().len(),
                 "cluster mode: limits and evictions shared through Redis"

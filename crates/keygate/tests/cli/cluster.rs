@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Http, Sandbox, Server, free_port};
+use crate::support::{Http, Response, Sandbox, Server, free_port};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-cluster";
 
@@ -555,42 +555,16 @@ fn a_node_cut_off_from_postgresql_keeps_answering_the_keys_it_holds() {
     // A revocation made elsewhere still reaches C, over Redis: it no longer admits the key.
     let revoked = a.post(&format!("/v1/api-keys/{held_id}/revoke"), &cluster.operator, &json!({}));
     assert_eq!(revoked.status, 200, "{}", revoked.text);
-    let since = Instant::now();
-    loop {
-        let r = c.get("/v1/calls", &held);
-        if r.status != 200 {
-            assert_eq!(r.status, 503, "it cannot say why without the store, but it refuses: {}", r.text);
-            break;
-        }
-        assert!(since.elapsed() < Duration::from_secs(1), "a revoked key still admitted on the cut-off node");
-    }
+    let (_, r) = no_longer_admitted(&c, &held, Duration::from_secs(1));
+    assert_eq!(r.status, 503, "it cannot say why without the store, but it refuses: {}", r.text);
 
     // So does one made with the CLI, which is one more node (SPEC §3) and publishes it too.
     cluster.sandbox.ok(&["keys", "revoke", &other_id]);
-    let since = Instant::now();
-    loop {
-        let r = c.get("/v1/calls", &other);
-        if r.status != 200 {
-            assert_eq!(r.status, 503, "{}", r.text);
-            break;
-        }
-        assert!(
-            since.elapsed() < Duration::from_secs(1),
-            "a key revoked with the CLI still admitted on the cut-off node"
-        );
-    }
+    let (_, r) = no_longer_admitted(&c, &other, Duration::from_secs(1));
+    assert_eq!(r.status, 503, "a key revoked with the CLI: {}", r.text);
 
     relay.heal();
-    let since = Instant::now();
-    loop {
-        let r = c.get("/v1/calls", &held);
-        if r.status == 401 {
-            assert_eq!(r.code().as_deref(), Some("api_key_revoked"));
-            break;
-        }
-        assert!(since.elapsed() < Duration::from_secs(10), "C never got the store back: {} {}", r.status, r.text);
-        thread::sleep(Duration::from_millis(100));
-    }
+    refused_as_revoked(&c, &held, Duration::from_secs(10));
     assert_eq!(c.get("/v1/calls", &unseen).status, 200);
     assert_eq!(c.send("GET", "/readyz", None, None).json()["status"], "ready");
 }
@@ -628,18 +602,9 @@ fn a_node_cut_off_from_postgresql_and_redis_by_a_black_hole_stops_trusting_its_m
     assert_eq!(revoked.status, 200, "{}", revoked.text);
     // C hears of it from neither; it must stop trusting what it holds: within the change log's
     // blind time (2 s) once its read times out (1 s) and its subscription's ping goes unanswered.
-    let since = Instant::now();
-    let stopped = loop {
-        let asked = since.elapsed();
-        let r = c.get("/v1/calls", &key);
-        if r.status != 200 {
-            // Without the store the answer waits out database.acquire_timeout_ms (5 s), then 503.
-            assert_eq!(r.status, 503, "{}", r.text);
-            break asked;
-        }
-        assert!(asked < Duration::from_secs(5), "a revoked key still admitted {asked:?} after the revocation");
-        thread::sleep(Duration::from_millis(100));
-    };
+    let (stopped, r) = no_longer_admitted(&c, &key, Duration::from_secs(5));
+    // Without the store the answer waits out database.acquire_timeout_ms (5 s), then 503.
+    assert_eq!(r.status, 503, "{}", r.text);
     eprintln!(
         "a node cut off from PostgreSQL and Redis by a black hole stopped admitting a key revoked elsewhere after {stopped:?}"
     );
@@ -649,14 +614,35 @@ fn a_node_cut_off_from_postgresql_and_redis_by_a_black_hole_stops_trusting_its_m
 
     pg_relay.heal();
     redis_relay.heal();
+    refused_as_revoked(&c, &key, Duration::from_secs(15));
+}
+
+/// Uses `key` on `node`'s gateway route while it is admitted (for at most `within`): when the
+/// first request that was not admitted was sent, and its answer.
+fn no_longer_admitted(node: &Http, key: &str, within: Duration) -> (Duration, Response) {
     let since = Instant::now();
     loop {
-        let r = c.get("/v1/calls", &key);
+        let asked = since.elapsed();
+        let r = node.get("/v1/calls", key);
+        if r.status != 200 {
+            return (asked, r);
+        }
+        assert!(asked < within, "a revoked key still admitted {asked:?} after the revocation");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Uses `key` on `node`'s gateway route until it is refused as revoked (within `within`): the node
+/// has the store back.
+fn refused_as_revoked(node: &Http, key: &str, within: Duration) {
+    let since = Instant::now();
+    loop {
+        let r = node.get("/v1/calls", key);
         if r.status == 401 {
             assert_eq!(r.code().as_deref(), Some("api_key_revoked"));
-            break;
+            return;
         }
-        assert!(since.elapsed() < Duration::from_secs(15), "C never came back: {} {}", r.status, r.text);
+        assert!(since.elapsed() < within, "the node never got the store back: {} {}", r.status, r.text);
         thread::sleep(Duration::from_millis(100));
     }
 }
