@@ -48,9 +48,8 @@ set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
 REPO="$PWD"
-# keygate refuses KEYGATE_* variables that are not settings: the nodes get exactly the ones set
-# below, and this script's own variables are named without that prefix.
-while read -r v; do unset "$v"; done < <(compgen -e | grep '^KEYGATE_' || true)
+# keygate refuses KEYGATE_* variables that are not settings: bench/lib.sh clears them, the nodes
+# get exactly the ones set below, and this script's own variables are named without that prefix.
 # shellcheck source=bench/lib.sh
 source bench/lib.sh # free_port, json_key
 
