@@ -326,6 +326,14 @@ impl KeyStore for CachedStore {
         Ok(())
     }
 
+    async fn create_keys(&self, keys: &[(ApiKey, AuditEvent)], max_keys: u64) -> Result<()> {
+        self.inner.create_keys(keys, max_keys).await?;
+        for (key, _) in keys {
+            self.cache.unknown.invalidate(&key.hash);
+        }
+        Ok(())
+    }
+
     async fn get_key(&self, account: AccountId, id: KeyId) -> Result<Option<ApiKey>> {
         self.inner.get_key(account, id).await
     }

@@ -151,6 +151,23 @@ pub trait KeyStore: Send + Sync {
     /// [`StoreError::LimitReached`] when the account holds `max_keys` keys already (counted and
     /// inserted atomically; `u64::MAX` = no cap).
     async fn create_key(&self, key: &ApiKey, audit: &AuditEvent, max_keys: u64) -> Result<()>;
+    /// What `create_key` does for each `(key, audit)` pair, in one transaction: all the keys, or
+    /// none of them. Each key gets its own audit event (the one beside it) and its own change
+    /// row, stamped with that event's time, in the slice's order; the rows are written with
+    /// multi-row inserts, so a batch costs about one commit rather than one per key. For bulk
+    /// imports and benchmarks; the API creates keys one at a time.
+    ///
+    /// Every key must belong to one account: one cap check covers the whole batch.
+    /// - [`StoreError::LimitReached`]`{ what: "api_keys", max: max_keys }` when the account would
+    ///   hold more than `max_keys` keys afterwards (counted and inserted atomically; `u64::MAX` =
+    ///   no cap);
+    /// - [`StoreError::Conflict`]`("mixed_accounts")` when the keys belong to more than one
+    ///   account (checked before the database is touched);
+    /// - [`StoreError::Conflict`]`("id")` / `("key_hash")` when an id or hash is taken, by a stored
+    ///   key or another key of the batch, as for `create_key`.
+    ///
+    /// On any error nothing is written. An empty slice writes nothing and is `Ok`.
+    async fn create_keys(&self, keys: &[(ApiKey, AuditEvent)], max_keys: u64) -> Result<()>;
     async fn get_key(&self, account: AccountId, id: KeyId) -> Result<Option<ApiKey>>;
     /// The key with this id in whichever account holds it. For the operator's command line,
     /// which names a key by id alone; a request is always answered within its own account

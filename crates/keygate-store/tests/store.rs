@@ -755,6 +755,194 @@ async fn concurrent_creates_never_pass_the_cap(store: Arc<dyn Store>) {
     assert_eq!(made, 3);
 }
 
+/// A batch for `create_keys`: `n` fresh keys of `account`, each with its own creation event,
+/// made a second apart from `t0`.
+fn key_batch(account: AccountId, n: usize, t0: Timestamp) -> Vec<(ApiKey, AuditEvent)> {
+    (0..n)
+        .map(|i| {
+            let key = new_key(account, &format!("bulk {i}"));
+            let at = t0 + Duration::seconds(i64::try_from(i).expect("small"));
+            let event = audit_at(account, "api_key.created", &key.id.to_string(), at);
+            (key, event)
+        })
+        .collect()
+}
+
+/// Every audit event of `account`, oldest id first, read page by page.
+async fn every_audit_event(store: &Arc<dyn Store>, account: AccountId) -> Vec<AuditEvent> {
+    let mut events = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let page = Page { limit: 100, before: before.clone() };
+        let batch = store.list_audit_events(account, &AuditFilter::default(), &page).await.expect("audit events");
+        let Some(last) = batch.last() else { break };
+        before = Some(last.id.to_string());
+        events.extend(batch);
+    }
+    events.reverse();
+    events
+}
+
+/// Asserts that a refused `create_keys` left no trace: none of its keys, no audit event of
+/// `account` and no change row beyond those there were before.
+async fn assert_nothing_written(
+    store: &Arc<dyn Store>,
+    batch: &[(ApiKey, AuditEvent)],
+    audit_before: &[AuditEvent],
+    changes_before: &[Change],
+) {
+    for (key, _) in batch {
+        assert_eq!(store.find_key_by_id(key.id).await.expect("find by id"), None, "{}", key.name);
+    }
+    let account = batch[0].0.account_id;
+    assert_eq!(every_audit_event(store, account).await, audit_before, "no audit event");
+    assert_eq!(all_changes(store).await, changes_before, "no change row");
+}
+
+both_backends!(create_keys_writes_each_key_with_its_audit_event_and_change_row);
+async fn create_keys_writes_each_key_with_its_audit_event_and_change_row(store: Arc<dyn Store>) {
+    let (account, initial) = seed_account(&store, "Acme").await;
+    let (other, _) = seed_account(&store, "Other").await;
+    let seq_before = store.latest_change().await.expect("latest");
+    // 1,001 keys: two full statements of 500 rows and one of a single row, for each table.
+    let t0 = ts("2026-04-01T00:00:00Z");
+    let mut batch = key_batch(account.id, 1_001, t0);
+    let full = &mut batch[500].0;
+    full.scopes = Some(vec![scope("tenants:write"), scope("sms:send")]);
+    full.tenant_ids = Some(vec![TenantId::generate()]);
+    full.allowed_ips = Some(vec![net("10.0.0.0/8"), net("2001:db8::/48")]);
+    full.expires_at = Some(ts("2027-01-01T00:00:00Z"));
+    full.metadata = metadata(json!({"crm": "hubspot", "n": 3}));
+    full.created_by = Some("cli".to_owned());
+    let event = &mut batch[500].1;
+    event.ip = Some(ip("2001:db8::42"));
+    event.request_id = Some("req_bulk".to_owned());
+    event.changes = json!({"name": "bulk 500", "scopes": ["tenants:write", "sms:send"]});
+
+    store.create_keys(&batch, 1_002).await.expect("a batch that reaches the cap exactly");
+
+    for (key, _) in &batch {
+        assert_eq!(store.get_key(account.id, key.id).await.expect("get").as_ref(), Some(key));
+        let (found, owner) = store.find_key_by_hash(&key.hash).await.expect("find").expect("found by hash");
+        assert_eq!(&found, key);
+        assert_eq!(owner, account);
+    }
+    assert_eq!(store.get_key(account.id, initial.id).await.expect("get").as_ref(), Some(&initial));
+    assert_eq!(key_ids(&store, other.id, KeyFilter::default()).await.len(), 1, "the other account's first key");
+
+    // One audit event per key, exactly as given, beside the account's own.
+    let (own, events): (Vec<_>, Vec<_>) =
+        every_audit_event(&store, account.id).await.into_iter().partition(|e| e.action == "account.created");
+    assert_eq!(own.len(), 1);
+    let mut given: Vec<AuditEvent> = batch.iter().map(|(_, event)| event.clone()).collect();
+    given.sort_by_key(|e| e.id);
+    assert_eq!(events, given);
+
+    // One change row per key, in the batch's order, stamped with its own event's time.
+    let changes = store.changes_since(seq_before, 10_000).await.expect("changes");
+    let rows: Vec<_> = changes.iter().map(|c| (c.kind, c.entity_id.clone(), c.account_id, c.at)).collect();
+    let expected: Vec<_> = batch
+        .iter()
+        .map(|(key, event)| (ChangeKind::ApiKey, key.id.to_string(), account.id, event.created_at))
+        .collect();
+    assert_eq!(rows, expected);
+    let seqs: Vec<i64> = changes.iter().map(|c| c.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(changes.last().expect("some").at, ts("2026-04-01T00:16:40Z"));
+
+    // The account is full now: one more is refused, as create_key refuses it.
+    let err = store.create_keys(&key_batch(account.id, 1, t0), 1_002).await.expect_err("past the cap");
+    assert!(matches!(err, StoreError::LimitReached { what: "api_keys", max: 1_002 }), "{err:?}");
+    let err = store
+        .create_key(&new_key(account.id, "one more"), &audit(account.id, "api_key.created", "x"), 1_002)
+        .await
+        .expect_err("past the cap");
+    assert!(matches!(err, StoreError::LimitReached { what: "api_keys", max: 1_002 }), "{err:?}");
+}
+
+both_backends!(create_keys_refuses_a_batch_past_the_cap_whole);
+async fn create_keys_refuses_a_batch_past_the_cap_whole(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let t0 = ts("2026-04-01T00:00:00Z");
+    let audit_before = every_audit_event(&store, account.id).await;
+    let changes_before = all_changes(&store).await;
+
+    // The initial key and five more would be six: the whole batch is refused, not its first four.
+    let batch = key_batch(account.id, 5, t0);
+    let err = store.create_keys(&batch, 5).await.expect_err("six keys of five");
+    assert!(matches!(err, StoreError::LimitReached { what: "api_keys", max: 5 }), "{err:?}");
+    assert_nothing_written(&store, &batch, &audit_before, &changes_before).await;
+    assert_eq!(key_ids(&store, account.id, KeyFilter::default()).await.len(), 1);
+
+    // An empty batch writes nothing, even at the cap; four more reach it exactly.
+    store.create_keys(&[], 0).await.expect("an empty batch");
+    assert_eq!(all_changes(&store).await, changes_before);
+    store.create_keys(&batch[..4], 5).await.expect("five of five");
+    assert_eq!(key_ids(&store, account.id, KeyFilter::default()).await.len(), 5);
+    store.create_keys(&[], 5).await.expect("an empty batch at the cap");
+    let err = store.create_keys(&batch[4..], 5).await.expect_err("the sixth");
+    assert!(matches!(err, StoreError::LimitReached { what: "api_keys", max: 5 }), "{err:?}");
+    assert_eq!(store.find_key_by_id(batch[4].0.id).await.expect("find"), None);
+    assert_eq!(all_changes(&store).await.len(), changes_before.len() + 4);
+
+    // Without a cap, any number.
+    store.create_keys(&batch[4..], u64::MAX).await.expect("no cap");
+    assert_eq!(key_ids(&store, account.id, KeyFilter::default()).await.len(), 6);
+}
+
+both_backends!(create_keys_refuses_keys_of_two_accounts);
+async fn create_keys_refuses_keys_of_two_accounts(store: Arc<dyn Store>) {
+    let (account, _) = seed_account(&store, "Acme").await;
+    let (other, _) = seed_account(&store, "Other").await;
+    let t0 = ts("2026-04-01T00:00:00Z");
+    let mut batch = key_batch(account.id, 3, t0);
+    batch.extend(key_batch(other.id, 1, t0));
+    let audit_before = every_audit_event(&store, account.id).await;
+    let other_audit_before = every_audit_event(&store, other.id).await;
+    let changes_before = all_changes(&store).await;
+
+    let err = store.create_keys(&batch, u64::MAX).await.expect_err("two accounts");
+    assert!(matches!(err, StoreError::Conflict("mixed_accounts")), "{err:?}");
+    assert_nothing_written(&store, &batch, &audit_before, &changes_before).await;
+    assert_eq!(every_audit_event(&store, other.id).await, other_audit_before);
+}
+
+both_backends!(create_keys_refuses_a_taken_id_or_hash_whole);
+async fn create_keys_refuses_a_taken_id_or_hash_whole(store: Arc<dyn Store>) {
+    let (account, initial) = seed_account(&store, "Acme").await;
+    let t0 = ts("2026-04-01T00:00:00Z");
+    let audit_before = every_audit_event(&store, account.id).await;
+    let changes_before = all_changes(&store).await;
+    let refused = |batch: Vec<(ApiKey, AuditEvent)>, rule: &'static str| {
+        let store = Arc::clone(&store);
+        let (audit_before, changes_before) = (audit_before.clone(), changes_before.clone());
+        async move {
+            let err = store.create_keys(&batch, u64::MAX).await.expect_err(rule);
+            assert!(matches!(err, StoreError::Conflict(r) if r == rule), "{rule}: {err:?}");
+            assert_nothing_written(&store, &batch, &audit_before, &changes_before).await;
+        }
+    };
+
+    // Two keys of the batch with one id; with one hash; a hash already stored; an audit event id
+    // used twice. The clash is the last of 600 rows, in the second statement of keys.
+    let mut batch = key_batch(account.id, 600, t0);
+    batch[599].0.id = batch[0].0.id;
+    refused(batch, "id").await;
+    let mut batch = key_batch(account.id, 600, t0);
+    batch[599].0.hash = batch[3].0.hash;
+    refused(batch, "key_hash").await;
+    let mut batch = key_batch(account.id, 600, t0);
+    batch[599].0.hash = initial.hash;
+    refused(batch, "key_hash").await;
+    let mut batch = key_batch(account.id, 600, t0);
+    batch[599].1.id = batch[0].1.id;
+    refused(batch, "id").await;
+
+    // The same batch without the clash goes in.
+    store.create_keys(&key_batch(account.id, 600, t0), u64::MAX).await.expect("no clash");
+    assert_eq!(all_changes(&store).await.len(), changes_before.len() + 600);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tenants.
 

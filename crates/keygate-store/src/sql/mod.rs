@@ -223,9 +223,6 @@ macro_rules! sql_store {
             }
         }
 
-        /// Appends the audit event and the change-log rows, then commits. The change rows are
-        /// stamped with the audit event's time: the moment the change was made. With no change
-        /// rows (users: nothing caches them), the change-log lock is not taken either.
         /// Revokes every live session of `user` at `at` and deletes its unused sign-in links.
         async fn end_sign_ins(tx: &mut Tx, user: UserId, at: Timestamp) -> Result<()> {
             sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
@@ -242,78 +239,104 @@ macro_rules! sql_store {
             Ok(())
         }
 
+        /// Appends the audit event and the change-log rows, then commits. The change rows are
+        /// stamped with the audit event's time: the moment the change was made. With no change
+        /// rows (users: nothing caches them), the change-log lock is not taken either.
         async fn finish(mut tx: Tx, audit: &AuditEvent, changed: &[Changed<'_>]) -> Result<()> {
-            sqlx::query(concat!(
-                "INSERT INTO audit_events (",
-                audit_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-            ))
-            .bind(audit.id.to_string())
-            .bind(audit.account_id.to_string())
-            .bind(audit.action.as_str())
-            .bind(audit.actor_type.as_str())
-            .bind(audit.actor_id.as_str())
-            .bind(audit.target_type.as_str())
-            .bind(audit.target_id.as_str())
-            .bind(audit.ip.map(|ip| ip.to_string()))
-            .bind(audit.user_agent.as_deref())
-            .bind(audit.request_id.as_deref())
-            .bind(Json(&audit.changes))
-            .bind(audit.tenant_ids.as_ref().map(Json))
-            .bind(audit.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-
-            let lock: Option<&'static str> = $lock_changes;
-            if let Some(lock) = lock
-                && !changed.is_empty()
-            {
-                sqlx::query(lock).execute(&mut *tx).await.map_err(map_err)?;
-            }
-            for change in changed {
-                sqlx::query("INSERT INTO changes (kind, entity_id, account_id, at) VALUES ($1, $2, $3, $4)")
-                    .bind(change.kind.as_str())
-                    .bind(change.entity_id.as_str())
-                    .bind(change.account_id.to_string())
-                    .bind(audit.created_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-            }
+            insert_audit_events(&mut tx, &[audit]).await?;
+            let stamped: Vec<_> = changed.iter().map(|change| (change, audit.created_at)).collect();
+            insert_changes(&mut tx, &stamped).await?;
             tx.commit().await.map_err(map_err)
         }
 
+        /// Rows per `INSERT` of the helpers below, which `create_keys` hands whole batches: a key
+        /// row has 20 binds, an audit event 13, a change row 4, so 500 rows stay far below either
+        /// backend's limit on bound parameters (SQLite 32766, PostgreSQL 65535).
+        const BATCH_INSERT_CHUNK: usize = 500;
+
+        /// Inserts the audit events, [`BATCH_INSERT_CHUNK`] rows per statement.
+        async fn insert_audit_events(tx: &mut Tx, events: &[&AuditEvent]) -> Result<()> {
+            for chunk in events.chunks(BATCH_INSERT_CHUNK) {
+                let mut query = QueryBuilder::<$db>::new(concat!("INSERT INTO audit_events (", audit_columns!(), ") "));
+                query.push_values(chunk, |mut row, audit| {
+                    row.push_bind(audit.id.to_string())
+                        .push_bind(audit.account_id.to_string())
+                        .push_bind(audit.action.as_str())
+                        .push_bind(audit.actor_type.as_str())
+                        .push_bind(audit.actor_id.as_str())
+                        .push_bind(audit.target_type.as_str())
+                        .push_bind(audit.target_id.as_str())
+                        .push_bind(audit.ip.map(|ip| ip.to_string()))
+                        .push_bind(audit.user_agent.as_deref())
+                        .push_bind(audit.request_id.as_deref())
+                        .push_bind(Json(&audit.changes))
+                        .push_bind(audit.tenant_ids.as_ref().map(Json))
+                        .push_bind(audit.created_at);
+                });
+                query.build().execute(&mut **tx).await.map_err(map_err)?;
+            }
+            Ok(())
+        }
+
+        /// Inserts one `changes` row per `(change, at)`, in order, [`BATCH_INSERT_CHUNK`] rows per
+        /// statement, after taking the change-log lock (not taken for none).
+        async fn insert_changes(tx: &mut Tx, changes: &[(&Changed<'_>, Timestamp)]) -> Result<()> {
+            if changes.is_empty() {
+                return Ok(());
+            }
+            let lock: Option<&'static str> = $lock_changes;
+            if let Some(lock) = lock {
+                sqlx::query(lock).execute(&mut **tx).await.map_err(map_err)?;
+            }
+            for chunk in changes.chunks(BATCH_INSERT_CHUNK) {
+                let mut query = QueryBuilder::<$db>::new("INSERT INTO changes (kind, entity_id, account_id, at) ");
+                query.push_values(chunk, |mut row, (change, at)| {
+                    row.push_bind(change.kind.as_str())
+                        .push_bind(change.entity_id.as_str())
+                        .push_bind(change.account_id.to_string())
+                        .push_bind(*at);
+                });
+                query.build().execute(&mut **tx).await.map_err(map_err)?;
+            }
+            Ok(())
+        }
+
         async fn insert_key(tx: &mut Tx, key: &ApiKey) -> Result<()> {
-            sqlx::query(
-                "INSERT INTO api_keys (id, account_id, name, prefix, environment, key_hash, last4, scopes, \
-                 tenant_ids, allowed_ips, rate_limit_per_minute, expires_at, revoked_at, revoked_reason, \
-                 last_used_at, last_used_ip, metadata, created_at, created_by, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
-            )
-            .bind(key.id.to_string())
-            .bind(key.account_id.to_string())
-            .bind(key.name.as_str())
-            .bind(key.prefix.as_str())
-            .bind(key.environment.as_str())
-            .bind(key.hash.as_bytes().as_slice())
-            .bind(key.last4.as_str())
-            .bind(key.scopes.as_ref().map(Json))
-            .bind(key.tenant_ids.as_ref().map(Json))
-            .bind(key.allowed_ips.as_ref().map(Json))
-            .bind(rate_limit_to_db(key.rate_limit_per_minute))
-            .bind(key.expires_at)
-            .bind(key.revoked_at)
-            .bind(key.revoked_reason.as_deref())
-            .bind(key.last_used_at)
-            .bind(key.last_used_ip.map(|ip| ip.to_string()))
-            .bind(Json(&key.metadata))
-            .bind(key.created_at)
-            .bind(key.created_by.as_deref())
-            .bind(key.updated_at)
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
+            insert_keys(tx, &[key]).await
+        }
+
+        /// Inserts the keys, [`BATCH_INSERT_CHUNK`] rows per statement.
+        async fn insert_keys(tx: &mut Tx, keys: &[&ApiKey]) -> Result<()> {
+            for chunk in keys.chunks(BATCH_INSERT_CHUNK) {
+                let mut query = QueryBuilder::<$db>::new(
+                    "INSERT INTO api_keys (id, account_id, name, prefix, environment, key_hash, last4, scopes, \
+                     tenant_ids, allowed_ips, rate_limit_per_minute, expires_at, revoked_at, revoked_reason, \
+                     last_used_at, last_used_ip, metadata, created_at, created_by, updated_at) ",
+                );
+                query.push_values(chunk, |mut row, key| {
+                    row.push_bind(key.id.to_string())
+                        .push_bind(key.account_id.to_string())
+                        .push_bind(key.name.as_str())
+                        .push_bind(key.prefix.as_str())
+                        .push_bind(key.environment.as_str())
+                        .push_bind(key.hash.as_bytes().as_slice())
+                        .push_bind(key.last4.as_str())
+                        .push_bind(key.scopes.as_ref().map(Json))
+                        .push_bind(key.tenant_ids.as_ref().map(Json))
+                        .push_bind(key.allowed_ips.as_ref().map(Json))
+                        .push_bind(rate_limit_to_db(key.rate_limit_per_minute))
+                        .push_bind(key.expires_at)
+                        .push_bind(key.revoked_at)
+                        .push_bind(key.revoked_reason.as_deref())
+                        .push_bind(key.last_used_at)
+                        .push_bind(key.last_used_ip.map(|ip| ip.to_string()))
+                        .push_bind(Json(&key.metadata))
+                        .push_bind(key.created_at)
+                        .push_bind(key.created_by.as_deref())
+                        .push_bind(key.updated_at);
+                });
+                query.build().execute(&mut **tx).await.map_err(map_err)?;
+            }
             Ok(())
         }
 
@@ -363,10 +386,22 @@ macro_rules! sql_store {
             Ok(())
         }
 
-        /// Refuses an insert into `table` that would take `account` to `max` rows or more: the
-        /// count and the insert run in one transaction with the account locked, so concurrent
-        /// creates cannot pass the cap together.
+        /// Refuses an insert into `table` that would take `account` past `max` rows: the count
+        /// and the insert run in one transaction with the account locked, so concurrent creates
+        /// cannot pass the cap together.
         async fn ensure_room(tx: &mut Tx, table: &'static str, account: AccountId, max: u64) -> Result<()> {
+            ensure_room_for(tx, table, account, max, 1).await
+        }
+
+        /// [`ensure_room`] for inserting `adding` rows at once: all of them fit, or the insert
+        /// is refused.
+        async fn ensure_room_for(
+            tx: &mut Tx,
+            table: &'static str,
+            account: AccountId,
+            max: u64,
+            adding: u64,
+        ) -> Result<()> {
             // `table` is one of three literals, never input.
             if max == u64::MAX {
                 return Ok(());
@@ -378,7 +413,8 @@ macro_rules! sql_store {
                 _ => "SELECT COUNT(*) FROM api_keys WHERE account_id = $1",
             };
             let n: i64 = sqlx::query_scalar(sql).bind(account.to_string()).fetch_one(&mut **tx).await.map_err(map_err)?;
-            if u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("COUNT(*) returned {n}")))? >= max {
+            let held = u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("COUNT(*) returned {n}")))?;
+            if held.saturating_add(adding) > max {
                 return Err(StoreError::LimitReached { what: table, max });
             }
             Ok(())
@@ -571,6 +607,29 @@ macro_rules! sql_store {
                 ensure_room(&mut tx, "api_keys", key.account_id, max_keys).await?;
                 insert_key(&mut tx, key).await?;
                 finish(tx, audit, &[Changed::key(key)]).await
+            }
+
+            async fn create_keys(&self, keys: &[(ApiKey, AuditEvent)], max_keys: u64) -> Result<()> {
+                let Some((first, _)) = keys.first() else {
+                    return Ok(());
+                };
+                let account = first.account_id;
+                if keys.iter().any(|(key, _)| key.account_id != account) {
+                    return Err(StoreError::Conflict("mixed_accounts"));
+                }
+                let (new, audits): (Vec<&ApiKey>, Vec<&AuditEvent>) =
+                    keys.iter().map(|(key, audit)| (key, audit)).unzip();
+                let changed: Vec<Changed<'_>> = new.iter().map(|key| Changed::key(key)).collect();
+                let stamped: Vec<_> =
+                    changed.iter().zip(&audits).map(|(change, audit)| (change, audit.created_at)).collect();
+                let adding = u64::try_from(keys.len()).unwrap_or(u64::MAX);
+
+                let mut tx = self.begin_write().await?;
+                ensure_room_for(&mut tx, "api_keys", account, max_keys, adding).await?;
+                insert_keys(&mut tx, &new).await?;
+                insert_audit_events(&mut tx, &audits).await?;
+                insert_changes(&mut tx, &stamped).await?;
+                tx.commit().await.map_err(map_err)
             }
 
             async fn get_key(&self, account: AccountId, id: KeyId) -> Result<Option<ApiKey>> {
