@@ -34,7 +34,7 @@
 //!
 //! The traffic: 1,000 keys of 100 accounts (`KEYGATE_BENCH_REQUEST_LOG_KEYS` changes the number
 //! of keys; accounts are a tenth of them), chosen at random per request; half act for a tenant;
-//! one request in ten is refused. The request log is filled with 100,000 rows
+//! one request in ten is refused. The request log is filled with 100,000 records
 //! (`KEYGATE_BENCH_REQUEST_LOG_ROWS`) and the counters with 29 earlier days before anything is
 //! measured, and both keep growing while the bench writes: the summary says how many rows the
 //! log held before and after each backend's figures.
@@ -452,7 +452,7 @@ fn store_figures(
 }
 
 async fn count_rows(url: &str) -> Option<i64> {
-    let query = "SELECT COUNT(*) FROM request_log";
+    let query = "SELECT CAST(SUM(count) AS BIGINT) FROM request_log_chunks";
     if url.starts_with("sqlite:") {
         let mut conn = sqlx::SqliteConnection::connect(url).await.ok()?;
         sqlx::query_scalar(query).fetch_one(&mut conn).await.ok()

@@ -1510,12 +1510,17 @@ async fn large_request_batches_are_written_whole(store: Arc<dyn Store>) {
     }
     assert_eq!(count, 1200);
 
-    // A batch with a duplicate record id is refused whole.
-    let again = vec![request(account, None, at, 200, "ok"), records[0].clone()];
-    assert!(store.record_requests(&again).await.is_err());
-    // Record ids are of now: the purge reaches past them.
+    // A batch written again (a retry after a commit whose answer was lost) lists each record once.
+    store.record_requests(&records[..10]).await.expect("record again");
+    let newest = store.list_requests(account, &RequestFilter::default(), &page(20)).await.expect("list");
+    let mut ids: Vec<&str> = newest.iter().map(|r| r.id.as_str()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 20, "no record twice: {ids:?}");
+    // Record ids are of now: the purge reaches past them. It counts the records it deleted, the
+    // copies written twice included.
     let after = time::now() + Duration::seconds(1);
-    assert_eq!(store.purge_requests(after).await.expect("purge"), 1200, "the refused batch left nothing");
+    assert_eq!(store.purge_requests(after).await.expect("purge"), 1210);
+    assert!(store.list_requests(account, &RequestFilter::default(), &page(10)).await.expect("list").is_empty());
 }
 
 both_backends!(old_request_records_are_purged_by_time);
@@ -1530,12 +1535,25 @@ async fn old_request_records_are_purged_by_time(store: Arc<dyn Store>) {
             ..request(account, None, t0 + Duration::hours(h), 200, "ok")
         })
         .collect();
-    store.record_requests(&records).await.expect("record");
+    // Written as the flusher writes them, a batch at a time.
+    for record in &records {
+        store.record_requests(std::slice::from_ref(record)).await.expect("record");
+    }
     assert_eq!(store.purge_requests(t0).await.expect("purge none"), 0);
     // `before` is exclusive: the record at exactly t0 + 1h stays.
     assert_eq!(store.purge_requests(t0 + Duration::hours(1)).await.expect("purge"), 1);
     let left = store.list_requests(account, &RequestFilter::default(), &page(100)).await.expect("list");
     assert_eq!(left.iter().map(|r| r.at).collect::<Vec<_>>(), [t0 + Duration::hours(2), t0 + Duration::hours(1)]);
+
+    // Retention deletes whole batches: one holding records on both sides of the cut-off stays
+    // until its newest record is older (a flush holds 100 ms of requests).
+    let both = [t0 + Duration::hours(3), t0 + Duration::hours(4)]
+        .map(|at| RequestRecord { id: RequestRecord::first_id_at(at), ..request(account, None, at, 200, "ok") });
+    store.record_requests(&both).await.expect("record");
+    assert_eq!(store.purge_requests(t0 + Duration::hours(4)).await.expect("purge"), 2, "t0+1h and t0+2h");
+    let left = store.list_requests(account, &RequestFilter::default(), &page(100)).await.expect("list");
+    assert_eq!(left.len(), 2, "the batch of t0+3h and t0+4h stays whole");
+    assert_eq!(store.purge_requests(t0 + Duration::hours(5)).await.expect("purge"), 2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -3006,3 +3024,147 @@ async fn an_older_binary_starts_on_a_newer_schema() {
     store.close().await;
     connect(&url).await.expect("and a new process opens it");
 }
+
+/// Migration 0008 moves the request log from a row per record into chunks: every record a
+/// server of the previous version kept is listed unchanged after the upgrade, and a record such
+/// a server writes afterwards (its table stays, for rolling upgrades) is listed and purged too.
+macro_rules! request_log_upgrade {
+    ($(#[$attr:meta])* $name:ident, $conn:ty, $url:expr, $cleanup:expr) => {
+        #[tokio::test]
+        $(#[$attr])*
+        #[allow(clippy::redundant_closure_call, reason = "one body for both backends")]
+        async fn $name() {
+            /// Writes `r` into `request_log` as keygate did up to migration 0007.
+            async fn insert_legacy(conn: &mut $conn, r: &RequestRecord) {
+                sqlx::query(
+                    "INSERT INTO request_log (id, request_id, at, account_id, key_id, tenant_id, route, method, \
+                     status, outcome, client_ip, latency_us, via_key_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .bind(&r.id)
+                .bind(&r.request_id)
+                .bind(r.at)
+                .bind(r.account_id.to_string())
+                .bind(r.key_id.map(|k| k.to_string()))
+                .bind(r.tenant_id.map(|t| t.to_string()))
+                .bind(&r.route)
+                .bind(&r.method)
+                .bind(i32::from(r.status))
+                .bind(&r.outcome)
+                .bind(r.client_ip.map(|ip| ip.to_string()))
+                .bind(i64::try_from(r.latency_us).expect("small"))
+                .bind(r.via_key_id.map(|k| k.to_string()))
+                .execute(conn)
+                .await
+                .expect("insert into request_log");
+            }
+
+            let (url, dir, backend) = $url.await;
+            // Migrations 0001–0007 from the source tree, run as a server of that version ran them.
+            let previous = tempfile::tempdir().expect("a temporary directory");
+            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(backend);
+            for entry in std::fs::read_dir(&source).expect("the migrations") {
+                let path = entry.expect("an entry").path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+                if name.as_str() < "0008" {
+                    std::fs::copy(&path, previous.path().join(&name)).expect("copy a migration");
+                }
+            }
+            let mut conn = <$conn>::connect(&url).await.expect("connect");
+            let migrator = sqlx::migrate::Migrator::new(previous.path()).await.expect("read the migrations");
+            migrator.run(&mut conn).await.expect("migrate to 0007");
+
+            let (a, b) = (AccountId::generate(), AccountId::generate());
+            let key = KeyId::generate();
+            let t0 = ts("2026-11-01T00:00:00Z");
+            let mut kept = Vec::new();
+            for i in 0..2_345_i64 {
+                let at = t0 + Duration::seconds(i);
+                let mut r = request(if i % 7 == 0 { b } else { a }, (i % 3 == 0).then_some(key), at, 200, "ok");
+                r.id = RequestRecord::first_id_at(at);
+                r.request_id = format!("req \"{i}\" ü");
+                r.tenant_id = (i % 5 == 0).then(TenantId::generate);
+                r.client_ip = (i % 2 == 0).then(|| ip("2001:db8::7"));
+                r.via_key_id = (i % 11 == 0).then(KeyId::generate);
+                r.status = if i % 4 == 0 { 429 } else { 200 };
+                kept.push(r);
+            }
+            for r in &kept {
+                insert_legacy(&mut conn, r).await;
+            }
+
+            let store = connect(&url).await.expect("open and migrate to the newest schema");
+            let everything = |account| {
+                let store = Arc::clone(&store);
+                async move {
+                    let mut all = Vec::new();
+                    loop {
+                        let page = Page { limit: 100, before: all.last().map(|r: &RequestRecord| r.id.clone()) };
+                        let rows = store.list_requests(account, &RequestFilter::default(), &page).await.expect("list");
+                        if rows.is_empty() {
+                            return all;
+                        }
+                        all.extend(rows);
+                    }
+                }
+            };
+            for account in [a, b] {
+                let mut expected: Vec<RequestRecord> = kept.iter().filter(|r| r.account_id == account).cloned().collect();
+                expected.reverse();
+                assert_eq!(everything(account).await, expected, "every record of {account}, unchanged");
+            }
+            let filter = RequestFilter { key_id: Some(key), status: Some(429), ..RequestFilter::default() };
+            let listed = store.list_requests(a, &filter, &page(1_000)).await.expect("list filtered");
+            let expected: Vec<&str> =
+                kept.iter().rev().filter(|r| r.account_id == a && r.key_id == Some(key) && r.status == 429).map(|r| r.id.as_str()).collect();
+            assert_eq!(listed.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), expected);
+
+            // A node of the previous version, not yet upgraded, writes a record the old way.
+            let late = RequestRecord { id: RequestRecord::generate_id(), ..request(a, Some(key), time::now(), 201, "ok") };
+            insert_legacy(&mut conn, &late).await;
+            let newest = store.list_requests(a, &RequestFilter::default(), &page(2)).await.expect("list");
+            assert_eq!(newest[0], late);
+            assert_eq!(newest[1], *kept.iter().rev().find(|r| r.account_id == a).expect("one of a"));
+            let total = u64::try_from(kept.len()).expect("small") + 1;
+            assert_eq!(store.purge_requests(time::now() + Duration::seconds(1)).await.expect("purge"), total);
+            assert!(everything(a).await.is_empty());
+            let _ = conn.close().await;
+            store.close().await;
+            ($cleanup)(dir).await;
+        }
+    };
+}
+
+request_log_upgrade!(
+    request_log_upgrade_sqlite,
+    sqlx::SqliteConnection,
+    async {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("keygate.db");
+        std::fs::File::create(&path).expect("create the file");
+        (format!("sqlite://{}", path.display()), Some(dir), "sqlite")
+    },
+    |dir: Option<tempfile::TempDir>| async move { drop(dir) }
+);
+
+request_log_upgrade!(
+    #[cfg_attr(not(keygate_pg), ignore = "set KEYGATE_TEST_POSTGRES_URL to run the PostgreSQL suite")]
+    request_log_upgrade_postgres,
+    sqlx::PgConnection,
+    async {
+        let admin_url = std::env::var("KEYGATE_TEST_POSTGRES_URL").expect("KEYGATE_TEST_POSTGRES_URL is set");
+        let name = format!("keygate_t_{}", AccountId::generate().ulid().to_string().to_lowercase());
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await.expect("connect to KEYGATE_TEST_POSTGRES_URL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.expect("create");
+        let _ = admin.close().await;
+        (with_database(&admin_url, &name), Some(name), "postgres")
+    },
+    |name: Option<String>| async move {
+        let admin_url = std::env::var("KEYGATE_TEST_POSTGRES_URL").expect("KEYGATE_TEST_POSTGRES_URL is set");
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await.expect("connect");
+        let _ =
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", name.expect("named"))))
+                .execute(&mut admin)
+                .await;
+    }
+);

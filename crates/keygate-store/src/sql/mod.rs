@@ -130,6 +130,8 @@ macro_rules! session_columns {
     };
 }
 
+/// `request_log` columns in `rows::RequestRow`'s shape (the table of one row per record that a
+/// node of an earlier version may still write to during a rolling upgrade).
 macro_rules! request_columns {
     () => {
         "id, request_id, at, account_id, key_id, tenant_id, route, method, status, outcome, client_ip, latency_us, \
@@ -137,9 +139,12 @@ macro_rules! request_columns {
     };
 }
 
-/// Rows per `INSERT` of the request log: 13 binds each stays far below either backend's limit
-/// on bound parameters (SQLite 32766, PostgreSQL 65535).
-const REQUEST_INSERT_CHUNK: usize = 500;
+/// Chunk rows per `INSERT` of the request log (7 binds each).
+const CHUNK_INSERT_ROWS: usize = 500;
+/// Chunks a listing reads in its first query; each further query reads four times as many, up
+/// to [`CHUNK_READ_MAX`].
+const CHUNK_READ_FIRST: i64 = 8;
+const CHUNK_READ_MAX: i64 = 512;
 /// Rows per `INSERT` of usage counters (6 binds each).
 const USAGE_INSERT_CHUNK: usize = 1000;
 
@@ -183,7 +188,7 @@ macro_rules! sql_store {
             KeyAndAccountRow, KeyRow, RequestRow, SessionAndUserRow, SessionRow, SignInTokenRow, TenantRow,
             UsageCountRow, UserAndHashRow, UserRow,
         };
-        use super::{like_pattern, map_err, REQUEST_INSERT_CHUNK, USAGE_INSERT_CHUNK};
+        use super::{like_pattern, map_err, CHUNK_INSERT_ROWS, CHUNK_READ_FIRST, CHUNK_READ_MAX, USAGE_INSERT_CHUNK};
         use crate::{
             AccountStore, AuditFilter, AuditLog, Change, ChangeFeed, ChangeKind, IdempotencyBegin, IdempotencyStore,
             KeyFilter, KeyStore, KeyUsage, MetaStore, Page, RequestFilter, RequestLog, RequestRecord, Result, Store,
@@ -962,24 +967,21 @@ macro_rules! sql_store {
                 if records.is_empty() {
                     return Ok(());
                 }
+                let chunks = super::requestlog::chunks(records)?;
                 let mut tx = self.begin_write().await?;
-                for chunk in records.chunks(REQUEST_INSERT_CHUNK) {
-                    let mut query =
-                        QueryBuilder::<$db>::new(concat!("INSERT INTO request_log (", request_columns!(), ") "));
-                    query.push_values(chunk, |mut row, r| {
-                        row.push_bind(r.id.clone())
-                            .push_bind(r.request_id.clone())
-                            .push_bind(r.at)
-                            .push_bind(r.account_id.to_string())
-                            .push_bind(r.key_id.map(|k| k.to_string()))
-                            .push_bind(r.tenant_id.map(|t| t.to_string()))
-                            .push_bind(r.route.clone())
-                            .push_bind(r.method.clone())
-                            .push_bind(i32::from(r.status))
-                            .push_bind(r.outcome.clone())
-                            .push_bind(r.client_ip.map(|ip| ip.to_string()))
-                            .push_bind(i64::try_from(r.latency_us).unwrap_or(i64::MAX))
-                            .push_bind(r.via_key_id.map(|k| k.to_string()));
+                for part in chunks.chunks(CHUNK_INSERT_ROWS) {
+                    let mut query = QueryBuilder::<$db>::new(
+                        "INSERT INTO request_log_chunks \
+                         (account_id, first_id, last_id, first_at, last_at, count, records) ",
+                    );
+                    query.push_values(part, |mut row, c| {
+                        row.push_bind(&c.account_id)
+                            .push_bind(&c.first_id)
+                            .push_bind(&c.last_id)
+                            .push_bind(c.first_at)
+                            .push_bind(c.last_at)
+                            .push_bind(c.count)
+                            .push_bind(&c.records);
                     });
                     query.build().execute(&mut *tx).await.map_err(map_err)?;
                 }
@@ -1042,6 +1044,9 @@ macro_rules! sql_store {
                 filter: &RequestFilter,
                 page: &Page,
             ) -> Result<Vec<RequestRecord>> {
+                let mut listing = super::requestlog::Listing::new(filter, page.before.as_deref(), page.limit);
+                // Rows a node of an earlier version wrote one by one during a rolling upgrade
+                // (migration 0008 moved the rest into chunks): the newest page of them competes.
                 let mut query = QueryBuilder::<$db>::new(concat!(
                     "SELECT ",
                     request_columns!(),
@@ -1061,17 +1066,58 @@ macro_rules! sql_store {
                     query.push(" AND at < ").push_bind(until);
                 }
                 push_page(&mut query, page);
-                let rows: Vec<RequestRow> = query.build_query_as().fetch_all(&self.pool).await.map_err(map_err)?;
-                convert_all(rows)
+                let legacy: Vec<RequestRow> = query.build_query_as().fetch_all(&self.pool).await.map_err(map_err)?;
+                listing.extend(convert_all(legacy)?);
+                let mut read_up_to: Option<(String, i64)> = None;
+                let mut batch = CHUNK_READ_FIRST;
+                loop {
+                    let mut query = QueryBuilder::<$db>::new(
+                        "SELECT seq, last_id, records FROM request_log_chunks WHERE account_id = ",
+                    );
+                    query.push_bind(account.to_string());
+                    if let Some(before) = &page.before {
+                        query.push(" AND first_id < ").push_bind(before.clone());
+                    }
+                    if let Some(since) = filter.since {
+                        query.push(" AND last_at >= ").push_bind(since.timestamp());
+                    }
+                    if let Some(until) = filter.until {
+                        query.push(" AND first_at < ").push_bind(until.timestamp());
+                    }
+                    if let Some((last_id, seq)) = &read_up_to {
+                        query.push(" AND (last_id < ").push_bind(last_id.clone());
+                        query.push(" OR (last_id = ").push_bind(last_id.clone());
+                        query.push(" AND seq < ").push_bind(*seq).push("))");
+                    }
+                    query.push(" ORDER BY last_id DESC, seq DESC LIMIT ").push_bind(batch);
+                    let rows: Vec<(i64, String, String)> =
+                        query.build_query_as().fetch_all(&self.pool).await.map_err(map_err)?;
+                    let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) == batch;
+                    for (_, _, records) in &rows {
+                        listing.add(account, records)?;
+                    }
+                    read_up_to = rows.into_iter().last().map(|(seq, last_id, _)| (last_id, seq));
+                    let unread_below = if more { read_up_to.as_ref().map(|(last_id, _)| last_id.as_str()) } else { None };
+                    if let Some(found) = listing.finish(unread_below) {
+                        return Ok(found);
+                    }
+                    batch = (batch * 4).min(CHUNK_READ_MAX);
+                }
             }
 
             async fn purge_requests(&self, before: Timestamp) -> Result<u64> {
-                let done = sqlx::query("DELETE FROM request_log WHERE id < $1")
+                // Whole chunks, once their newest record is older than `before`.
+                let counts: Vec<i64> = sqlx::query_scalar("DELETE FROM request_log_chunks WHERE last_id < $1 RETURNING count")
+                    .bind(RequestRecord::first_id_at(before))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                let legacy = sqlx::query("DELETE FROM request_log WHERE id < $1")
                     .bind(RequestRecord::first_id_at(before))
                     .execute(&self.pool)
                     .await
                     .map_err(map_err)?;
-                Ok(done.rows_affected())
+                Ok(counts.into_iter().map(|c| u64::try_from(c).unwrap_or_default()).sum::<u64>() + legacy.rows_affected())
             }
         }
 
@@ -1533,5 +1579,6 @@ macro_rules! sql_store {
 // root names the backends by their modules: this module re-exports nothing, so that it and the
 // backends, which use its helpers, import each other in one direction only.
 pub mod postgres;
+mod requestlog;
 mod rows;
 pub mod sqlite;

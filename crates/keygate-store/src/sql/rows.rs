@@ -112,7 +112,9 @@ pub(super) struct ChangeRow {
     pub at: Timestamp,
 }
 
-/// `request_log`, as selected by `request_columns!`.
+/// `request_log`, as selected by `request_columns!`: the table of one row per record that
+/// migration 0008 emptied into chunks, where a node of an earlier version may still write during
+/// a rolling upgrade.
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct RequestRow {
     pub id: String,
@@ -138,11 +140,11 @@ pub(super) struct UsageCountRow {
     pub count: i64,
 }
 
-fn corrupt(column: &str, value: &str) -> StoreError {
+pub(super) fn corrupt(column: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("{column} holds {value:?}"))
 }
 
-fn parse<T: FromStr>(column: &str, value: &str) -> Result<T, StoreError> {
+pub(super) fn parse<T: FromStr>(column: &str, value: &str) -> Result<T, StoreError> {
     value.parse().map_err(|_| corrupt(column, value))
 }
 

@@ -1,0 +1,306 @@
+//! The request log's storage form (SPEC §8), the same on both backends: records are kept in
+//! **chunks**, one row of `request_log_chunks` per account per written batch, each holding up to
+//! [`MAX_CHUNK_RECORDS`] records as one JSON array.
+//!
+//! Why chunks: a row per record with indexes on account and key dirtied a different index page
+//! for nearly every record once many keys were active, and each commit wrote every dirtied page
+//! whole (about 23 KiB of WAL a record on SQLite with 1,000 active keys; docs/benchmarks.md). A
+//! chunk row is appended at the end of the table (its `seq` only grows) and adds one entry to one
+//! index, `(account_id, last_id, seq)`, so a batch of 1,000 records costs one row per active
+//! account, and retention deletes whole chunks, not records one by one.
+//!
+//! A record is the JSON array `[id, request_id, at, key_id, tenant_id, route, method, status,
+//! outcome, client_ip, latency_us, via_key_id]`: `at` in seconds since the Unix epoch (keygate's
+//! timestamps are whole seconds), absent values `null`; the account is the chunk's. The array
+//! keeps a chunk readable with SQL (`json_each`, `json_array_elements`), and lets migrations
+//! carry rows over in SQL.
+//!
+//! Listing (newest first by record id) reads an account's chunks by `last_id` descending and
+//! filters the decoded records. Chunks written by different nodes can overlap in id range, so a
+//! record is only handed out once every chunk that could hold a newer one has been read:
+//! [`Listing`] does that bookkeeping.
+
+use std::fmt::Display;
+use std::net::IpAddr;
+
+use chrono::DateTime;
+use keygate_domain::AccountId;
+use serde::Serialize;
+
+use super::rows::{corrupt, parse};
+use crate::{RequestFilter, RequestRecord, StoreError};
+
+/// Records per chunk at most: a flush of a busy account is split, so no row grows without bound
+/// (1,000 records are about 250 KB of JSON).
+pub(super) const MAX_CHUNK_RECORDS: usize = 1_000;
+
+/// One `request_log_chunks` row to insert.
+pub(super) struct Chunk {
+    pub account_id: String,
+    /// The smallest and largest record id in the chunk.
+    pub first_id: String,
+    pub last_id: String,
+    /// The earliest and latest `at`, in seconds since the Unix epoch.
+    pub first_at: i64,
+    pub last_at: i64,
+    pub count: i64,
+    /// The records, a JSON array of arrays (module docs).
+    pub records: String,
+}
+
+/// Groups `records` by account, in their order, into chunks of at most [`MAX_CHUNK_RECORDS`].
+pub(super) fn chunks(records: &[RequestRecord]) -> Result<Vec<Chunk>, StoreError> {
+    let mut by_account: Vec<(AccountId, Vec<&RequestRecord>)> = Vec::new();
+    for record in records {
+        // A batch holds few accounts next to its records; a linear probe beats hashing here.
+        match by_account.iter_mut().find(|(account, _)| *account == record.account_id) {
+            Some((_, list)) => list.push(record),
+            None => by_account.push((record.account_id, vec![record])),
+        }
+    }
+    let mut out = Vec::with_capacity(by_account.len());
+    for (account, list) in by_account {
+        for part in list.chunks(MAX_CHUNK_RECORDS) {
+            out.push(encode(account, part)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Displays through serde's `collect_str`: an id or an address is written into the JSON without
+/// a `String` of its own.
+struct Shown<T>(T);
+
+impl<T: Display> Serialize for Shown<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
+fn encode(account: AccountId, records: &[&RequestRecord]) -> Result<Chunk, StoreError> {
+    let mut json = Vec::with_capacity(records.len() * 200);
+    json.push(b'[');
+    let (mut first_id, mut last_id) = (&records[0].id, &records[0].id);
+    let (mut first_at, mut last_at) = (i64::MAX, i64::MIN);
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            json.push(b',');
+        }
+        first_id = first_id.min(&r.id);
+        last_id = last_id.max(&r.id);
+        let at = r.at.timestamp();
+        first_at = first_at.min(at);
+        last_at = last_at.max(at);
+        let row = (
+            &r.id,
+            &r.request_id,
+            at,
+            r.key_id.map(Shown),
+            r.tenant_id.map(Shown),
+            &r.route,
+            &r.method,
+            r.status,
+            &r.outcome,
+            r.client_ip.map(Shown),
+            r.latency_us,
+            r.via_key_id.map(Shown),
+        );
+        serde_json::to_writer(&mut json, &row).map_err(|e| StoreError::Corrupt(format!("request record: {e}")))?;
+    }
+    json.push(b']');
+    let records_json = String::from_utf8(json).map_err(|e| StoreError::Corrupt(format!("request record: {e}")))?;
+    Ok(Chunk {
+        account_id: account.to_string(),
+        first_id: first_id.clone(),
+        last_id: last_id.clone(),
+        first_at,
+        last_at,
+        count: i64::try_from(records.len()).unwrap_or(i64::MAX),
+        records: records_json,
+    })
+}
+
+/// A record as stored (module docs), before its ids are parsed.
+type Stored = (
+    String,
+    String,
+    i64,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+    u16,
+    String,
+    Option<String>,
+    u64,
+    Option<String>,
+);
+
+/// The records of one chunk of `account`.
+pub(super) fn decode(account: AccountId, json: &str) -> Result<Vec<RequestRecord>, StoreError> {
+    let stored: Vec<Stored> =
+        serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("request_log_chunks.records: {e}")))?;
+    stored
+        .into_iter()
+        .map(|(id, request_id, at, key_id, tenant_id, route, method, status, outcome, client_ip, latency_us, via)| {
+            Ok(RequestRecord {
+                at: DateTime::from_timestamp(at, 0)
+                    .ok_or_else(|| corrupt("request_log_chunks.records at", &at.to_string()))?,
+                key_id: key_id.map(|k| parse("request_log_chunks.records key_id", &k)).transpose()?,
+                tenant_id: tenant_id.map(|t| parse("request_log_chunks.records tenant_id", &t)).transpose()?,
+                client_ip: client_ip
+                    .map(|ip| parse::<IpAddr>("request_log_chunks.records client_ip", &ip))
+                    .transpose()?,
+                via_key_id: via.map(|k| parse("request_log_chunks.records via_key_id", &k)).transpose()?,
+                id,
+                request_id,
+                account_id: account,
+                route,
+                method,
+                status,
+                outcome,
+                latency_us,
+            })
+        })
+        .collect()
+}
+
+/// Whether `record` is one `filter` asks for, below the page's cursor `before`.
+fn wanted(record: &RequestRecord, filter: &RequestFilter, before: Option<&str>) -> bool {
+    before.is_none_or(|b| record.id.as_str() < b)
+        && filter.key_id.is_none_or(|k| record.key_id == Some(k))
+        && filter.status.is_none_or(|s| record.status == s)
+        && filter.since.is_none_or(|t| record.at >= t)
+        && filter.until.is_none_or(|t| record.at < t)
+}
+
+/// One page of a listing, assembled from chunks read newest `last_id` first.
+pub(super) struct Listing<'a> {
+    filter: &'a RequestFilter,
+    before: Option<&'a str>,
+    limit: usize,
+    found: Vec<RequestRecord>,
+}
+
+impl<'a> Listing<'a> {
+    pub(super) fn new(filter: &'a RequestFilter, before: Option<&'a str>, limit: u32) -> Self {
+        Self { filter, before, limit: limit as usize, found: Vec::new() }
+    }
+
+    /// Takes the wanted records of one chunk.
+    pub(super) fn add(&mut self, account: AccountId, json: &str) -> Result<(), StoreError> {
+        self.extend(decode(account, json)?);
+        Ok(())
+    }
+
+    /// Takes the wanted ones of `records`.
+    pub(super) fn extend(&mut self, records: Vec<RequestRecord>) {
+        self.found.extend(records.into_iter().filter(|r| wanted(r, self.filter, self.before)));
+    }
+
+    /// The page, if it is complete: `unread_below` is the `last_id` of the last chunk read when
+    /// more chunks may follow (none of them holds a record above it), `None` when every chunk has
+    /// been read.
+    pub(super) fn finish(&mut self, unread_below: Option<&str>) -> Option<Vec<RequestRecord>> {
+        self.found.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+        // A batch the flusher wrote again after a commit whose answer was lost: once is enough.
+        self.found.dedup_by(|a, b| a.id == b.id);
+        let settled = match unread_below {
+            None => self.found.len(),
+            Some(below) => self.found.partition_point(|r| r.id.as_str() >= below),
+        };
+        if unread_below.is_some() && settled < self.limit {
+            return None;
+        }
+        let mut page = std::mem::take(&mut self.found);
+        page.truncate(self.limit.min(settled));
+        Some(page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keygate_domain::{KeyId, TenantId};
+
+    use super::*;
+
+    fn record(account: AccountId, id: &str, key: Option<KeyId>) -> RequestRecord {
+        RequestRecord {
+            id: id.to_owned(),
+            request_id: "req \"quoted\" \u{1F600}".to_owned(),
+            at: DateTime::from_timestamp(1_780_000_000, 0).expect("test value"),
+            account_id: account,
+            key_id: key,
+            tenant_id: Some(TenantId::generate()),
+            route: "/v1/api-keys/{id}".to_owned(),
+            method: "GET".to_owned(),
+            status: 429,
+            outcome: "rate_limited".to_owned(),
+            client_ip: Some("2001:db8::1".parse().expect("test value")),
+            latency_us: 1234,
+            via_key_id: None,
+        }
+    }
+
+    #[test]
+    fn a_chunk_decodes_to_the_records_it_was_made_of() {
+        let (a, b) = (AccountId::generate(), AccountId::generate());
+        let records = vec![
+            record(a, "rl_01A", Some(KeyId::generate())),
+            record(b, "rl_01B", None),
+            record(a, "rl_01C", Some(KeyId::generate())),
+        ];
+        let chunks = chunks(&records).expect("test value");
+        assert_eq!(chunks.len(), 2, "one chunk per account");
+        assert_eq!((chunks[0].first_id.as_str(), chunks[0].last_id.as_str(), chunks[0].count), ("rl_01A", "rl_01C", 2));
+        assert_eq!((chunks[0].first_at, chunks[0].last_at), (1_780_000_000, 1_780_000_000));
+        assert_eq!(decode(a, &chunks[0].records).expect("test value"), vec![records[0].clone(), records[2].clone()]);
+        assert_eq!(decode(b, &chunks[1].records).expect("test value"), vec![records[1].clone()]);
+    }
+
+    #[test]
+    fn a_busy_account_is_split_into_bounded_chunks() {
+        let a = AccountId::generate();
+        let records: Vec<_> = (0..2_500).map(|i| record(a, &format!("rl_{i:05}"), None)).collect();
+        let counts: Vec<i64> = chunks(&records).expect("test value").iter().map(|c| c.count).collect();
+        assert_eq!(counts, vec![1_000, 1_000, 500]);
+    }
+
+    #[test]
+    fn a_page_waits_for_chunks_that_may_hold_newer_records() {
+        let a = AccountId::generate();
+        let filter = RequestFilter::default();
+        let node_1 = chunks(&[record(a, "rl_05", None), record(a, "rl_09", None)]).expect("test value");
+        let node_2 = chunks(&[record(a, "rl_07", None), record(a, "rl_08", None)]).expect("test value");
+        let mut listing = Listing::new(&filter, None, 2);
+        listing.add(a, &node_1[0].records).expect("test value");
+        // Unread chunks end at or below rl_09: only rl_09 is settled, one short of the page.
+        assert!(listing.finish(Some("rl_09")).is_none());
+        listing.add(a, &node_2[0].records).expect("test value");
+        let page = listing.finish(None).expect("test value");
+        assert_eq!(page.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["rl_09", "rl_08"]);
+    }
+
+    #[test]
+    fn a_listing_filters_and_honours_the_cursor() {
+        let a = AccountId::generate();
+        let key = KeyId::generate();
+        let mut records: Vec<_> = (0..6).map(|i| record(a, &format!("rl_0{i}"), None)).collect();
+        records[1].key_id = Some(key);
+        records[4].key_id = Some(key);
+        let chunk = chunks(&records).expect("test value").remove(0);
+        let filter = RequestFilter { key_id: Some(key), ..RequestFilter::default() };
+        let mut listing = Listing::new(&filter, Some("rl_04"), 10);
+        listing.add(a, &chunk.records).expect("test value");
+        let page = listing.finish(None).expect("test value");
+        assert_eq!(page.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["rl_01"]);
+    }
+
+    #[test]
+    fn garbage_in_a_chunk_is_corrupt_not_a_panic() {
+        let a = AccountId::generate();
+        for bad in ["", "[", "[[1]]", r#"[["rl_1","r",0,"not-a-key",null,"/","GET",200,"ok",null,1,null]]"#] {
+            assert!(matches!(decode(a, bad), Err(StoreError::Corrupt(_))), "{bad}");
+        }
+    }
+}
