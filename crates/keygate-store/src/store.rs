@@ -368,8 +368,9 @@ pub trait RequestLog: Send + Sync {
         filter: &RequestFilter,
         page: &Page,
     ) -> Result<Vec<RequestRecord>>;
-    /// Deletes records made before `before` (by record id: ids are ordered by time); returns how
-    /// many.
+    /// Deletes records made before `before` (by record id: ids are ordered by time), a written
+    /// chunk at a time once its newest record is that old (so a record may outlive `before` by
+    /// the chunk's span, at most 2^20 ms); returns how many records went.
     async fn purge_requests(&self, before: Timestamp) -> Result<u64>;
 }
 

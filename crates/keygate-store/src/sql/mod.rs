@@ -144,7 +144,8 @@ const CHUNK_INSERT_ROWS: usize = 500;
 /// Chunks a listing reads in its first query; each further query reads four times as many, up
 /// to [`CHUNK_READ_MAX`].
 const CHUNK_READ_FIRST: i64 = 8;
-const CHUNK_READ_MAX: i64 = 512;
+/// At most this many chunks (up to 1,000 records each) are held in memory at once.
+const CHUNK_READ_MAX: i64 = 64;
 /// Rows per `INSERT` of usage counters (6 binds each).
 const USAGE_INSERT_CHUNK: usize = 1000;
 
@@ -1075,19 +1076,24 @@ macro_rules! sql_store {
                         "SELECT seq, last_id, records FROM request_log_chunks WHERE account_id = ",
                     );
                     query.push_bind(account.to_string());
+                    // Bounds on `last_id` the index seeks by: a chunk holds one time bucket of
+                    // ids (requestlog.rs), and a record's id is made after its `at`.
                     if let Some(before) = &page.before {
+                        query.push(" AND last_id < ").push_bind(super::requestlog::id_bucket_end(before));
                         query.push(" AND first_id < ").push_bind(before.clone());
                     }
                     if let Some(since) = filter.since {
+                        query.push(" AND last_id >= ").push_bind(RequestRecord::first_id_at(since));
                         query.push(" AND last_at >= ").push_bind(since.timestamp());
                     }
                     if let Some(until) = filter.until {
-                        query.push(" AND first_at < ").push_bind(until.timestamp());
+                        // `at` is whole seconds: a record at 10 s is before an `until` of 10.5 s.
+                        let ceiling = until.timestamp() + i64::from(until.timestamp_subsec_nanos() > 0);
+                        query.push(" AND first_at < ").push_bind(ceiling);
                     }
                     if let Some((last_id, seq)) = &read_up_to {
-                        query.push(" AND (last_id < ").push_bind(last_id.clone());
-                        query.push(" OR (last_id = ").push_bind(last_id.clone());
-                        query.push(" AND seq < ").push_bind(*seq).push("))");
+                        query.push(" AND (last_id, seq) < (").push_bind(last_id.clone());
+                        query.push(", ").push_bind(*seq).push(")");
                     }
                     query.push(" ORDER BY last_id DESC, seq DESC LIMIT ").push_bind(batch);
                     let rows: Vec<(i64, String, String)> =

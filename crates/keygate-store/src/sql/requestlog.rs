@@ -1,13 +1,14 @@
 //! The request log's storage form (SPEC §8), the same on both backends: records are kept in
-//! **chunks**, one row of `request_log_chunks` per account per written batch, each holding up to
-//! [`MAX_CHUNK_RECORDS`] records as one JSON array.
+//! **chunks**, one row of `request_log_chunks` per account and time bucket ([`BUCKET_CHARS`]) per
+//! written batch, each holding up to [`MAX_CHUNK_RECORDS`] records as one JSON array.
 //!
 //! Why chunks: a row per record with indexes on account and key dirtied a different index page
 //! for nearly every record once many keys were active, and each commit wrote every dirtied page
 //! whole (about 23 KiB of WAL a record on SQLite with 1,000 active keys; docs/benchmarks.md). A
 //! chunk row is appended at the end of the table (its `seq` only grows) and adds one entry to one
-//! index, `(account_id, last_id, seq)`, so a batch of 1,000 records costs one row per active
-//! account, and retention deletes whole chunks, not records one by one.
+//! index, `(account_id, last_id, seq)` (and one to `last_id`, for retention), so a batch of 1,000
+//! records costs one row per active account, and retention deletes whole chunks, not records one
+//! by one.
 //!
 //! A record is the JSON array `[id, request_id, at, key_id, tenant_id, route, method, status,
 //! outcome, client_ip, latency_us, via_key_id]`: `at` in seconds since the Unix epoch (keygate's
@@ -16,7 +17,8 @@
 //! carry rows over in SQL.
 //!
 //! Listing (newest first by record id) reads an account's chunks by `last_id` descending and
-//! filters the decoded records. Chunks written by different nodes can overlap in id range, so a
+//! filters the decoded records; the cursor and `since` bound the index seek, since a chunk holds
+//! one time bucket and a record's id is made after its `at`. Chunks written by different nodes can overlap in id range, so a
 //! record is only handed out once every chunk that could hold a newer one has been read:
 //! [`Listing`] does that bookkeeping.
 
@@ -48,20 +50,31 @@ pub(super) struct Chunk {
     pub records: String,
 }
 
-/// Groups `records` by account, in their order, into chunks of at most [`MAX_CHUNK_RECORDS`].
+/// Characters of a record id that name its time bucket: `rl_` and the first 6 of the ULID's 10
+/// time characters, so one bucket is 2^20 ms (about 17.5 minutes). Every record of a chunk is of
+/// one bucket, which bounds what a chunk spans (retention keeps a record at most one bucket past
+/// its time) and lets a listing seek by id ([`id_bucket_end`]).
+const BUCKET_CHARS: usize = 9;
+
+/// The bucket part of a record id (the whole id if it is shorter).
+fn bucket(id: &str) -> &str {
+    id.get(..BUCKET_CHARS).unwrap_or(id)
+}
+
+/// A string above every record id of `id`'s bucket and below every id of a later bucket: the
+/// bucket followed by `~`, which sorts after every character of a ULID.
+pub(super) fn id_bucket_end(id: &str) -> String {
+    format!("{}~", bucket(id))
+}
+
+/// Groups `records` by account and time bucket into chunks of at most [`MAX_CHUNK_RECORDS`].
 pub(super) fn chunks(records: &[RequestRecord]) -> Result<Vec<Chunk>, StoreError> {
-    let mut by_account: Vec<(AccountId, Vec<&RequestRecord>)> = Vec::new();
-    for record in records {
-        // A batch holds few accounts next to its records; a linear probe beats hashing here.
-        match by_account.iter_mut().find(|(account, _)| *account == record.account_id) {
-            Some((_, list)) => list.push(record),
-            None => by_account.push((record.account_id, vec![record])),
-        }
-    }
-    let mut out = Vec::with_capacity(by_account.len());
-    for (account, list) in by_account {
-        for part in list.chunks(MAX_CHUNK_RECORDS) {
-            out.push(encode(account, part)?);
+    let mut sorted: Vec<&RequestRecord> = records.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.account_id.cmp(&b.account_id).then_with(|| bucket(&a.id).cmp(bucket(&b.id))));
+    let mut out = Vec::new();
+    for group in sorted.chunk_by(|a, b| a.account_id == b.account_id && bucket(&a.id) == bucket(&b.id)) {
+        for part in group.chunks(MAX_CHUNK_RECORDS) {
+            out.push(encode(part)?);
         }
     }
     Ok(out)
@@ -77,10 +90,14 @@ impl<T: Display> Serialize for Shown<T> {
     }
 }
 
-fn encode(account: AccountId, records: &[&RequestRecord]) -> Result<Chunk, StoreError> {
+/// One chunk of `records`: at least one, all of one account.
+fn encode(records: &[&RequestRecord]) -> Result<Chunk, StoreError> {
+    let Some(first) = records.first() else {
+        return Err(StoreError::Corrupt("an empty request-log chunk".into()));
+    };
     let mut json = Vec::with_capacity(records.len() * 200);
     json.push(b'[');
-    let (mut first_id, mut last_id) = (&records[0].id, &records[0].id);
+    let (mut first_id, mut last_id) = (&first.id, &first.id);
     let (mut first_at, mut last_at) = (i64::MAX, i64::MIN);
     for (i, r) in records.iter().enumerate() {
         if i > 0 {
@@ -110,7 +127,7 @@ fn encode(account: AccountId, records: &[&RequestRecord]) -> Result<Chunk, Store
     json.push(b']');
     let records_json = String::from_utf8(json).map_err(|e| StoreError::Corrupt(format!("request record: {e}")))?;
     Ok(Chunk {
-        account_id: account.to_string(),
+        account_id: first.account_id.to_string(),
         first_id: first_id.clone(),
         last_id: last_id.clone(),
         first_at,
@@ -234,6 +251,11 @@ mod tests {
 
     use super::*;
 
+    /// A record id of one bucket (`rl_01JD0000`), ending in `n`.
+    fn id(n: u32) -> String {
+        format!("rl_01JD000000{n:016}")
+    }
+
     fn record(account: AccountId, id: &str, key: Option<KeyId>) -> RequestRecord {
         RequestRecord {
             id: id.to_owned(),
@@ -256,22 +278,24 @@ mod tests {
     fn a_chunk_decodes_to_the_records_it_was_made_of() {
         let (a, b) = (AccountId::generate(), AccountId::generate());
         let records = vec![
-            record(a, "rl_01A", Some(KeyId::generate())),
-            record(b, "rl_01B", None),
-            record(a, "rl_01C", Some(KeyId::generate())),
+            record(a, &id(1), Some(KeyId::generate())),
+            record(b, &id(2), None),
+            record(a, &id(3), Some(KeyId::generate())),
         ];
         let chunks = chunks(&records).expect("test value");
         assert_eq!(chunks.len(), 2, "one chunk per account");
-        assert_eq!((chunks[0].first_id.as_str(), chunks[0].last_id.as_str(), chunks[0].count), ("rl_01A", "rl_01C", 2));
-        assert_eq!((chunks[0].first_at, chunks[0].last_at), (1_780_000_000, 1_780_000_000));
-        assert_eq!(decode(a, &chunks[0].records).expect("test value"), vec![records[0].clone(), records[2].clone()]);
-        assert_eq!(decode(b, &chunks[1].records).expect("test value"), vec![records[1].clone()]);
+        let first = chunks.iter().position(|c| c.account_id == a.to_string()).expect("a's chunk");
+        let (chunk_a, chunk_b) = (&chunks[first], &chunks[1 - first]);
+        assert_eq!((chunk_a.first_id.clone(), chunk_a.last_id.clone(), chunk_a.count), (id(1), id(3), 2));
+        assert_eq!((chunk_a.first_at, chunk_a.last_at), (1_780_000_000, 1_780_000_000));
+        assert_eq!(decode(a, &chunk_a.records).expect("test value"), vec![records[0].clone(), records[2].clone()]);
+        assert_eq!(decode(b, &chunk_b.records).expect("test value"), vec![records[1].clone()]);
     }
 
     #[test]
     fn a_busy_account_is_split_into_bounded_chunks() {
         let a = AccountId::generate();
-        let records: Vec<_> = (0..2_500).map(|i| record(a, &format!("rl_{i:05}"), None)).collect();
+        let records: Vec<_> = (0..2_500).map(|i| record(a, &id(i), None)).collect();
         let counts: Vec<i64> = chunks(&records).expect("test value").iter().map(|c| c.count).collect();
         assert_eq!(counts, vec![1_000, 1_000, 500]);
     }
@@ -280,30 +304,48 @@ mod tests {
     fn a_page_waits_for_chunks_that_may_hold_newer_records() {
         let a = AccountId::generate();
         let filter = RequestFilter::default();
-        let node_1 = chunks(&[record(a, "rl_05", None), record(a, "rl_09", None)]).expect("test value");
-        let node_2 = chunks(&[record(a, "rl_07", None), record(a, "rl_08", None)]).expect("test value");
+        let node_1 = chunks(&[record(a, &id(5), None), record(a, &id(9), None)]).expect("test value");
+        let node_2 = chunks(&[record(a, &id(7), None), record(a, &id(8), None)]).expect("test value");
         let mut listing = Listing::new(&filter, None, 2);
         listing.add(a, &node_1[0].records).expect("test value");
-        // Unread chunks end at or below rl_09: only rl_09 is settled, one short of the page.
-        assert!(listing.finish(Some("rl_09")).is_none());
+        // Unread chunks end at or below id 9: only id 9 is settled, one short of the page.
+        assert!(listing.finish(Some(&id(9))).is_none());
         listing.add(a, &node_2[0].records).expect("test value");
         let page = listing.finish(None).expect("test value");
-        assert_eq!(page.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["rl_09", "rl_08"]);
+        assert_eq!(page.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), [id(9), id(8)]);
     }
 
     #[test]
     fn a_listing_filters_and_honours_the_cursor() {
         let a = AccountId::generate();
         let key = KeyId::generate();
-        let mut records: Vec<_> = (0..6).map(|i| record(a, &format!("rl_0{i}"), None)).collect();
+        let mut records: Vec<_> = (0..6).map(|i| record(a, &id(i), None)).collect();
         records[1].key_id = Some(key);
         records[4].key_id = Some(key);
         let chunk = chunks(&records).expect("test value").remove(0);
         let filter = RequestFilter { key_id: Some(key), ..RequestFilter::default() };
-        let mut listing = Listing::new(&filter, Some("rl_04"), 10);
+        let cursor = id(4);
+        let mut listing = Listing::new(&filter, Some(&cursor), 10);
         listing.add(a, &chunk.records).expect("test value");
         let page = listing.finish(None).expect("test value");
-        assert_eq!(page.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["rl_01"]);
+        assert_eq!(page.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), [id(1)]);
+        // A chunk that does not name the key is skipped, also when its text could not be decoded.
+        let mut listing = Listing::new(&filter, None, 10);
+        listing.add(a, "not JSON at all").expect("skipped undecoded");
+    }
+
+    #[test]
+    fn a_chunk_holds_one_time_bucket() {
+        let a = AccountId::generate();
+        // 2^20 ms apart: the sixth time character of the ULID differs.
+        let (early, late) = ("rl_01JD0000000000000000000001", "rl_01JD0100000000000000000001");
+        let chunks = chunks(&[record(a, late, None), record(a, early, None)]).expect("test value");
+        let mut spans: Vec<_> = chunks.iter().map(|c| (c.first_id.as_str(), c.last_id.as_str())).collect();
+        spans.sort_unstable();
+        assert_eq!(spans, [(early, early), (late, late)]);
+        // The bucket's end is above each id of the bucket and below every later one.
+        let end = id_bucket_end(early);
+        assert!(early < end.as_str() && "rl_01JD00ZZZZZZZZZZZZZZZZZZZZ" < end.as_str() && end.as_str() < late);
     }
 
     #[test]
