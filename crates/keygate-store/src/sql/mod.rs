@@ -227,6 +227,38 @@ macro_rules! sql_store {
             async fn begin_write(&self) -> Result<Tx> {
                 self.pool.begin_with($begin).await.map_err(map_err)
             }
+
+            /// The newest page of `request_log` rows matching `filter`: what a node of an earlier
+            /// version wrote one by one during a rolling upgrade (migration 0008 moved the rest into
+            /// chunks). The filter is applied here, so the page's `LIMIT` counts only wanted rows.
+            async fn legacy_requests(
+                &self,
+                account: AccountId,
+                filter: &RequestFilter,
+                page: &Page,
+            ) -> Result<Vec<RequestRecord>> {
+                let mut query = QueryBuilder::<$db>::new(concat!(
+                    "SELECT ",
+                    request_columns!(),
+                    " FROM request_log WHERE account_id = "
+                ));
+                query.push_bind(account.to_string());
+                if let Some(key_id) = filter.key_id {
+                    query.push(" AND key_id = ").push_bind(key_id.to_string());
+                }
+                if let Some(status) = filter.status {
+                    query.push(" AND status = ").push_bind(i32::from(status));
+                }
+                if let Some(since) = filter.since {
+                    query.push(" AND at >= ").push_bind(since);
+                }
+                if let Some(until) = filter.until {
+                    query.push(" AND at < ").push_bind(until);
+                }
+                push_page(&mut query, page);
+                let rows: Vec<RequestRow> = query.build_query_as().fetch_all(&self.pool).await.map_err(map_err)?;
+                convert_all(rows)
+            }
         }
 
         /// Revokes every live session of `user` at `at` and deletes its unused sign-in links.
@@ -1046,29 +1078,7 @@ macro_rules! sql_store {
                 page: &Page,
             ) -> Result<Vec<RequestRecord>> {
                 let mut listing = super::requestlog::Listing::new(filter, page.before.as_deref(), page.limit);
-                // Rows a node of an earlier version wrote one by one during a rolling upgrade
-                // (migration 0008 moved the rest into chunks): the newest page of them competes.
-                let mut query = QueryBuilder::<$db>::new(concat!(
-                    "SELECT ",
-                    request_columns!(),
-                    " FROM request_log WHERE account_id = "
-                ));
-                query.push_bind(account.to_string());
-                if let Some(key_id) = filter.key_id {
-                    query.push(" AND key_id = ").push_bind(key_id.to_string());
-                }
-                if let Some(status) = filter.status {
-                    query.push(" AND status = ").push_bind(i32::from(status));
-                }
-                if let Some(since) = filter.since {
-                    query.push(" AND at >= ").push_bind(since);
-                }
-                if let Some(until) = filter.until {
-                    query.push(" AND at < ").push_bind(until);
-                }
-                push_page(&mut query, page);
-                let legacy: Vec<RequestRow> = query.build_query_as().fetch_all(&self.pool).await.map_err(map_err)?;
-                listing.extend(convert_all(legacy)?);
+                listing.extend(self.legacy_requests(account, filter, page).await?);
                 let mut read_up_to: Option<(String, i64)> = None;
                 let mut batch = CHUNK_READ_FIRST;
                 loop {
@@ -1103,7 +1113,8 @@ macro_rules! sql_store {
                         listing.add(account, records)?;
                     }
                     read_up_to = rows.into_iter().last().map(|(seq, last_id, _)| (last_id, seq));
-                    let unread_below = if more { read_up_to.as_ref().map(|(last_id, _)| last_id.as_str()) } else { None };
+                    // More chunks may follow only after a full batch; none holds an id above this.
+                    let unread_below = read_up_to.as_ref().filter(|_| more).map(|(last_id, _)| last_id.as_str());
                     if let Some(found) = listing.finish(unread_below) {
                         return Ok(found);
                     }
@@ -1112,14 +1123,15 @@ macro_rules! sql_store {
             }
 
             async fn purge_requests(&self, before: Timestamp) -> Result<u64> {
+                let first_kept = RequestRecord::first_id_at(before);
                 // Whole chunks, once their newest record is older than `before`.
                 let counts: Vec<i64> = sqlx::query_scalar("DELETE FROM request_log_chunks WHERE last_id < $1 RETURNING count")
-                    .bind(RequestRecord::first_id_at(before))
+                    .bind(&first_kept)
                     .fetch_all(&self.pool)
                     .await
                     .map_err(map_err)?;
                 let legacy = sqlx::query("DELETE FROM request_log WHERE id < $1")
-                    .bind(RequestRecord::first_id_at(before))
+                    .bind(&first_kept)
                     .execute(&self.pool)
                     .await
                     .map_err(map_err)?;

@@ -18,9 +18,9 @@
 //!
 //! Listing (newest first by record id) reads an account's chunks by `last_id` descending and
 //! filters the decoded records; the cursor and `since` bound the index seek, since a chunk holds
-//! one time bucket and a record's id is made after its `at`. Chunks written by different nodes can overlap in id range, so a
-//! record is only handed out once every chunk that could hold a newer one has been read:
-//! [`Listing`] does that bookkeeping.
+//! one time bucket and a record's id is made after its `at`. Chunks written by different nodes can
+//! overlap in id range, so a record is only handed out once every chunk that could hold a newer
+//! one has been read: [`Listing`] does that bookkeeping.
 
 use std::fmt::Display;
 use std::net::IpAddr;
