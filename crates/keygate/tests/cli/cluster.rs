@@ -543,7 +543,13 @@ fn a_node_cut_off_from_postgresql_keeps_answering_the_keys_it_holds() {
     assert_eq!(ready.json(), json!({"status": "degraded", "store": "unavailable", "redis": "ok"}));
     for key in [&held, &other] {
         let r = c.get("/v1/calls", key);
-        assert_eq!(r.status, 200, "a key in memory keeps verifying: {}", r.text);
+        assert_eq!(
+            r.status,
+            200,
+            "a key in memory keeps verifying: {}\nnode C's log:\n{}",
+            r.text,
+            cluster.nodes[2].log()
+        );
     }
     let r = c.get("/v1/calls", &unseen);
     assert_eq!(
@@ -649,6 +655,10 @@ fn refused_as_revoked(node: &Http, key: &str, within: Duration) {
 
 /// Uses `key` on `node` until the node answers it from memory (a node that has just started
 /// does not remember what it looks up until it knows where the change log stands).
+/// Waits until `node` answers `key` from its credential cache, and still does after its
+/// change-log follower has had time to read the key's creation: that change evicts the key
+/// (harmlessly, with the store at hand), and a fill made before the follower read it would be
+/// gone by the time a test cuts the node off (seen in CI under load).
 fn held_in_memory(node: &Http, key: &str) {
     let hits = || -> u64 {
         let metrics = node.send("GET", "/metrics", None, None).text;
@@ -658,15 +668,22 @@ fn held_in_memory(node: &Http, key: &str) {
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
             .unwrap_or(0)
     };
-    let since = Instant::now();
-    loop {
+    let hit = || {
         let before = hits();
         let r = node.get("/v1/calls", key);
         assert_eq!(r.status, 200, "{}", r.text);
-        if hits() > before {
-            return;
+        hits() > before
+    };
+    let since = Instant::now();
+    loop {
+        if hit() {
+            // Several of the follower's polls (every 200 ms) later, still held.
+            thread::sleep(Duration::from_millis(1500));
+            if hit() {
+                return;
+            }
         }
-        assert!(since.elapsed() < Duration::from_secs(5), "the node never held the key in memory");
+        assert!(since.elapsed() < Duration::from_secs(15), "the node never held the key in memory");
         thread::sleep(Duration::from_millis(50));
     }
 }
