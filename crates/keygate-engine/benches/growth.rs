@@ -11,8 +11,8 @@
 //!    precomputed hash) is measured the same way, to tell it from the rest of the verify.
 //! 2. The process's resident memory (`VmRSS`) with 1,000,000 keys cached, minus before (goal
 //!    ≤ 300 MB), in MB and bytes per key; then, in a fresh process (this binary run again), what
-//!    one key's share is made of: the credential, its entry in the `keys` cache, its entry in
-//!    the `vouched` cache.
+//!    one key's share is made of: the credential, its entries in the `keys`, `by_id` and
+//!    `vouched` tables.
 //! 3. Key creation through the store on SQLite (a temporary file, `keygate_store::connect`'s
 //!    pragmas: WAL, `synchronous = NORMAL`): keys per second (goal ≥ 20,000/s) in batches, one
 //!    `store.create_keys` transaction per account holding its 999 keys besides the first (1,000
@@ -57,6 +57,11 @@ use keygate_engine::usage::UsageRecorder;
 use keygate_engine::{Keygate, Limits};
 use keygate_store::Store;
 use serde_json::json;
+
+/// The allocator the `keygate` binary runs on: memory per key and the cost of a lookup that
+/// misses the CPU caches depend on it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const DEFAULT_KEYS: usize = 1_000_000;
 const SMALL: usize = 1_000;
@@ -172,19 +177,20 @@ async fn fill(auth: &Authenticator, keys: &[String], ip: IpAddr) {
 /// Set in the process [`breakdown`] starts: hold this many keys and print what each part took.
 const BREAKDOWN_ENV: &str = "GROWTH_BREAKDOWN_KEYS";
 
-/// Runs this binary again to measure, per key, what the credential and each of its two cache
-/// entries take: `[credential, keys entry, vouched entry]` in bytes.
-fn breakdown(n: usize) -> Option<[f64; 3]> {
+/// Runs this binary again to measure, per key, what the credential and each of its three cache
+/// entries take: `[credential, keys entry, by_id entry, vouched entry]` in bytes.
+fn breakdown(n: usize) -> Option<[f64; 4]> {
     let out =
         std::process::Command::new(std::env::current_exe().ok()?).env(BREAKDOWN_ENV, n.to_string()).output().ok()?;
     let text = String::from_utf8(out.stdout).ok()?;
     let v: Vec<f64> = text.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    (out.status.success() && v.len() == 3).then(|| [v[0], v[1], v[2]])
+    (out.status.success() && v.len() == 4).then(|| [v[0], v[1], v[2], v[3]])
 }
 
-/// The child's side of [`breakdown`]: `n` credentials shaped as the population's, then a cache
-/// shaped as the engine's `keys` holding them, then one shaped as `vouched`; nothing is freed in
-/// between, so each resident-memory delta is that part alone.
+/// The child's side of [`breakdown`]: `n` credentials shaped as the population's (one account
+/// shared by all, as the cache shares it), then tables shaped as the engine's `keys` (hash →
+/// credential), `by_id` (id → credential) and `vouched` (64 bits of the hash → second) holding
+/// them; nothing is freed in between, so each resident-memory delta is that part alone.
 fn breakdown_child(n: usize) {
     let settings = common::settings();
     let hasher = keygate_domain::KeyHasher::new(&common::secret());
@@ -204,37 +210,42 @@ fn breakdown_child(n: usize) {
     let hashes: Vec<KeyHash> = plaintexts.iter().map(|p| hasher.hash(p)).collect();
     let config = CacheConfig { max_keys: n as u64 + n as u64 / 4 + 1_000, ..CacheConfig::default() };
 
+    let account = Arc::new(account);
     let before = rss_bytes();
     let credentials: Vec<Credential> = plaintexts
         .iter()
         .zip(&hashes)
         .enumerate()
-        .map(|(i, (p, h))| Arc::new(Cached::new(new_key(&account, i, *h, p.last4(), &scopes), account.clone())))
+        .map(|(i, (p, h))| Arc::new(Cached::new(new_key(&account, i, *h, p.last4(), &scopes), Arc::clone(&account))))
         .collect();
     let held = rss_bytes();
-    let keys = moka::sync::Cache::<KeyHash, Credential>::builder()
-        .max_capacity(config.max_keys)
-        .time_to_live(config.ttl)
-        .support_invalidation_closures()
-        .build();
+    let capacity = usize::try_from(config.max_keys).expect("fits");
+    let keys = quick_cache::sync::Cache::<KeyHash, Credential>::new(capacity);
     for (h, c) in hashes.iter().zip(&credentials) {
         keys.insert(*h, Arc::clone(c));
     }
-    keys.run_pending_tasks();
     let in_keys = rss_bytes();
-    let vouched = moka::sync::Cache::<KeyHash, ()>::builder()
-        .max_capacity(config.max_keys)
-        .time_to_live(keygate_engine::cache::VOUCHED_FOR)
-        .build();
-    for h in &hashes {
-        vouched.insert(*h, ());
+    let by_id = dashmap::DashMap::<KeyId, Credential>::new();
+    for c in &credentials {
+        by_id.insert(c.key.id, Arc::clone(c));
     }
-    vouched.run_pending_tasks();
+    let in_by_id = rss_bytes();
+    let vouched = quick_cache::sync::Cache::<u64, u32>::new(capacity);
+    for (i, h) in hashes.iter().enumerate() {
+        let first: [u8; 8] = h.as_bytes()[..8].try_into().expect("8 bytes");
+        vouched.insert(u64::from_le_bytes(first), u32::try_from(i).unwrap_or(0));
+    }
     let in_vouched = rss_bytes();
     let per_key = |from: u64, to: u64| to.saturating_sub(from) as f64 / n as f64;
     // The Vec holding the credentials is the bench's, not the cache's: 8 bytes a key.
-    println!("{} {} {}", per_key(before, held) - 8.0, per_key(held, in_keys), per_key(in_keys, in_vouched));
-    drop((credentials, keys, vouched));
+    println!(
+        "{} {} {} {}",
+        per_key(before, held) - 8.0,
+        per_key(held, in_keys),
+        per_key(in_keys, in_by_id),
+        per_key(in_by_id, in_vouched)
+    );
+    drop((credentials, keys, by_id, vouched));
 }
 
 fn scopes() -> Vec<Scope> {
@@ -424,12 +435,13 @@ fn main() {
         micros(filled) / n as f64,
     );
     match sizes {
-        Some([credential, keys_entry, vouched_entry]) => println!(
-            "     per key, in a fresh process holding {n} of each: the credential (Arc<Cached>: ApiKey and its own \
-             Account copy, {} bytes inline) {credential:.0} bytes, its entry in `keys` (hash → Arc) {keys_entry:.0}, \
-             in `vouched` (hash → ()) {vouched_entry:.0}: {:.0} together",
+        Some([credential, keys_entry, by_id_entry, vouched_entry]) => println!(
+            "     per key, in a fresh process holding {n} of each: the credential (Arc<Cached>: ApiKey and a share \
+             of its account, {} bytes inline) {credential:.0} bytes, its entry in `keys` (hash → Arc) \
+             {keys_entry:.0}, in `by_id` (id → Arc) {by_id_entry:.0}, in `vouched` (64 bits → second) \
+             {vouched_entry:.0}: {:.0} together",
             std::mem::size_of::<Cached>(),
-            credential + keys_entry + vouched_entry,
+            credential + keys_entry + by_id_entry + vouched_entry,
         ),
         None => println!("     (the per-key breakdown could not be measured: its process failed)"),
     }

@@ -23,11 +23,16 @@
 //! such a hash through to the store, so a valid key is never locked out by a noisy neighbour
 //! behind the same address, even right after its cache entry was evicted (SPEC §3). A guesser
 //! cannot produce such a hash.
+//!
+//! Memory is spent by the key, since a node may hold millions: the credentials live in a
+//! [`quick_cache`] table (S3-FIFO eviction, a few words of overhead an entry), every key of an
+//! account shares one copy of the account, and a vouched hash is remembered as 64 of its bits
+//! and the second it was vouched for.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -38,8 +43,8 @@ use keygate_store::{
     AccountStore, AuditFilter, AuditLog, Change, ChangeFeed, KeyFilter, KeyStore, KeyUsage, Page, Result, Store,
     TenantFilter, TenantStore,
 };
-use moka::notification::RemovalCause;
 use moka::sync::Cache as Moka;
+use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter};
 
 use crate::bus::{ChangeBus, Eviction};
 
@@ -47,9 +52,12 @@ use crate::bus::{ChangeBus, Eviction};
 #[derive(Debug)]
 pub struct Cached {
     pub key: ApiKey,
-    pub account: Account,
+    /// Shared by every cached key of the account.
+    pub account: Arc<Account>,
     /// The last use this process queued for `last_used_*`: its second and client IP, packed.
     last_noted: AtomicU64,
+    /// When it was read from the store (its TTL is memory hygiene, never revocation).
+    loaded_at: Instant,
 }
 
 /// A use packed into 64 bits: the Unix second (low 32 bits) and the IP (IPv4 exactly; IPv6
@@ -71,8 +79,8 @@ fn pack_use(unix_second: i64, ip: IpAddr) -> u64 {
 
 impl Cached {
     #[must_use]
-    pub fn new(key: ApiKey, account: Account) -> Self {
-        Self { key, account, last_noted: AtomicU64::new(u64::MAX) }
+    pub fn new(key: ApiKey, account: Arc<Account>) -> Self {
+        Self { key, account, last_noted: AtomicU64::new(u64::MAX), loaded_at: Instant::now() }
     }
 
     /// Whether this use must be queued for `last_used_at` / `last_used_ip`: not when the same
@@ -112,18 +120,56 @@ impl Default for CacheConfig {
 /// lookup.
 pub const VOUCHED_FOR: Duration = Duration::from_secs(3600);
 
+/// The credentials by hash: a bounded [`quick_cache`] table whose capacity evictions are
+/// collected (into [`Evicted`]) so the `by_id` index can forget them once the table's lock is
+/// released.
+type Keys = quick_cache::sync::Cache<KeyHash, Credential, UnitWeighter, DefaultHashBuilder, CollectEvicted>;
+
+/// The credentials one insert pushed out of the table.
+#[derive(Default)]
+struct Evicted(Vec<Credential>);
+
+/// A [`Lifecycle`] that hands capacity evictions to the caller in [`Evicted`] (replacing a value
+/// under the same hash is not an eviction).
+#[derive(Clone, Copy, Default)]
+struct CollectEvicted;
+
+impl Lifecycle<KeyHash, Credential> for CollectEvicted {
+    type RequestState = Evicted;
+
+    fn on_evict(&self, evicted: &mut Evicted, _hash: KeyHash, credential: Credential) {
+        evicted.0.push(credential);
+    }
+}
+
+/// 64 bits of a key hash: an HMAC output, uniformly distributed, that nobody without the hash
+/// secret can aim at (a guesser matches one of a million vouched fingerprints with odds of
+/// about 2^-44 a guess, and then only skips the throttle).
+fn fingerprint(hash: &KeyHash) -> u64 {
+    let mut first = [0; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    u64::from_le_bytes(first)
+}
+
 /// The in-memory part, shared by the decorator and the change-log follower.
 pub struct Cache {
-    keys: Moka<KeyHash, Credential>,
-    /// Each cached key's hash by its id, so evicting one key is one removal, not a predicate
-    /// every later read must test until housekeeping runs (a burst of revocations on one node —
-    /// published to every node — would otherwise stall every read for seconds). An entry is added
-    /// before its credential is cached and removed when that same credential leaves the cache.
-    by_id: Arc<DashMap<KeyId, (KeyHash, Credential)>>,
+    keys: Keys,
+    /// Each cached credential by its key's id, so evicting one key is one removal, not a
+    /// predicate every later read must test until housekeeping runs (a burst of revocations on
+    /// one node — published to every node — would otherwise stall every read for seconds). An
+    /// entry is added before its credential is cached and removed when that same credential
+    /// leaves the cache.
+    by_id: DashMap<KeyId, Credential>,
+    /// The one copy of each account its cached keys share.
+    accounts: DashMap<AccountId, Arc<Account>>,
     unknown: Moka<KeyHash, ()>,
-    /// Hashes a store lookup found a key for: they bypass the failed-attempt throttle.
-    vouched: Moka<KeyHash, ()>,
+    /// Hashes a store lookup found a key for (by [`fingerprint`]), with the second since `epoch`
+    /// it last did: they bypass the failed-attempt throttle for [`VOUCHED_FOR`].
+    vouched: quick_cache::sync::Cache<u64, u32>,
     tenants: Moka<(AccountId, TenantId), Option<Tenant>>,
+    max_keys: u64,
+    ttl: Duration,
+    epoch: Instant,
     generation: AtomicU64,
     /// False until the change-log follower knows where the log stands; until then nothing is
     /// remembered, so no change can slip between filling the cache and following the log.
@@ -133,30 +179,21 @@ pub struct Cache {
 impl Cache {
     #[must_use]
     pub fn new(config: CacheConfig) -> Self {
-        let by_id: Arc<DashMap<KeyId, (KeyHash, Credential)>> = Arc::new(DashMap::new());
-        let index = Arc::clone(&by_id);
+        let capacity = usize::try_from(config.max_keys).unwrap_or(usize::MAX);
         Self {
-            keys: Moka::builder()
-                .max_capacity(config.max_keys)
-                .time_to_live(config.ttl)
-                .support_invalidation_closures()
-                .eviction_listener(move |_hash, gone: Credential, cause| {
-                    // A replacement under the same hash keeps the key's entry (its newer credential
-                    // is the one in the index); anything else removes the entry if it is still
-                    // this credential's, not a later fill's.
-                    if cause != RemovalCause::Replaced {
-                        index.remove_if(&gone.key.id, |_, (_, held)| Arc::ptr_eq(held, &gone));
-                    }
-                })
-                .build(),
-            by_id,
+            keys: Keys::with(capacity, config.max_keys, UnitWeighter, DefaultHashBuilder::default(), CollectEvicted),
+            by_id: DashMap::new(),
+            accounts: DashMap::new(),
             unknown: Moka::builder().max_capacity(config.max_unknown).time_to_live(config.unknown_ttl).build(),
-            vouched: Moka::builder().max_capacity(config.max_keys).time_to_live(VOUCHED_FOR).build(),
+            vouched: quick_cache::sync::Cache::new(capacity),
             tenants: Moka::builder()
                 .max_capacity(config.max_keys)
                 .time_to_live(config.ttl)
                 .support_invalidation_closures()
                 .build(),
+            max_keys: config.max_keys,
+            ttl: config.ttl,
+            epoch: Instant::now(),
             generation: AtomicU64::new(0),
             following: AtomicBool::new(false),
         }
@@ -181,16 +218,23 @@ impl Cache {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Seconds since this cache was made (the vouched clock).
+    fn now_s(&self) -> u32 {
+        u32::try_from(self.epoch.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
     fn evict_key(&self, id: KeyId) {
         self.bump();
-        if let Some((_, (hash, _))) = self.by_id.remove(&id) {
-            self.keys.invalidate(&hash);
+        if let Some((_, credential)) = self.by_id.remove(&id) {
+            self.keys.remove(&credential.key.hash);
         }
     }
 
     fn evict_account(&self, id: AccountId) {
         self.bump();
-        let _ = self.keys.invalidate_entries_if(move |_, c| c.account.id == id);
+        self.accounts.remove(&id);
+        self.keys.retain(|_, c| c.account.id != id);
+        self.by_id.retain(|_, c| c.account.id != id);
         let _ = self.tenants.invalidate_entries_if(move |(account, _), _| *account == id);
     }
 
@@ -214,7 +258,7 @@ impl Cache {
     /// known to match no key, `None` a miss (only the store can tell).
     #[must_use]
     pub fn remembered(&self, hash: &KeyHash) -> Option<Option<Credential>> {
-        if let Some(hit) = self.keys.get(hash) {
+        if let Some(hit) = self.keys.get(hash).filter(|c| c.loaded_at.elapsed() < self.ttl) {
             metrics::counter!("keygate_auth_cache_hits_total").increment(1);
             return Some(Some(hit));
         }
@@ -229,7 +273,25 @@ impl Cache {
     /// changed or not: only that it is a real key's, so looking it up again is no guess.)
     #[must_use]
     pub fn vouched(&self, hash: &KeyHash) -> bool {
-        self.vouched.contains_key(hash)
+        self.vouched
+            .get(&fingerprint(hash))
+            .is_some_and(|at| u64::from(self.now_s().saturating_sub(at)) < VOUCHED_FOR.as_secs())
+    }
+
+    /// The account's shared copy: the one already held if it is still this, else this one.
+    fn shared_account(&self, account: Account) -> Arc<Account> {
+        if let Some(held) = self.accounts.get(&account.id)
+            && **held == account
+        {
+            return Arc::clone(&held);
+        }
+        // Bounded like the keys: past that, sharing starts over (credentials keep their copies).
+        if self.accounts.len() as u64 >= self.max_keys {
+            self.accounts.clear();
+        }
+        let account = Arc::new(account);
+        self.accounts.insert(account.id, Arc::clone(&account));
+        account
     }
 
     /// A cache miss: the key with this hash from `store`, remembered when it is safe to.
@@ -239,27 +301,33 @@ impl Cache {
     pub async fn load(&self, hash: &KeyHash, store: &dyn Store) -> Result<Option<Credential>> {
         metrics::counter!("keygate_auth_cache_misses_total").increment(1);
         let ticket = self.fill_ticket();
-        let found = store.find_key_by_hash(hash).await?.map(|(key, account)| Arc::new(Cached::new(key, account)));
+        let found = store.find_key_by_hash(hash).await?;
         if found.is_some() {
-            self.vouched.insert(*hash, ());
+            self.vouched.insert(fingerprint(hash), self.now_s());
         }
-        if self.may_fill(ticket) {
-            match &found {
-                Some(credential) => {
-                    self.by_id.insert(credential.key.id, (*hash, Arc::clone(credential)));
-                    self.keys.insert(*hash, Arc::clone(credential));
-                    // An eviction that began between the check above and these inserts may have
-                    // looked before they were made: then the fill is undone. One that begins after
-                    // this check finds the index entry and the credential in place.
-                    if !self.may_fill(ticket) {
-                        self.keys.invalidate(hash);
-                        self.by_id.remove_if(&credential.key.id, |_, (_, held)| Arc::ptr_eq(held, credential));
-                    }
-                }
-                None => self.unknown.insert(*hash, ()),
-            }
+        if !self.may_fill(ticket) {
+            return Ok(found.map(|(key, account)| Arc::new(Cached::new(key, Arc::new(account)))));
         }
-        Ok(found)
+        let Some((key, account)) = found else {
+            self.unknown.insert(*hash, ());
+            return Ok(None);
+        };
+        let credential = Arc::new(Cached::new(key, self.shared_account(account)));
+        self.by_id.insert(credential.key.id, Arc::clone(&credential));
+        let mut evicted = Evicted::default();
+        self.keys.insert_with_lifecycle(*hash, Arc::clone(&credential), &mut evicted);
+        // What the insert pushed out leaves the index too, unless a later fill replaced it there.
+        for gone in evicted.0 {
+            self.by_id.remove_if(&gone.key.id, |_, held| Arc::ptr_eq(held, &gone));
+        }
+        // An eviction that began between the check above and these inserts may have looked
+        // before they were made: then the fill is undone. One that begins after this check finds
+        // the index entry and the credential in place.
+        if !self.may_fill(ticket) {
+            self.keys.remove_if(hash, |held| Arc::ptr_eq(held, &credential));
+            self.by_id.remove_if(&credential.key.id, |_, held| Arc::ptr_eq(held, &credential));
+        }
+        Ok(Some(credential))
     }
 
     /// Applies one change-log row from another process.
@@ -279,7 +347,9 @@ impl Cache {
     /// Forgets everything (the follower lost track of the change log).
     pub fn clear(&self) {
         self.bump();
-        self.keys.invalidate_all();
+        self.keys.clear();
+        self.by_id.clear();
+        self.accounts.clear();
         self.unknown.invalidate_all();
         self.tenants.invalidate_all();
     }
@@ -317,7 +387,7 @@ impl CachedStore {
 #[async_trait]
 impl KeyStore for CachedStore {
     async fn find_key_by_hash(&self, hash: &KeyHash) -> Result<Option<(ApiKey, Account)>> {
-        Ok(self.cache.credential(hash, &*self.inner).await?.map(|c| (c.key.clone(), c.account.clone())))
+        Ok(self.cache.credential(hash, &*self.inner).await?.map(|c| (c.key.clone(), Account::clone(&c.account))))
     }
 
     async fn create_key(&self, key: &ApiKey, audit: &AuditEvent, max_keys: u64) -> Result<()> {
@@ -663,5 +733,174 @@ impl keygate_store::UserStore for CachedStore {
         now: Timestamp,
     ) -> Result<Option<(AccountId, keygate_domain::UserId)>> {
         self.inner.consume_sign_in_token(token_hash, now).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The cache's own bookkeeping on a real SQLite store: what is held, shared and forgotten.
+
+    use keygate_domain::key::{HashSecret, KeyFormat, KeyHasher};
+    use keygate_domain::scope::Catalog;
+
+    use super::*;
+    use crate::services::Principal;
+    use crate::services::accounts::CreateAccountRequest;
+    use crate::services::keys::CreateKeyRequest;
+    use crate::{Keygate, Limits, Settings};
+
+    const SECRET: &str = "cache-unit-test-secret-0123456789abcdef";
+
+    struct Fixture {
+        store: Arc<dyn Store>,
+        /// `(account, [(key id, hash)])` for two accounts of three keys each.
+        accounts: Vec<(AccountId, Vec<(KeyId, KeyHash)>)>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store =
+            keygate_store::connect(&format!("sqlite://{}", dir.path().join("k.db").display())).await.expect("a store");
+        let settings = Settings {
+            trusted_proxies: Vec::new(),
+            client_ipv6_prefix: 64,
+            key_format: KeyFormat::new("sk").expect("a format"),
+            catalog: Catalog::default(),
+            limits: Limits::default(),
+            allow_query_key: false,
+            max_failed_attempts_per_minute: 30,
+            cache_max_keys: 100,
+            idempotency_retention_seconds: 86_400,
+            request_log_retention_days: 30,
+            request_log: crate::settings::RequestLogMode::All,
+            sessions: crate::SessionSettings::default(),
+        };
+        let secret = HashSecret::new(SECRET).expect("a secret");
+        let hasher = KeyHasher::new(&secret);
+        let keygate = Keygate::new(Arc::clone(&store), &settings, &secret);
+        let (operator, ..) = keygate.init_operator().await.ok().flatten().expect("an operator");
+        let mut accounts = Vec::new();
+        for n in 0..2 {
+            let req = CreateAccountRequest { name: format!("partner {n}"), ..CreateAccountRequest::default() };
+            let (account, ..) =
+                keygate.create_account(&Principal::cli(operator.clone()), req).await.expect("an account");
+            let p = Principal::cli(account.clone());
+            let mut keys = Vec::new();
+            for k in 0..3 {
+                let req = CreateKeyRequest { name: format!("key {k}"), ..CreateKeyRequest::default() };
+                let (key, plaintext) = keygate.create_key(&p, req).await.expect("a key");
+                keys.push((key.id, hasher.hash(&plaintext)));
+            }
+            accounts.push((account.id, keys));
+        }
+        Fixture { store, accounts, _dir: dir }
+    }
+
+    fn cache(max_keys: u64) -> Cache {
+        let cache = Cache::new(CacheConfig { max_keys, ..CacheConfig::default() });
+        cache.start_following();
+        cache
+    }
+
+    async fn load(cache: &Cache, f: &Fixture, hash: &KeyHash) -> Credential {
+        cache.load(hash, &*f.store).await.expect("the store").expect("a key")
+    }
+
+    fn held(cache: &Cache, hash: &KeyHash) -> bool {
+        matches!(cache.remembered(hash), Some(Some(_)))
+    }
+
+    #[tokio::test]
+    async fn keys_of_one_account_share_one_copy_of_it() {
+        let f = fixture().await;
+        let cache = cache(100);
+        let [a, b] = [0, 1].map(|k| f.accounts[0].1[k].1);
+        let other = f.accounts[1].1[0].1;
+        let (a, b, other) = (load(&cache, &f, &a).await, load(&cache, &f, &b).await, load(&cache, &f, &other).await);
+        assert!(Arc::ptr_eq(&a.account, &b.account), "two keys of one account share it");
+        assert!(!Arc::ptr_eq(&a.account, &other.account));
+        assert_eq!(a.account.id, f.accounts[0].0);
+        assert_eq!(other.account.id, f.accounts[1].0);
+    }
+
+    #[tokio::test]
+    async fn an_account_eviction_forgets_its_keys_its_copy_and_nothing_else() {
+        let f = fixture().await;
+        let cache = cache(100);
+        for (_, keys) in &f.accounts {
+            for (_, hash) in keys {
+                load(&cache, &f, hash).await;
+            }
+        }
+        let (gone, kept) = (&f.accounts[0], &f.accounts[1]);
+        cache.evict(Eviction::Account(gone.0));
+        for (id, hash) in &gone.1 {
+            assert!(!held(&cache, hash), "a key of the evicted account is still held");
+            assert!(!cache.by_id.contains_key(id), "its index entry is still there");
+            assert!(cache.vouched(hash), "an eviction forgets the credential, not that the hash is a key's");
+        }
+        assert!(!cache.accounts.contains_key(&gone.0));
+        for (id, hash) in &kept.1 {
+            assert!(held(&cache, hash) && cache.by_id.contains_key(id), "another account's key was evicted");
+        }
+        assert!(cache.accounts.contains_key(&kept.0));
+    }
+
+    #[tokio::test]
+    async fn a_key_pushed_out_by_capacity_leaves_the_index_and_evicting_it_touches_no_other() {
+        let f = fixture().await;
+        let cache = cache(2);
+        let all: Vec<(KeyId, KeyHash)> = f.accounts.iter().flat_map(|(_, keys)| keys.clone()).collect();
+        for (_, hash) in &all {
+            load(&cache, &f, hash).await;
+        }
+        let in_table: Vec<&(KeyId, KeyHash)> = all.iter().filter(|(_, h)| held(&cache, h)).collect();
+        assert!((1..=2).contains(&in_table.len()), "{} of 6 held with room for 2", in_table.len());
+        assert_eq!(cache.by_id.len(), in_table.len(), "the index holds exactly what the table holds");
+        for (id, hash) in &all {
+            assert_eq!(cache.by_id.contains_key(id), held(&cache, hash));
+        }
+        // Evicting keys no longer held is harmless; evicting a held one forgets it.
+        for (id, hash) in all.iter().filter(|(_, h)| !held(&cache, h)) {
+            cache.evict(Eviction::Key(f.accounts[0].0, *id));
+            assert!(!held(&cache, hash));
+        }
+        assert_eq!(all.iter().filter(|(_, h)| held(&cache, h)).count(), in_table.len());
+        let (id, hash) = in_table[0];
+        cache.evict(Eviction::Key(f.accounts[0].0, *id));
+        assert!(!held(&cache, hash) && !cache.by_id.contains_key(id));
+        assert!(cache.vouched(hash));
+    }
+
+    #[tokio::test]
+    async fn a_credential_past_its_ttl_is_read_again_and_an_unfollowed_cache_holds_nothing() {
+        let f = fixture().await;
+        let hash = f.accounts[0].1[0].1;
+        let stale = Cache::new(CacheConfig { ttl: Duration::ZERO, ..CacheConfig::default() });
+        stale.start_following();
+        load(&stale, &f, &hash).await;
+        assert!(stale.remembered(&hash).is_none(), "a credential past its TTL is a miss");
+
+        let unfollowed = Cache::new(CacheConfig::default());
+        load(&unfollowed, &f, &hash).await;
+        assert!(unfollowed.remembered(&hash).is_none() && unfollowed.by_id.is_empty());
+        assert!(unfollowed.vouched(&hash), "a found hash is vouched for even when not cached");
+        assert!(!unfollowed.vouched(&KeyHash::from_bytes([7; 32])));
+    }
+
+    #[tokio::test]
+    async fn a_changed_account_is_not_shared_with_its_old_copy() {
+        let f = fixture().await;
+        let cache = cache(100);
+        let [(_, a), (_, b)] = [0, 1].map(|k| f.accounts[0].1[k]);
+        let first = load(&cache, &f, &a).await;
+        let mut changed = Account::clone(&first.account);
+        changed.rate_limit_per_minute += 1;
+        let shared = cache.shared_account(changed.clone());
+        assert!(!Arc::ptr_eq(&shared, &first.account) && *shared == changed);
+        let second = load(&cache, &f, &b).await;
+        assert_eq!(*second.account, *first.account, "the store's copy replaced the changed one");
+        assert!(!Arc::ptr_eq(&second.account, &shared));
     }
 }
