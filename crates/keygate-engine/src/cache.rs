@@ -599,7 +599,7 @@ impl keygate_store::RequestLog for CachedStore {
         account: AccountId,
         filter: &keygate_store::RequestFilter,
         page: &Page,
-    ) -> Result<Vec<keygate_store::RequestRecord>> {
+    ) -> Result<keygate_store::RequestPage> {
         self.inner.list_requests(account, filter, page).await
     }
 

@@ -289,7 +289,8 @@ macro_rules! list_type {
         #[schema(as = $schema)]
         pub struct $name {
             pub data: Vec<$item>,
-            /// Pass as `cursor` for the next page; `null` on the last page.
+            /// Pass as `cursor` for the next page; `null` on the last page. A page may be short
+            /// (even empty) and still have one: follow it until it is `null`.
             pub next_cursor: Option<String>,
         }
     };

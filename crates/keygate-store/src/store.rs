@@ -312,6 +312,18 @@ pub struct RequestFilter {
     pub until: Option<Timestamp>,
 }
 
+/// A page of the request log as the store read it.
+#[derive(Debug, Default)]
+pub struct RequestPage {
+    /// Newest first, at most the page's limit.
+    pub records: Vec<RequestRecord>,
+    /// Set when the listing stopped at its work budget (a bounded number of stored chunks,
+    /// [`RequestLog::list_requests`]) before it filled the page: a record id below which the
+    /// listing goes on. `records` then holds every wanted record above it, fewer than the limit
+    /// (possibly none).
+    pub resume: Option<String>,
+}
+
 /// How many requests were made on one day (UTC) with one outcome: a row of a usage answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRow {
@@ -361,13 +373,11 @@ pub trait RequestLog: Send + Sync {
         first: chrono::NaiveDate,
         last: chrono::NaiveDate,
     ) -> Result<Vec<UsageRow>>;
-    /// The account's requests, newest first, paged by record id.
-    async fn list_requests(
-        &self,
-        account: AccountId,
-        filter: &RequestFilter,
-        page: &Page,
-    ) -> Result<Vec<RequestRecord>>;
+    /// The account's requests, newest first, paged by record id. A listing reads at most a
+    /// bounded number of stored chunks (the SQL stores: 128, up to 128,000 records), so a filter
+    /// that matches little costs one request no more than that: past it the page comes back
+    /// short with [`RequestPage::resume`].
+    async fn list_requests(&self, account: AccountId, filter: &RequestFilter, page: &Page) -> Result<RequestPage>;
     /// Deletes records made before `before` (by record id: ids are ordered by time), a written
     /// chunk at a time once its newest record is that old (so a record may outlive `before` by
     /// the chunk's span, at most 2^20 ms); returns how many records went.

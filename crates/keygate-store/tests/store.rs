@@ -1355,6 +1355,35 @@ fn usage_row(day: &str, outcome: &str, count: u64) -> UsageRow {
     UsageRow { day: day.to_owned(), outcome: outcome.to_owned(), count }
 }
 
+both_backends!(a_listing_that_matches_little_stops_at_its_budget_and_goes_on_from_its_cursor);
+async fn a_listing_that_matches_little_stops_at_its_budget_and_goes_on_from_its_cursor(store: Arc<dyn Store>) {
+    // 201 chunks (one a batch): key A's oldest record, 100 of key B, A's second, 100 of B.
+    let (account, a, b) = (AccountId::generate(), KeyId::generate(), KeyId::generate());
+    let at = ts("2026-11-24T10:00:00Z");
+    let mut wanted = Vec::new();
+    for n in 0..202 {
+        let key = if n == 0 || n == 101 { a } else { b };
+        let record = request(account, Some(key), at, 200, "ok");
+        if key == a {
+            wanted.push(record.clone());
+        }
+        store.record_requests(&[record]).await.expect("record");
+    }
+    wanted.reverse();
+    let by_a = RequestFilter { key_id: Some(a), ..RequestFilter::default() };
+
+    let first = store.list_requests(account, &by_a, &page(11)).await.expect("list");
+    let resume = first.resume.clone().expect("the listing stopped at its budget with a cursor");
+    assert_eq!(first.records, wanted[..1], "every wanted record above the cursor, and only those");
+    assert!(resume.as_str() < wanted[0].id.as_str() && resume.as_str() > wanted[1].id.as_str());
+    let rest = store.list_requests(account, &by_a, &page_before(11, &resume)).await.expect("list");
+    assert_eq!((rest.records, rest.resume), (wanted[1..].to_vec(), None), "the cursor loses nothing");
+
+    // A listing that fills its page early is not cut short, whatever it matches.
+    let all = store.list_requests(account, &RequestFilter::default(), &page(100)).await.expect("list");
+    assert_eq!((all.records.len(), all.resume), (100, None));
+}
+
 both_backends!(request_records_round_trip_and_list_newest_first);
 async fn request_records_round_trip_and_list_newest_first(store: Arc<dyn Store>) {
     let account = AccountId::generate();
@@ -1375,24 +1404,25 @@ async fn request_records_round_trip_and_list_newest_first(store: Arc<dyn Store>)
     store.record_requests(&records).await.expect("record");
     store.record_requests(&[]).await.expect("an empty batch is fine");
 
-    let listed = store.list_requests(account, &RequestFilter::default(), &page(100)).await.expect("list");
+    let listed = store.list_requests(account, &RequestFilter::default(), &page(100)).await.expect("list").records;
     let mut expected = records.clone();
     expected.reverse();
     assert_eq!(listed, expected, "every field round-trips, newest first");
 
     // Pages by record id.
-    let first_page = store.list_requests(account, &RequestFilter::default(), &page(2)).await.expect("page 1");
+    let first_page = store.list_requests(account, &RequestFilter::default(), &page(2)).await.expect("page 1").records;
     assert_eq!(first_page, expected[..2]);
     let rest = store
         .list_requests(account, &RequestFilter::default(), &page_before(10, &first_page[1].id))
         .await
-        .expect("page 2");
+        .expect("page 2")
+        .records;
     assert_eq!(rest, expected[2..]);
 
     // Filters.
     let list = |filter: RequestFilter| {
         let store = Arc::clone(&store);
-        async move { store.list_requests(account, &filter, &page(100)).await.expect("list") }
+        async move { store.list_requests(account, &filter, &page(100)).await.expect("list").records }
     };
     let statuses = |rows: Vec<RequestRecord>| rows.into_iter().map(|r| r.status).collect::<Vec<_>>();
     assert_eq!(statuses(list(RequestFilter { status: Some(200), ..Default::default() }).await), [200, 200]);
@@ -1409,7 +1439,8 @@ async fn request_records_round_trip_and_list_newest_first(store: Arc<dyn Store>)
     assert_eq!(statuses(list(window).await), [404, 403], "since inclusive, until exclusive");
 
     // Another account sees nothing.
-    let other = store.list_requests(AccountId::generate(), &RequestFilter::default(), &page(100)).await.expect("list");
+    let other =
+        store.list_requests(AccountId::generate(), &RequestFilter::default(), &page(100)).await.expect("list").records;
     assert!(other.is_empty());
 }
 
@@ -1501,7 +1532,7 @@ async fn large_request_batches_are_written_whole(store: Arc<dyn Store>) {
     let mut before: Option<String> = None;
     loop {
         let page = Page { limit: 100, before: before.clone() };
-        let rows = store.list_requests(account, &RequestFilter::default(), &page).await.expect("list");
+        let rows = store.list_requests(account, &RequestFilter::default(), &page).await.expect("list").records;
         if rows.is_empty() {
             break;
         }
@@ -1512,7 +1543,7 @@ async fn large_request_batches_are_written_whole(store: Arc<dyn Store>) {
 
     // A batch written again (a retry after a commit whose answer was lost) lists each record once.
     store.record_requests(&records[..10]).await.expect("record again");
-    let newest = store.list_requests(account, &RequestFilter::default(), &page(20)).await.expect("list");
+    let newest = store.list_requests(account, &RequestFilter::default(), &page(20)).await.expect("list").records;
     let mut ids: Vec<&str> = newest.iter().map(|r| r.id.as_str()).collect();
     ids.dedup();
     assert_eq!(ids.len(), 20, "no record twice: {ids:?}");
@@ -1520,7 +1551,7 @@ async fn large_request_batches_are_written_whole(store: Arc<dyn Store>) {
     // copies written twice included.
     let after = time::now() + Duration::seconds(1);
     assert_eq!(store.purge_requests(after).await.expect("purge"), 1210);
-    assert!(store.list_requests(account, &RequestFilter::default(), &page(10)).await.expect("list").is_empty());
+    assert!(store.list_requests(account, &RequestFilter::default(), &page(10)).await.expect("list").records.is_empty());
 }
 
 both_backends!(old_request_records_are_purged_by_time);
@@ -1542,7 +1573,7 @@ async fn old_request_records_are_purged_by_time(store: Arc<dyn Store>) {
     assert_eq!(store.purge_requests(t0).await.expect("purge none"), 0);
     // `before` is exclusive: the record at exactly t0 + 1h stays.
     assert_eq!(store.purge_requests(t0 + Duration::hours(1)).await.expect("purge"), 1);
-    let left = store.list_requests(account, &RequestFilter::default(), &page(100)).await.expect("list");
+    let left = store.list_requests(account, &RequestFilter::default(), &page(100)).await.expect("list").records;
     assert_eq!(left.iter().map(|r| r.at).collect::<Vec<_>>(), [t0 + Duration::hours(2), t0 + Duration::hours(1)]);
 
     // Retention deletes whole chunks: one holding records on both sides of the cut-off stays
@@ -1554,7 +1585,7 @@ async fn old_request_records_are_purged_by_time(store: Arc<dyn Store>) {
     assert_eq!(both[0].id[..9], both[1].id[..9], "one time bucket");
     store.record_requests(&both).await.expect("record");
     assert_eq!(store.purge_requests(t3 + Duration::seconds(1)).await.expect("purge"), 2, "t0+1h and t0+2h");
-    let left = store.list_requests(account, &RequestFilter::default(), &page(100)).await.expect("list");
+    let left = store.list_requests(account, &RequestFilter::default(), &page(100)).await.expect("list").records;
     assert_eq!(left.len(), 2, "the chunk of t3 and t3+1s stays whole");
     assert_eq!(store.purge_requests(t3 + Duration::seconds(2)).await.expect("purge"), 2);
 
@@ -3110,7 +3141,7 @@ macro_rules! request_log_upgrade {
                     let mut all = Vec::new();
                     loop {
                         let page = Page { limit: 100, before: all.last().map(|r: &RequestRecord| r.id.clone()) };
-                        let rows = store.list_requests(account, &RequestFilter::default(), &page).await.expect("list");
+                        let rows = store.list_requests(account, &RequestFilter::default(), &page).await.expect("list").records;
                         if rows.is_empty() {
                             return all;
                         }
@@ -3124,7 +3155,7 @@ macro_rules! request_log_upgrade {
                 assert_eq!(everything(account).await, expected, "every record of {account}, unchanged");
             }
             let filter = RequestFilter { key_id: Some(key), status: Some(429), ..RequestFilter::default() };
-            let listed = store.list_requests(a, &filter, &page(1_000)).await.expect("list filtered");
+            let listed = store.list_requests(a, &filter, &page(1_000)).await.expect("list filtered").records;
             let expected: Vec<&str> =
                 kept.iter().rev().filter(|r| r.account_id == a && r.key_id == Some(key) && r.status == 429).map(|r| r.id.as_str()).collect();
             assert_eq!(listed.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), expected);
@@ -3132,7 +3163,7 @@ macro_rules! request_log_upgrade {
             // A node of the previous version, not yet upgraded, writes a record the old way.
             let late = RequestRecord { id: RequestRecord::generate_id(), ..request(a, Some(key), time::now(), 201, "ok") };
             insert_legacy(&mut conn, &late).await;
-            let newest = store.list_requests(a, &RequestFilter::default(), &page(2)).await.expect("list");
+            let newest = store.list_requests(a, &RequestFilter::default(), &page(2)).await.expect("list").records;
             assert_eq!(newest[0], late);
             assert_eq!(newest[1], *kept.iter().rev().find(|r| r.account_id == a).expect("one of a"));
             let total = u64::try_from(kept.len()).expect("small") + 1;

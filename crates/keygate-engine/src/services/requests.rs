@@ -111,8 +111,11 @@ impl Keygate {
         let key_id =
             q.key_id.map(|k| k.parse::<KeyId>().map_err(|e| Error::field("key_id", e.to_string()))).transpose()?;
         let filter = RequestFilter { key_id, status: q.status, since: q.since, until: q.until };
-        let rows = self.store.list_requests(p.account.id, &filter, &page).await?;
-        let (rows, next) = paginate(rows, limit, |r| r.id.clone());
+        let found = self.store.list_requests(p.account.id, &filter, &page).await?;
+        let (rows, next) = paginate(found.records, limit, |r| r.id.clone());
+        // A listing that stopped at the store's work budget comes back short, even empty, with
+        // where to go on.
+        let next = next.or(found.resume);
         let Some(own) = p.tenant_ids.as_deref() else { return Ok((rows, next)) };
         // A tenant-scoped caller sees the requests made for its tenants, and those without a
         // tenant made by keys it can see; nothing of other tenants (SPEC §4). As with keys, a page

@@ -146,6 +146,10 @@ const CHUNK_INSERT_ROWS: usize = 500;
 const CHUNK_READ_FIRST: i64 = 8;
 /// At most this many chunks (up to 1,000 records each) are held in memory at once.
 const CHUNK_READ_MAX: i64 = 64;
+/// A listing's work budget: after reading this many chunks without filling its page it returns
+/// what it has and where to resume (a filter that matches little would otherwise decode the
+/// account's whole log for one request).
+const CHUNK_READ_BUDGET: usize = 128;
 /// Rows per `INSERT` of usage counters (6 binds each).
 const USAGE_INSERT_CHUNK: usize = 1000;
 
@@ -189,10 +193,13 @@ macro_rules! sql_store {
             KeyAndAccountRow, KeyRow, RequestRow, SessionAndUserRow, SessionRow, SignInTokenRow, TenantRow,
             UsageCountRow, UserAndHashRow, UserRow,
         };
-        use super::{like_pattern, map_err, CHUNK_INSERT_ROWS, CHUNK_READ_FIRST, CHUNK_READ_MAX, USAGE_INSERT_CHUNK};
+        use super::{
+            like_pattern, map_err, CHUNK_INSERT_ROWS, CHUNK_READ_BUDGET, CHUNK_READ_FIRST, CHUNK_READ_MAX,
+            USAGE_INSERT_CHUNK,
+        };
         use crate::{
             AccountStore, AuditFilter, AuditLog, Change, ChangeFeed, ChangeKind, IdempotencyBegin, IdempotencyStore,
-            KeyFilter, KeyStore, KeyUsage, MetaStore, Page, RequestFilter, RequestLog, RequestRecord, Result, Store,
+            KeyFilter, KeyStore, KeyUsage, MetaStore, Page, RequestFilter, RequestLog, RequestPage, RequestRecord, Result, Store,
             StoreError, TenantFilter, TenantStore, UsageCount, UsageFilter, UsageRow, UserStore,
         };
 
@@ -1076,11 +1083,12 @@ macro_rules! sql_store {
                 account: AccountId,
                 filter: &RequestFilter,
                 page: &Page,
-            ) -> Result<Vec<RequestRecord>> {
+            ) -> Result<RequestPage> {
                 let mut listing = super::requestlog::Listing::new(filter, page.before.as_deref(), page.limit);
                 listing.extend(self.legacy_requests(account, filter, page).await?);
                 let mut read_up_to: Option<(String, i64)> = None;
                 let mut batch = CHUNK_READ_FIRST;
+                let mut read = 0;
                 loop {
                     let mut query = QueryBuilder::<$db>::new(
                         "SELECT seq, last_id, records FROM request_log_chunks WHERE account_id = ",
@@ -1109,14 +1117,18 @@ macro_rules! sql_store {
                     let rows: Vec<(i64, String, String)> =
                         query.build_query_as().fetch_all(&self.pool).await.map_err(map_err)?;
                     let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) == batch;
+                    read += rows.len();
                     for (_, _, records) in &rows {
                         listing.add(account, records)?;
                     }
                     read_up_to = rows.into_iter().last().map(|(seq, last_id, _)| (last_id, seq));
                     // More chunks may follow only after a full batch; none holds an id above this.
                     let unread_below = read_up_to.as_ref().filter(|_| more).map(|(last_id, _)| last_id.as_str());
-                    if let Some(found) = listing.finish(unread_below) {
-                        return Ok(found);
+                    if let Some(records) = listing.finish(unread_below) {
+                        return Ok(RequestPage { records, resume: None });
+                    }
+                    if let Some(below) = unread_below.filter(|_| read >= CHUNK_READ_BUDGET) {
+                        return Ok(RequestPage { records: listing.settled(below), resume: Some(below.to_owned()) });
                     }
                     batch = (batch * 4).min(CHUNK_READ_MAX);
                 }

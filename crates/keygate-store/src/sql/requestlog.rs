@@ -243,6 +243,15 @@ impl<'a> Listing<'a> {
         page.truncate(self.limit.min(settled));
         Some(page)
     }
+
+    /// The records read so far that are at or above `below` (every chunk that may hold one has
+    /// been read), for a listing that stops there: call after [`Listing::finish`] with the same
+    /// `below` returned `None`.
+    pub(super) fn settled(&mut self, below: &str) -> Vec<RequestRecord> {
+        let mut page = std::mem::take(&mut self.found);
+        page.truncate(page.partition_point(|r| r.id.as_str() >= below));
+        page
+    }
 }
 
 #[cfg(test)]
