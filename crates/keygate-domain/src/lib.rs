@@ -20,5 +20,5 @@ pub use key::{Environment, KeyFormat, KeyFormatError, KeyHash, KeyHasher, Plaint
 pub use model::{
     Account, AccountStatus, ApiKey, AuditEvent, KeyStatus, Role, Session, Tenant, TenantStatus, UnknownRole, User,
 };
-pub use policy::{AuthFailure, RequestFacts};
+pub use policy::{AuthFailure, KeyBounds, RequestFacts};
 pub use scope::{Catalog, Scope, Scopes};

@@ -143,12 +143,6 @@ impl ApiKey {
     pub fn masked(&self) -> String {
         key::masked(&self.prefix, self.environment, &self.last4)
     }
-
-    /// May this key act on `tenant`? (`None` = all tenants.)
-    #[must_use]
-    pub fn covers_tenant(&self, tenant: TenantId) -> bool {
-        self.tenant_ids.as_ref().is_none_or(|ids| ids.contains(&tenant))
-    }
 }
 
 /// A user's role in its account (SPEC §8): owner > admin > developer > viewer.

@@ -7,10 +7,58 @@
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
+use crate::ids::{AccountId, TenantId};
 use crate::ip;
 use crate::model::{Account, AccountStatus, ApiKey, Tenant, TenantStatus};
 use crate::scope::{self, Scope};
 use crate::time::Timestamp;
+
+/// What checks 4–10 read of a key: the stored [`ApiKey`] answers it, and so does the credential
+/// cache's compact copy of one (a node may hold millions).
+pub trait KeyBounds {
+    fn account_id(&self) -> AccountId;
+    fn is_revoked(&self) -> bool;
+    fn expires_at(&self) -> Option<Timestamp>;
+    /// `None` = any IP; empty = no IP at all.
+    fn allowed_ips(&self) -> Option<&[IpNet]>;
+    /// `None` = unrestricted.
+    fn scopes(&self) -> Option<&[Scope]>;
+    /// `None` = every tenant of the account.
+    fn tenant_ids(&self) -> Option<&[TenantId]>;
+
+    /// May this key act on `tenant`?
+    fn covers_tenant(&self, tenant: TenantId) -> bool {
+        self.tenant_ids().is_none_or(|ids| ids.contains(&tenant))
+    }
+}
+
+impl KeyBounds for ApiKey {
+    fn account_id(&self) -> AccountId {
+        self.account_id
+    }
+
+    fn is_revoked(&self) -> bool {
+        self.revoked_at.is_some()
+    }
+
+    fn expires_at(&self) -> Option<Timestamp> {
+        self.expires_at
+    }
+
+    fn allowed_ips(&self) -> Option<&[IpNet]> {
+        self.allowed_ips.as_deref()
+    }
+
+    fn scopes(&self) -> Option<&[Scope]> {
+        self.scopes.as_deref()
+    }
+
+    fn tenant_ids(&self) -> Option<&[TenantId]> {
+        self.tenant_ids.as_deref()
+    }
+}
 
 /// Why a request was refused. Each variant is one stable error `code`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,11 +116,11 @@ pub struct RequestFacts {
 ///
 /// # Errors
 /// The first failing check.
-pub fn check_key(key: &ApiKey, account: &Account, facts: RequestFacts) -> Result<(), AuthFailure> {
-    if key.revoked_at.is_some() {
+pub fn check_key(key: &impl KeyBounds, account: &Account, facts: RequestFacts) -> Result<(), AuthFailure> {
+    if key.is_revoked() {
         return Err(AuthFailure::Revoked);
     }
-    if key.expires_at.is_some_and(|t| t <= facts.now) {
+    if key.expires_at().is_some_and(|t| t <= facts.now) {
         return Err(AuthFailure::Expired);
     }
     if account.status != AccountStatus::Active {
@@ -82,7 +130,7 @@ pub fn check_key(key: &ApiKey, account: &Account, facts: RequestFacts) -> Result
     if !account.allowed_ips.is_empty() && !allowed(&account.allowed_ips) {
         return Err(AuthFailure::IpNotAllowed);
     }
-    if let Some(list) = &key.allowed_ips
+    if let Some(list) = key.allowed_ips()
         && !allowed(list)
     {
         return Err(AuthFailure::IpNotAllowed);
@@ -95,9 +143,9 @@ pub fn check_key(key: &ApiKey, account: &Account, facts: RequestFacts) -> Result
 ///
 /// # Errors
 /// [`AuthFailure::InsufficientScope`] naming `required`.
-pub fn check_scope(key: &ApiKey, account: &Account, required: &Scope) -> Result<(), AuthFailure> {
+pub fn check_scope(key: &impl KeyBounds, account: &Account, required: &Scope) -> Result<(), AuthFailure> {
     let operator_ok = account.operator || !scope::is_operator_only(required);
-    if operator_ok && scope::grants(key.scopes.as_deref(), required) {
+    if operator_ok && scope::grants(key.scopes(), required) {
         Ok(())
     } else {
         Err(AuthFailure::InsufficientScope { required: required.to_string() })
@@ -110,8 +158,8 @@ pub fn check_scope(key: &ApiKey, account: &Account, required: &Scope) -> Result<
 ///
 /// # Errors
 /// [`AuthFailure::TenantNotAllowed`] or [`AuthFailure::TenantSuspended`].
-pub fn check_tenant(key: &ApiKey, tenant: Option<&Tenant>) -> Result<(), AuthFailure> {
-    let tenant = tenant.filter(|t| t.account_id == key.account_id).ok_or(AuthFailure::TenantNotAllowed)?;
+pub fn check_tenant(key: &impl KeyBounds, tenant: Option<&Tenant>) -> Result<(), AuthFailure> {
+    let tenant = tenant.filter(|t| t.account_id == key.account_id()).ok_or(AuthFailure::TenantNotAllowed)?;
     if !key.covers_tenant(tenant.id) {
         return Err(AuthFailure::TenantNotAllowed);
     }

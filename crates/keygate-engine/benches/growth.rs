@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 use keygate_domain::model::ApiKey;
 use keygate_domain::{Environment, KeyHash, KeyId, Scope, policy, time};
 use keygate_engine::auth::{Authenticator, Evaluation};
-use keygate_engine::cache::{Cache, CacheConfig, Cached, Credential};
+use keygate_engine::cache::{Cache, CacheConfig, Cached, CachedKey, Credential};
 use keygate_engine::services::Principal;
 use keygate_engine::services::accounts::CreateAccountRequest;
 use keygate_engine::usage::UsageRecorder;
@@ -211,12 +211,18 @@ fn breakdown_child(n: usize) {
     let config = CacheConfig { max_keys: n as u64 + n as u64 / 4 + 1_000, ..CacheConfig::default() };
 
     let account = Arc::new(account);
+    let shared_scopes: Arc<[Scope]> = Arc::from(scopes.clone());
     let before = rss_bytes();
     let credentials: Vec<Credential> = plaintexts
         .iter()
         .zip(&hashes)
         .enumerate()
-        .map(|(i, (p, h))| Arc::new(Cached::new(new_key(&account, i, *h, p.last4(), &scopes), Arc::clone(&account))))
+        .map(|(i, (p, h))| {
+            let mut key = CachedKey::from(new_key(&account, i, *h, p.last4(), &scopes));
+            // One copy of the list for all, as the cache shares it.
+            key.scopes = Some(Arc::clone(&shared_scopes));
+            Arc::new(Cached::new(key, Arc::clone(&account)))
+        })
         .collect();
     let held = rss_bytes();
     let capacity = usize::try_from(config.max_keys).expect("fits");
@@ -436,8 +442,8 @@ fn main() {
     );
     match sizes {
         Some([credential, keys_entry, by_id_entry, vouched_entry]) => println!(
-            "     per key, in a fresh process holding {n} of each: the credential (Arc<Cached>: ApiKey and a share \
-             of its account, {} bytes inline) {credential:.0} bytes, its entry in `keys` (hash → Arc) \
+            "     per key, in a fresh process holding {n} of each: the credential (Arc<Cached>: the compact CachedKey \
+             and shares of its account and scope list, {} bytes inline) {credential:.0} bytes, its entry in `keys` (hash → Arc) \
              {keys_entry:.0}, in `by_id` (id → Arc) {by_id_entry:.0}, in `vouched` (64 bits → second) \
              {vouched_entry:.0}: {:.0} together",
             std::mem::size_of::<Cached>(),

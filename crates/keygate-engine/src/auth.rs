@@ -16,12 +16,12 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use keygate_domain::key::{KeyFormat, KeyHasher};
-use keygate_domain::model::{Account, Actor, ApiKey};
+use keygate_domain::model::{Account, Actor};
 use keygate_domain::policy::{self, AuthFailure, RequestFacts};
-use keygate_domain::{AccountId, KeyId, Scope, time};
+use keygate_domain::{AccountId, KeyId, Scope, TenantId, time};
 use keygate_store::Store;
 
-use crate::cache::{Cache, Credential};
+use crate::cache::{Cache, CachedKey, Credential};
 use crate::error::Error;
 use crate::idempotency::Binding;
 use crate::principal::Principal;
@@ -244,7 +244,7 @@ pub struct Caller {
 
 impl Caller {
     #[must_use]
-    pub fn key(&self) -> &ApiKey {
+    pub fn key(&self) -> &CachedKey {
         &self.credential.key
     }
 
@@ -275,11 +275,11 @@ impl Caller {
         Principal {
             account: self.account().clone(),
             actor: Actor::ApiKey(key.id),
-            scopes: key.scopes.clone(),
-            tenant_ids: key.tenant_ids.clone(),
+            scopes: key.scopes.as_deref().map(<[Scope]>::to_vec),
+            tenant_ids: key.tenant_ids.as_deref().map(<[TenantId]>::to_vec),
             max_rate_limit: Some(key.rate_limit_per_minute),
             expires_at: key.expires_at,
-            allowed_ips: key.allowed_ips.clone(),
+            allowed_ips: key.allowed_ips.as_deref().map(<[IpNet]>::to_vec),
             environment: Some(key.environment),
             role: None,
             ip: Some(self.client_ip),

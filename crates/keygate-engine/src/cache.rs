@@ -1,5 +1,5 @@
-//! The credential cache: a [`Store`] decorator that answers `find_key_by_hash` and `get_tenant`
-//! from memory.
+//! The credential cache: what the request path knows of keys ([`Cache::credential`]) and
+//! tenants, from memory, in front of the [`Store`] (a decorator that evicts what writes touch).
 //!
 //! Revocation is pushed, not waited for. This process's own writes go through the decorator,
 //! which evicts what they touch before returning, so the response to a revoke is only sent once
@@ -36,22 +36,92 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
+use ipnet::IpNet;
 use keygate_domain::model::{Account, ApiKey, AuditEvent, Tenant};
 use keygate_domain::time::Timestamp;
-use keygate_domain::{AccountId, KeyHash, KeyId, TenantId};
+use keygate_domain::{AccountId, Environment, KeyBounds, KeyHash, KeyId, Scope, TenantId};
 use keygate_store::{
     AccountStore, AuditFilter, AuditLog, Change, ChangeFeed, KeyFilter, KeyStore, KeyUsage, Page, Result, Store,
     TenantFilter, TenantStore,
 };
 use moka::sync::Cache as Moka;
 use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter};
+use serde_json::{Map, Value};
 
 use crate::bus::{ChangeBus, Eviction};
+
+/// What the credential cache keeps of a key: the fields authentication, checks 4–10, the rate
+/// limits and a verify answer read, compactly (a node may hold millions). The rest of
+/// [`ApiKey`] (its masked form, who made it, when it was last used) is read from the store where
+/// it is shown.
+#[derive(Debug)]
+pub struct CachedKey {
+    pub id: KeyId,
+    pub account_id: AccountId,
+    pub hash: KeyHash,
+    pub name: Box<str>,
+    pub environment: Environment,
+    /// `None` = unrestricted. One copy per distinct list in the cache.
+    pub scopes: Option<Arc<[Scope]>>,
+    /// `None` = every tenant of the account.
+    pub tenant_ids: Option<Box<[TenantId]>>,
+    /// `None` = any IP; empty = no IP at all.
+    pub allowed_ips: Option<Box<[IpNet]>>,
+    pub rate_limit_per_minute: u32,
+    pub expires_at: Option<Timestamp>,
+    pub revoked: bool,
+    pub metadata: Map<String, Value>,
+}
+
+impl From<ApiKey> for CachedKey {
+    fn from(key: ApiKey) -> Self {
+        Self {
+            id: key.id,
+            account_id: key.account_id,
+            hash: key.hash,
+            name: key.name.into_boxed_str(),
+            environment: key.environment,
+            scopes: key.scopes.map(Arc::from),
+            tenant_ids: key.tenant_ids.map(Vec::into_boxed_slice),
+            allowed_ips: key.allowed_ips.map(Vec::into_boxed_slice),
+            rate_limit_per_minute: key.rate_limit_per_minute,
+            expires_at: key.expires_at,
+            revoked: key.revoked_at.is_some(),
+            metadata: key.metadata,
+        }
+    }
+}
+
+impl KeyBounds for CachedKey {
+    fn account_id(&self) -> AccountId {
+        self.account_id
+    }
+
+    fn is_revoked(&self) -> bool {
+        self.revoked
+    }
+
+    fn expires_at(&self) -> Option<Timestamp> {
+        self.expires_at
+    }
+
+    fn allowed_ips(&self) -> Option<&[IpNet]> {
+        self.allowed_ips.as_deref()
+    }
+
+    fn scopes(&self) -> Option<&[Scope]> {
+        self.scopes.as_deref()
+    }
+
+    fn tenant_ids(&self) -> Option<&[TenantId]> {
+        self.tenant_ids.as_deref()
+    }
+}
 
 /// A known key with its account, as cached.
 #[derive(Debug)]
 pub struct Cached {
-    pub key: ApiKey,
+    pub key: CachedKey,
     /// Shared by every cached key of the account.
     pub account: Arc<Account>,
     /// The last use this process queued for `last_used_*`: its second and client IP, packed.
@@ -79,7 +149,7 @@ fn pack_use(unix_second: i64, ip: IpAddr) -> u64 {
 
 impl Cached {
     #[must_use]
-    pub fn new(key: ApiKey, account: Arc<Account>) -> Self {
+    pub fn new(key: CachedKey, account: Arc<Account>) -> Self {
         Self { key, account, last_noted: AtomicU64::new(u64::MAX), loaded_at: Instant::now() }
     }
 
@@ -115,6 +185,9 @@ impl Default for CacheConfig {
         }
     }
 }
+
+/// Distinct scope lists shared before sharing starts over (keys keep their copies).
+const MAX_SCOPE_LISTS: usize = 10_000;
 
 /// How long a hash that belonged to a key bypasses the failed-attempt throttle after its last
 /// lookup.
@@ -162,6 +235,9 @@ pub struct Cache {
     by_id: DashMap<KeyId, Credential>,
     /// The one copy of each account its cached keys share.
     accounts: DashMap<AccountId, Arc<Account>>,
+    /// The one copy of each distinct scope list cached keys share (most keys of a platform hold
+    /// one of a few lists).
+    scope_lists: DashMap<Arc<[Scope]>, ()>,
     unknown: Moka<KeyHash, ()>,
     /// Hashes a store lookup found a key for (by [`fingerprint`]), with the second since `epoch`
     /// it last did: they bypass the failed-attempt throttle for [`VOUCHED_FOR`].
@@ -184,6 +260,7 @@ impl Cache {
             keys: Keys::with(capacity, config.max_keys, UnitWeighter, DefaultHashBuilder::default(), CollectEvicted),
             by_id: DashMap::new(),
             accounts: DashMap::new(),
+            scope_lists: DashMap::new(),
             unknown: Moka::builder().max_capacity(config.max_unknown).time_to_live(config.unknown_ttl).build(),
             vouched: quick_cache::sync::Cache::new(capacity),
             tenants: Moka::builder()
@@ -294,6 +371,18 @@ impl Cache {
         account
     }
 
+    /// The shared copy of a scope list: the one held if there is one, else this one.
+    fn shared_scopes(&self, scopes: Arc<[Scope]>) -> Arc<[Scope]> {
+        if let Some(held) = self.scope_lists.get(&*scopes) {
+            return Arc::clone(held.key());
+        }
+        if self.scope_lists.len() >= MAX_SCOPE_LISTS {
+            self.scope_lists.clear();
+        }
+        self.scope_lists.insert(Arc::clone(&scopes), ());
+        scopes
+    }
+
     /// A cache miss: the key with this hash from `store`, remembered when it is safe to.
     ///
     /// # Errors
@@ -306,12 +395,14 @@ impl Cache {
             self.vouched.insert(fingerprint(hash), self.now_s());
         }
         if !self.may_fill(ticket) {
-            return Ok(found.map(|(key, account)| Arc::new(Cached::new(key, Arc::new(account)))));
+            return Ok(found.map(|(key, account)| Arc::new(Cached::new(key.into(), Arc::new(account)))));
         }
         let Some((key, account)) = found else {
             self.unknown.insert(*hash, ());
             return Ok(None);
         };
+        let mut key = CachedKey::from(key);
+        key.scopes = key.scopes.map(|s| self.shared_scopes(s));
         let credential = Arc::new(Cached::new(key, self.shared_account(account)));
         self.by_id.insert(credential.key.id, Arc::clone(&credential));
         let mut evicted = Evicted::default();
@@ -350,6 +441,7 @@ impl Cache {
         self.keys.clear();
         self.by_id.clear();
         self.accounts.clear();
+        self.scope_lists.clear();
         self.unknown.invalidate_all();
         self.tenants.invalidate_all();
     }
@@ -386,8 +478,10 @@ impl CachedStore {
 
 #[async_trait]
 impl KeyStore for CachedStore {
+    /// The whole stored key, so from the store: the cache keeps only what authentication reads
+    /// ([`CachedKey`]), and the request path asks [`Cache::credential`].
     async fn find_key_by_hash(&self, hash: &KeyHash) -> Result<Option<(ApiKey, Account)>> {
-        Ok(self.cache.credential(hash, &*self.inner).await?.map(|c| (c.key.clone(), Account::clone(&c.account))))
+        self.inner.find_key_by_hash(hash).await
     }
 
     async fn create_key(&self, key: &ApiKey, audit: &AuditEvent, max_keys: u64) -> Result<()> {
@@ -788,7 +882,10 @@ mod tests {
             let p = Principal::cli(account.clone());
             let mut keys = Vec::new();
             for k in 0..3 {
-                let req = CreateKeyRequest { name: format!("key {k}"), ..CreateKeyRequest::default() };
+                // Keys 0 and 1 of each account hold one scope list, key 2 none (unrestricted).
+                let scopes = (k < 2).then(|| vec!["calls:write".to_owned(), "sms:send".to_owned()]);
+                let req =
+                    CreateKeyRequest { name: format!("key {k}"), scopes: Some(scopes), ..CreateKeyRequest::default() };
                 let (key, plaintext) = keygate.create_key(&p, req).await.expect("a key");
                 keys.push((key.id, hasher.hash(&plaintext)));
             }
@@ -822,6 +919,72 @@ mod tests {
         assert!(!Arc::ptr_eq(&a.account, &other.account));
         assert_eq!(a.account.id, f.accounts[0].0);
         assert_eq!(other.account.id, f.accounts[1].0);
+    }
+
+    #[tokio::test]
+    async fn keys_with_one_scope_list_share_one_copy_of_it_across_accounts() {
+        let f = fixture().await;
+        let cache = cache(100);
+        let [a, b, unrestricted] = [0, 1, 2].map(|k| f.accounts[0].1[k].1);
+        let other = f.accounts[1].1[1].1;
+        let loaded = [a, b, other, unrestricted];
+        let mut held = Vec::new();
+        for hash in &loaded {
+            held.push(load(&cache, &f, hash).await);
+        }
+        let list = held[0].key.scopes.as_ref().expect("a scope list");
+        assert_eq!(list.iter().map(Scope::as_str).collect::<Vec<_>>(), ["calls:write", "sms:send"]);
+        for c in &held[1..3] {
+            assert!(Arc::ptr_eq(list, c.key.scopes.as_ref().expect("a list")), "one copy of the list");
+        }
+        assert!(held[3].key.scopes.is_none(), "an unrestricted key stays unrestricted");
+        assert_eq!(cache.scope_lists.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_compact_copy_gets_every_verdict_the_stored_key_gets() {
+        use keygate_domain::policy::{self, RequestFacts};
+
+        let f = fixture().await;
+        let (stored, account) = f.store.find_key_by_hash(&f.accounts[0].1[0].1).await.expect("store").expect("a key");
+        let now = keygate_domain::time::now();
+        let tenant = TenantId::generate();
+        let with = |change: &dyn Fn(&mut ApiKey)| {
+            let mut key = stored.clone();
+            change(&mut key);
+            key
+        };
+        let variants = [
+            with(&|_| {}),
+            with(&|k| k.revoked_at = Some(now)),
+            with(&|k| k.expires_at = Some(now - chrono::Duration::seconds(1))),
+            with(&|k| k.expires_at = Some(now + chrono::Duration::seconds(60))),
+            with(&|k| k.allowed_ips = Some(Vec::new())),
+            with(&|k| k.allowed_ips = Some(vec!["192.0.2.0/24".parse().expect("a network")])),
+            with(&|k| k.tenant_ids = Some(vec![tenant])),
+            with(&|k| k.scopes = None),
+        ];
+        let asked: Vec<Scope> = ["calls:write", "sms:send", "tenants:read", "accounts:write"]
+            .iter()
+            .map(|s| s.parse().expect("a scope"))
+            .collect();
+        for (n, key) in variants.iter().enumerate() {
+            let compact = CachedKey::from(key.clone());
+            for ip in [None, Some("192.0.2.7".parse().expect("ip")), Some("198.51.100.7".parse().expect("ip"))] {
+                let facts = RequestFacts { now, client_ip: ip };
+                assert_eq!(
+                    policy::check_key(key, &account, facts),
+                    policy::check_key(&compact, &account, facts),
+                    "variant {n}, {ip:?}"
+                );
+            }
+            for scope in &asked {
+                assert_eq!(policy::check_scope(key, &account, scope), policy::check_scope(&compact, &account, scope));
+            }
+            for t in [tenant, TenantId::generate()] {
+                assert_eq!(key.covers_tenant(t), compact.covers_tenant(t), "variant {n}");
+            }
+        }
     }
 
     #[tokio::test]

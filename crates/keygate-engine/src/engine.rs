@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Duration as ChronoDuration;
 use keygate_domain::gcra::Quota;
-use keygate_domain::model::{Account, ApiKey};
+use keygate_domain::model::Account;
 use keygate_domain::{UserId, time};
 use keygate_store::Store;
 use tokio::sync::watch;
@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::auth::{Authenticator, Caller};
 use crate::background::sleep_or_stop;
 use crate::bus::ChangeBus;
-use crate::cache::{Cache, CacheConfig, CachedStore};
+use crate::cache::{Cache, CacheConfig, CachedKey, CachedStore};
 use crate::error::Error;
 use crate::follower;
 use crate::idempotency::Idempotency;
@@ -180,7 +180,7 @@ impl Engine {
     /// [`Error::LimiterUnavailable`] when the limiter cannot decide.
     pub async fn spend_key(
         &self,
-        key: &ApiKey,
+        key: &CachedKey,
         account: &Account,
         route_ip: Option<(LimitKey, Quota)>,
     ) -> Result<Result<Option<RateLimitStatus>, RateLimitStatus>, Error> {
