@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 use keygate_domain::model::ApiKey;
 use keygate_domain::{Environment, KeyHash, KeyId, Scope, policy, time};
 use keygate_engine::auth::{Authenticator, Evaluation};
-use keygate_engine::cache::{Cache, CacheConfig, Cached, CachedKey, Credential};
+use keygate_engine::cache::{Cache, CacheConfig, Cached, CachedKey, Credential, SharedAccount};
 use keygate_engine::services::Principal;
 use keygate_engine::services::accounts::CreateAccountRequest;
 use keygate_engine::usage::UsageRecorder;
@@ -210,7 +210,7 @@ fn breakdown_child(n: usize) {
     let hashes: Vec<KeyHash> = plaintexts.iter().map(|p| hasher.hash(p)).collect();
     let config = CacheConfig { max_keys: n as u64 + n as u64 / 4 + 1_000, ..CacheConfig::default() };
 
-    let account = Arc::new(account);
+    let account = Arc::new(SharedAccount::new(account));
     let shared_scopes: Arc<[Scope]> = Arc::from(scopes.clone());
     let before = rss_bytes();
     let credentials: Vec<Credential> = plaintexts

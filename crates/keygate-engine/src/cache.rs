@@ -118,12 +118,46 @@ impl KeyBounds for CachedKey {
     }
 }
 
+/// An account as its cached keys share it: one copy for all of them, and whether it is stale.
+#[derive(Debug)]
+pub struct SharedAccount {
+    account: Account,
+    /// Set when the account changes (or the cache lets go of this copy): every credential holding
+    /// it is a miss from then on, so evicting an account with a million cached keys is one store,
+    /// not a scan of the cache (an account's own owner can change it as often as its limits
+    /// allow, and every node applies each change).
+    stale: AtomicBool,
+}
+
+impl SharedAccount {
+    #[must_use]
+    pub fn new(account: Account) -> Self {
+        Self { account, stale: AtomicBool::new(false) }
+    }
+
+    fn mark_stale(&self) {
+        self.stale.store(true, Ordering::Release);
+    }
+
+    fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Acquire)
+    }
+}
+
+impl std::ops::Deref for SharedAccount {
+    type Target = Account;
+
+    fn deref(&self) -> &Account {
+        &self.account
+    }
+}
+
 /// A known key with its account, as cached.
 #[derive(Debug)]
 pub struct Cached {
     pub key: CachedKey,
     /// Shared by every cached key of the account.
-    pub account: Arc<Account>,
+    pub account: Arc<SharedAccount>,
     /// The last use this process queued for `last_used_*`: its second and client IP, packed.
     last_noted: AtomicU64,
     /// When it was read from the store (its TTL is memory hygiene, never revocation).
@@ -149,7 +183,7 @@ fn pack_use(unix_second: i64, ip: IpAddr) -> u64 {
 
 impl Cached {
     #[must_use]
-    pub fn new(key: CachedKey, account: Arc<Account>) -> Self {
+    pub fn new(key: CachedKey, account: Arc<SharedAccount>) -> Self {
         Self { key, account, last_noted: AtomicU64::new(u64::MAX), loaded_at: Instant::now() }
     }
 
@@ -233,8 +267,9 @@ pub struct Cache {
     /// entry is added before its credential is cached and removed when that same credential
     /// leaves the cache.
     by_id: DashMap<KeyId, Credential>,
-    /// The one copy of each account its cached keys share.
-    accounts: DashMap<AccountId, Arc<Account>>,
+    /// The one copy of each account its cached keys share. Every copy a cached credential holds
+    /// is either this one or marked stale: a copy leaves the map only marked.
+    accounts: DashMap<AccountId, Arc<SharedAccount>>,
     /// The one copy of each distinct scope list cached keys share (most keys of a platform hold
     /// one of a few lists).
     scope_lists: DashMap<Arc<[Scope]>, ()>,
@@ -309,9 +344,9 @@ impl Cache {
 
     fn evict_account(&self, id: AccountId) {
         self.bump();
-        self.accounts.remove(&id);
-        self.keys.retain(|_, c| c.account.id != id);
-        self.by_id.retain(|_, c| c.account.id != id);
+        if let Some((_, shared)) = self.accounts.remove(&id) {
+            shared.mark_stale();
+        }
         let _ = self.tenants.invalidate_entries_if(move |(account, _), _| *account == id);
     }
 
@@ -335,7 +370,8 @@ impl Cache {
     /// known to match no key, `None` a miss (only the store can tell).
     #[must_use]
     pub fn remembered(&self, hash: &KeyHash) -> Option<Option<Credential>> {
-        if let Some(hit) = self.keys.get(hash).filter(|c| c.loaded_at.elapsed() < self.ttl) {
+        let fresh = |c: &Credential| !c.account.is_stale() && c.loaded_at.elapsed() < self.ttl;
+        if let Some(hit) = self.keys.get(hash).filter(fresh) {
             metrics::counter!("keygate_auth_cache_hits_total").increment(1);
             return Some(Some(hit));
         }
@@ -355,20 +391,28 @@ impl Cache {
             .is_some_and(|at| u64::from(self.now_s().saturating_sub(at)) < VOUCHED_FOR.as_secs())
     }
 
-    /// The account's shared copy: the one already held if it is still this, else this one.
-    fn shared_account(&self, account: Account) -> Arc<Account> {
+    /// The account's shared copy: the one already held if it is still this (as the store just
+    /// read it), else this one, and the held one is stale.
+    fn shared_account(&self, account: Account) -> Arc<SharedAccount> {
         if let Some(held) = self.accounts.get(&account.id)
-            && **held == account
+            && held.account == account
+            && !held.is_stale()
         {
             return Arc::clone(&held);
         }
-        // Bounded like the keys: past that, sharing starts over (credentials keep their copies).
+        // Bounded like the keys: copies no credential holds go first, then every copy (their
+        // credentials are read again).
         if self.accounts.len() as u64 >= self.max_keys {
-            self.accounts.clear();
+            self.accounts.retain(|_, a| Arc::strong_count(a) > 1 || (a.mark_stale(), false).1);
+            if self.accounts.len() as u64 >= self.max_keys {
+                self.accounts.retain(|_, a| (a.mark_stale(), false).1);
+            }
         }
-        let account = Arc::new(account);
-        self.accounts.insert(account.id, Arc::clone(&account));
-        account
+        let shared = Arc::new(SharedAccount::new(account));
+        if let Some(replaced) = self.accounts.insert(shared.id, Arc::clone(&shared)) {
+            replaced.mark_stale();
+        }
+        shared
     }
 
     /// The shared copy of a scope list: the one held if there is one, else this one.
@@ -395,7 +439,9 @@ impl Cache {
             self.vouched.insert(fingerprint(hash), self.now_s());
         }
         if !self.may_fill(ticket) {
-            return Ok(found.map(|(key, account)| Arc::new(Cached::new(key.into(), Arc::new(account)))));
+            return Ok(
+                found.map(|(key, account)| Arc::new(Cached::new(key.into(), Arc::new(SharedAccount::new(account)))))
+            );
         }
         let Some((key, account)) = found else {
             self.unknown.insert(*hash, ());
@@ -440,7 +486,7 @@ impl Cache {
         self.bump();
         self.keys.clear();
         self.by_id.clear();
-        self.accounts.clear();
+        self.accounts.retain(|_, a| (a.mark_stale(), false).1);
         self.scope_lists.clear();
         self.unknown.invalidate_all();
         self.tenants.invalidate_all();
@@ -908,6 +954,18 @@ mod tests {
         matches!(cache.remembered(hash), Some(Some(_)))
     }
 
+    /// Every account copy a cached credential holds is the shared one, or stale.
+    fn accounts_are_tracked(cache: &Cache) {
+        for (_, c) in cache.keys.iter() {
+            let shared = cache.accounts.get(&c.account.id);
+            assert!(
+                c.account.is_stale() || shared.is_some_and(|s| Arc::ptr_eq(&s, &c.account)),
+                "a live copy of {} the cache does not track",
+                c.account.id
+            );
+        }
+    }
+
     #[tokio::test]
     async fn keys_of_one_account_share_one_copy_of_it() {
         let f = fixture().await;
@@ -997,13 +1055,18 @@ mod tests {
             }
         }
         let (gone, kept) = (&f.accounts[0], &f.accounts[1]);
+        let copy = Arc::clone(&*cache.accounts.get(&gone.0).expect("the shared copy"));
         cache.evict(Eviction::Account(gone.0));
-        for (id, hash) in &gone.1 {
+        assert!(copy.is_stale(), "the copy every cached key of the account holds is stale");
+        for (_, hash) in &gone.1 {
             assert!(!held(&cache, hash), "a key of the evicted account is still held");
-            assert!(!cache.by_id.contains_key(id), "its index entry is still there");
             assert!(cache.vouched(hash), "an eviction forgets the credential, not that the hash is a key's");
         }
         assert!(!cache.accounts.contains_key(&gone.0));
+        accounts_are_tracked(&cache);
+        // Read again, the keys share a fresh copy.
+        let again = load(&cache, &f, &gone.1[0].1).await;
+        assert!(!again.account.is_stale() && !Arc::ptr_eq(&again.account, &copy) && held(&cache, &gone.1[0].1));
         for (id, hash) in &kept.1 {
             assert!(held(&cache, hash) && cache.by_id.contains_key(id), "another account's key was evicted");
         }
@@ -1017,6 +1080,8 @@ mod tests {
         let all: Vec<(KeyId, KeyHash)> = f.accounts.iter().flat_map(|(_, keys)| keys.clone()).collect();
         for (_, hash) in &all {
             load(&cache, &f, hash).await;
+            // Two accounts fill the shared copies' bound (the keys' capacity) from here on.
+            accounts_are_tracked(&cache);
         }
         let in_table: Vec<&(KeyId, KeyHash)> = all.iter().filter(|(_, h)| held(&cache, h)).collect();
         assert!((1..=2).contains(&in_table.len()), "{} of 6 held with room for 2", in_table.len());
@@ -1034,6 +1099,24 @@ mod tests {
         cache.evict(Eviction::Key(f.accounts[0].0, *id));
         assert!(!held(&cache, hash) && !cache.by_id.contains_key(id));
         assert!(cache.vouched(hash));
+    }
+
+    #[tokio::test]
+    async fn past_their_bound_the_shared_copies_are_let_go_of_only_as_stale() {
+        let f = fixture().await;
+        // Room for one key, so for one account's copy.
+        let cache = cache(1);
+        let (a, b) = (f.accounts[0].1[0].1, f.accounts[1].1[0].1);
+        let first = load(&cache, &f, &a).await;
+        accounts_are_tracked(&cache);
+        let second = load(&cache, &f, &b).await;
+        accounts_are_tracked(&cache);
+        assert!(first.account.is_stale(), "the copy a cached key still held was let go of, marked");
+        assert!(!second.account.is_stale() && cache.accounts.len() == 1);
+        assert!(!held(&cache, &a), "a key holding a let-go copy is read again");
+        let again = load(&cache, &f, &a).await;
+        assert!(!again.account.is_stale());
+        accounts_are_tracked(&cache);
     }
 
     #[tokio::test]
@@ -1061,9 +1144,10 @@ mod tests {
         let mut changed = Account::clone(&first.account);
         changed.rate_limit_per_minute += 1;
         let shared = cache.shared_account(changed.clone());
-        assert!(!Arc::ptr_eq(&shared, &first.account) && *shared == changed);
+        assert!(!Arc::ptr_eq(&shared, &first.account) && **shared == changed);
+        assert!(first.account.is_stale() && !held(&cache, &a), "a replaced copy is stale, and its keys misses");
         let second = load(&cache, &f, &b).await;
-        assert_eq!(*second.account, *first.account, "the store's copy replaced the changed one");
-        assert!(!Arc::ptr_eq(&second.account, &shared));
+        assert_eq!(**second.account, **first.account, "the store's copy replaced the changed one");
+        assert!(!Arc::ptr_eq(&second.account, &shared) && shared.is_stale());
     }
 }
