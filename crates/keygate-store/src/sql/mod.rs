@@ -199,8 +199,8 @@ macro_rules! sql_store {
         };
         use crate::{
             AccountStore, AuditFilter, AuditLog, Change, ChangeFeed, ChangeKind, IdempotencyBegin, IdempotencyStore,
-            KeyFilter, KeyStore, KeyUsage, MetaStore, Page, RequestFilter, RequestLog, RequestPage, RequestRecord, Result, Store,
-            StoreError, TenantFilter, TenantStore, UsageCount, UsageFilter, UsageRow, UserStore,
+            KeyFilter, KeyStore, KeyUsage, MetaStore, Page, RequestFilter, RequestLog, RequestPage, RequestRecord, Result,
+            Store, StoreError, TenantFilter, TenantStore, UsageCount, UsageFilter, UsageRow, UserStore,
         };
 
         type Tx = Transaction<'static, $db>;
