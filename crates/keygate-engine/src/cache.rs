@@ -403,9 +403,9 @@ impl Cache {
         // Bounded like the keys: copies no credential holds go first, then every copy (their
         // credentials are read again).
         if self.accounts.len() as u64 >= self.max_keys {
-            self.accounts.retain(|_, a| Arc::strong_count(a) > 1 || (a.mark_stale(), false).1);
+            self.let_go_of_accounts(|a| Arc::strong_count(a) > 1);
             if self.accounts.len() as u64 >= self.max_keys {
-                self.accounts.retain(|_, a| (a.mark_stale(), false).1);
+                self.let_go_of_accounts(|_| false);
             }
         }
         let shared = Arc::new(SharedAccount::new(account));
@@ -413,6 +413,18 @@ impl Cache {
             replaced.mark_stale();
         }
         shared
+    }
+
+    /// Removes the shared account copies `keep` refuses, each marked stale first (a copy leaves
+    /// the map only marked, so every live copy a credential holds is the tracked one).
+    fn let_go_of_accounts(&self, keep: impl Fn(&Arc<SharedAccount>) -> bool) {
+        self.accounts.retain(|_, a| {
+            let kept = keep(a);
+            if !kept {
+                a.mark_stale();
+            }
+            kept
+        });
     }
 
     /// The shared copy of a scope list: the one held if there is one, else this one.
@@ -486,7 +498,7 @@ impl Cache {
         self.bump();
         self.keys.clear();
         self.by_id.clear();
-        self.accounts.retain(|_, a| (a.mark_stale(), false).1);
+        self.let_go_of_accounts(|_| false);
         self.scope_lists.clear();
         self.unknown.invalidate_all();
         self.tenants.invalidate_all();
