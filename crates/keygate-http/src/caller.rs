@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, header};
 use keygate_domain::gcra::Quota;
 use keygate_domain::request::CredentialSource;
 use keygate_engine::Engine;
@@ -24,7 +24,21 @@ use crate::error::{ApiError, current_request_id};
 /// # Errors
 /// The first failing check; 429 `too_many_failed_attempts` for a throttled address.
 pub async fn authenticate(parts: &Parts, engine: &Engine) -> Result<Caller, ApiError> {
-    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+    authenticate_from(peer(&parts.extensions), parts, engine).await
+}
+
+/// The connection's peer address, from axum's `ConnectInfo` (loopback where the router was
+/// called without one, as in-process tests do).
+#[must_use]
+pub fn peer(extensions: &Extensions) -> IpAddr {
+    extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip())
+}
+
+/// As [`authenticate`], for a request that came from `peer`.
+///
+/// # Errors
+/// As [`authenticate`].
+pub async fn authenticate_from(peer: IpAddr, parts: &Parts, engine: &Engine) -> Result<Caller, ApiError> {
     let auth = &engine.auth;
     let headers = &parts.headers;
     let client_ip = auth.client_ip(peer, || headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()));

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keygate_domain::{AccountId, KeyId, RequestId, TenantId, time};
@@ -30,6 +30,14 @@ use crate::headers::write_ratelimit;
 pub struct RequestContext {
     pub recorder: Arc<RequestRecorder>,
     pub key_format: Arc<keygate_domain::KeyFormat>,
+}
+
+impl RequestContext {
+    /// The context of requests served by `engine`: its request recorder and key format.
+    #[must_use]
+    pub fn new(engine: &keygate_engine::Engine) -> Self {
+        Self { recorder: Arc::clone(&engine.requests), key_format: Arc::new(engine.keygate.key_format.clone()) }
+    }
 }
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -102,8 +110,8 @@ pub fn note_caller(account: AccountId, key: KeyId, client_ip: IpAddr, deprecated
 
 /// An incoming id is kept when it is 1–128 safe characters and not key-shaped (an id is logged,
 /// stored and forwarded); otherwise a new `req_…` is made.
-fn request_id(req: &Request, key_format: &keygate_domain::KeyFormat) -> String {
-    req.headers()
+fn request_id(headers: &HeaderMap, key_format: &keygate_domain::KeyFormat) -> String {
+    headers
         .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|s| {
@@ -147,100 +155,141 @@ impl std::fmt::Display for Masked<'_> {
     }
 }
 
-/// Gives the request an id, makes it available to errors, logs the request, queues its
-/// request-log record when it was authenticated, and sets `X-Request-Id` (and `Deprecation`
-/// where a deprecated credential was used) on the response.
-pub async fn request_context(State(context): State<RequestContext>, req: Request, next: Next) -> Response {
-    let RequestContext { recorder, key_format } = context;
-    let id = request_id(&req, &key_format);
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let matched = req.extensions().get::<MatchedPath>().cloned();
-    let at = time::truncate(time::now());
-    let started = Instant::now();
-    let facts = RequestFacts::default();
-    let (mut response, facts) = REQUEST_FACTS
-        .scope(facts, async {
-            let response = REQUEST_ID.scope(id.clone(), next.run(req)).await;
-            let facts = REQUEST_FACTS.with(|f| {
-                (
-                    f.caller.get().copied(),
-                    f.deprecated_credential.get().is_some(),
-                    f.ratelimit.get().copied(),
-                    f.tenant.get().copied(),
-                    f.route.get().cloned(),
-                    f.verified.get().copied(),
-                )
-            });
-            (response, facts)
-        })
-        .await;
-    let (caller, deprecated, ratelimit, tenant, gateway_route, verified) = facts;
-    let headers = response.headers_mut();
-    if let Some(status) = ratelimit
-        && !headers.contains_key("x-ratelimit-limit")
-    {
-        write_ratelimit(headers, &status);
-    }
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        headers.insert(X_REQUEST_ID.clone(), v);
-    }
-    if deprecated {
-        headers.insert("deprecation", HeaderValue::from_static("true"));
-    }
-    let status = response.status().as_u16();
-    let code = response.extensions().get::<ErrorCode>().map_or("ok", |c| c.0);
-    let latency = started.elapsed();
-    let elapsed = latency.as_secs_f64();
-    // Microsecond precision: the log line reads 0.051, not 0.051326000000000004.
-    let latency_ms = (elapsed * 1_000_000.0).round() / 1000.0;
-    let route: Arc<str> = match (&matched, gateway_route) {
-        (Some(m), _) => m.as_str().into(),
-        (None, Some(r)) => r,
-        (None, None) => "unmatched".into(),
-    };
-    // An extension method is any token, a pasted key included: masked like the path.
-    let logged_path = Masked { key_format: &key_format, text: &path };
-    let logged_method = Masked { key_format: &key_format, text: method.as_str() };
-    metrics::counter!("keygate_requests_total", "outcome" => code, "route" => route.to_string()).increment(1);
-    metrics::histogram!("keygate_request_duration_seconds").record(elapsed);
-    // The ids are formatted by the log line itself, only when it is enabled.
-    let client_ip = caller.map_or(peer, |(_, _, ip)| Some(ip));
-    tracing::info!(
-        target: "keygate::request",
-        request_id = %id, method = %logged_method, path = %logged_path, status, outcome = code,
-        account_id = caller.map(|(a, _, _)| tracing::field::display(a)),
-        key_id = caller.map(|(_, k, _)| tracing::field::display(k)),
-        client_ip = client_ip.map(tracing::field::display), latency_ms,
-        "request"
-    );
-    if let Some((account, key, ip)) = caller {
-        // A verify call is a use of the verified key, noting who asked (SPEC §9).
-        let (account_id, key_id, tenant_id, outcome, client_ip, via_key_id) = match verified {
-            Some(v) => (v.account, v.key, v.tenant, v.outcome, v.ip.unwrap_or(ip), Some(key)),
-            None => (account, key, tenant, code, ip, None),
-        };
-        recorder.count(Counted { account: account_id, key: key_id, tenant: tenant_id, day: at.date_naive(), outcome });
-        if recorder.keeps(status, outcome) {
-            recorder.record(RequestRecord {
-                id: RequestRecord::generate_id(),
-                request_id: id,
-                at,
-                account_id,
-                key_id: Some(key_id),
-                tenant_id,
-                route: route.to_string(),
-                method: method.as_str().to_owned(),
-                status,
-                outcome: outcome.to_owned(),
-                client_ip: Some(client_ip),
-                latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-                via_key_id,
-            });
+/// What the request context keeps of a request while its handler runs: its id, and what its
+/// log line, metrics and request-log record name. Made by [`RequestContext::head`].
+#[derive(Debug)]
+pub struct RequestHead {
+    id: String,
+    method: Method,
+    /// For the log line's path (a clone shares the parsed bytes).
+    uri: Uri,
+    /// The connection's peer, for the log line of a request no key was presented on.
+    peer: Option<IpAddr>,
+    /// keygate's own route the router matched (axum's `MatchedPath`), if any.
+    matched: Option<MatchedPath>,
+}
+
+impl RequestContext {
+    /// What [`RequestContext::run`] needs of `req`, taken before the request goes to its handler:
+    /// the request id (the client's `X-Request-Id` when it is acceptable, else a new `req_…`),
+    /// method, target, and the route the router matched. `peer` is the connection's address.
+    pub fn head<B>(&self, req: &axum::http::Request<B>, peer: Option<IpAddr>) -> RequestHead {
+        RequestHead {
+            id: request_id(req.headers(), &self.key_format),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            peer,
+            matched: req.extensions().get::<MatchedPath>().cloned(),
         }
     }
-    response
+
+    /// Runs `handler` as the request `head` describes: makes the request id available to errors
+    /// and the request's facts to whoever learns them (authentication, the gateway), then logs
+    /// the request, counts it in the metrics, counts its usage and queues its request-log record
+    /// when a key was presented (SPEC §8), and sets `X-Request-Id`, the rate-limit fields of the
+    /// limit that applied (SPEC §5) and `Deprecation` where a deprecated credential was used.
+    pub async fn run(&self, head: RequestHead, handler: impl Future<Output = Response>) -> Response {
+        let RequestHead { id, method, uri, peer, matched } = head;
+        let at = time::truncate(time::now());
+        let started = Instant::now();
+        let (mut response, facts) = REQUEST_FACTS
+            .scope(RequestFacts::default(), async {
+                let response = REQUEST_ID.scope(id.clone(), handler).await;
+                let facts = REQUEST_FACTS.with(|f| {
+                    (
+                        f.caller.get().copied(),
+                        f.deprecated_credential.get().is_some(),
+                        f.ratelimit.get().copied(),
+                        f.tenant.get().copied(),
+                        f.route.get().cloned(),
+                        f.verified.get().copied(),
+                    )
+                });
+                (response, facts)
+            })
+            .await;
+        let (caller, deprecated, ratelimit, tenant, gateway_route, verified) = facts;
+        let headers = response.headers_mut();
+        if let Some(status) = ratelimit
+            && !headers.contains_key("x-ratelimit-limit")
+        {
+            write_ratelimit(headers, &status);
+        }
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            headers.insert(X_REQUEST_ID.clone(), v);
+        }
+        if deprecated {
+            headers.insert("deprecation", HeaderValue::from_static("true"));
+        }
+        let status = response.status().as_u16();
+        let code = response.extensions().get::<ErrorCode>().map_or("ok", |c| c.0);
+        let latency = started.elapsed();
+        let elapsed = latency.as_secs_f64();
+        // Microsecond precision: the log line reads 0.051, not 0.051326000000000004.
+        let latency_ms = (elapsed * 1_000_000.0).round() / 1000.0;
+        let route: Arc<str> = match (&matched, gateway_route) {
+            (Some(m), _) => m.as_str().into(),
+            (None, Some(r)) => r,
+            (None, None) => "unmatched".into(),
+        };
+        let key_format = &*self.key_format;
+        // An extension method is any token, a pasted key included: masked like the path.
+        let logged_path = Masked { key_format, text: uri.path() };
+        let logged_method = Masked { key_format, text: method.as_str() };
+        metrics::counter!("keygate_requests_total", "outcome" => code, "route" => route.to_string()).increment(1);
+        metrics::histogram!("keygate_request_duration_seconds").record(elapsed);
+        // The ids are formatted by the log line itself, only when it is enabled.
+        let client_ip = caller.map_or(peer, |(_, _, ip)| Some(ip));
+        tracing::info!(
+            target: "keygate::request",
+            request_id = %id, method = %logged_method, path = %logged_path, status, outcome = code,
+            account_id = caller.map(|(a, _, _)| tracing::field::display(a)),
+            key_id = caller.map(|(_, k, _)| tracing::field::display(k)),
+            client_ip = client_ip.map(tracing::field::display), latency_ms,
+            "request"
+        );
+        if let Some((account, key, ip)) = caller {
+            // A verify call is a use of the verified key, noting who asked (SPEC §9).
+            let (account_id, key_id, tenant_id, outcome, client_ip, via_key_id) = match verified {
+                Some(v) => (v.account, v.key, v.tenant, v.outcome, v.ip.unwrap_or(ip), Some(key)),
+                None => (account, key, tenant, code, ip, None),
+            };
+            let recorder = &self.recorder;
+            recorder.count(Counted {
+                account: account_id,
+                key: key_id,
+                tenant: tenant_id,
+                day: at.date_naive(),
+                outcome,
+            });
+            if recorder.keeps(status, outcome) {
+                recorder.record(RequestRecord {
+                    id: RequestRecord::generate_id(),
+                    request_id: id,
+                    at,
+                    account_id,
+                    key_id: Some(key_id),
+                    tenant_id,
+                    route: route.to_string(),
+                    method: method.as_str().to_owned(),
+                    status,
+                    outcome: outcome.to_owned(),
+                    client_ip: Some(client_ip),
+                    latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+                    via_key_id,
+                });
+            }
+        }
+        response
+    }
+}
+
+/// The router's middleware around every request ([`RequestContext::run`]); the peer address
+/// comes from axum's `ConnectInfo`.
+pub async fn request_context(State(context): State<RequestContext>, req: Request, next: Next) -> Response {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let head = context.head(&req, peer);
+    context.run(head, next.run(req)).await
 }
 
 /// Marks a response that is the gateway's upstream's own, not keygate's.
@@ -249,7 +298,8 @@ pub struct FromUpstream;
 
 /// `Cache-Control: no-store` on everything keygate answers itself (its API, its errors, the
 /// gateway's refusals), unless the handler set its own; an upstream's response keeps its headers.
-pub async fn no_store(mut response: Response) -> Response {
+#[must_use]
+pub fn no_store(mut response: Response) -> Response {
     if response.extensions().get::<FromUpstream>().is_none() {
         response.headers_mut().entry(axum::http::header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
     }

@@ -1,46 +1,115 @@
-//! Wiring and serving: the API with the gateway mounted as its fallback, on one engine, served
-//! on a listener until a shutdown future completes.
+//! Wiring and serving: the API with the gateway beside it, on one engine, served on a listener
+//! until a shutdown future completes.
+//!
+//! Every request goes to the API's router (keygate's own endpoints, the dashboard, and the
+//! gateway as its fallback, for the 404 and 405 of paths no route has), except one the gateway
+//! [claims](keygate_gateway::Gateway::claims) — one of its routes, method and path, on a path
+//! that is none of keygate's own — which the gateway serves directly, in the same request
+//! context: the forwarding path is the one every proxied request takes, and the router's layers
+//! (its own route table, boxed middleware futures, the `ConnectInfo` extension) cost it about a
+//! tenth of its CPU (docs/benchmarks.md).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::response::Response;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
 use keygate_api::AppState;
 use keygate_engine::Engine;
 use keygate_gateway::GatewayService;
+use keygate_http::context::RequestContext;
+use tower_service::Service as _;
 
 use crate::config::Settings;
 
-/// The whole HTTP application on `engine`: keygate's own API; the dashboard at `/dashboard`;
-/// when `[gateway]` is configured, the gateway for every other `/v1/*` path. The dashboard and
-/// the gateway sit behind the API's routes, inside its middleware (request ids, log lines,
-/// `no-store`, the panic guard).
-pub fn app(engine: Arc<Engine>, settings: &Settings) -> axum::Router {
-    let state = AppState::new(Arc::clone(&engine), settings.max_body_bytes);
-    let dashboard = keygate_dashboard::router(Arc::clone(&engine));
-    let gateway = settings.gateway.as_ref().map(|gateway| GatewayService::new(engine, Arc::clone(gateway)));
-    keygate_api::app_with(state, vec![("/dashboard", dashboard)], gateway)
+/// The whole HTTP application on one engine. A clone is two reference counts.
+#[derive(Clone)]
+pub struct App {
+    /// keygate's own API, the dashboard at `/dashboard`, and the gateway as the fallback.
+    router: axum::Router,
+    /// When `[gateway]` is configured: the gateway, and the request context it serves in.
+    gateway: Option<Arc<(GatewayService, RequestContext)>>,
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then finishes in-flight requests.
+/// The whole HTTP application on `engine`: keygate's own API; the dashboard at `/dashboard`;
+/// when `[gateway]` is configured, the gateway for every other `/v1/*` path. The dashboard and
+/// the gateway's refusals go through the API's middleware (request ids, log lines, `no-store`,
+/// the panic guard); a forwarded request gets the same from the gateway itself.
+pub fn app(engine: Arc<Engine>, settings: &Settings) -> App {
+    let state = AppState::new(Arc::clone(&engine), settings.max_body_bytes);
+    let dashboard = keygate_dashboard::router(Arc::clone(&engine));
+    let gateway =
+        settings.gateway.as_ref().map(|gateway| GatewayService::new(Arc::clone(&engine), Arc::clone(gateway)));
+    let context = RequestContext::new(&engine);
+    App {
+        router: keygate_api::app_with(state, vec![("/dashboard", dashboard)], gateway.clone()),
+        gateway: gateway.map(|gateway| Arc::new((gateway, context))),
+    }
+}
+
+impl App {
+    /// Answers one request from `peer`.
+    pub async fn call(&self, req: hyper::Request<Incoming>, peer: SocketAddr) -> Response {
+        if let Some(front) = &self.gateway {
+            let (gateway, context) = &**front;
+            if gateway.claims(req.method(), req.uri().path()) {
+                return gateway.serve(context, req.map(Body::new), peer.ip()).await;
+            }
+        }
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(ConnectInfo(peer));
+        match self.router.clone().call(req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// Serves `app` on `listener` (HTTP/1.1, keep-alive) until `shutdown` completes, then stops
+/// accepting and lets in-flight requests finish: an idle keep-alive connection is closed, a
+/// busy one after its response.
 ///
 /// Connections get `TCP_NODELAY`: a response is small and complete when written, so waiting
 /// for Nagle's algorithm only adds latency (a delayed ACK away on every response).
 ///
 /// # Errors
-/// The listener fails.
+/// None yet: a failed `accept` is retried by the listener (axum's `Listener` contract), a failed
+/// connection ends only itself. The `Result` leaves room for a listener that can fail.
 pub async fn serve(
-    listener: impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr>,
-    app: axum::Router,
+    mut listener: impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr>,
+    app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
-    });
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(app.call(req, peer).await) }
+        });
+        let connection = graceful.watch(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }

@@ -19,7 +19,7 @@ use axum::serve::Listener;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::server::serve;
+use crate::server::{App, serve};
 
 /// New connections waiting for their worker; the acceptor waits when a worker lags this far.
 const HANDOFF_QUEUE: usize = 256;
@@ -34,7 +34,7 @@ const HANDOFF_QUEUE: usize = 256;
 pub async fn serve_per_core<F: Future>(
     mut listener: TcpListener,
     workers: NonZeroUsize,
-    app: axum::Router,
+    app: App,
     shutdown: impl Future<Output = ()>,
     finish: F,
 ) -> std::io::Result<F::Output> {

@@ -359,6 +359,11 @@ fn short_timeout(c: &mut Config) {
     gateway_of(c).timeout_ms = 300;
 }
 
+/// `GET /v1/{resource}`: a parameter where keygate's own endpoints have fixed segments.
+fn a_route_beside_own_endpoints(c: &mut Config) {
+    gateway_of(c).routes.push(route("GET", "/v1/{resource}", "calls:read"));
+}
+
 fn small_bodies(c: &mut Config) {
     gateway_of(c).max_body_bytes = 4096;
 }
@@ -438,6 +443,7 @@ gateway_tests!(
 gateway_tests!(with query_keys; the_credential_leaves_the_query_whichever_source_carried_it);
 gateway_tests!(a_405_says_what_is_allowed_and_head_is_served_by_get);
 gateway_tests!(with small_bodies; a_body_over_the_gateway_limit_is_413);
+gateway_tests!(with a_route_beside_own_endpoints; own_endpoints_win_over_a_route_parameter);
 gateway_tests!(
     with short_timeout;
     a_slow_upstream_is_504,
@@ -1044,6 +1050,24 @@ async fn keygate_serves_its_own_endpoints_itself(app: TestApp, up: Upstream) {
     assert_eq!(verified.body["valid"], true, "{verified:?}");
     assert_problem(&app.get(&p.key, "/v1/api-keys/key_01JABCDEFGHJKMNPQRSTVWXYZ0").await, 404, "not_found");
     assert_eq!(up.calls(), 0, "none of these was proxied");
+}
+
+/// A route whose parameter also matches one of keygate's own paths never takes that path, under
+/// any method: the own endpoint answers (its data, its 405), the upstream sees nothing of it.
+async fn own_endpoints_win_over_a_route_parameter(app: TestApp, up: Upstream) {
+    let p = app.partner("Acme").await;
+    let account = app.get(&p.key, "/v1/account").await;
+    assert_eq!(account.status, 200, "{account:?}");
+    assert!(account.header("x-upstream").is_none(), "{account:?}");
+    assert_eq!(account.body["name"], "Acme", "{account:?}");
+    let usage = app.get(&p.key, "/v1/usage").await;
+    assert_eq!(usage.status, 200, "{usage:?}");
+    assert!(usage.header("x-upstream").is_none(), "{usage:?}");
+    assert_problem(&app.get(&p.key, "/v1/verify").await, 405, "method_not_allowed");
+    assert_eq!(up.calls(), 0, "none of keygate's own paths was proxied");
+    let forwarded = app.get(&p.key, "/v1/widgets").await;
+    assert_eq!(seen(echo(&forwarded), "x-keygate-scopes"), Some("*"), "{forwarded:?}");
+    assert_eq!(up.calls(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

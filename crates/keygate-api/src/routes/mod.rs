@@ -167,10 +167,7 @@ where
 fn build(state: AppState, fallback: impl FnOnce(Router<AppState>) -> Router<AppState>) -> Router {
     metrics::install();
     let max_body = state.max_body_bytes;
-    let context = middleware::RequestContext {
-        recorder: std::sync::Arc::clone(&state.requests),
-        key_format: std::sync::Arc::new(state.keygate.key_format.clone()),
-    };
+    let context = middleware::RequestContext::new(&state.engine);
     let (router, mut doc) = api().split_for_parts();
     finish(&mut doc, &state.keygate.catalog, state.keygate.limits.max_key_rate_limit_per_minute);
     let router = router
@@ -185,6 +182,6 @@ fn build(state: AppState, fallback: impl FnOnce(Router<AppState>) -> Router<AppS
         // keygate's own answers are one account's data, and some carry a plaintext key: no cache
         // may keep any of them, errors and the gateway's refusals included (SPEC §2). Responses
         // from the gateway's upstream keep its own headers.
-        .layer(axum::middleware::map_response(middleware::no_store))
+        .layer(axum::middleware::map_response(|response| async { middleware::no_store(response) }))
         .layer(axum::middleware::from_fn_with_state(context, middleware::request_context))
 }
