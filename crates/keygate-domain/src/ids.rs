@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use ulid::Ulid;
+use ulid::{ULID_LEN, Ulid};
 
 /// The string was not an id of the expected kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,11 +42,26 @@ macro_rules! prefixed_id {
             pub fn ulid(&self) -> Ulid {
                 self.0
             }
+
+            /// The length of the text form, `prefix_` and 26 characters of ULID.
+            pub const TEXT_LEN: usize = $prefix.len() + 1 + ULID_LEN;
+
+            /// The text form (what `Display` writes) in `buf`, without allocating: for a header
+            /// value or a log line on the request path.
+            pub fn encode<'b>(&self, buf: &'b mut [u8; Self::TEXT_LEN]) -> &'b str {
+                let (prefix, ulid) = buf.split_at_mut($prefix.len() + 1);
+                prefix[..$prefix.len()].copy_from_slice($prefix.as_bytes());
+                prefix[$prefix.len()] = b'_';
+                let mut text = [0; ULID_LEN];
+                ulid.copy_from_slice(self.0.array_to_str(&mut text).as_bytes());
+                // Only ASCII was written: the prefix is an ASCII literal, a ULID is Crockford base32.
+                std::str::from_utf8(buf).unwrap_or_default()
+            }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}_{}", $prefix, self.0)
+                f.write_str(self.encode(&mut [0; Self::TEXT_LEN]))
             }
         }
 
@@ -136,6 +151,10 @@ mod tests {
         assert!(s.starts_with("key_"));
         assert_eq!(s.len(), 4 + 26);
         assert_eq!(s.parse::<KeyId>(), Ok(id));
+        let ulid = id.ulid().to_string();
+        assert_eq!(id.encode(&mut [0; KeyId::TEXT_LEN]), format!("key_{ulid}"), "the ULID's own text form");
+        let account = AccountId::generate();
+        assert_eq!(account.encode(&mut [0; AccountId::TEXT_LEN]), format!("acct_{}", account.ulid()));
     }
 
     #[test]

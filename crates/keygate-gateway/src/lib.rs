@@ -20,6 +20,7 @@
 //! upstream answered, its 4xx and 5xx included; a 502 where the upstream could not be reached is
 //! not stored, so a retry executes.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
@@ -33,6 +34,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::request::Parts;
+use axum::http::uri::{Authority, PathAndQuery, Scheme};
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt as _;
@@ -43,7 +45,7 @@ use keygate_domain::gcra::Quota;
 use keygate_domain::policy::{self, AuthFailure};
 use keygate_domain::request::{TargetError, query_without_credential};
 use keygate_domain::scope::Catalog;
-use keygate_domain::{Scope, TenantId};
+use keygate_domain::{AccountId, KeyId, Scope, TenantId};
 use keygate_engine::Engine;
 use keygate_engine::auth::{Authenticator, Caller};
 use keygate_engine::idempotency::Binding;
@@ -75,6 +77,8 @@ pub struct Route {
 pub struct Gateway {
     /// `http://host:port`, no trailing slash.
     upstream: String,
+    /// Its `host:port`, for each forwarded request's URI.
+    authority: Authority,
     timeout: Duration,
     pub max_body_bytes: usize,
     routes: Vec<Route>,
@@ -146,6 +150,7 @@ impl Gateway {
         own_paths: impl IntoIterator<Item = &'a str>,
     ) -> Result<Self, Vec<String>> {
         let mut errors = Vec::new();
+        let mut authority = None;
         let upstream = match config.upstream.parse::<Uri>() {
             Ok(uri)
                 if uri.scheme_str() == Some("http")
@@ -153,6 +158,7 @@ impl Gateway {
                     && matches!(uri.path(), "" | "/")
                     && uri.query().is_none() =>
             {
+                authority = uri.authority().cloned();
                 format!("http://{}", uri.authority().map(ToString::to_string).unwrap_or_default())
             }
             _ => {
@@ -228,9 +234,9 @@ impl Gateway {
                 ip_rate_limit_per_minute: r.ip_rate_limit_per_minute,
             });
         }
-        if !errors.is_empty() {
+        let Some(authority) = authority.filter(|_| errors.is_empty()) else {
             return Err(errors);
-        }
+        };
         let mut any_method = matchit::Router::new();
         let mut allowed = Vec::with_capacity(methods_of.len());
         for (shape, mut methods) in methods_of {
@@ -244,6 +250,7 @@ impl Gateway {
         }
         Ok(Self {
             upstream,
+            authority,
             timeout: Duration::from_millis(config.timeout_ms),
             max_body_bytes: config.max_body_bytes,
             routes,
@@ -309,14 +316,20 @@ impl GatewayService {
     /// then a panic turned into a 500), so the request gets the same answer, log line, metrics,
     /// usage count and request-log record as through the router, at less cost per request (no
     /// route table of keygate's own, no boxed middleware futures, no `ConnectInfo` extension).
+    ///
+    /// The forwarding future is built from combinators, not `async` blocks (each block that moves
+    /// a future in and awaits it keeps both in its state), and boxed once: the request context's
+    /// future holds a pointer to it rather than its 2 KB inline, so nothing copies it again on
+    /// its way to the connection's task.
     pub async fn serve(&self, context: &RequestContext, req: Request, peer: IpAddr) -> Response {
         let (engine, gateway) = &*self.0;
         let head = context.head(&req, Some(peer));
-        let forwarded = std::panic::AssertUnwindSafe(async move {
-            proxy(engine, gateway, req, peer).await.unwrap_or_else(IntoResponse::into_response)
-        });
-        let handled = async move { no_store(forwarded.catch_unwind().await.unwrap_or_else(panic_response)) };
-        context.run(head, handled).await
+        let forwarded = std::panic::AssertUnwindSafe(
+            proxy(engine, gateway, req, peer).map(|r| r.unwrap_or_else(IntoResponse::into_response)),
+        )
+        .catch_unwind()
+        .map(|r| no_store(r.unwrap_or_else(panic_response)));
+        context.run(head, Box::pin(forwarded)).await
     }
 }
 
@@ -491,43 +504,43 @@ impl From<UpstreamError> for ApiError {
     }
 }
 
-/// Headers an upstream might trust for routing, method or identity (SPEC §10): removed from every
-/// forwarded request, since only keygate may say these things (it sets `X-Forwarded-For`). Every
-/// `X-Forwarded-*` goes too ([`is_untrusted`]), and every header whose name holds an `_`: CGI and
-/// WSGI servers read `X_Keygate_Key_Id` as `X-Keygate-Key-Id` (nginx drops such headers by
-/// default for the same reason).
-const UNTRUSTED: [HeaderName; 24] = [
-    header::FORWARDED,
-    HeaderName::from_static("x-real-ip"),
-    HeaderName::from_static("x-http-method-override"),
-    HeaderName::from_static("x-http-method"),
-    HeaderName::from_static("x-method-override"),
-    HeaderName::from_static("x-original-url"),
-    HeaderName::from_static("x-original-uri"),
-    HeaderName::from_static("x-rewrite-url"),
-    HeaderName::from_static("x-original-host"),
-    HeaderName::from_static("x-client-ip"),
-    HeaderName::from_static("true-client-ip"),
-    HeaderName::from_static("cf-connecting-ip"),
-    HeaderName::from_static("x-cluster-client-ip"),
-    HeaderName::from_static("client-ip"),
-    HeaderName::from_static("x-original-method"),
-    HeaderName::from_static("x-envoy-original-path"),
-    HeaderName::from_static("x-envoy-internal"),
-    HeaderName::from_static("remote-user"),
-    HeaderName::from_static("x-remote-user"),
-    HeaderName::from_static("x-user"),
-    HeaderName::from_static("x-authenticated-user"),
-    HeaderName::from_static("x-auth-request-user"),
-    HeaderName::from_static("x-auth-request-email"),
-    HeaderName::from_static("x-auth-request-groups"),
-];
-
-/// Whether a client's header is one only keygate may set: the fixed list above, any
-/// `X-Forwarded-*` or `X-Keygate-*`, or a name with an `_` (an alias of a dashed name to CGI).
+/// Whether a client's header is one only keygate may say (SPEC §10): removed from every
+/// forwarded request, since an upstream might trust it for routing, method or identity (keygate
+/// sets `X-Forwarded-For` itself). That is every `X-Forwarded-*` and `X-Keygate-*`, the names
+/// below, and every name holding an `_`: CGI and WSGI servers read `X_Keygate_Key_Id` as
+/// `X-Keygate-Key-Id` (nginx drops such headers by default for the same reason).
 fn is_untrusted(name: &HeaderName) -> bool {
     let n = name.as_str();
-    n.contains('_') || n.starts_with("x-forwarded-") || n.starts_with("x-keygate-") || UNTRUSTED.contains(name)
+    n.bytes().any(|b| b == b'_')
+        || n.starts_with("x-forwarded-")
+        || n.starts_with("x-keygate-")
+        || matches!(
+            n,
+            "forwarded"
+                | "x-real-ip"
+                | "x-http-method-override"
+                | "x-http-method"
+                | "x-method-override"
+                | "x-original-url"
+                | "x-original-uri"
+                | "x-rewrite-url"
+                | "x-original-host"
+                | "x-client-ip"
+                | "true-client-ip"
+                | "cf-connecting-ip"
+                | "x-cluster-client-ip"
+                | "client-ip"
+                | "x-original-method"
+                | "x-envoy-original-path"
+                | "x-envoy-internal"
+                | "remote-user"
+                | "x-remote-user"
+                | "x-user"
+                | "x-authenticated-user"
+                | "x-auth-request-user"
+                | "x-auth-request-email"
+                | "x-auth-request-groups"
+        )
 }
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 const X_TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
@@ -545,18 +558,7 @@ async fn forward(
     caller: &Caller,
     tenant: Option<TenantId>,
 ) -> Result<Response, UpstreamError> {
-    let mut path_and_query = parts.uri.path().to_owned();
-    if let Some(q) = parts.uri.query() {
-        // The credential, in whichever form it came, stays here (SPEC §10): every `appid` where
-        // that parameter is a credential, and any parameter holding the presented key.
-        let presented = caller::credential(auth, &parts.headers, Some(q)).map(|(c, _)| c).unwrap_or_default();
-        let q = query_without_credential(q, &presented, auth.allows_query_key());
-        if !q.is_empty() {
-            path_and_query.push('?');
-            path_and_query.push_str(&q);
-        }
-    }
-    let uri: Uri = format!("{}{path_and_query}", gw.upstream).parse().map_err(|_| UpstreamError::Broken)?;
+    let uri = upstream_uri(gw, auth, &parts).ok_or(UpstreamError::Broken)?;
 
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
@@ -568,26 +570,34 @@ async fn forward(
         headers.remove(name);
     }
     keygate_http::headers::strip_keygate_cookies(&mut headers);
-    let set = |headers: &mut HeaderMap, name: HeaderName, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
+    let set = |headers: &mut HeaderMap, name: HeaderName, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
             headers.insert(name, v);
         }
     };
     let key = caller.key();
-    set(&mut headers, X_KEYGATE_ACCOUNT_ID, caller.account().id.to_string());
-    set(&mut headers, X_KEYGATE_KEY_ID, key.id.to_string());
+    set(&mut headers, X_KEYGATE_ACCOUNT_ID, caller.account().id.encode(&mut [0; AccountId::TEXT_LEN]));
+    set(&mut headers, X_KEYGATE_KEY_ID, key.id.encode(&mut [0; KeyId::TEXT_LEN]));
     if let Some(t) = tenant {
-        set(&mut headers, X_KEYGATE_TENANT_ID, t.to_string());
+        set(&mut headers, X_KEYGATE_TENANT_ID, t.encode(&mut [0; TenantId::TEXT_LEN]));
     }
-    let scopes = key
-        .scopes
-        .as_ref()
-        .map_or_else(|| "*".to_owned(), |s| s.iter().map(Scope::as_str).collect::<Vec<_>>().join(","));
-    set(&mut headers, X_KEYGATE_SCOPES, scopes);
+    match &key.scopes {
+        None => set(&mut headers, X_KEYGATE_SCOPES, "*"),
+        Some(scopes) => {
+            let mut list = String::with_capacity(scopes.iter().map(|s| s.as_str().len() + 1).sum());
+            for scope in scopes.iter() {
+                if !list.is_empty() {
+                    list.push(',');
+                }
+                list.push_str(scope.as_str());
+            }
+            set(&mut headers, X_KEYGATE_SCOPES, &list);
+        }
+    }
     if let Some(id) = &caller.request_id {
-        set(&mut headers, X_REQUEST_ID.clone(), id.clone());
+        set(&mut headers, X_REQUEST_ID.clone(), id);
     }
-    set(&mut headers, X_FORWARDED_FOR, caller.client_ip.to_string());
+    set(&mut headers, X_FORWARDED_FOR, &caller.client_ip.to_string());
 
     let mut request = hyper::Request::builder().method(parts.method).uri(uri);
     if let Some(h) = request.headers_mut() {
@@ -615,6 +625,26 @@ async fn forward(
     // The upstream's own answer: keygate's no-store default does not apply to it.
     head.extensions.insert(FromUpstream);
     Ok(Response::from_parts(head, Body::new(incoming)))
+}
+
+/// The upstream's URI for a request: its path and query as they came (SPEC §10's one canonical
+/// form), without the credential where the query carried one; `None` if that cannot be a URI.
+/// A query with no credential in it is passed on as it is, sharing the request's bytes.
+fn upstream_uri(gw: &Gateway, auth: &Authenticator, parts: &Parts) -> Option<Uri> {
+    let path_and_query = match parts.uri.query() {
+        None => parts.uri.path_and_query().cloned()?,
+        Some(q) => {
+            // The credential, in whichever form it came, stays here (SPEC §10): every `appid`
+            // where that parameter is a credential, and any parameter holding the presented key.
+            let presented = caller::credential(auth, &parts.headers, Some(q)).map(|(c, _)| c).unwrap_or_default();
+            match query_without_credential(q, &presented, auth.allows_query_key()) {
+                kept if kept.is_empty() => PathAndQuery::try_from(parts.uri.path()).ok()?,
+                Cow::Borrowed(_) => parts.uri.path_and_query().cloned()?,
+                kept => PathAndQuery::try_from(format!("{}?{kept}", parts.uri.path())).ok()?,
+            }
+        }
+    };
+    Uri::builder().scheme(Scheme::HTTP).authority(gw.authority.clone()).path_and_query(path_and_query).build().ok()
 }
 
 impl Gateway {

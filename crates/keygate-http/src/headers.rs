@@ -16,10 +16,22 @@ pub fn write_ratelimit(headers: &mut HeaderMap, status: &RateLimitStatus) {
     headers.insert(LIMIT, HeaderValue::from(status.limit));
     headers.insert(REMAINING, HeaderValue::from(status.remaining));
     headers.insert(RESET, HeaderValue::from(status.reset_at));
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{scope}\";q={};w=60", status.limit)) {
+    // `"scope";q=N;w=60` and `"scope";r=N;t=N`, written without the formatting machinery: this
+    // runs on every limited response.
+    let mut number = itoa::Buffer::new();
+    let mut field = String::with_capacity(48);
+    for part in ["\"", scope, "\";q=", number.format(status.limit), ";w=60"] {
+        field.push_str(part);
+    }
+    if let Ok(v) = HeaderValue::from_str(&field) {
         headers.insert(POLICY, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{scope}\";r={};t={}", status.remaining, status.reset_after)) {
+    field.clear();
+    for part in ["\"", scope, "\";r=", number.format(status.remaining), ";t="] {
+        field.push_str(part);
+    }
+    field.push_str(number.format(status.reset_after));
+    if let Ok(v) = HeaderValue::from_str(&field) {
         headers.insert(RATELIMIT, v);
     }
     if let Some(retry) = status.retry_after {
@@ -106,6 +118,11 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes the hop-by-hop headers: the fixed ones, and every header `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none, and `Connection` is one of them: one pass over the names (no
+    // hashing) tells, instead of a removal (a hash and a probe) for each of nine names.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

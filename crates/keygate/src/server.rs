@@ -17,6 +17,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::response::Response;
+use futures_util::FutureExt as _;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -56,7 +57,7 @@ pub fn app(engine: Arc<Engine>, settings: &Settings) -> App {
 
 impl App {
     /// Answers one request from `peer`.
-    pub async fn call(&self, req: hyper::Request<Incoming>, peer: SocketAddr) -> Response {
+    pub async fn call(self, req: hyper::Request<Incoming>, peer: SocketAddr) -> Response {
         if let Some(front) = &self.gateway {
             let (gateway, context) = &**front;
             if gateway.claims(req.method(), req.uri().path()) {
@@ -98,10 +99,8 @@ pub async fn serve(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
         let app = app.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(app.call(req, peer).await) }
-        });
+        // A combinator, not an `async` block: a block would keep the request twice in its state.
+        let service = hyper::service::service_fn(move |req| app.clone().call(req, peer).map(Ok::<_, Infallible>));
         let connection = graceful.watch(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
