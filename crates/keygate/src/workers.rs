@@ -21,6 +21,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::server::{App, serve};
 
+/// How often each worker's timer wheel wakes on its own (see `serve_per_core`).
+const TIMER_ANCHOR: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// New connections waiting for their worker; the acceptor waits when a worker lags this far.
 const HANDOFF_QUEUE: usize = 256;
 
@@ -59,6 +62,17 @@ pub async fn serve_per_core<F: Future>(
                 }
             };
             runtime.block_on(async move {
+                // tokio's timer wheel wakes its own thread (an eventfd write, then one more turn
+                // of epoll) whenever a timer is set earlier than the wheel's next wake, an empty
+                // wheel included; every forwarded request sets one (the upstream timeout, 30 s
+                // by default). A tick every second keeps the next wake closer than any request's
+                // deadline: measured, 0.16 fewer system calls per forwarded request.
+                tokio::spawn(async {
+                    let mut tick = tokio::time::interval(TIMER_ANCHOR);
+                    loop {
+                        tick.tick().await;
+                    }
+                });
                 let served = serve(handoff, app, async move {
                     let _ = stop.wait_for(|stop| *stop).await;
                 })
