@@ -101,6 +101,42 @@ pub fn client_ip(peer: IpAddr, forwarded_for: &[&str], trusted: &[IpNet]) -> IpA
     last
 }
 
+/// An address as `Display` writes it (`203.0.113.7`, `2001:db8::1`), an IPv4 address written
+/// octet by octet: the standard library's IPv4 `Display` goes through the formatting machinery
+/// for each octet, and every forwarded request writes one address twice (`X-Forwarded-For` and
+/// its log line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpText(pub IpAddr);
+
+impl std::fmt::Display for IpText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V4(v4) if f.width().is_none() && f.precision().is_none() => {
+                let mut text = [0; 15];
+                f.write_str(ipv4_text(v4, &mut text))
+            }
+            ip => ip.fmt(f),
+        }
+    }
+}
+
+/// `a.b.c.d` in `buf` (at most 15 bytes).
+fn ipv4_text(ip: std::net::Ipv4Addr, buf: &mut [u8; 15]) -> &str {
+    let mut len = 0;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[len] = b'.';
+            len += 1;
+        }
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(octet).as_bytes();
+        buf[len..len + digits.len()].copy_from_slice(digits);
+        len += digits.len();
+    }
+    // Digits and dots only.
+    std::str::from_utf8(&buf[..len]).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,5 +223,18 @@ mod tests {
         assert_eq!(client_ip(ip("10.0.0.2"), &["10.0.0.5"], &trusted), ip("10.0.0.5"));
         assert_eq!(client_ip(ip("10.0.0.2"), &["2001:db8::7"], &trusted), ip("2001:db8::7"));
         assert_eq!(client_ip(ip("10.0.0.2"), &["garbage, 10.0.0.4"], &trusted), ip("10.0.0.4"));
+    }
+
+    #[test]
+    fn an_address_is_written_as_display_writes_it() {
+        for ip in ["0.0.0.0", "203.0.113.7", "255.255.255.255", "10.0.10.100", "2001:db8::1", "::ffff:1.2.3.4", "::"] {
+            let ip: IpAddr = ip.parse().expect("an address");
+            assert_eq!(IpText(ip).to_string(), ip.to_string());
+        }
+        assert_eq!(
+            format!("{:>12}", IpText("1.2.3.4".parse().expect("an address"))),
+            "     1.2.3.4",
+            "padding as Display pads"
+        );
     }
 }

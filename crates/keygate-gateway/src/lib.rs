@@ -42,6 +42,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use keygate_domain::gcra::Quota;
+use keygate_domain::ip::IpText;
 use keygate_domain::policy::{self, AuthFailure};
 use keygate_domain::request::{TargetError, query_without_credential};
 use keygate_domain::scope::Catalog;
@@ -597,7 +598,7 @@ async fn forward(
     if let Some(id) = &caller.request_id {
         set(&mut headers, X_REQUEST_ID.clone(), id);
     }
-    set(&mut headers, X_FORWARDED_FOR, &caller.client_ip.to_string());
+    set(&mut headers, X_FORWARDED_FOR, &IpText(caller.client_ip).to_string());
 
     let mut request = hyper::Request::builder().method(parts.method).uri(uri);
     if let Some(h) = request.headers_mut() {

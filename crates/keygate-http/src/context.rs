@@ -16,6 +16,7 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use keygate_domain::ip::IpText;
 use keygate_domain::{AccountId, KeyId, RequestId, TenantId, time};
 use keygate_engine::Error;
 use keygate_engine::ratelimit::RateLimitStatus;
@@ -245,7 +246,7 @@ impl RequestContext {
             request_id = %id, method = %logged_method, path = %logged_path, status, outcome = code,
             account_id = caller.map(|(a, _, _)| tracing::field::display(a)),
             key_id = caller.map(|(_, k, _)| tracing::field::display(k)),
-            client_ip = client_ip.map(tracing::field::display), latency_ms,
+            client_ip = client_ip.map(|ip| tracing::field::display(IpText(ip))), latency_ms,
             "request"
         );
         if let Some((account, key, ip)) = caller {

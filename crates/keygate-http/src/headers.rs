@@ -97,9 +97,11 @@ mod cookie_tests {
     }
 }
 
+const HOP_BY_HOP_COUNT: usize = 9;
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard `Proxy-Connection`), never
 /// forwarded in either direction. Header names are constants: parsed once, not per request.
-const HOP_BY_HOP: [HeaderName; 9] = [
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -117,10 +119,18 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Removes the hop-by-hop headers: the fixed ones, and every header `Connection` names.
+///
+/// One pass over the names (no hashing) finds which fixed ones are there — most messages carry
+/// none, a keep-alive response `Connection` alone — and only those are removed, instead of a
+/// removal (a hash and a probe) for each of the nine.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none, and `Connection` is one of them: one pass over the names (no
-    // hashing) tells, instead of a removal (a hash and a probe) for each of nine names.
-    if !headers.keys().any(is_hop_by_hop) {
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
         return;
     }
     let listed: Vec<HeaderName> = headers
@@ -129,11 +139,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !is_hop_by_hop(name))
         .collect();
     for name in listed {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP {
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, present)| *present) {
         headers.remove(name);
     }
 }
