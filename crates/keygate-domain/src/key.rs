@@ -141,9 +141,7 @@ impl KeyFormat {
             return Err(KeyFormatError::Shape);
         }
         let (signed, checksum) = s.split_at(s.len() - CHECKSUM_LEN);
-        let mut expected = String::with_capacity(CHECKSUM_LEN);
-        push_base62_fixed(&mut expected, crc32fast::hash(signed.as_bytes()));
-        if expected != checksum {
+        if base62_fixed(crc32fast::hash(signed.as_bytes())) != checksum.as_bytes() {
             return Err(KeyFormatError::Checksum);
         }
         Ok((PlaintextKey(s.to_owned()), env))
@@ -193,13 +191,18 @@ impl KeyFormat {
 }
 
 /// Appends `n` as exactly six base62 digits (62⁶ > 2³²).
-fn push_base62_fixed(out: &mut String, mut n: u32) {
+fn push_base62_fixed(out: &mut String, n: u32) {
+    out.extend(base62_fixed(n).iter().map(|&b| char::from(b)));
+}
+
+/// `n` as `CHECKSUM_LEN` base62 digits, most significant first.
+fn base62_fixed(mut n: u32) -> [u8; CHECKSUM_LEN] {
     let mut digits = [b'0'; CHECKSUM_LEN];
     for d in digits.iter_mut().rev() {
         *d = BASE62[(n % 62) as usize];
         n /= 62;
     }
-    out.extend(digits.iter().map(|&b| char::from(b)));
+    digits
 }
 
 /// A plaintext API key. It exists in memory only long enough to hash it, and in exactly one

@@ -396,15 +396,35 @@ async fn proxy(engine: &Engine, gw: &Gateway, req: Request, peer: IpAddr) -> Res
     let key_header = if route.idempotent { idempotency::key_header(&parts.headers)? } else { None };
     let Some(idem_key) = key_header else {
         // A body of declared length (checked above) streams: hyper delivers exactly that many
-        // bytes or fails the message; so does the empty body of a GET. A body of unknown length (chunked) could cross the limit
-        // midway, after the upstream had part of it, so it is read up to the limit first and
-        // sent whole: the upstream never gets a cut-off body it could take as complete.
-        if declared.is_some() || hyper::body::Body::is_end_stream(&body) {
-            return forward(gw, &engine.auth, parts, body, &caller, tenant).await.map_err(ApiError::from);
-        }
-        let bytes = read_limited(body, gw.max_body_bytes).await?;
-        return forward(gw, &engine.auth, parts, Body::from(bytes), &caller, tenant).await.map_err(ApiError::from);
+        // bytes or fails the message; so does the empty body of a GET. A body of unknown length
+        // (chunked) could cross the limit midway, after the upstream had part of it, so it is
+        // read up to the limit first and sent whole: the upstream never gets a cut-off body it
+        // could take as complete.
+        let body = if declared.is_some() || hyper::body::Body::is_end_stream(&body) {
+            body
+        } else {
+            Body::from(read_limited(body, gw.max_body_bytes).await?)
+        };
+        return forward(gw, &engine.auth, parts, body, &caller, tenant).await.map_err(ApiError::from);
     };
+    // Rarer and larger (the body buffered, a claim, the answer stored): boxed, so that the future
+    // of every other forwarded request stays small (it is moved on its way to the connection).
+    Box::pin(forward_once(engine, gw, parts, body, &caller, tenant, idem_key)).await
+}
+
+/// An idempotent route's request with an `Idempotency-Key` (SPEC §6): the body is buffered and
+/// fingerprinted, the key claimed for this caller and tenant, then the request forwarded once and
+/// whatever the upstream answered stored for replay — except a 502 where it could not be reached,
+/// which releases the claim so that a retry executes.
+async fn forward_once(
+    engine: &Engine,
+    gw: &Gateway,
+    parts: Parts,
+    body: Body,
+    caller: &Caller,
+    tenant: Option<TenantId>,
+    idem_key: String,
+) -> Result<Response, ApiError> {
     let bytes = read_limited(body, gw.max_body_bytes).await?;
     let request = idempotency::request(Some(idem_key), &parts.method, &parts.uri, &bytes);
     let binding = Binding { tenant, ..caller.idempotency_binding() };
@@ -412,7 +432,7 @@ async fn proxy(engine: &Engine, gw: &Gateway, req: Request, peer: IpAddr) -> Res
         Claim::Replay(stored) => return Ok(stored),
         Claim::Proceed(ticket) => ticket,
     };
-    match forward(gw, &engine.auth, parts, Body::from(bytes), &caller, tenant).await {
+    match forward(gw, &engine.auth, parts, Body::from(bytes), caller, tenant).await {
         Ok(response) => Ok(ticket.complete(engine, response).await),
         Err(UpstreamError::Unreachable) => {
             ticket.release(engine).await;
