@@ -301,9 +301,7 @@ impl GatewayService {
     pub fn new(engine: Arc<Engine>, gateway: Arc<Gateway>) -> Self {
         Self(Arc::new((engine, gateway)))
     }
-}
 
-impl GatewayService {
     /// Whether this service forwards the request ([`Gateway::claims`]): the front end then serves
     /// it with [`GatewayService::serve`], without the router.
     #[must_use]
@@ -320,7 +318,7 @@ impl GatewayService {
     ///
     /// The forwarding future is built from combinators, not `async` blocks (each block that moves
     /// a future in and awaits it keeps both in its state), and boxed once: the request context's
-    /// future holds a pointer to it rather than its 2 KB inline, so nothing copies it again on
+    /// future holds a pointer to it rather than its 1.7 KB inline, so nothing copies it again on
     /// its way to the connection's task.
     pub async fn serve(&self, context: &RequestContext, req: Request, peer: IpAddr) -> Response {
         let (engine, gateway) = &*self.0;
