@@ -270,17 +270,22 @@ impl Gateway {
     /// segment (`/v1/{thing}` and `/v1/usage`): the own endpoint is answered.
     #[must_use]
     pub fn claims(&self, method: &Method, path: &str) -> bool {
-        self.own.at(path).is_err() && self.find(method, path).is_some()
+        self.own.at(path).is_err() && self.matched(method, path).is_some()
     }
 
-    /// The route for this request and its path parameters. `HEAD` is served by a `GET` route
-    /// where the path has no `HEAD` route of its own (RFC 9110 §9.3.2).
+    /// The route table's match for this request. `HEAD` is served by a `GET` route where the
+    /// path has no `HEAD` route of its own (RFC 9110 §9.3.2).
+    fn matched<'p>(&self, method: &Method, path: &'p str) -> Option<matchit::Match<'_, 'p, &usize>> {
+        match self.by_method.get(method).and_then(|r| r.at(path).ok()) {
+            Some(m) => Some(m),
+            None if *method == Method::HEAD => self.by_method.get(&Method::GET)?.at(path).ok(),
+            None => None,
+        }
+    }
+
+    /// The route for this request and its path parameters.
     fn find(&self, method: &Method, path: &str) -> Option<(&Route, Vec<(String, String)>)> {
-        let m = match self.by_method.get(method).and_then(|r| r.at(path).ok()) {
-            Some(m) => m,
-            None if *method == Method::HEAD => self.by_method.get(&Method::GET)?.at(path).ok()?,
-            None => return None,
-        };
+        let m = self.matched(method, path)?;
         let params = m.params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
         Some((&self.routes[*m.value], params))
     }

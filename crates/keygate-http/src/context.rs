@@ -229,16 +229,16 @@ impl RequestContext {
         let elapsed = latency.as_secs_f64();
         // Microsecond precision: the log line reads 0.051, not 0.051326000000000004.
         let latency_ms = (elapsed * 1_000_000.0).round() / 1000.0;
-        let route: Arc<str> = match (&matched, gateway_route) {
-            (Some(m), _) => m.as_str().into(),
+        let route: &str = match (&matched, &gateway_route) {
+            (Some(m), _) => m.as_str(),
             (None, Some(r)) => r,
-            (None, None) => "unmatched".into(),
+            (None, None) => "unmatched",
         };
         let key_format = &*self.key_format;
         // An extension method is any token, a pasted key included: masked like the path.
         let logged_path = Masked { key_format, text: uri.path() };
         let logged_method = Masked { key_format, text: method.as_str() };
-        count_request(code, &route, elapsed);
+        count_request(code, route, elapsed);
         // The ids are formatted by the log line itself, only when it is enabled.
         let client_ip = caller.map_or(peer, |(_, _, ip)| Some(ip));
         tracing::info!(
@@ -271,7 +271,7 @@ impl RequestContext {
                     account_id,
                     key_id: Some(key_id),
                     tenant_id,
-                    route: route.to_string(),
+                    route: route.to_owned(),
                     method: method.as_str().to_owned(),
                     status,
                     outcome: outcome.to_owned(),
@@ -288,7 +288,9 @@ impl RequestContext {
 /// Counts a request in `keygate_requests_total{outcome, route}` and its latency in
 /// `keygate_request_duration_seconds`. Each thread keeps the handles it has used (outcomes are
 /// fixed codes, routes are templates: both few), so a request adds to two atomics instead of
-/// building a labelled key and looking it up in the registry.
+/// building a labelled key and looking it up in the registry. The recorder is installed when the
+/// router is built (`keygate_api`), before any request: a handle taken earlier would count
+/// nowhere.
 fn count_request(outcome: &'static str, route: &str, seconds: f64) {
     thread_local! {
         static COUNTERS: std::cell::RefCell<HashMap<&'static str, HashMap<Box<str>, metrics::Counter>>> =

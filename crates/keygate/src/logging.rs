@@ -255,37 +255,42 @@ impl<W: fmt::Write> LineFields<'_, W> {
     }
 }
 
+impl<W: fmt::Write> LineFields<'_, W> {
+    /// `name=` and the value `write` writes, unless an earlier field failed.
+    fn field(&mut self, field: &Field, write: impl FnOnce(&mut W) -> fmt::Result) {
+        if self.result.is_ok() {
+            self.result = self.name(field).and_then(|()| write(self.writer));
+        }
+    }
+}
+
 impl<W: fmt::Write> Visit for LineFields<'_, W> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if self.result.is_ok() {
-            self.result = if field.name() == "message" {
-                self.message(value)
-            } else {
-                self.name(field).and_then(|()| write!(self.writer, "{value:?}"))
-            };
+        if field.name() == "message" {
+            if self.result.is_ok() {
+                self.result = self.message(value);
+            }
+        } else {
+            self.field(field, |w| write!(w, "{value:?}"));
         }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if self.result.is_ok() {
-            self.result = self.name(field).and_then(|()| self.writer.write_str(itoa::Buffer::new().format(value)));
-        }
+        self.field(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        if self.result.is_ok() {
-            self.result = self.name(field).and_then(|()| self.writer.write_str(itoa::Buffer::new().format(value)));
-        }
+        self.field(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if self.result.is_ok() {
-            self.result = if field.name() == "message" {
-                let mut text = String::new();
-                write!(text, "{value:?}").and_then(|()| self.message(&text))
-            } else {
-                self.name(field).and_then(|()| write!(self.writer, "{value:?}"))
-            };
+        if field.name() == "message" {
+            let mut text = String::new();
+            if self.result.is_ok() {
+                self.result = write!(text, "{value:?}").and_then(|()| self.message(&text));
+            }
+        } else {
+            self.field(field, |w| write!(w, "{value:?}"));
         }
     }
 }
