@@ -283,7 +283,10 @@ impl RequestRecord {
         let next = GENERATOR.lock().ok().and_then(|mut generator| generator.generate().ok());
         // Overflow (2^80 ids in one millisecond) or a poisoned lock: a plain new id.
         let ulid = next.unwrap_or_else(ulid::Ulid::generate);
-        format!("{}{ulid}", Self::ID_PREFIX)
+        let mut id = String::with_capacity(Self::ID_PREFIX.len() + ulid::ULID_LEN);
+        id.push_str(Self::ID_PREFIX);
+        id.push_str(ulid.array_to_str(&mut [0; ulid::ULID_LEN]));
+        id
     }
 
     /// The smallest record id a record made at `at` can have: every id below it was made
