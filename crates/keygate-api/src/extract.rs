@@ -6,9 +6,10 @@
 //! credential parameter, is not a parameter of any endpoint and is skipped).
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use http_body_util::BodyExt as _;
 use keygate_engine::Error;
 use keygate_http::ApiError;
 use serde::de::DeserializeOwned;
@@ -32,26 +33,48 @@ fn is_json(content_type: &str) -> bool {
 /// than JSON is refused rather than guessed at (a body without one is read as JSON).
 ///
 /// # Errors
-/// 413 beyond the limit; 400 `invalid_request` when it cannot be read or is declared as something
-/// other than JSON.
+/// As [`read_body`].
 pub async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
-    let declared = req.headers().get(axum::http::header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?").to_owned());
-    let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
-        BytesRejection::FailedToBufferBody(inner) if inner.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge(state.max_body_bytes)
+    let (parts, body) = req.into_parts();
+    read_body(&parts.headers, body, state.max_body_bytes).await
+}
+
+/// `body`, at most `max` bytes of it, sent with `headers`; a body declared as something other
+/// than JSON is refused rather than guessed at (one without a `Content-Type` is read as JSON).
+///
+/// # Errors
+/// 413 `payload_too_large` beyond `max`; 400 `invalid_request` when it cannot be read or is
+/// declared as something other than JSON.
+pub async fn read_body(headers: &HeaderMap, body: axum::body::Body, max: usize) -> Result<Bytes, ApiError> {
+    let bytes = match http_body_util::Limited::new(body, max).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return Err(ApiError::PayloadTooLarge(max));
         }
-        other => ApiError::invalid(format!("The request body could not be read: {other}")),
-    })?;
-    if let Some(declared) = declared
-        && !is_json(&declared)
+        Err(e) => return Err(ApiError::invalid(format!("The request body could not be read: {e}"))),
+    };
+    if let Some(declared) = headers.get(axum::http::header::CONTENT_TYPE)
+        && !is_json(declared.to_str().unwrap_or("?"))
         && !bytes.iter().all(u8::is_ascii_whitespace)
     {
         return Err(ApiError::invalid(format!(
-            "The body is declared as `{declared}`; send JSON with `Content-Type: application/json` \
-             (curl: --json '{{…}}', or -H 'Content-Type: application/json')."
+            "The body is declared as `{}`; send JSON with `Content-Type: application/json` \
+             (curl: --json '{{…}}', or -H 'Content-Type: application/json').",
+            declared.to_str().unwrap_or("?")
         )));
     }
     Ok(bytes)
+}
+
+/// A JSON body that must be present ([`Body`]'s rule), parsed as `T`.
+///
+/// # Errors
+/// 400 `invalid_request` for an empty body or broken JSON; 422 as [`parse_json`].
+pub fn parse_required_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid("This endpoint needs a JSON body."));
+    }
+    parse_json(bytes)
 }
 
 /// Parses `bytes` as `T`, with errors naming the offending field.
@@ -59,6 +82,12 @@ pub async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiErro
 /// # Errors
 /// 400 for syntax, 422 for shape.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // A body that parses is valid JSON of the right shape (serde_json checks for trailing
+    // characters too): the common case takes one pass. Only a failure is parsed again, for the
+    // error a client can act on.
+    if let Ok(parsed) = serde_json::from_slice(bytes) {
+        return Ok(parsed);
+    }
     // Syntax first, over the whole body: `{"name": 5` is broken JSON (400) even though a typed
     // parse would stop earlier at the wrong type. `IgnoredAny` checks without building anything.
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
@@ -134,10 +163,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let bytes = body_bytes(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::invalid("This endpoint needs a JSON body."));
-        }
-        parse_json(&bytes).map(Body)
+        parse_required_json(&bytes).map(Body)
     }
 }
 

@@ -51,9 +51,7 @@ use keygate_engine::Engine;
 use keygate_engine::auth::{Authenticator, Caller};
 use keygate_engine::idempotency::Binding;
 use keygate_engine::ratelimit::LimitKey;
-use keygate_http::context::{
-    FromUpstream, RequestContext, X_REQUEST_ID, no_store, note_route, note_tenant, panic_response,
-};
+use keygate_http::context::{FromUpstream, RequestContext, X_REQUEST_ID, note_route, note_tenant};
 use keygate_http::headers::strip_hop_by_hop;
 use keygate_http::idempotency::{self, Claim};
 use keygate_http::{ApiError, caller};
@@ -315,25 +313,20 @@ impl GatewayService {
     }
 
     /// Serves a request the gateway [claims](Gateway::claims) from `peer`, in `context`, without
-    /// the router: what the router's layers do for every request happens here in the same order
-    /// (the request context outermost, then `Cache-Control: no-store` on keygate's own answers,
-    /// then a panic turned into a 500), so the request gets the same answer, log line, metrics,
-    /// usage count and request-log record as through the router, at less cost per request (no
-    /// route table of keygate's own, no boxed middleware futures, no `ConnectInfo` extension).
+    /// the router: [`RequestContext::serve`] does what the router's layers do for every request,
+    /// in the same order, so the request gets the same answer, log line, metrics, usage count and
+    /// request-log record as through the router, at less cost per request (no route table of
+    /// keygate's own, no boxed middleware futures, no `ConnectInfo` extension).
     ///
     /// The forwarding future is built from combinators, not `async` blocks (each block that moves
-    /// a future in and awaits it keeps both in its state), and boxed once: the request context's
-    /// future holds a pointer to it rather than its 1.7 KB inline, so nothing copies it again on
-    /// its way to the connection's task.
+    /// a future in and awaits it keeps both in its state); the context boxes it once, so nothing
+    /// copies its 1.7 KB again on its way to the connection's task.
     pub async fn serve(&self, context: &RequestContext, req: Request, peer: IpAddr) -> Response {
         let (engine, gateway) = &*self.0;
         let head = context.head(&req, Some(peer));
-        let forwarded = std::panic::AssertUnwindSafe(
-            proxy(engine, gateway, req, peer).map(|r| r.unwrap_or_else(IntoResponse::into_response)),
-        )
-        .catch_unwind()
-        .map(|r| no_store(r.unwrap_or_else(panic_response)));
-        context.run(head, Box::pin(forwarded)).await
+        context
+            .serve(head, proxy(engine, gateway, req, peer).map(|r| r.unwrap_or_else(IntoResponse::into_response)))
+            .await
     }
 }
 

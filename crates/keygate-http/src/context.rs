@@ -167,8 +167,25 @@ pub struct RequestHead {
     uri: Uri,
     /// The connection's peer, for the log line of a request no key was presented on.
     peer: Option<IpAddr>,
-    /// keygate's own route the router matched (axum's `MatchedPath`), if any.
-    matched: Option<MatchedPath>,
+    /// keygate's own route, if the request is one of its endpoints.
+    own_route: Option<OwnRoute>,
+}
+
+/// The template of one of keygate's own routes: as axum's router matched it, or as a direct
+/// dispatch named it.
+#[derive(Debug)]
+enum OwnRoute {
+    Matched(MatchedPath),
+    Named(&'static str),
+}
+
+impl OwnRoute {
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Matched(m) => m.as_str(),
+            Self::Named(route) => route,
+        }
+    }
 }
 
 impl RequestContext {
@@ -181,8 +198,27 @@ impl RequestContext {
             method: req.method().clone(),
             uri: req.uri().clone(),
             peer,
-            matched: req.extensions().get::<MatchedPath>().cloned(),
+            own_route: req.extensions().get::<MatchedPath>().cloned().map(OwnRoute::Matched),
         }
+    }
+
+    /// As [`RequestContext::head`], for a request dispatched to keygate's own endpoint `route`
+    /// (its template, as the router would have matched it) without the router.
+    pub fn head_of_route<B>(&self, req: &axum::http::Request<B>, peer: IpAddr, route: &'static str) -> RequestHead {
+        let mut head = self.head(req, Some(peer));
+        head.own_route = Some(OwnRoute::Named(route));
+        head
+    }
+
+    /// Serves a request outside the router with what the router's layers give its routes, in
+    /// their order: `handler`'s panic becomes the 500 problem, `Cache-Control: no-store` on what
+    /// keygate answers itself, then [`RequestContext::run`]. The handler is boxed once, so the
+    /// context's future stays small (it is moved into the connection's task).
+    pub async fn serve(&self, head: RequestHead, handler: impl Future<Output = Response>) -> Response {
+        use futures_util::FutureExt as _;
+        let guarded =
+            std::panic::AssertUnwindSafe(handler).catch_unwind().map(|r| no_store(r.unwrap_or_else(panic_response)));
+        self.run(head, Box::pin(guarded)).await
     }
 
     /// Runs `handler` as the request `head` describes: makes the request id available to errors
@@ -191,7 +227,7 @@ impl RequestContext {
     /// when a key was presented (SPEC §8), and sets `X-Request-Id`, the rate-limit fields of the
     /// limit that applied (SPEC §5) and `Deprecation` where a deprecated credential was used.
     pub async fn run(&self, head: RequestHead, handler: impl Future<Output = Response>) -> Response {
-        let RequestHead { id, method, uri, peer, matched } = head;
+        let RequestHead { id, method, uri, peer, own_route } = head;
         let at = time::truncate(time::now());
         let started = Instant::now();
         let (mut response, facts) = REQUEST_FACTS
@@ -229,8 +265,8 @@ impl RequestContext {
         let elapsed = latency.as_secs_f64();
         // Microsecond precision: the log line reads 0.051, not 0.051326000000000004.
         let latency_ms = (elapsed * 1_000_000.0).round() / 1000.0;
-        let route: &str = match (&matched, &gateway_route) {
-            (Some(m), _) => m.as_str(),
+        let route: &str = match (&own_route, &gateway_route) {
+            (Some(own), _) => own.as_str(),
             (None, Some(r)) => r,
             (None, None) => "unmatched",
         };

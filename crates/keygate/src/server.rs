@@ -2,12 +2,14 @@
 //! until a shutdown future completes.
 //!
 //! Every request goes to the API's router (keygate's own endpoints, the dashboard, and the
-//! gateway as its fallback, for the 404 and 405 of paths no route has), except one the gateway
+//! gateway as its fallback, for the 404 and 405 of paths no route has), except the two calls of
+//! the data plane, served directly in the same request context: `POST /v1/verify`
+//! ([`verify::serve`]), and a request the gateway
 //! [claims](keygate_gateway::Gateway::claims) — one of its routes, method and path, on a path
-//! that is none of keygate's own — which the gateway serves directly, in the same request
-//! context: the forwarding path is the one every proxied request takes, and the router's layers
-//! (its own route table, boxed middleware futures, the `ConnectInfo` extension) cost it about a
-//! tenth of its CPU (docs/benchmarks.md).
+//! that is none of keygate's own. Those are the calls made for every request a platform serves,
+//! and the router's layers and extractors (its route table, boxed middleware futures, the
+//! `ConnectInfo` extension) cost the forwarding path about a tenth of its CPU and verify about a
+//! fifth (docs/benchmarks.md).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,6 +18,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::http::Method;
 use axum::response::Response;
 use futures_util::FutureExt as _;
 use hyper::body::Incoming;
@@ -23,6 +26,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use keygate_api::AppState;
+use keygate_api::routes::verify;
 use keygate_engine::Engine;
 use keygate_gateway::GatewayService;
 use keygate_http::context::RequestContext;
@@ -35,8 +39,10 @@ use crate::config::Settings;
 pub struct App {
     /// keygate's own API, the dashboard at `/dashboard`, and the gateway as the fallback.
     router: axum::Router,
-    /// When `[gateway]` is configured: the gateway, and the request context it serves in.
-    gateway: Option<Arc<(GatewayService, RequestContext)>>,
+    /// When `[gateway]` is configured: the gateway.
+    gateway: Option<GatewayService>,
+    /// What the endpoints served beside the router need: the API's state, the request context.
+    direct: Arc<(AppState, RequestContext)>,
 }
 
 /// The whole HTTP application on `engine`: keygate's own API; the dashboard at `/dashboard`;
@@ -50,19 +56,25 @@ pub fn app(engine: Arc<Engine>, settings: &Settings) -> App {
         settings.gateway.as_ref().map(|gateway| GatewayService::new(Arc::clone(&engine), Arc::clone(gateway)));
     let context = RequestContext::new(&engine);
     App {
-        router: keygate_api::app_with(state, vec![("/dashboard", dashboard)], gateway.clone()),
-        gateway: gateway.map(|gateway| Arc::new((gateway, context))),
+        router: keygate_api::app_with(state.clone(), vec![("/dashboard", dashboard)], gateway.clone()),
+        gateway,
+        direct: Arc::new((state, context)),
     }
 }
 
 impl App {
     /// Answers one request from `peer`.
     pub async fn call(self, req: hyper::Request<Incoming>, peer: SocketAddr) -> Response {
-        if let Some(front) = &self.gateway {
-            let (gateway, context) = &**front;
-            if gateway.claims(req.method(), req.uri().path()) {
-                return gateway.serve(context, req.map(Body::new), peer.ip()).await;
-            }
+        let (state, context) = &*self.direct;
+        if req.method() == Method::POST && req.uri().path() == verify::PATH {
+            let req = req.map(Body::new);
+            let head = context.head_of_route(&req, peer.ip(), verify::PATH);
+            return context.serve(head, verify::serve(state, req, peer.ip())).await;
+        }
+        if let Some(gateway) = &self.gateway
+            && gateway.claims(req.method(), req.uri().path())
+        {
+            return gateway.serve(context, req.map(Body::new), peer.ip()).await;
         }
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(ConnectInfo(peer));

@@ -379,3 +379,41 @@ async fn verify_spends_the_verified_key_not_the_verifier(app: TestApp) {
     assert!(records.iter().all(|r| r["via_key_id"] == app.operator_key_id.as_str() && r["route"] == "/v1/verify"));
 }
 both_backends!(verify_spends_the_verified_key_not_the_verifier);
+
+/// `POST /v1/verify` is served beside the router (a data-plane call), with what the router gives
+/// every endpoint: the caller is authenticated before the body is read, the body within the
+/// API's limit and declared as JSON, `X-Request-Id` and `Cache-Control: no-store` on every
+/// answer; other methods on the path are the router's 405.
+async fn verify_is_served_as_every_endpoint_is(app: TestApp) {
+    let p = app.partner("Acme").await;
+    let post = |key: &str| app.request(reqwest::Method::POST, "/v1/verify", key);
+
+    let r = verify(&app, &json!({"key": p.key})).await;
+    assert_verdict(&r, "valid", Some(&p.key_id));
+    assert_eq!(r.header("cache-control"), Some("no-store"), "{r:?}");
+    assert!(r.request_id().starts_with("req_"), "{r:?}");
+    let chosen =
+        common::send(post(&app.operator_key).header("x-request-id", "trace-42").json(&json!({"key": p.key}))).await;
+    assert_eq!((chosen.status, chosen.request_id()), (200, "trace-42"), "{chosen:?}");
+
+    // Too large: 413, but only for a caller who may verify; anyone else learns nothing more.
+    let big = json!({"key": p.key, "scope": "x".repeat(common::MAX_BODY_BYTES)});
+    let r = common::send(post(&app.operator_key).json(&big)).await;
+    assert_problem(&r, 413, "payload_too_large");
+    assert_eq!(r.header("cache-control"), Some("no-store"), "{r:?}");
+    assert_problem(&common::send(post(&p.key).json(&big)).await, 403, "insufficient_scope");
+    let anonymous = common::send(app.client.post(app.url("/v1/verify")).json(&big)).await;
+    assert_problem(&anonymous, 401, "missing_api_key");
+
+    // Declared as something else, or absent.
+    let text = post(&app.operator_key).header("content-type", "text/plain").body(format!("{{\"key\":\"{}\"}}", p.key));
+    assert_problem(&common::send(text).await, 400, "invalid_request");
+    assert_problem(&common::send(post(&app.operator_key)).await, 400, "invalid_request");
+    assert_problem(&common::send(post(&app.operator_key).body("{\"key\": ")).await, 400, "invalid_request");
+    let r = common::send(post(&app.operator_key).json(&json!({"key": p.key, "extra": 1}))).await;
+    assert_invalid_fields(&r, &["extra"]);
+
+    let r = app.get(&app.operator_key, "/v1/verify").await;
+    assert_problem(&r, 405, "method_not_allowed");
+}
+both_backends!(verify_is_served_as_every_endpoint_is);

@@ -15,21 +15,23 @@
 
 use std::net::IpAddr;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use keygate_domain::policy;
 use keygate_domain::{AccountId, Environment, KeyId, Scope, TenantId};
 use keygate_engine::Error;
+use keygate_engine::auth::Caller;
 use keygate_engine::services::Validator;
+use keygate_http::caller;
 use keygate_http::context::{Verified, note_verified};
 use keygate_http::error::{ApiError, Problem};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::auth::{KeysVerify, Unmetered};
-use crate::extract::Body;
+use crate::auth::{KeysVerify, RequiredScope as _, Unmetered};
+use crate::extract::{Body, parse_required_json, read_body};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -87,6 +89,9 @@ pub struct VerifyResponse<'a> {
     pub ratelimit: Option<RateLimitInfo>,
 }
 
+/// The path of this endpoint, as the router matches it.
+pub const PATH: &str = "/v1/verify";
+
 /// Verify a key on behalf of another service.
 #[utoipa::path(post, path = "/v1/verify", tag = "Verify", request_body = VerifyRequest,
     responses((status = 200, body = VerifyResponse),
@@ -97,6 +102,29 @@ pub async fn verify(
     caller: Unmetered<KeysVerify>,
     Body(req): Body<VerifyRequest>,
 ) -> Result<Response, ApiError> {
+    answer(&state, &caller, req).await
+}
+
+/// Serves `POST /v1/verify` from `peer` without the router, as the router's extractors would:
+/// authentication and `keys:verify` first, then the body (within the API's limit, JSON). The
+/// front end dispatches the endpoint here because it is a data-plane call (every request of a
+/// service that checks keys itself): the router's route table, layers and extractors are a
+/// fifth of what the call costs (docs/benchmarks.md). Run it in
+/// [`RequestContext::serve`](keygate_http::context::RequestContext::serve) with the route
+/// [`PATH`].
+pub async fn serve(state: &AppState, req: Request, peer: IpAddr) -> Response {
+    let (parts, body) = req.into_parts();
+    let answered = async {
+        let caller = caller::authenticate_from(peer, &parts, &state.engine).await?;
+        caller.require(KeysVerify::scope())?;
+        let bytes = read_body(&parts.headers, body, state.max_body_bytes).await?;
+        answer(state, &caller, parse_required_json(&bytes)?).await
+    };
+    answered.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The verdict on `req`, asked by `caller` (who may verify).
+async fn answer(state: &AppState, caller: &Caller, req: VerifyRequest) -> Result<Response, ApiError> {
     let mut v = Validator::default();
     let scope = req.scope.as_deref().and_then(|s| s.parse::<Scope>().map_err(|e| v.error("scope", e.to_string())).ok());
     let tenant_id = req
