@@ -89,9 +89,11 @@ macro_rules! prefixed_id {
             }
         }
 
+        // From its text on the stack: `collect_str` would go through `fmt` for every id of
+        // every answer.
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
+                s.serialize_str(self.encode(&mut [0; Self::TEXT_LEN]))
             }
         }
 
@@ -155,6 +157,9 @@ mod tests {
         assert_eq!(id.encode(&mut [0; KeyId::TEXT_LEN]), format!("key_{ulid}"), "the ULID's own text form");
         let account = AccountId::generate();
         assert_eq!(account.encode(&mut [0; AccountId::TEXT_LEN]), format!("acct_{}", account.ulid()));
+        let json = serde_json::to_string(&id).expect("serializes");
+        assert_eq!(json, format!("\"{s}\""), "serialized as its text");
+        assert_eq!(serde_json::from_str::<KeyId>(&json).expect("deserializes"), id);
     }
 
     #[test]
