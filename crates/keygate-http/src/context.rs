@@ -212,13 +212,21 @@ impl RequestContext {
 
     /// Serves a request outside the router with what the router's layers give its routes, in
     /// their order: `handler`'s panic becomes the 500 problem, `Cache-Control: no-store` on what
-    /// keygate answers itself, then [`RequestContext::run`]. The handler is boxed once, so the
-    /// context's future stays small (it is moved into the connection's task).
-    pub async fn serve(&self, head: RequestHead, handler: impl Future<Output = Response>) -> Response {
+    /// keygate answers itself, then [`RequestContext::run`]. Not an `async fn`: the handler is
+    /// boxed here, before any future holds it, so what moves on (into `run`'s future and the
+    /// connection's task) is a pointer, not the handler's state, which is kilobytes.
+    pub fn serve<'a>(
+        &'a self,
+        head: RequestHead,
+        handler: impl Future<Output = Response> + 'a,
+    ) -> impl Future<Output = Response> + 'a {
         use futures_util::FutureExt as _;
-        let guarded =
-            std::panic::AssertUnwindSafe(handler).catch_unwind().map(|r| no_store(r.unwrap_or_else(panic_response)));
-        self.run(head, Box::pin(guarded)).await
+        let guarded = Box::pin(
+            std::panic::AssertUnwindSafe(handler)
+                .catch_unwind()
+                .map(|r| no_store(r.unwrap_or_else(panic_response))),
+        );
+        self.run(head, guarded)
     }
 
     /// Runs `handler` as the request `head` describes: makes the request id available to errors
