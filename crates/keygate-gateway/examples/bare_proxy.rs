@@ -1,7 +1,7 @@
 //! The floor of keygate's HTTP stack, for `bench/data_plane.sh`: a reverse proxy on the same
 //! hyper server, hyper client, Tokio runtimes and threading as `keygate serve` (one acceptor
-//! handing connections in turn to one current-thread runtime per core, one upstream connection
-//! pool per thread), doing nothing else: no router, no middleware, no key, no limit, no log.
+//! handing connections in turn to one current-thread runtime per core, keygate's upstream pool
+//! with its connections per thread, `keygate_gateway::upstream::Pool`), doing nothing else: no router, no middleware, no key, no limit, no log.
 //! keygate's gateway over this is what keygate's own work costs; this over nginx is what the
 //! stack costs.
 //!
@@ -15,13 +15,13 @@ use std::net::SocketAddr;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{CONNECTION, HOST};
+use hyper::header::CONNECTION;
+use hyper::http::uri::Authority;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use keygate_gateway::upstream::Pool;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -34,21 +34,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let upstream = args.next().ok_or(usage)?;
     let workers: usize = args.next().map_or(Ok(2), |w| w.parse())?;
 
+    let upstream: Authority = upstream.parse()?;
+    // One pool for the process (it keeps each thread's connections apart), alive until exit.
+    let pool: &'static Pool<Incoming> = Box::leak(Box::new(Pool::new(&upstream, std::time::Duration::from_secs(5))));
     let mut handoffs = Vec::with_capacity(workers);
     for _ in 0..workers {
         let (tx, mut rx) = mpsc::channel::<std::net::TcpStream>(256);
         handoffs.push(tx);
-        let upstream = upstream.clone();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
             runtime.block_on(async move {
-                let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new()).build_http();
                 while let Some(stream) = rx.recv().await {
                     let Ok(stream) = tokio::net::TcpStream::from_std(stream) else { continue };
                     let _ = stream.set_nodelay(true);
-                    let (client, upstream) = (client.clone(), upstream.clone());
                     tokio::spawn(async move {
-                        let service = service_fn(move |req| forward(client.clone(), upstream.clone(), req));
+                        let service = service_fn(move |req| forward(pool, req));
                         let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
                     });
                 }
@@ -68,19 +68,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })
 }
 
-async fn forward(
-    client: Client<HttpConnector, Incoming>,
-    upstream: String,
-    mut req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let Ok(uri) = format!("http://{upstream}{path}").parse::<Uri>() else {
+async fn forward(pool: &Pool<Incoming>, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    // The same path and query, origin-form; the pool sets `Host`.
+    if let Some(path) = req.uri().path_and_query().cloned() {
+        *req.uri_mut() = path.into();
+    } else {
         return Ok(status(StatusCode::BAD_REQUEST));
-    };
-    *req.uri_mut() = uri;
-    req.headers_mut().remove(HOST);
+    }
     req.headers_mut().remove(CONNECTION);
-    Ok(match client.request(req).await {
+    Ok(match pool.send(req).await {
         Ok(response) => response.map(|b| b.boxed()),
         Err(_) => status(StatusCode::BAD_GATEWAY),
     })

@@ -5,8 +5,9 @@
 //! route, 404 `route_not_found`; the path under another method, 405. A matched request runs SPEC
 //! §3 in order with the route's scope (9) and tenant (10, from the route's path parameter or
 //! `X-Tenant-Id`; a tenant-scoped key must name one), then its limits (11: key, the route's
-//! per-IP limit, account), then `Idempotency-Key` on idempotent routes, and is forwarded with a
-//! pooled hyper client, bodies streamed both ways.
+//! per-IP limit, account), then `Idempotency-Key` on idempotent routes, and is forwarded on one
+//! of this thread's keep-alive connections to the upstream ([`upstream::Pool`]), bodies streamed
+//! both ways.
 //!
 //! What the upstream sees: the request without the credential (`Authorization`, `X-API-Key`, or
 //! the `appid` parameter that carried it), without hop-by-hop headers and without any incoming
@@ -34,13 +35,10 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::request::Parts;
-use axum::http::uri::{Authority, PathAndQuery, Scheme};
+use axum::http::uri::PathAndQuery;
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt as _;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use keygate_domain::gcra::Quota;
 use keygate_domain::ip::IpText;
 use keygate_domain::policy::{self, AuthFailure};
@@ -57,6 +55,7 @@ use keygate_http::idempotency::{self, Claim};
 use keygate_http::{ApiError, caller};
 
 pub mod config;
+pub mod upstream;
 
 pub use config::{GatewayConfig, RouteConfig};
 
@@ -76,8 +75,6 @@ pub struct Route {
 pub struct Gateway {
     /// `http://host:port`, no trailing slash.
     upstream: String,
-    /// Its `host:port`, for each forwarded request's URI.
-    authority: Authority,
     timeout: Duration,
     pub max_body_bytes: usize,
     routes: Vec<Route>,
@@ -87,10 +84,10 @@ pub struct Gateway {
     any_method: matchit::Router<usize>,
     /// The `Allow` value of each path shape: its methods, plus `HEAD` where it has `GET`.
     allowed: Vec<HeaderValue>,
-    /// One connection pool per thread: a request is forwarded on connections whose tasks run on
-    /// its own thread, so no wake-up crosses threads (keygate serves on one thread per core).
-    clients: thread_local::ThreadLocal<Client<HttpConnector, Body>>,
-    connect_timeout: Duration,
+    /// Keep-alive connections to the upstream, per thread: a request is forwarded on connections
+    /// whose tasks run on its own thread, so no wake-up crosses threads (keygate serves on one
+    /// thread per core).
+    pool: upstream::Pool<Body>,
     /// keygate's own endpoints: a request for one of these paths is never the gateway's, whatever
     /// its method ([`Gateway::claims`]).
     own: matchit::Router<()>,
@@ -249,15 +246,13 @@ impl Gateway {
         }
         Ok(Self {
             upstream,
-            authority,
+            pool: upstream::Pool::new(&authority, Duration::from_millis(config.connect_timeout_ms)),
             timeout: Duration::from_millis(config.timeout_ms),
             max_body_bytes: config.max_body_bytes,
             routes,
             by_method,
             any_method,
             allowed,
-            clients: thread_local::ThreadLocal::new(),
-            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             own,
         })
     }
@@ -575,7 +570,7 @@ async fn forward(
     caller: &Caller,
     tenant: Option<TenantId>,
 ) -> Result<Response, UpstreamError> {
-    let uri = upstream_uri(gw, auth, &parts).ok_or(UpstreamError::Broken)?;
+    let uri = upstream_uri(auth, &parts).ok_or(UpstreamError::Broken)?;
 
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
@@ -621,7 +616,7 @@ async fn forward(
         *h = headers;
     }
     let request = request.body(body).map_err(|_| UpstreamError::Broken)?;
-    let response = match tokio::time::timeout(gw.timeout, gw.client().request(request)).await {
+    let response = match tokio::time::timeout(gw.timeout, gw.pool.send(request)).await {
         Err(_) => {
             tracing::warn!(upstream = %gw.upstream, timeout_ms = gw.timeout.as_millis(), "the upstream sent no response headers in time");
             return Err(UpstreamError::Timeout);
@@ -644,10 +639,11 @@ async fn forward(
     Ok(Response::from_parts(head, Body::new(incoming)))
 }
 
-/// The upstream's URI for a request: its path and query as they came (SPEC §10's one canonical
-/// form), without the credential where the query carried one; `None` if that cannot be a URI.
+/// The request target sent upstream (origin-form, `/path?query`; the pool sets `Host`): its path
+/// and query as they came (SPEC §10's one canonical form), without the credential where the query
+/// carried one; `None` if that cannot be a URI.
 /// A query with no credential in it is passed on as it is, sharing the request's bytes.
-fn upstream_uri(gw: &Gateway, auth: &Authenticator, parts: &Parts) -> Option<Uri> {
+fn upstream_uri(auth: &Authenticator, parts: &Parts) -> Option<Uri> {
     let path_and_query = match parts.uri.query() {
         None => parts.uri.path_and_query().cloned()?,
         Some(q) => {
@@ -661,23 +657,11 @@ fn upstream_uri(gw: &Gateway, auth: &Authenticator, parts: &Parts) -> Option<Uri
             }
         }
     };
-    Uri::builder().scheme(Scheme::HTTP).authority(gw.authority.clone()).path_and_query(path_and_query).build().ok()
+    Some(Uri::from(path_and_query))
 }
 
-impl Gateway {
-    /// This thread's upstream client.
-    fn client(&self) -> &Client<HttpConnector, Body> {
-        self.clients.get_or(|| {
-            let mut connector = HttpConnector::new();
-            connector.set_connect_timeout(Some(self.connect_timeout));
-            connector.set_nodelay(true);
-            Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector)
-        })
-    }
-}
-
-/// Tells a refused connection from a body that grew too large from a connection lost midway.
-fn classify(e: &hyper_util::client::legacy::Error, limit: usize) -> UpstreamError {
+/// Tells a connection never made from a body that grew too large from a connection lost midway.
+fn classify(e: &upstream::SendError, limit: usize) -> UpstreamError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if s.is::<http_body_util::LengthLimitError>() {
@@ -685,7 +669,10 @@ fn classify(e: &hyper_util::client::legacy::Error, limit: usize) -> UpstreamErro
         }
         source = s.source();
     }
-    if e.is_connect() { UpstreamError::Unreachable } else { UpstreamError::Broken }
+    match e {
+        upstream::SendError::Connect(_) => UpstreamError::Unreachable,
+        upstream::SendError::Exchange(_) => UpstreamError::Broken,
+    }
 }
 
 #[cfg(test)]

@@ -222,9 +222,7 @@ impl RequestContext {
     ) -> impl Future<Output = Response> + 'a {
         use futures_util::FutureExt as _;
         let guarded = Box::pin(
-            std::panic::AssertUnwindSafe(handler)
-                .catch_unwind()
-                .map(|r| no_store(r.unwrap_or_else(panic_response))),
+            std::panic::AssertUnwindSafe(handler).catch_unwind().map(|r| no_store(r.unwrap_or_else(panic_response))),
         );
         self.run(head, guarded)
     }

@@ -1629,3 +1629,83 @@ async fn a_405_says_what_is_allowed_and_head_is_served_by_get(app: TestApp, up: 
     assert_eq!(refused.status(), 403);
     assert_eq!(up.calls(), 1);
 }
+
+/// An upstream on a raw socket that answers each request on a connection with
+/// `{"connection": n, "host": …}` (keep-alive) and closes a connection left idle for
+/// [`IDLE_CLOSE`], as an upstream's keep-alive timeout does.
+async fn closing_upstream() -> SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the upstream");
+    let addr = listener.local_addr().expect("a local address");
+    tokio::spawn(async move {
+        let mut accepted = 0;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            accepted += 1;
+            let connection = accepted;
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0; 4096];
+                    let read = if buf.is_empty() {
+                        match tokio::time::timeout(IDLE_CLOSE, stream.read(&mut chunk)).await {
+                            Ok(read) => read,
+                            Err(_) => return, // idle too long: closed
+                        }
+                    } else {
+                        stream.read(&mut chunk).await
+                    };
+                    let Ok(n @ 1..) = read else { return };
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    let host = head
+                        .lines()
+                        .find_map(|l| l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case("host")))
+                        .map_or("", |(_, v)| v.trim());
+                    let body = json!({"connection": connection, "host": host}).to_string();
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+const IDLE_CLOSE: Duration = Duration::from_millis(150);
+
+/// The upstream pool: connections are kept alive and reused, every request names the upstream in
+/// `Host`, and a connection the upstream closed while idle is replaced, not answered with a 502.
+async fn upstream_connections_are_reused_and_replaced_when_closed(backend: Backend) {
+    let addr = closing_upstream().await;
+    let url = format!("http://{addr}");
+    run_with(
+        backend,
+        move |c| c.gateway = Some(gateway_config(&url)),
+        move |app| async move {
+            let p = app.partner("Acme").await;
+            let call = || async { app.get(&p.key, "/v1/calls/c-1").await.expect_status(200) };
+            let first = call().await;
+            assert_eq!(first["host"], addr.to_string(), "the upstream's authority: {first}");
+            assert_eq!(call().await["connection"], first["connection"], "kept alive and reused");
+            tokio::time::sleep(IDLE_CLOSE * 3).await;
+            let after = call().await;
+            assert_ne!(after["connection"], first["connection"], "a new connection: {after}");
+            assert_eq!(call().await["connection"], after["connection"]);
+        },
+    )
+    .await;
+}
+
+mod upstream_connections_are_reused_and_replaced_when_closed {
+    #[tokio::test]
+    async fn sqlite() {
+        super::upstream_connections_are_reused_and_replaced_when_closed(super::Backend::Sqlite).await;
+    }
+}

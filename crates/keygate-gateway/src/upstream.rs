@@ -1,0 +1,157 @@
+//! Connections to the upstream: hyper's low-level HTTP/1 client over a pool of keep-alive
+//! connections per thread (issue 13's decision: no task or thread hop per request that nginx
+//! does not make).
+//!
+//! keygate serves on one thread per core, and a connection's task runs on the thread that opened
+//! it, so each thread keeps its own connections: checking one out is a look at a short list, with
+//! no lock and no hashing of a pool key (hyper-util's pooled client hashed the upstream's scheme
+//! and authority with SipHash three times per request and took a lock twice; docs/benchmarks.md).
+//!
+//! A connection is back in its thread's list as soon as the response's head has arrived; hyper
+//! reports it ready for the next request ([`SendRequest::is_ready`]) only once that response's
+//! body has been read to its end, so a checkout takes the first ready one and drops closed ones
+//! (the upstream closed an idle connection, or a response was abandoned midway, which closes it).
+//! A request that a pooled connection refused before sending anything (it was closing) is tried
+//! on the next one, then on a new connection; one that was sent is never sent again (a POST must
+//! not run twice).
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use hyper::body::{Body, Incoming};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{HOST, HeaderValue};
+use hyper::http::uri::Authority;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use thread_local::ThreadLocal;
+
+/// Connections kept per thread at most, idle or busy; beyond that a connection is closed after
+/// its exchange. More than the concurrent requests one thread forwards in any sane deployment.
+const MAX_PER_THREAD: usize = 1_024;
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be made within the connect timeout (or at all): nothing reached the
+    /// upstream.
+    Connect(std::io::Error),
+    /// The exchange failed once the request was on its way (or the upstream closed a new
+    /// connection before taking it).
+    Exchange(hyper::Error),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Connect(e) => write!(f, "could not connect: {e}"),
+            Self::Exchange(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Connect(e) => Some(e),
+            Self::Exchange(e) => Some(e),
+        }
+    }
+}
+
+/// Keep-alive HTTP/1.1 connections to one upstream `host:port`, per thread. Requests with a body
+/// of type `B` (streamed as it arrives).
+pub struct Pool<B: Send> {
+    /// `host:port`, resolved when a connection is opened.
+    address: String,
+    /// The `Host` header every request carries.
+    host: HeaderValue,
+    connect_timeout: Duration,
+    connections: ThreadLocal<RefCell<Vec<SendRequest<B>>>>,
+}
+
+impl<B> Pool<B>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// A pool for the upstream at `authority` (its `host[:port]` is the `Host` header; the port
+    /// is 80 when it names none), opening connections within `connect_timeout`.
+    #[must_use]
+    pub fn new(authority: &Authority, connect_timeout: Duration) -> Self {
+        Self {
+            address: format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80)),
+            host: HeaderValue::from_str(authority.as_str()).unwrap_or_else(|_| HeaderValue::from_static("")),
+            connect_timeout,
+            connections: ThreadLocal::new(),
+        }
+    }
+
+    /// Sends `request` (origin-form target, `/path?query`; its `Host` is set to the upstream's)
+    /// on a ready connection of this thread, or a new one, and answers the response's head; its
+    /// body streams from the connection.
+    ///
+    /// # Errors
+    /// [`SendError::Connect`] when no connection could be opened, [`SendError::Exchange`] when the
+    /// exchange failed.
+    pub async fn send(&self, mut request: Request<B>) -> Result<Response<Incoming>, SendError> {
+        request.headers_mut().insert(HOST, self.host.clone());
+        while let Some(mut connection) = self.checkout() {
+            match connection.try_send_request(request).await {
+                Ok(response) => {
+                    self.checkin(connection);
+                    return Ok(response);
+                }
+                Err(mut refused) => match refused.take_message() {
+                    // Not sent: the connection was closing. The next one may take it.
+                    Some(unsent) => request = unsent,
+                    None => return Err(SendError::Exchange(refused.into_error())),
+                },
+            }
+        }
+        let mut connection = self.connect().await?;
+        match connection.try_send_request(request).await {
+            Ok(response) => {
+                self.checkin(connection);
+                Ok(response)
+            }
+            Err(refused) => Err(SendError::Exchange(refused.into_error())),
+        }
+    }
+
+    /// This thread's first connection ready for a request; closed ones are dropped on the way.
+    fn checkout(&self) -> Option<SendRequest<B>> {
+        let mut connections = self.connections.get_or_default().borrow_mut();
+        connections.retain(|c| !c.is_closed());
+        let ready = connections.iter().position(SendRequest::is_ready)?;
+        Some(connections.swap_remove(ready))
+    }
+
+    /// Keeps `connection` for a later request on this thread (it is ready again once the current
+    /// response has been read).
+    fn checkin(&self, connection: SendRequest<B>) {
+        let mut connections = self.connections.get_or_default().borrow_mut();
+        if connections.len() < MAX_PER_THREAD && !connection.is_closed() {
+            connections.push(connection);
+        }
+    }
+
+    /// A new connection, its task spawned on this thread's runtime.
+    async fn connect(&self) -> Result<SendRequest<B>, SendError> {
+        let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+        let stream = tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(&self.address))
+            .await
+            .map_err(|_| SendError::Connect(timed_out()))?
+            .map_err(SendError::Connect)?;
+        // A request is small and complete when written: Nagle's algorithm would only delay it.
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.map_err(SendError::Exchange)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::trace!(error = %e, "an upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
