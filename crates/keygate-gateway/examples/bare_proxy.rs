@@ -11,6 +11,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
@@ -36,7 +37,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let upstream: Authority = upstream.parse()?;
     // One pool for the process (it keeps each thread's connections apart), alive until exit.
-    let pool: &'static Pool<Incoming> = Box::leak(Box::new(Pool::new(&upstream, std::time::Duration::from_secs(5))));
+    let pool: &'static Pool<Incoming> =
+        Box::leak(Box::new(Pool::new(&upstream, Duration::from_secs(5), Duration::from_secs(60))));
     let mut handoffs = Vec::with_capacity(workers);
     for _ in 0..workers {
         let (tx, mut rx) = mpsc::channel::<std::net::TcpStream>(256);

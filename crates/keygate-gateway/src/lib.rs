@@ -130,6 +130,10 @@ fn sample(path: &str) -> String {
     path.split('/').map(|seg| if seg.starts_with('{') { "x" } else { seg }).collect::<Vec<_>>().join("/")
 }
 
+/// How long an upstream connection may sit unused and still be used (what hyper-util's pooled
+/// client, keygate's before its own pool, was configured with).
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 const METHODS: [Method; 7] =
     [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::HEAD, Method::OPTIONS];
 
@@ -246,7 +250,11 @@ impl Gateway {
         }
         Ok(Self {
             upstream,
-            pool: upstream::Pool::new(&authority, Duration::from_millis(config.connect_timeout_ms)),
+            pool: upstream::Pool::new(
+                &authority,
+                Duration::from_millis(config.connect_timeout_ms),
+                UPSTREAM_IDLE_TIMEOUT,
+            ),
             timeout: Duration::from_millis(config.timeout_ms),
             max_body_bytes: config.max_body_bytes,
             routes,

@@ -11,12 +11,15 @@
 //! reports it ready for the next request ([`SendRequest::is_ready`]) only once that response's
 //! body has been read to its end, so a checkout takes the first ready one and drops closed ones
 //! (the upstream closed an idle connection, or a response was abandoned midway, which closes it).
-//! A request that a pooled connection refused before sending anything (it was closing) is tried
+//! A connection left unused for the pool's idle timeout is closed at the next checkout rather
+//! than used (a firewall or load balancer between keygate and the upstream may have dropped it
+//! without a word, and a request written into it would wait for the response timeout). A
+//! request that a pooled connection refused before sending anything (it was closing) is tried
 //! on the next one, then on a new connection; one that was sent is never sent again (a POST must
 //! not run twice).
 
 use std::cell::RefCell;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
@@ -67,8 +70,12 @@ pub struct Pool<B: Send> {
     /// The `Host` header every request carries.
     host: HeaderValue,
     connect_timeout: Duration,
-    connections: ThreadLocal<RefCell<Vec<SendRequest<B>>>>,
+    idle_timeout: Duration,
+    connections: ThreadLocal<RefCell<Vec<Kept<B>>>>,
 }
+
+/// A connection a thread keeps, with when it was last handed a request.
+type Kept<B> = (SendRequest<B>, Instant);
 
 impl<B> Pool<B>
 where
@@ -77,13 +84,15 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     /// A pool for the upstream at `authority` (its `host[:port]` is the `Host` header; the port
-    /// is 80 when it names none), opening connections within `connect_timeout`.
+    /// is 80 when it names none), opening connections within `connect_timeout` and closing one
+    /// left unused for `idle_timeout`.
     #[must_use]
-    pub fn new(authority: &Authority, connect_timeout: Duration) -> Self {
+    pub fn new(authority: &Authority, connect_timeout: Duration, idle_timeout: Duration) -> Self {
         Self {
             address: format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80)),
             host: HeaderValue::from_str(authority.as_str()).unwrap_or_else(|_| HeaderValue::from_static("")),
             connect_timeout,
+            idle_timeout,
             connections: ThreadLocal::new(),
         }
     }
@@ -120,12 +129,17 @@ where
         }
     }
 
-    /// This thread's first connection ready for a request; closed ones are dropped on the way.
+    /// This thread's first connection ready for a request; closed ones, and ready ones unused
+    /// for the idle timeout, are dropped on the way.
     fn checkout(&self) -> Option<SendRequest<B>> {
         let mut connections = self.connections.get_or_default().borrow_mut();
-        connections.retain(|c| !c.is_closed());
-        let ready = connections.iter().position(SendRequest::is_ready)?;
-        Some(connections.swap_remove(ready))
+        let now = Instant::now();
+        let stale = |(c, used): &Kept<B>| {
+            c.is_closed() || (c.is_ready() && now.saturating_duration_since(*used) >= self.idle_timeout)
+        };
+        connections.retain(|kept| !stale(kept));
+        let ready = connections.iter().position(|(c, _)| c.is_ready())?;
+        Some(connections.swap_remove(ready).0)
     }
 
     /// Keeps `connection` for a later request on this thread (it is ready again once the current
@@ -133,7 +147,7 @@ where
     fn checkin(&self, connection: SendRequest<B>) {
         let mut connections = self.connections.get_or_default().borrow_mut();
         if connections.len() < MAX_PER_THREAD && !connection.is_closed() {
-            connections.push(connection);
+            connections.push((connection, Instant::now()));
         }
     }
 
@@ -153,5 +167,77 @@ where
             }
         });
         Ok(sender)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::{BodyExt as _, Empty};
+    use hyper::body::Bytes;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// An upstream answering `200 ok` on keep-alive connections; counts the connections made.
+    async fn upstream() -> (Authority, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let authority = listener.local_addr().expect("an address").to_string().parse().expect("an authority");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0; 1024];
+                    while let Ok(n @ 1..) = stream.read(&mut chunk).await {
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if stream.write_all(answer).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (authority, accepted)
+    }
+
+    async fn get(pool: &Pool<Empty<Bytes>>) -> String {
+        let request = Request::get("/v1/calls").body(Empty::new()).expect("a request");
+        let response = pool.send(request).await.expect("an answer");
+        let body = response.into_body().collect().await.expect("a body").to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    #[tokio::test]
+    async fn connections_are_reused_until_idle_too_long() {
+        let (authority, accepted) = upstream().await;
+        let idle = Duration::from_millis(200);
+        let pool = Pool::new(&authority, Duration::from_secs(5), idle);
+        assert_eq!(get(&pool).await, "ok");
+        assert_eq!(get(&pool).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "the second request reused the first connection");
+        tokio::time::sleep(idle * 2).await;
+        assert_eq!(get(&pool).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a connection idle too long is not used again");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("an address");
+        let pool: Pool<Empty<Bytes>> = Pool::new(
+            &port.to_string().parse().expect("an authority"),
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+        );
+        let request = Request::get("/").body(Empty::new()).expect("a request");
+        assert!(matches!(pool.send(request).await, Err(SendError::Connect(_))));
     }
 }
