@@ -154,7 +154,8 @@ impl Gateway {
         let upstream = match config.upstream.parse::<Uri>() {
             Ok(uri)
                 if uri.scheme_str() == Some("http")
-                    && uri.authority().is_some()
+                    // No userinfo: it would be sent nowhere useful, and a secret in it could leak.
+                    && uri.authority().is_some_and(|a| !a.as_str().contains('@'))
                     && matches!(uri.path(), "" | "/")
                     && uri.query().is_none() =>
             {
@@ -162,9 +163,12 @@ impl Gateway {
                 format!("http://{}", uri.authority().map(ToString::to_string).unwrap_or_default())
             }
             _ => {
+                // A value with userinfo is not repeated: it may hold a password.
+                let shown =
+                    if config.upstream.contains('@') { "(not shown: it holds user@)" } else { &config.upstream };
                 errors.push(format!(
-                    "upstream `{}` must be http://host:port (no path; https upstreams are not supported yet)",
-                    config.upstream
+                    "upstream `{shown}` must be http://host:port (no path, no user:password@; https upstreams are not \
+                     supported yet)"
                 ));
                 String::new()
             }

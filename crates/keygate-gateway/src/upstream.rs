@@ -25,9 +25,10 @@ use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HOST, HeaderValue};
 use hyper::http::uri::Authority;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper::{Request, Response, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
 use thread_local::ThreadLocal;
+use tower_service::Service as _;
 
 /// Connections kept per thread at most, idle or busy; beyond that a connection is closed after
 /// its exchange. More than the concurrent requests one thread forwards in any sane deployment.
@@ -38,7 +39,7 @@ const MAX_PER_THREAD: usize = 1_024;
 pub enum SendError {
     /// No connection could be made within the connect timeout (or at all): nothing reached the
     /// upstream.
-    Connect(std::io::Error),
+    Connect(Box<dyn std::error::Error + Send + Sync>),
     /// The exchange failed once the request was on its way (or the upstream closed a new
     /// connection before taking it).
     Exchange(hyper::Error),
@@ -56,7 +57,7 @@ impl std::fmt::Display for SendError {
 impl std::error::Error for SendError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Connect(e) => Some(e),
+            Self::Connect(e) => Some(&**e),
             Self::Exchange(e) => Some(e),
         }
     }
@@ -65,11 +66,13 @@ impl std::error::Error for SendError {
 /// Keep-alive HTTP/1.1 connections to one upstream `host:port`, per thread. Requests with a body
 /// of type `B` (streamed as it arrives).
 pub struct Pool<B: Send> {
-    /// `host:port`, resolved when a connection is opened.
-    address: String,
+    /// `http://host:port`, what a new connection is opened to.
+    uri: Uri,
+    /// Opens connections: hyper-util's connector, which resolves the name, spreads the connect
+    /// timeout over its addresses and falls back from IPv6 to IPv4 (happy eyeballs).
+    connector: HttpConnector,
     /// The `Host` header every request carries.
     host: HeaderValue,
-    connect_timeout: Duration,
     idle_timeout: Duration,
     connections: ThreadLocal<RefCell<Vec<Kept<B>>>>,
 }
@@ -88,10 +91,25 @@ where
     /// left unused for `idle_timeout`.
     #[must_use]
     pub fn new(authority: &Authority, connect_timeout: Duration, idle_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        // A request is small and complete when written: Nagle's algorithm would only delay it.
+        connector.set_nodelay(true);
+        // `Host` as HTTP clients write it (RFC 9110 §7.2): the host, and the port unless it is
+        // the scheme's default; never userinfo.
+        let host = match authority.port_u16() {
+            Some(port) if port != 80 => format!("{}:{port}", authority.host()),
+            _ => authority.host().to_owned(),
+        };
         Self {
-            address: format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80)),
-            host: HeaderValue::from_str(authority.as_str()).unwrap_or_else(|_| HeaderValue::from_static("")),
-            connect_timeout,
+            uri: Uri::builder()
+                .scheme("http")
+                .authority(format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80)))
+                .path_and_query("/")
+                .build()
+                .unwrap_or_default(),
+            connector,
+            host: HeaderValue::from_str(&host).unwrap_or_else(|_| HeaderValue::from_static("")),
             idle_timeout,
             connections: ThreadLocal::new(),
         }
@@ -129,17 +147,26 @@ where
         }
     }
 
-    /// This thread's first connection ready for a request; closed ones, and ready ones unused
-    /// for the idle timeout, are dropped on the way.
+    /// This thread's most recently used connection that is ready for a request (the one least
+    /// likely to have been closed by the upstream meanwhile). Closed ones, and ready ones unused
+    /// for the idle timeout, are dropped on the way; a busy one (its response still streaming)
+    /// counts as used now, so its idle time starts when it is free.
     fn checkout(&self) -> Option<SendRequest<B>> {
         let mut connections = self.connections.get_or_default().borrow_mut();
         let now = Instant::now();
-        let stale = |(c, used): &Kept<B>| {
-            c.is_closed() || (c.is_ready() && now.saturating_duration_since(*used) >= self.idle_timeout)
-        };
-        connections.retain(|kept| !stale(kept));
-        let ready = connections.iter().position(|(c, _)| c.is_ready())?;
-        Some(connections.swap_remove(ready).0)
+        connections.retain_mut(|(c, used)| {
+            if c.is_closed() {
+                return false;
+            }
+            if !c.is_ready() {
+                *used = now;
+                return true;
+            }
+            now.saturating_duration_since(*used) < self.idle_timeout
+        });
+        // Kept in the order they were last used: the most recent is last.
+        let ready = connections.iter().rposition(|(c, _)| c.is_ready())?;
+        Some(connections.remove(ready).0)
     }
 
     /// Keeps `connection` for a later request on this thread (it is ready again once the current
@@ -153,14 +180,8 @@ where
 
     /// A new connection, its task spawned on this thread's runtime.
     async fn connect(&self) -> Result<SendRequest<B>, SendError> {
-        let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
-        let stream = tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(&self.address))
-            .await
-            .map_err(|_| SendError::Connect(timed_out()))?
-            .map_err(SendError::Connect)?;
-        // A request is small and complete when written: Nagle's algorithm would only delay it.
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.map_err(SendError::Exchange)?;
+        let stream = self.connector.clone().call(self.uri.clone()).await.map_err(|e| SendError::Connect(e.into()))?;
+        let (sender, connection) = http1::handshake(stream).await.map_err(SendError::Exchange)?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::trace!(error = %e, "an upstream connection ended with an error");
@@ -181,7 +202,8 @@ mod tests {
 
     use super::*;
 
-    /// An upstream answering `200 ok` on keep-alive connections; counts the connections made.
+    /// An upstream answering each request with the number of its connection (`1`, `2`, …) on
+    /// keep-alive connections; counts the connections made.
     async fn upstream() -> (Authority, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let authority = listener.local_addr().expect("an address").to_string().parse().expect("an authority");
@@ -189,17 +211,27 @@ mod tests {
         let counted = Arc::clone(&accepted);
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
-                counted.fetch_add(1, Ordering::SeqCst);
+                let connection = counted.fetch_add(1, Ordering::SeqCst) + 1;
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0; 1024];
                     while let Ok(n @ 1..) = stream.read(&mut chunk).await {
                         buf.extend_from_slice(&chunk[..n]);
                         while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let slow = buf.starts_with(b"GET /slow ");
                             buf.drain(..end + 4);
-                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                            if stream.write_all(answer).await.is_err() {
+                            // `/slow`: the body's last byte comes 200 ms after the rest.
+                            let body = format!("{connection}{}", if slow { "." } else { "" });
+                            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                            let (now, later) = answer.split_at(answer.len() - usize::from(slow));
+                            if stream.write_all(now.as_bytes()).await.is_err() {
                                 return;
+                            }
+                            if slow {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                if stream.write_all(later.as_bytes()).await.is_err() {
+                                    return;
+                                }
                             }
                         }
                     }
@@ -209,11 +241,15 @@ mod tests {
         (authority, accepted)
     }
 
-    async fn get(pool: &Pool<Empty<Bytes>>) -> String {
-        let request = Request::get("/v1/calls").body(Empty::new()).expect("a request");
-        let response = pool.send(request).await.expect("an answer");
+    async fn read(response: Response<Incoming>) -> String {
         let body = response.into_body().collect().await.expect("a body").to_bytes();
         String::from_utf8_lossy(&body).into_owned()
+    }
+
+    /// The number of the upstream connection that answered.
+    async fn get(pool: &Pool<Empty<Bytes>>) -> String {
+        let request = Request::get("/v1/calls").body(Empty::new()).expect("a request");
+        read(pool.send(request).await.expect("an answer")).await
     }
 
     #[tokio::test]
@@ -221,12 +257,27 @@ mod tests {
         let (authority, accepted) = upstream().await;
         let idle = Duration::from_millis(200);
         let pool = Pool::new(&authority, Duration::from_secs(5), idle);
-        assert_eq!(get(&pool).await, "ok");
-        assert_eq!(get(&pool).await, "ok");
-        assert_eq!(accepted.load(Ordering::SeqCst), 1, "the second request reused the first connection");
+        assert_eq!(get(&pool).await, "1");
+        assert_eq!(get(&pool).await, "1", "the second request reused the first connection");
         tokio::time::sleep(idle * 2).await;
-        assert_eq!(get(&pool).await, "ok");
-        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a connection idle too long is not used again");
+        assert_eq!(get(&pool).await, "2", "a connection idle too long is not used again");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// A connection whose response is still arriving is not handed another request; once free,
+    /// the most recently used one is taken (the others may close idle).
+    #[tokio::test]
+    async fn a_busy_connection_waits_and_the_last_used_is_taken() {
+        let (authority, accepted) = upstream().await;
+        let pool = Pool::new(&authority, Duration::from_secs(5), Duration::from_secs(60));
+        let request = Request::get("/slow").body(Empty::new()).expect("a request");
+        let arriving = pool.send(request).await.expect("an answer");
+        assert_eq!(get(&pool).await, "2", "the first connection is still receiving a body");
+        assert_eq!(read(arriving).await, "1.");
+        for _ in 0..3 {
+            assert_eq!(get(&pool).await, "2", "the connection used last");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

@@ -1171,10 +1171,11 @@ fn an_invalid_route_is_refused_naming_it() {
 
 #[test]
 fn a_bad_upstream_is_refused_and_every_problem_is_reported() {
-    for upstream in ["ftp://127.0.0.1:21", "127.0.0.1:9000", ""] {
+    for upstream in ["ftp://127.0.0.1:21", "127.0.0.1:9000", "", "http://user:secret@127.0.0.1:9000"] {
         let g = GatewayConfig { upstream: upstream.into(), ..two_good_routes(route("GET", "/v1/x", "calls:read")) };
         let errors = config_with(g).validate().err().unwrap_or_else(|| panic!("upstream `{upstream}` accepted"));
         assert!(errors.iter().any(|m| m.contains("upstream")), "`{upstream}`: {errors:?}");
+        assert!(errors.iter().all(|m| !m.contains("secret")), "a password is not repeated: {errors:?}");
     }
     let g = GatewayConfig {
         upstream: "http://127.0.0.1:9000".into(),
