@@ -34,7 +34,8 @@ use tower_service::Service as _;
 
 use crate::config::Settings;
 
-/// The whole HTTP application on one engine. A clone is three reference counts (the router, the gateway, the direct endpoints' state).
+/// The whole HTTP application on one engine. A clone is three reference counts (the router, the
+/// gateway, the direct endpoints' state).
 #[derive(Clone)]
 pub struct App {
     /// keygate's own API, the dashboard at `/dashboard`, and the gateway as the fallback.
