@@ -53,14 +53,13 @@ pub async fn read_body(headers: &HeaderMap, body: axum::body::Body, max: usize) 
         }
         Err(e) => return Err(ApiError::invalid(format!("The request body could not be read: {e}"))),
     };
-    if let Some(declared) = headers.get(axum::http::header::CONTENT_TYPE)
-        && !is_json(declared.to_str().unwrap_or("?"))
+    if let Some(declared) = headers.get(axum::http::header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?"))
+        && !is_json(declared)
         && !bytes.iter().all(u8::is_ascii_whitespace)
     {
         return Err(ApiError::invalid(format!(
-            "The body is declared as `{}`; send JSON with `Content-Type: application/json` \
-             (curl: --json '{{…}}', or -H 'Content-Type: application/json').",
-            declared.to_str().unwrap_or("?")
+            "The body is declared as `{declared}`; send JSON with `Content-Type: application/json` \
+             (curl: --json '{{…}}', or -H 'Content-Type: application/json')."
         )));
     }
     Ok(bytes)

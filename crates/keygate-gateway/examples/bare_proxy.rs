@@ -1,7 +1,8 @@
 //! The floor of keygate's HTTP stack, for `bench/data_plane.sh`: a reverse proxy on the same
 //! hyper server, hyper client, Tokio runtimes and threading as `keygate serve` (one acceptor
 //! handing connections in turn to one current-thread runtime per core, keygate's upstream pool
-//! with its connections per thread, `keygate_gateway::upstream::Pool`), doing nothing else: no router, no middleware, no key, no limit, no log.
+//! with its connections per thread, `keygate_gateway::upstream::Pool`), doing nothing else: no
+//! router, no middleware, no key, no limit, no log.
 //! keygate's gateway over this is what keygate's own work costs; this over nginx is what the
 //! stack costs.
 //!

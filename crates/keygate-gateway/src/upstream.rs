@@ -8,8 +8,8 @@
 //! and authority with SipHash three times per request and took a lock twice; docs/benchmarks.md).
 //!
 //! A connection is back in its thread's list as soon as the response's head has arrived; hyper
-//! reports it ready for the next request ([`SendRequest::is_ready`]) only once that response's
-//! body has been read to its end, so a checkout takes the first ready one and drops closed ones
+//! reports it ready for the next request ([`SendRequest::is_ready`]) only once that response has
+//! arrived whole, so a checkout takes the most recently used ready one and drops closed ones
 //! (the upstream closed an idle connection, or a response was abandoned midway, which closes it).
 //! A connection left unused for the pool's idle timeout is closed at the next checkout rather
 //! than used (a firewall or load balancer between keygate and the upstream may have dropped it
@@ -102,9 +102,10 @@ where
             _ => authority.host().to_owned(),
         };
         Self {
+            // The connector takes the host and port (80 when none is named) from this URI.
             uri: Uri::builder()
                 .scheme("http")
-                .authority(format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80)))
+                .authority(authority.clone())
                 .path_and_query("/")
                 .build()
                 .unwrap_or_default(),
@@ -124,26 +125,24 @@ where
     /// exchange failed.
     pub async fn send(&self, mut request: Request<B>) -> Result<Response<Incoming>, SendError> {
         request.headers_mut().insert(HOST, self.host.clone());
-        while let Some(mut connection) = self.checkout() {
+        // When the connection is handed this request: its idle time starts from here.
+        let now = Instant::now();
+        loop {
+            let (mut connection, pooled) = match self.checkout(now) {
+                Some(connection) => (connection, true),
+                None => (self.connect().await?, false),
+            };
             match connection.try_send_request(request).await {
                 Ok(response) => {
-                    self.checkin(connection);
+                    self.checkin(connection, now);
                     return Ok(response);
                 }
                 Err(mut refused) => match refused.take_message() {
-                    // Not sent: the connection was closing. The next one may take it.
-                    Some(unsent) => request = unsent,
-                    None => return Err(SendError::Exchange(refused.into_error())),
+                    // Not sent: a pooled connection was closing. The next one may take it.
+                    Some(unsent) if pooled => request = unsent,
+                    _ => return Err(SendError::Exchange(refused.into_error())),
                 },
             }
-        }
-        let mut connection = self.connect().await?;
-        match connection.try_send_request(request).await {
-            Ok(response) => {
-                self.checkin(connection);
-                Ok(response)
-            }
-            Err(refused) => Err(SendError::Exchange(refused.into_error())),
         }
     }
 
@@ -151,9 +150,8 @@ where
     /// likely to have been closed by the upstream meanwhile). Closed ones, and ready ones unused
     /// for the idle timeout, are dropped on the way; a busy one (its response still streaming)
     /// counts as used now, so its idle time starts when it is free.
-    fn checkout(&self) -> Option<SendRequest<B>> {
+    fn checkout(&self, now: Instant) -> Option<SendRequest<B>> {
         let mut connections = self.connections.get_or_default().borrow_mut();
-        let now = Instant::now();
         connections.retain_mut(|(c, used)| {
             if c.is_closed() {
                 return false;
@@ -169,12 +167,12 @@ where
         Some(connections.remove(ready).0)
     }
 
-    /// Keeps `connection` for a later request on this thread (it is ready again once the current
-    /// response has been read).
-    fn checkin(&self, connection: SendRequest<B>) {
+    /// Keeps `connection`, handed a request at `used`, for a later request on this thread (it is
+    /// ready again once the current response has arrived).
+    fn checkin(&self, connection: SendRequest<B>, used: Instant) {
         let mut connections = self.connections.get_or_default().borrow_mut();
         if connections.len() < MAX_PER_THREAD && !connection.is_closed() {
-            connections.push((connection, Instant::now()));
+            connections.push((connection, used));
         }
     }
 

@@ -193,21 +193,28 @@ impl RequestContext {
     /// the request id (the client's `X-Request-Id` when it is acceptable, else a new `req_…`),
     /// method, target, and the route the router matched. `peer` is the connection's address.
     pub fn head<B>(&self, req: &axum::http::Request<B>, peer: Option<IpAddr>) -> RequestHead {
-        RequestHead {
-            id: request_id(req.headers(), &self.key_format),
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            peer,
-            own_route: req.extensions().get::<MatchedPath>().cloned().map(OwnRoute::Matched),
-        }
+        self.head_with(req, peer, req.extensions().get::<MatchedPath>().cloned().map(OwnRoute::Matched))
     }
 
     /// As [`RequestContext::head`], for a request dispatched to keygate's own endpoint `route`
     /// (its template, as the router would have matched it) without the router.
     pub fn head_of_route<B>(&self, req: &axum::http::Request<B>, peer: IpAddr, route: &'static str) -> RequestHead {
-        let mut head = self.head(req, Some(peer));
-        head.own_route = Some(OwnRoute::Named(route));
-        head
+        self.head_with(req, Some(peer), Some(OwnRoute::Named(route)))
+    }
+
+    fn head_with<B>(
+        &self,
+        req: &axum::http::Request<B>,
+        peer: Option<IpAddr>,
+        own_route: Option<OwnRoute>,
+    ) -> RequestHead {
+        RequestHead {
+            id: request_id(req.headers(), &self.key_format),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            peer,
+            own_route,
+        }
     }
 
     /// Serves a request outside the router with what the router's layers give its routes, in

@@ -253,9 +253,7 @@ impl<W: fmt::Write> LineFields<'_, W> {
         }
         Ok(())
     }
-}
 
-impl<W: fmt::Write> LineFields<'_, W> {
     /// `name=` and the value `write` writes, unless an earlier field failed.
     fn field(&mut self, field: &Field, write: impl FnOnce(&mut W) -> fmt::Result) {
         if self.result.is_ok() {
@@ -285,8 +283,8 @@ impl<W: fmt::Write> Visit for LineFields<'_, W> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if field.name() == "message" {
-            let mut text = String::new();
             if self.result.is_ok() {
+                let mut text = String::new();
                 self.result = write!(text, "{value:?}").and_then(|()| self.message(&text));
             }
         } else {
