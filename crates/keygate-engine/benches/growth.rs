@@ -154,7 +154,7 @@ fn batch<T>(
 fn verify(auth: &Authenticator, key: &str, ip: IpAddr, scope: &Scope) -> bool {
     match now(auth.evaluate(key, Some(ip))) {
         Some(Ok(Evaluation { credential: Some(c), outcome: Ok(()) })) => {
-            black_box(policy::check_scope(&c.key, &c.account, scope).is_ok());
+            black_box(policy::check_scope(&*c, &c.account, scope).is_ok());
             true
         }
         Some(_) => panic!("a key of the population did not verify"),
@@ -177,20 +177,20 @@ async fn fill(auth: &Authenticator, keys: &[String], ip: IpAddr) {
 /// Set in the process [`breakdown`] starts: hold this many keys and print what each part took.
 const BREAKDOWN_ENV: &str = "GROWTH_BREAKDOWN_KEYS";
 
-/// Runs this binary again to measure, per key, what the credential and each of its three cache
-/// entries take: `[credential, keys entry, by_id entry, vouched entry]` in bytes.
-fn breakdown(n: usize) -> Option<[f64; 4]> {
+/// Runs this binary again to measure, per key, what the credential and its cache entry take:
+/// `[credential, keys entry]` in bytes.
+fn breakdown(n: usize) -> Option<[f64; 2]> {
     let out =
         std::process::Command::new(std::env::current_exe().ok()?).env(BREAKDOWN_ENV, n.to_string()).output().ok()?;
     let text = String::from_utf8(out.stdout).ok()?;
     let v: Vec<f64> = text.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    (out.status.success() && v.len() == 4).then(|| [v[0], v[1], v[2], v[3]])
+    (out.status.success() && v.len() == 2).then(|| [v[0], v[1]])
 }
 
 /// The child's side of [`breakdown`]: `n` credentials shaped as the population's (one account
-/// shared by all, as the cache shares it), then tables shaped as the engine's `keys` (hash →
-/// credential), `by_id` (id → credential) and `vouched` (64 bits of the hash → second) holding
-/// them; nothing is freed in between, so each resident-memory delta is that part alone.
+/// shared by all, as the cache shares it), then a table shaped as the engine's `keys` (hash →
+/// credential) holding them; nothing is freed in between, so each resident-memory delta is that
+/// part alone. (The `vouched` table holds only hashes the `keys` table does not.)
 fn breakdown_child(n: usize) {
     let settings = common::settings();
     let hasher = keygate_domain::KeyHasher::new(&common::secret());
@@ -231,27 +231,10 @@ fn breakdown_child(n: usize) {
         keys.insert(*h, Arc::clone(c));
     }
     let in_keys = rss_bytes();
-    let by_id = dashmap::DashMap::<KeyId, Credential>::new();
-    for c in &credentials {
-        by_id.insert(c.key.id, Arc::clone(c));
-    }
-    let in_by_id = rss_bytes();
-    let vouched = quick_cache::sync::Cache::<u64, u32>::new(capacity);
-    for (i, h) in hashes.iter().enumerate() {
-        let first: [u8; 8] = h.as_bytes()[..8].try_into().expect("8 bytes");
-        vouched.insert(u64::from_le_bytes(first), u32::try_from(i).unwrap_or(0));
-    }
-    let in_vouched = rss_bytes();
     let per_key = |from: u64, to: u64| to.saturating_sub(from) as f64 / n as f64;
     // The Vec holding the credentials is the bench's, not the cache's: 8 bytes a key.
-    println!(
-        "{} {} {} {}",
-        per_key(before, held) - 8.0,
-        per_key(held, in_keys),
-        per_key(in_keys, in_by_id),
-        per_key(in_by_id, in_vouched)
-    );
-    drop((credentials, keys, by_id, vouched));
+    println!("{} {}", per_key(before, held) - 8.0, per_key(held, in_keys));
+    drop((credentials, keys));
 }
 
 fn scopes() -> Vec<Scope> {
@@ -441,13 +424,12 @@ fn main() {
         micros(filled) / n as f64,
     );
     match sizes {
-        Some([credential, keys_entry, by_id_entry, vouched_entry]) => println!(
+        Some([credential, keys_entry]) => println!(
             "     per key, in a fresh process holding {n} of each: the credential (Arc<Cached>: the compact CachedKey \
              and shares of its account and scope list, {} bytes inline) {credential:.0} bytes, its entry in `keys` (hash → Arc) \
-             {keys_entry:.0}, in `by_id` (id → Arc) {by_id_entry:.0}, in `vouched` (64 bits → second) \
-             {vouched_entry:.0}: {:.0} together",
+             {keys_entry:.0}: {:.0} together",
             std::mem::size_of::<Cached>(),
-            credential + keys_entry + by_id_entry + vouched_entry,
+            credential + keys_entry,
         ),
         None => println!("     (the per-key breakdown could not be measured: its process failed)"),
     }

@@ -58,9 +58,9 @@ fn main() {
         let Evaluation { credential, outcome } = now(state.auth.evaluate(black_box(&key), Some(ip))).expect("store");
         let credential = credential.expect("known");
         outcome.expect("valid");
-        policy::check_scope(&credential.key, &credential.account, &scope).expect("scope");
-        let tenant = now(state.keygate.store.get_tenant(credential.key.account_id, tenant_id)).expect("tenant");
-        policy::check_tenant(&credential.key, tenant.as_ref()).expect("tenant ok");
+        policy::check_scope(&*credential, &credential.account, &scope).expect("scope");
+        let tenant = now(state.keygate.store.get_tenant(credential.account.id, tenant_id)).expect("tenant");
+        policy::check_tenant(&*credential, tenant.as_ref()).expect("tenant ok");
     };
     rt.block_on(async {
         let _ = state.auth.evaluate(&key, Some(ip)).await;

@@ -171,7 +171,7 @@ impl Authenticator {
             return Ok(Evaluation { credential: None, outcome: Err(AuthFailure::InvalidKey) });
         };
         let facts = RequestFacts { now: time::now(), client_ip: client_ip.map(keygate_domain::ip::canonical) };
-        let outcome = policy::check_key(&credential.key, &credential.account, facts);
+        let outcome = policy::check_key(&*credential, &credential.account, facts);
         Ok(Evaluation { credential: Some(credential), outcome })
     }
 
@@ -258,7 +258,7 @@ impl Caller {
     /// # Errors
     /// `insufficient_scope` naming the scope.
     pub fn require(&self, scope: &Scope) -> Result<&Self, Error> {
-        policy::check_scope(self.key(), self.account(), scope)?;
+        policy::check_scope(&*self.credential, self.account(), scope)?;
         Ok(self)
     }
 
@@ -276,10 +276,10 @@ impl Caller {
             account: self.account().clone(),
             actor: Actor::ApiKey(key.id),
             scopes: key.scopes.as_deref().map(<[Scope]>::to_vec),
-            tenant_ids: key.tenant_ids.as_deref().map(<[TenantId]>::to_vec),
+            tenant_ids: key.tenant_ids().map(<[TenantId]>::to_vec),
             max_rate_limit: Some(key.rate_limit_per_minute),
             expires_at: key.expires_at,
-            allowed_ips: key.allowed_ips.as_deref().map(<[IpNet]>::to_vec),
+            allowed_ips: key.allowed_ips().map(<[IpNet]>::to_vec),
             environment: Some(key.environment),
             role: None,
             ip: Some(self.client_ip),

@@ -12,7 +12,9 @@
 //! A read racing a write could put stale data back after the eviction; every eviction bumps a
 //! generation counter, and a read only fills the cache if no eviction happened since it began,
 //! and only once the follower knows its place in the change log (a change committed before that
-//! could otherwise be cached and never evicted).
+//! could otherwise be cached and never evicted). The table is keyed by hash, and an eviction
+//! names a key's id: a key eviction is recorded with its generation, and a credential read
+//! before it is a miss (then dropped) when next looked up. Those records last one TTL.
 //!
 //! Unknown hashes are remembered in a bounded negative cache, so a flood of well-formed but
 //! unknown keys does not become a flood of queries.
@@ -24,14 +26,16 @@
 //! behind the same address, even right after its cache entry was evicted (SPEC §3). A guesser
 //! cannot produce such a hash.
 //!
-//! Memory is spent by the key, since a node may hold millions: the credentials live in a
-//! [`quick_cache`] table (S3-FIFO eviction, a few words of overhead an entry), every key of an
-//! account shares one copy of the account, and a vouched hash is remembered as 64 of its bits
-//! and the second it was vouched for.
+//! Memory is spent by the key, since a node may hold millions (about 240 bytes each at
+//! 1,000,000, docs/benchmarks.md): the credentials live in one [`quick_cache`] table (S3-FIFO
+//! eviction, a few words of overhead an entry) with no second index, every key of an account
+//! shares one copy of the account and every key of a scope list one copy of the list, what few
+//! keys carry is boxed apart, and a hash vouched for outside the table is remembered as 64 of
+//! its bits and the second it was vouched for.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -64,68 +68,70 @@ fn count_hit() {
 /// What the credential cache keeps of a key: the fields authentication, checks 4–10, the rate
 /// limits and a verify answer read, compactly (a node may hold millions). The rest of
 /// [`ApiKey`] (its masked form, who made it, when it was last used) is read from the store where
-/// it is shown.
+/// it is shown. Its hash is the cache table's key and its account the [`Cached`] beside it, so
+/// neither is repeated here; what few keys carry (a tenant or IP restriction, metadata) sits
+/// behind one pointer that is null for the rest.
 #[derive(Debug)]
 pub struct CachedKey {
     pub id: KeyId,
-    pub account_id: AccountId,
-    pub hash: KeyHash,
     pub name: Box<str>,
-    pub environment: Environment,
     /// `None` = unrestricted. One copy per distinct list in the cache.
     pub scopes: Option<Arc<[Scope]>>,
-    /// `None` = every tenant of the account.
-    pub tenant_ids: Option<Box<[TenantId]>>,
-    /// `None` = any IP; empty = no IP at all.
-    pub allowed_ips: Option<Box<[IpNet]>>,
-    pub rate_limit_per_minute: u32,
     pub expires_at: Option<Timestamp>,
+    pub rate_limit_per_minute: u32,
+    pub environment: Environment,
     pub revoked: bool,
-    pub metadata: Map<String, Value>,
+    /// `None` when the key has no tenant or IP restriction and no metadata.
+    rare: Option<Box<Rare>>,
+}
+
+/// The parts of a key most keys leave empty.
+#[derive(Debug, Default)]
+struct Rare {
+    tenant_ids: Option<Box<[TenantId]>>,
+    allowed_ips: Option<Box<[IpNet]>>,
+    metadata: Map<String, Value>,
 }
 
 impl From<ApiKey> for CachedKey {
     fn from(key: ApiKey) -> Self {
-        Self {
-            id: key.id,
-            account_id: key.account_id,
-            hash: key.hash,
-            name: key.name.into_boxed_str(),
-            environment: key.environment,
-            scopes: key.scopes.map(Arc::from),
+        let rare = Rare {
             tenant_ids: key.tenant_ids.map(Vec::into_boxed_slice),
             allowed_ips: key.allowed_ips.map(Vec::into_boxed_slice),
-            rate_limit_per_minute: key.rate_limit_per_minute,
-            expires_at: key.expires_at,
-            revoked: key.revoked_at.is_some(),
             metadata: key.metadata,
+        };
+        let rare_is_empty = rare.tenant_ids.is_none() && rare.allowed_ips.is_none() && rare.metadata.is_empty();
+        Self {
+            id: key.id,
+            name: key.name.into_boxed_str(),
+            scopes: key.scopes.map(Arc::from),
+            expires_at: key.expires_at,
+            rate_limit_per_minute: key.rate_limit_per_minute,
+            environment: key.environment,
+            revoked: key.revoked_at.is_some(),
+            rare: (!rare_is_empty).then(|| Box::new(rare)),
         }
     }
 }
 
-impl KeyBounds for CachedKey {
-    fn account_id(&self) -> AccountId {
-        self.account_id
+impl CachedKey {
+    /// `None` = every tenant of the account.
+    #[must_use]
+    pub fn tenant_ids(&self) -> Option<&[TenantId]> {
+        self.rare.as_ref()?.tenant_ids.as_deref()
     }
 
-    fn is_revoked(&self) -> bool {
-        self.revoked
+    /// `None` = any IP; empty = no IP at all.
+    #[must_use]
+    pub fn allowed_ips(&self) -> Option<&[IpNet]> {
+        self.rare.as_ref()?.allowed_ips.as_deref()
     }
 
-    fn expires_at(&self) -> Option<Timestamp> {
-        self.expires_at
-    }
-
-    fn allowed_ips(&self) -> Option<&[IpNet]> {
-        self.allowed_ips.as_deref()
-    }
-
-    fn scopes(&self) -> Option<&[Scope]> {
-        self.scopes.as_deref()
-    }
-
-    fn tenant_ids(&self) -> Option<&[TenantId]> {
-        self.tenant_ids.as_deref()
+    /// The key's metadata (an empty map when it has none).
+    #[must_use]
+    pub fn metadata(&self) -> &Map<String, Value> {
+        static NONE: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+        self.rare.as_ref().map_or(&NONE, |r| &r.metadata)
     }
 }
 
@@ -167,12 +173,23 @@ impl std::ops::Deref for SharedAccount {
 #[derive(Debug)]
 pub struct Cached {
     pub key: CachedKey,
-    /// Shared by every cached key of the account.
+    /// Shared by every cached key of the account (whose id is the key's `account_id`).
     pub account: Arc<SharedAccount>,
     /// The last use this process queued for `last_used_*`: its second and client IP, packed.
     last_noted: AtomicU64,
-    /// When it was read from the store (its TTL is memory hygiene, never revocation).
-    loaded_at: Instant,
+    /// The cache's eviction generation when the read that found it began: an eviction of its
+    /// key recorded with a later generation makes it a miss ([`Cache::remembered`]).
+    generation: u64,
+    /// When the read that found it began, in [`clock_s`] seconds (its TTL is memory hygiene,
+    /// never revocation). Never later than any eviction that refuses it ([`Cache::tidy`]).
+    loaded_s: u32,
+}
+
+/// Whole seconds since this process first asked: the clock of cached entries' ages, four bytes
+/// each (a TTL of minutes needs no finer grain).
+fn clock_s() -> u32 {
+    static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+    u32::try_from(EPOCH.elapsed().as_secs()).unwrap_or(u32::MAX)
 }
 
 /// A use packed into 64 bits: the Unix second (low 32 bits) and the IP (IPv4 exactly; IPv6
@@ -193,9 +210,14 @@ fn pack_use(unix_second: i64, ip: IpAddr) -> u64 {
 }
 
 impl Cached {
+    /// A credential for `key` of `account` (the store's pair: the account is the key's).
     #[must_use]
     pub fn new(key: CachedKey, account: Arc<SharedAccount>) -> Self {
-        Self { key, account, last_noted: AtomicU64::new(u64::MAX), loaded_at: Instant::now() }
+        Self::read(key, account, 0, clock_s())
+    }
+
+    fn read(key: CachedKey, account: Arc<SharedAccount>, generation: u64, loaded_s: u32) -> Self {
+        Self { key, account, last_noted: AtomicU64::new(u64::MAX), generation, loaded_s }
     }
 
     /// Whether this use must be queued for `last_used_at` / `last_used_ip`: not when the same
@@ -204,6 +226,38 @@ impl Cached {
     pub fn note_use(&self, unix_second: i64, ip: IpAddr) -> bool {
         let packed = pack_use(unix_second, ip);
         self.last_noted.swap(packed, Ordering::Relaxed) != packed
+    }
+
+    /// Seconds since it was read from the store.
+    fn age_s(&self, now_s: u32) -> u32 {
+        now_s.saturating_sub(self.loaded_s)
+    }
+}
+
+/// The policy's view of a cached key: the key's bounds, its account's id.
+impl KeyBounds for Cached {
+    fn account_id(&self) -> AccountId {
+        self.account.id
+    }
+
+    fn is_revoked(&self) -> bool {
+        self.key.revoked
+    }
+
+    fn expires_at(&self) -> Option<Timestamp> {
+        self.key.expires_at
+    }
+
+    fn allowed_ips(&self) -> Option<&[IpNet]> {
+        self.key.allowed_ips()
+    }
+
+    fn scopes(&self) -> Option<&[Scope]> {
+        self.key.scopes.as_deref()
+    }
+
+    fn tenant_ids(&self) -> Option<&[TenantId]> {
+        self.key.tenant_ids()
     }
 }
 
@@ -239,13 +293,13 @@ const MAX_SCOPE_LISTS: usize = 10_000;
 pub const VOUCHED_FOR: Duration = Duration::from_secs(3600);
 
 /// The credentials by hash: a bounded [`quick_cache`] table whose capacity evictions are
-/// collected (into [`Evicted`]) so the `by_id` index can forget them once the table's lock is
+/// collected (into [`Evicted`]) so their hashes stay vouched for once the table's lock is
 /// released.
 type Keys = quick_cache::sync::Cache<KeyHash, Credential, UnitWeighter, DefaultHashBuilder, CollectEvicted>;
 
-/// The credentials one insert pushed out of the table.
+/// The credentials one insert pushed out of the table, with their hashes.
 #[derive(Default)]
-struct Evicted(Vec<Credential>);
+struct Evicted(Vec<(KeyHash, Credential)>);
 
 /// A [`Lifecycle`] that hands capacity evictions to the caller in [`Evicted`] (replacing a value
 /// under the same hash is not an eviction).
@@ -255,8 +309,8 @@ struct CollectEvicted;
 impl Lifecycle<KeyHash, Credential> for CollectEvicted {
     type RequestState = Evicted;
 
-    fn on_evict(&self, evicted: &mut Evicted, _hash: KeyHash, credential: Credential) {
-        evicted.0.push(credential);
+    fn on_evict(&self, evicted: &mut Evicted, hash: KeyHash, credential: Credential) {
+        evicted.0.push((hash, credential));
     }
 }
 
@@ -269,15 +323,28 @@ fn fingerprint(hash: &KeyHash) -> u64 {
     u64::from_le_bytes(first)
 }
 
+/// A key eviction as [`Cache::evicted_keys`] remembers it: the generation it bumped the cache
+/// to, and its [`clock_s`] second.
+#[derive(Debug, Clone, Copy)]
+struct KeyEviction {
+    generation: u64,
+    at_s: u32,
+}
+
 /// The in-memory part, shared by the decorator and the change-log follower.
 pub struct Cache {
     keys: Keys,
-    /// Each cached credential by its key's id, so evicting one key is one removal, not a
-    /// predicate every later read must test until housekeeping runs (a burst of revocations on
-    /// one node — published to every node — would otherwise stall every read for seconds). An
-    /// entry is added before its credential is cached and removed when that same credential
-    /// leaves the cache.
-    by_id: DashMap<KeyId, Credential>,
+    /// Keys evicted by id (a revoke, patch, delete or roll, here or on another node), with the
+    /// generation each eviction bumped the cache to: a cached credential of such a key read
+    /// before that generation is a miss. An eviction names the key's id, which the table is not
+    /// keyed by; this map holds one entry per eviction of the last TTL instead of an id index
+    /// over every cached key (a node may hold millions, and evictions are rare). An entry older
+    /// than the TTL is dropped by [`Cache::tidy`]: every credential it could refuse is past
+    /// its TTL.
+    evicted_keys: DashMap<KeyId, KeyEviction>,
+    /// At least the number of entries in `evicted_keys` (raised before an insert, lowered after
+    /// a removal), so a hit looks the map up only when it may hold something.
+    evicted_count: AtomicUsize,
     /// The one copy of each account its cached keys share. Every copy a cached credential holds
     /// is either this one or marked stale: a copy leaves the map only marked.
     accounts: DashMap<AccountId, Arc<SharedAccount>>,
@@ -285,13 +352,15 @@ pub struct Cache {
     /// one of a few lists).
     scope_lists: DashMap<Arc<[Scope]>, ()>,
     unknown: Moka<KeyHash, ()>,
-    /// Hashes a store lookup found a key for (by [`fingerprint`]), with the second since `epoch`
-    /// it last did: they bypass the failed-attempt throttle for [`VOUCHED_FOR`].
+    /// Hashes a store lookup found a key for (by [`fingerprint`]), with the [`clock_s`] second
+    /// it last did, that the `keys` table no longer holds (pushed out, evicted, or never
+    /// cached): with the table's own, they bypass the failed-attempt throttle for
+    /// [`VOUCHED_FOR`]. A hash in the table needs no entry here: its credential says when it
+    /// was read.
     vouched: quick_cache::sync::Cache<u64, u32>,
     tenants: Moka<(AccountId, TenantId), Option<Tenant>>,
     max_keys: u64,
-    ttl: Duration,
-    epoch: Instant,
+    ttl_s: u32,
     generation: AtomicU64,
     /// False until the change-log follower knows where the log stands; until then nothing is
     /// remembered, so no change can slip between filling the cache and following the log.
@@ -304,7 +373,8 @@ impl Cache {
         let capacity = usize::try_from(config.max_keys).unwrap_or(usize::MAX);
         Self {
             keys: Keys::with(capacity, config.max_keys, UnitWeighter, DefaultHashBuilder::default(), CollectEvicted),
-            by_id: DashMap::new(),
+            evicted_keys: DashMap::new(),
+            evicted_count: AtomicUsize::new(0),
             accounts: DashMap::new(),
             scope_lists: DashMap::new(),
             unknown: Moka::builder().max_capacity(config.max_unknown).time_to_live(config.unknown_ttl).build(),
@@ -315,8 +385,7 @@ impl Cache {
                 .support_invalidation_closures()
                 .build(),
             max_keys: config.max_keys,
-            ttl: config.ttl,
-            epoch: Instant::now(),
+            ttl_s: u32::try_from(config.ttl.as_secs()).unwrap_or(u32::MAX),
             generation: AtomicU64::new(0),
             following: AtomicBool::new(false),
         }
@@ -337,19 +406,28 @@ impl Cache {
         ticket.is_some_and(|g| self.generation.load(Ordering::Acquire) == g)
     }
 
-    fn bump(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// Seconds since this cache was made (the vouched clock).
-    fn now_s(&self) -> u32 {
-        u32::try_from(self.epoch.elapsed().as_secs()).unwrap_or(u32::MAX)
+    /// Starts an eviction: the generation it makes current.
+    fn bump(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     fn evict_key(&self, id: KeyId) {
-        self.bump();
-        if let Some((_, credential)) = self.by_id.remove(&id) {
-            self.keys.remove(&credential.key.hash);
+        let eviction = KeyEviction { generation: self.bump(), at_s: clock_s() };
+        self.evicted_count.fetch_add(1, Ordering::AcqRel);
+        let mut added = true;
+        self.evicted_keys
+            .entry(id)
+            .and_modify(|held| {
+                added = false;
+                // Two evictions of one key may arrive in either order: the later generation
+                // is the one a credential must have been read after.
+                if held.generation < eviction.generation {
+                    *held = eviction;
+                }
+            })
+            .or_insert(eviction);
+        if !added {
+            self.evicted_count.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -364,6 +442,29 @@ impl Cache {
     fn evict_tenant(&self, account: AccountId, id: TenantId) {
         self.bump();
         self.tenants.invalidate(&(account, id));
+    }
+
+    /// Whether an eviction of its key came after `credential` was read.
+    fn evicted_since_read(&self, credential: &Cached) -> bool {
+        self.evicted_count.load(Ordering::Acquire) != 0
+            && self.evicted_keys.get(&credential.key.id).is_some_and(|e| e.generation > credential.generation)
+    }
+
+    /// Housekeeping, called by the change-log follower at each poll: forgets key evictions
+    /// older than the TTL. Every credential such an eviction refuses began its read before the
+    /// eviction's generation, so at or before its second: it is past its TTL too.
+    pub fn tidy(&self) {
+        if self.evicted_count.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let now_s = clock_s();
+        self.evicted_keys.retain(|_, e| {
+            let keep = now_s.saturating_sub(e.at_s) < self.ttl_s;
+            if !keep {
+                self.evicted_count.fetch_sub(1, Ordering::AcqRel);
+            }
+            keep
+        });
     }
 
     /// The key with this hash and its account: from memory, or from `store` (and remembered).
@@ -381,10 +482,17 @@ impl Cache {
     /// known to match no key, `None` a miss (only the store can tell).
     #[must_use]
     pub fn remembered(&self, hash: &KeyHash) -> Option<Option<Credential>> {
-        let fresh = |c: &Credential| !c.account.is_stale() && c.loaded_at.elapsed() < self.ttl;
-        if let Some(hit) = self.keys.get(hash).filter(fresh) {
-            count_hit();
-            return Some(Some(hit));
+        if let Some(hit) = self.keys.get(hash) {
+            if !hit.account.is_stale() && hit.age_s(clock_s()) < self.ttl_s {
+                if !self.evicted_since_read(&hit) {
+                    count_hit();
+                    return Some(Some(hit));
+                }
+                // Evicted by id: out of the table, still vouched for.
+                self.keys.remove_if(hash, |held| Arc::ptr_eq(held, &hit));
+                self.vouched.insert(fingerprint(hash), hit.loaded_s);
+            }
+            return None;
         }
         if self.unknown.contains_key(hash) {
             count_hit();
@@ -397,9 +505,10 @@ impl Cache {
     /// changed or not: only that it is a real key's, so looking it up again is no guess.)
     #[must_use]
     pub fn vouched(&self, hash: &KeyHash) -> bool {
-        self.vouched
-            .get(&fingerprint(hash))
-            .is_some_and(|at| u64::from(self.now_s().saturating_sub(at)) < VOUCHED_FOR.as_secs())
+        let now_s = clock_s();
+        let recent = |at_s: u32| u64::from(now_s.saturating_sub(at_s)) < VOUCHED_FOR.as_secs();
+        self.keys.peek(hash).is_some_and(|c| recent(c.loaded_s))
+            || self.vouched.get(&fingerprint(hash)).is_some_and(recent)
     }
 
     /// The account's shared copy: the one already held if it is still this (as the store just
@@ -456,36 +565,37 @@ impl Cache {
     /// The store failed.
     pub async fn load(&self, hash: &KeyHash, store: &dyn Store) -> Result<Option<Credential>> {
         metrics::counter!("keygate_auth_cache_misses_total").increment(1);
+        // Read before the ticket: an eviction after the ticket is no earlier than this second.
+        let read_s = clock_s();
         let ticket = self.fill_ticket();
         let found = store.find_key_by_hash(hash).await?;
-        if found.is_some() {
-            self.vouched.insert(fingerprint(hash), self.now_s());
-        }
-        if !self.may_fill(ticket) {
-            return Ok(
-                found.map(|(key, account)| Arc::new(Cached::new(key.into(), Arc::new(SharedAccount::new(account)))))
-            );
-        }
+        let Some(ticket) = ticket.filter(|_| self.may_fill(ticket)) else {
+            return Ok(found.map(|(key, account)| {
+                let account = Arc::new(SharedAccount::new(account));
+                let credential = Arc::new(Cached::read(key.into(), account, 0, read_s));
+                self.vouched.insert(fingerprint(hash), credential.loaded_s);
+                credential
+            }));
+        };
         let Some((key, account)) = found else {
             self.unknown.insert(*hash, ());
             return Ok(None);
         };
         let mut key = CachedKey::from(key);
         key.scopes = key.scopes.map(|s| self.shared_scopes(s));
-        let credential = Arc::new(Cached::new(key, self.shared_account(account)));
-        self.by_id.insert(credential.key.id, Arc::clone(&credential));
+        let credential = Arc::new(Cached::read(key, self.shared_account(account), ticket, read_s));
         let mut evicted = Evicted::default();
         self.keys.insert_with_lifecycle(*hash, Arc::clone(&credential), &mut evicted);
-        // What the insert pushed out leaves the index too, unless a later fill replaced it there.
-        for gone in evicted.0 {
-            self.by_id.remove_if(&gone.key.id, |_, held| Arc::ptr_eq(held, &gone));
+        // What the insert pushed out is still a key's hash.
+        for (gone, c) in evicted.0 {
+            self.vouched.insert(fingerprint(&gone), c.loaded_s);
         }
-        // An eviction that began between the check above and these inserts may have looked
-        // before they were made: then the fill is undone. One that begins after this check finds
-        // the index entry and the credential in place.
-        if !self.may_fill(ticket) {
+        // An eviction that began between the check above and the insert may have looked before
+        // it was made: then the fill is undone. One that begins after this check is recorded
+        // with a later generation than the credential's.
+        if !self.may_fill(Some(ticket)) {
             self.keys.remove_if(hash, |held| Arc::ptr_eq(held, &credential));
-            self.by_id.remove_if(&credential.key.id, |_, held| Arc::ptr_eq(held, &credential));
+            self.vouched.insert(fingerprint(hash), credential.loaded_s);
         }
         Ok(Some(credential))
     }
@@ -504,11 +614,13 @@ impl Cache {
         }
     }
 
-    /// Forgets everything (the follower lost track of the change log).
+    /// Forgets everything (the follower lost track of the change log); the hashes held stay
+    /// vouched for.
     pub fn clear(&self) {
         self.bump();
-        self.keys.clear();
-        self.by_id.clear();
+        for (hash, credential) in self.keys.drain() {
+            self.vouched.insert(fingerprint(&hash), credential.loaded_s);
+        }
         self.let_go_of_accounts(|_| false);
         self.scope_lists.clear();
         self.unknown.invalidate_all();
@@ -1049,8 +1161,9 @@ mod tests {
             .iter()
             .map(|s| s.parse().expect("a scope"))
             .collect();
+        let shared = Arc::new(SharedAccount::new(account.clone()));
         for (n, key) in variants.iter().enumerate() {
-            let compact = CachedKey::from(key.clone());
+            let compact = Cached::new(CachedKey::from(key.clone()), Arc::clone(&shared));
             for ip in [None, Some("192.0.2.7".parse().expect("ip")), Some("198.51.100.7".parse().expect("ip"))] {
                 let facts = RequestFacts { now, client_ip: ip };
                 assert_eq!(
@@ -1064,7 +1177,37 @@ mod tests {
             }
             for t in [tenant, TenantId::generate()] {
                 assert_eq!(key.covers_tenant(t), compact.covers_tenant(t), "variant {n}");
+                let other = Tenant { id: t, account_id: AccountId::generate(), ..tenant_of(&account, t) };
+                for tenant in [tenant_of(&account, t), other] {
+                    assert_eq!(
+                        policy::check_tenant(key, Some(&tenant)),
+                        policy::check_tenant(&compact, Some(&tenant)),
+                        "variant {n}"
+                    );
+                }
             }
+            assert_eq!(compact.key.tenant_ids(), key.tenant_ids.as_deref());
+            assert_eq!(compact.key.allowed_ips(), key.allowed_ips.as_deref());
+            assert_eq!(compact.key.metadata(), &key.metadata);
+        }
+        // What few keys carry is boxed only when a key carries it.
+        let mut tagged = stored.clone();
+        tagged.metadata.insert("customer".to_owned(), Value::from("c_42"));
+        assert!(CachedKey::from(stored.clone()).rare.is_none());
+        assert_eq!(CachedKey::from(tagged.clone()).metadata(), &tagged.metadata);
+    }
+
+    fn tenant_of(account: &Account, id: TenantId) -> Tenant {
+        let now = keygate_domain::time::now();
+        Tenant {
+            id,
+            account_id: account.id,
+            name: "t".to_owned(),
+            external_id: None,
+            status: keygate_domain::model::TenantStatus::Active,
+            metadata: Map::new(),
+            created_at: now,
+            updated_at: now,
         }
     }
 
@@ -1091,13 +1234,13 @@ mod tests {
         let again = load(&cache, &f, &gone.1[0].1).await;
         assert!(!again.account.is_stale() && !Arc::ptr_eq(&again.account, &copy) && held(&cache, &gone.1[0].1));
         for (id, hash) in &kept.1 {
-            assert!(held(&cache, hash) && cache.by_id.contains_key(id), "another account's key was evicted");
+            assert!(held(&cache, hash), "another account's key {id} was evicted");
         }
         assert!(cache.accounts.contains_key(&kept.0));
     }
 
     #[tokio::test]
-    async fn a_key_pushed_out_by_capacity_leaves_the_index_and_evicting_it_touches_no_other() {
+    async fn a_key_pushed_out_by_capacity_stays_vouched_and_evicting_it_touches_no_other() {
         let f = fixture().await;
         let cache = cache(2);
         let all: Vec<(KeyId, KeyHash)> = f.accounts.iter().flat_map(|(_, keys)| keys.clone()).collect();
@@ -1108,10 +1251,9 @@ mod tests {
         }
         let in_table: Vec<&(KeyId, KeyHash)> = all.iter().filter(|(_, h)| held(&cache, h)).collect();
         assert!((1..=2).contains(&in_table.len()), "{} of 6 held with room for 2", in_table.len());
-        assert_eq!(cache.by_id.len(), in_table.len(), "the index holds exactly what the table holds");
-        for (id, hash) in &all {
-            assert_eq!(cache.by_id.contains_key(id), held(&cache, hash));
-        }
+        // The vouched table has room for as many hashes again as the key table (2 here).
+        let pushed_out_vouched = all.iter().filter(|(_, h)| !held(&cache, h) && cache.vouched(h)).count();
+        assert!(pushed_out_vouched >= 1, "a hash pushed out of the table is still a key's");
         // Evicting keys no longer held is harmless; evicting a held one forgets it.
         for (id, hash) in all.iter().filter(|(_, h)| !held(&cache, h)) {
             cache.evict(Eviction::Key(f.accounts[0].0, *id));
@@ -1120,8 +1262,50 @@ mod tests {
         assert_eq!(all.iter().filter(|(_, h)| held(&cache, h)).count(), in_table.len());
         let (id, hash) = in_table[0];
         cache.evict(Eviction::Key(f.accounts[0].0, *id));
-        assert!(!held(&cache, hash) && !cache.by_id.contains_key(id));
+        assert!(!held(&cache, hash) && cache.keys.peek(hash).is_none(), "a hit on an evicted key drops it");
         assert!(cache.vouched(hash));
+        for (_, other) in &in_table[1..] {
+            assert!(held(&cache, other), "evicting one key evicted another");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_read_before_its_eviction_is_a_miss_and_read_after_it_a_hit() {
+        let f = fixture().await;
+        let cache = cache(100);
+        let [(id, a), (_, b)] = [0, 1].map(|k| f.accounts[0].1[k]);
+        load(&cache, &f, &a).await;
+        load(&cache, &f, &b).await;
+        cache.evict(Eviction::Key(f.accounts[0].0, id));
+        cache.evict(Eviction::Key(f.accounts[0].0, id));
+        assert_eq!(cache.evicted_keys.len(), 1);
+        assert_eq!(cache.evicted_count.load(Ordering::Acquire), 1, "one entry, counted once");
+        assert!(!held(&cache, &a), "read before the eviction");
+        assert!(held(&cache, &b), "another key of the account");
+        load(&cache, &f, &a).await;
+        assert!(held(&cache, &a), "read after the eviction");
+        cache.tidy();
+        assert_eq!(cache.evicted_keys.len(), 1, "an eviction younger than the TTL is kept");
+        assert!(held(&cache, &a));
+    }
+
+    #[tokio::test]
+    async fn tidying_forgets_evictions_only_once_what_they_refuse_is_past_its_ttl() {
+        let f = fixture().await;
+        let cache = Cache::new(CacheConfig { ttl: Duration::from_secs(1), ..CacheConfig::default() });
+        cache.start_following();
+        let (id, hash) = f.accounts[0].1[0];
+        let before = load(&cache, &f, &hash).await;
+        cache.evict(Eviction::Key(f.accounts[0].0, id));
+        cache.tidy();
+        assert_eq!(cache.evicted_count.load(Ordering::Acquire), 1);
+        assert!(cache.remembered(&hash).is_none());
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        cache.tidy();
+        assert!(cache.evicted_keys.is_empty() && cache.evicted_count.load(Ordering::Acquire) == 0);
+        // The credential read before the eviction, were it still in the table, is past its TTL.
+        cache.keys.insert(hash, Arc::clone(&before));
+        assert!(cache.remembered(&hash).is_none(), "past its TTL");
     }
 
     #[tokio::test]
@@ -1153,7 +1337,7 @@ mod tests {
 
         let unfollowed = Cache::new(CacheConfig::default());
         load(&unfollowed, &f, &hash).await;
-        assert!(unfollowed.remembered(&hash).is_none() && unfollowed.by_id.is_empty());
+        assert!(unfollowed.remembered(&hash).is_none() && unfollowed.keys.is_empty());
         assert!(unfollowed.vouched(&hash), "a found hash is vouched for even when not cached");
         assert!(!unfollowed.vouched(&KeyHash::from_bytes([7; 32])));
     }

@@ -118,6 +118,7 @@ pub async fn follow(
         if sleep_or_stop(&mut stop, interval).await {
             return;
         }
+        cache.tidy();
         let read = tokio::time::timeout(READ_TIMEOUT, store.changes_since(position.watermark(), 1000)).await;
         let read = match read {
             Ok(read) => read.map_err(|e| e.to_string()),

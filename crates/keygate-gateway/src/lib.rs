@@ -489,11 +489,11 @@ async fn tenant_of(
         None => header.map(str::to_owned),
     };
     let Some(named) = named else {
-        return if caller.key().tenant_ids.is_some() { Err(AuthFailure::TenantNotAllowed.into()) } else { Ok(None) };
+        return if caller.key().tenant_ids().is_some() { Err(AuthFailure::TenantNotAllowed.into()) } else { Ok(None) };
     };
     let id: TenantId = named.trim().parse().map_err(|_| ApiError::from(AuthFailure::TenantNotAllowed))?;
     let tenant = engine.keygate.store.get_tenant(caller.account().id, id).await?;
-    policy::check_tenant(caller.key(), tenant.as_ref())?;
+    policy::check_tenant(&*caller.credential, tenant.as_ref())?;
     note_tenant(id);
     Ok(Some(id))
 }

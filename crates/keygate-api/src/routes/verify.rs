@@ -147,17 +147,17 @@ async fn answer(state: &AppState, caller: &Caller, req: VerifyRequest) -> Result
     if let (Some(credential), Ok(())) = (&evaluation.credential, &outcome) {
         let (key, account) = (&credential.key, &credential.account);
         if let Some(scope) = &scope {
-            outcome = policy::check_scope(key, account, scope);
+            outcome = policy::check_scope(&**credential, account, scope);
         }
         if outcome.is_ok() {
             outcome = match tenant_id {
                 Some(tenant_id) => {
-                    let tenant = state.keygate.store.get_tenant(key.account_id, tenant_id).await?;
-                    policy::check_tenant(key, tenant.as_ref())
+                    let tenant = state.keygate.store.get_tenant(account.id, tenant_id).await?;
+                    policy::check_tenant(&**credential, tenant.as_ref())
                 }
                 // Fail closed, as the gateway does: a tenant-scoped key acts only for a tenant
                 // the request names (SPEC §9).
-                None if key.tenant_ids.is_some() => Err(policy::AuthFailure::TenantNotAllowed),
+                None if key.tenant_ids().is_some() => Err(policy::AuthFailure::TenantNotAllowed),
                 None => Ok(()),
             };
         }
@@ -178,12 +178,12 @@ async fn answer(state: &AppState, caller: &Caller, req: VerifyRequest) -> Result
         let k = &c.key;
         VerifiedKey {
             id: k.id,
-            account_id: k.account_id,
+            account_id: c.account.id,
             name: &k.name,
             scopes: k.scopes.as_deref(),
-            tenant_ids: k.tenant_ids.as_deref(),
+            tenant_ids: k.tenant_ids(),
             environment: k.environment,
-            metadata: &k.metadata,
+            metadata: k.metadata(),
         }
     });
     let code = match outcome {
@@ -193,7 +193,7 @@ async fn answer(state: &AppState, caller: &Caller, req: VerifyRequest) -> Result
     };
     if let Some(c) = &evaluation.credential {
         note_verified(Verified {
-            account: c.key.account_id,
+            account: c.account.id,
             key: c.key.id,
             tenant: tenant_id.filter(|_| code == "valid"),
             ip: ip.map(keygate_domain::ip::canonical),
