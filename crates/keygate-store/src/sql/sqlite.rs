@@ -24,8 +24,9 @@ impl SqliteStore {
     /// `sqlite::memory:`). Does not migrate: see [`crate::Store::migrate`].
     ///
     /// A file gets WAL journaling (readers never wait for the writer), `synchronous = NORMAL`
-    /// (durable across application crashes; WAL keeps it consistent across power loss) and a
-    /// 5 s busy timeout, shared by a pool of 8 connections. An in-memory database lives only
+    /// (durable across application crashes; WAL keeps it consistent across power loss), a
+    /// checkpoint every [`WAL_AUTOCHECKPOINT_PAGES`] pages of WAL and a 5 s busy timeout, shared
+    /// by a pool of 8 connections. An in-memory database lives only
     /// as long as its connections, so it gets exactly one that is never closed.
     ///
     /// A database file keygate creates is mode 0600 (SPEC §2), and so are the `-wal` and `-shm`
@@ -51,12 +52,20 @@ impl SqliteStore {
         let pool = if in_memory {
             SqlitePoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
         } else {
-            options = options.journal_mode(SqliteJournalMode::Wal);
+            options = options
+                .journal_mode(SqliteJournalMode::Wal)
+                .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string());
             SqlitePoolOptions::new().max_connections(8)
         };
         Ok(Self { pool: pool.connect_with(options).await? })
     }
 }
+
+/// Pages of WAL (4 KiB each: up to 40 MiB) after which a commit copies them into the database
+/// file, SQLite's default being 1,000. Every key lands on a random page of the `key_hash` index,
+/// so at a million keys each batch of new keys dirties about one page per key; a longer WAL
+/// copies a page dirtied by several batches once, not once per batch (docs/benchmarks.md).
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 
 /// Whether the URL asks for a read-only database (`?mode=ro`): such a file is never created.
 fn read_only(url: &str) -> bool {
