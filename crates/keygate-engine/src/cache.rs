@@ -14,7 +14,9 @@
 //! and only once the follower knows its place in the change log (a change committed before that
 //! could otherwise be cached and never evicted). The table is keyed by hash, and an eviction
 //! names a key's id: a key eviction is recorded with its generation, and a credential read
-//! before it is a miss (then dropped) when next looked up. Those records last one TTL.
+//! before it is a miss (then dropped) when next looked up. Those records last one TTL, and
+//! there are at most as many as the cache holds keys (at least 100,000): past that, every
+//! credential cached is read again instead.
 //!
 //! Unknown hashes are remembered in a bounded negative cache, so a flood of well-formed but
 //! unknown keys does not become a flood of queries.
@@ -285,6 +287,10 @@ impl Default for CacheConfig {
     }
 }
 
+/// The fewest key-eviction records a cache keeps before raising its floor (see
+/// `Cache::evicted_floor`).
+const MIN_EVICTIONS: usize = 100_000;
+
 /// Distinct scope lists shared before sharing starts over (keys keep their copies).
 const MAX_SCOPE_LISTS: usize = 10_000;
 
@@ -345,6 +351,13 @@ pub struct Cache {
     /// At least the number of entries in `evicted_keys` (raised before an insert, lowered after
     /// a removal), so a hit looks the map up only when it may hold something.
     evicted_count: AtomicUsize,
+    /// Every credential read before this generation is a miss: raised when `evicted_keys`
+    /// reaches [`Cache::max_evictions`], whose entries up to it are then dropped. A burst of
+    /// writes to keys (every created key's change-log row is applied as an eviction too) costs
+    /// a reload of what is cached, never unbounded memory.
+    evicted_floor: AtomicU64,
+    /// Entries `evicted_keys` holds at most: `max_keys`, and at least [`MIN_EVICTIONS`].
+    max_evictions: usize,
     /// The one copy of each account its cached keys share. Every copy a cached credential holds
     /// is either this one or marked stale: a copy leaves the map only marked.
     accounts: DashMap<AccountId, Arc<SharedAccount>>,
@@ -375,6 +388,8 @@ impl Cache {
             keys: Keys::with(capacity, config.max_keys, UnitWeighter, DefaultHashBuilder::default(), CollectEvicted),
             evicted_keys: DashMap::new(),
             evicted_count: AtomicUsize::new(0),
+            evicted_floor: AtomicU64::new(0),
+            max_evictions: capacity.max(MIN_EVICTIONS),
             accounts: DashMap::new(),
             scope_lists: DashMap::new(),
             unknown: Moka::builder().max_capacity(config.max_unknown).time_to_live(config.unknown_ttl).build(),
@@ -413,7 +428,7 @@ impl Cache {
 
     fn evict_key(&self, id: KeyId) {
         let eviction = KeyEviction { generation: self.bump(), at_s: clock_s() };
-        self.evicted_count.fetch_add(1, Ordering::AcqRel);
+        let count = self.evicted_count.fetch_add(1, Ordering::AcqRel) + 1;
         let mut added = true;
         self.evicted_keys
             .entry(id)
@@ -428,6 +443,34 @@ impl Cache {
             .or_insert(eviction);
         if !added {
             self.evicted_count.fetch_sub(1, Ordering::AcqRel);
+        } else if count > self.max_evictions {
+            self.raise_floor();
+        }
+    }
+
+    /// Makes every credential read before now a miss, then drops the eviction records that
+    /// covers (those of later evictions, made meanwhile, stay).
+    fn raise_floor(&self) {
+        let floor = self.bump();
+        self.evicted_floor.fetch_max(floor, Ordering::AcqRel);
+        self.forget_evictions(|e| e.generation <= floor);
+        tracing::info!(
+            max = self.max_evictions,
+            "key evictions reached their bound: every cached credential will be read again"
+        );
+    }
+
+    /// Drops the eviction records `drop` picks, counting each.
+    fn forget_evictions(&self, drop: impl Fn(&KeyEviction) -> bool) {
+        self.evicted_keys.retain(|_, e| {
+            let dropped = drop(e);
+            if dropped {
+                self.evicted_count.fetch_sub(1, Ordering::AcqRel);
+            }
+            !dropped
+        });
+        if self.evicted_count.load(Ordering::Acquire) == 0 {
+            self.evicted_keys.shrink_to_fit();
         }
     }
 
@@ -444,27 +487,26 @@ impl Cache {
         self.tenants.invalidate(&(account, id));
     }
 
-    /// Whether an eviction of its key came after `credential` was read.
+    /// Whether an eviction of its key came after `credential` was read. The record is looked up
+    /// before the floor is read: a record dropped by [`Cache::raise_floor`] was dropped after
+    /// the floor was raised, so a lookup that misses it sees the raised floor.
     fn evicted_since_read(&self, credential: &Cached) -> bool {
-        self.evicted_count.load(Ordering::Acquire) != 0
-            && self.evicted_keys.get(&credential.key.id).is_some_and(|e| e.generation > credential.generation)
+        (self.evicted_count.load(Ordering::Acquire) != 0
+            && self.evicted_keys.get(&credential.key.id).is_some_and(|e| e.generation > credential.generation))
+            || credential.generation < self.evicted_floor.load(Ordering::Acquire)
     }
 
     /// Housekeeping, called by the change-log follower at each poll: forgets key evictions
     /// older than the TTL. Every credential such an eviction refuses began its read before the
-    /// eviction's generation, so at or before its second: it is past its TTL too.
+    /// eviction's generation, so at or before its second: it is past its TTL by the clock of
+    /// any hit that no longer finds the record ([`Cache::remembered`] reads the clock after the
+    /// records).
     pub fn tidy(&self) {
         if self.evicted_count.load(Ordering::Acquire) == 0 {
             return;
         }
         let now_s = clock_s();
-        self.evicted_keys.retain(|_, e| {
-            let keep = now_s.saturating_sub(e.at_s) < self.ttl_s;
-            if !keep {
-                self.evicted_count.fetch_sub(1, Ordering::AcqRel);
-            }
-            keep
-        });
+        self.forget_evictions(|e| now_s.saturating_sub(e.at_s) >= self.ttl_s);
     }
 
     /// The key with this hash and its account: from memory, or from `store` (and remembered).
@@ -483,16 +525,18 @@ impl Cache {
     #[must_use]
     pub fn remembered(&self, hash: &KeyHash) -> Option<Option<Credential>> {
         if let Some(hit) = self.keys.get(hash) {
-            if !hit.account.is_stale() && hit.age_s(clock_s()) < self.ttl_s {
-                if !self.evicted_since_read(&hit) {
-                    count_hit();
-                    return Some(Some(hit));
-                }
+            if self.evicted_since_read(&hit) {
                 // Evicted by id: out of the table, still vouched for.
                 self.keys.remove_if(hash, |held| Arc::ptr_eq(held, &hit));
                 self.vouched.insert(fingerprint(hash), hit.loaded_s);
+                return None;
             }
-            return None;
+            // The clock is read after the eviction records (see `tidy`).
+            if hit.account.is_stale() || hit.age_s(clock_s()) >= self.ttl_s {
+                return None;
+            }
+            count_hit();
+            return Some(Some(hit));
         }
         if self.unknown.contains_key(hash) {
             count_hit();
@@ -1287,6 +1331,27 @@ mod tests {
         cache.tidy();
         assert_eq!(cache.evicted_keys.len(), 1, "an eviction younger than the TTL is kept");
         assert!(held(&cache, &a));
+    }
+
+    #[tokio::test]
+    async fn past_their_bound_key_evictions_make_every_earlier_read_a_miss_and_are_dropped() {
+        let f = fixture().await;
+        let mut cache = cache(100);
+        cache.max_evictions = 3;
+        let [(_, a), (_, b)] = [0, 1].map(|k| f.accounts[0].1[k]);
+        load(&cache, &f, &a).await;
+        load(&cache, &f, &b).await;
+        // Evictions of keys the cache does not hold (created keys' change-log rows, say).
+        for _ in 0..3 {
+            cache.evict(Eviction::Key(f.accounts[0].0, KeyId::generate()));
+        }
+        assert!(held(&cache, &a) && held(&cache, &b), "within the bound nothing cached is touched");
+        cache.evict(Eviction::Key(f.accounts[0].0, KeyId::generate()));
+        assert!(cache.evicted_keys.is_empty() && cache.evicted_count.load(Ordering::Acquire) == 0);
+        assert!(!held(&cache, &a) && !held(&cache, &b), "past it, what was read before is read again");
+        assert!(cache.vouched(&a) && cache.vouched(&b));
+        load(&cache, &f, &a).await;
+        assert!(held(&cache, &a), "read after the floor");
     }
 
     #[tokio::test]
