@@ -343,10 +343,10 @@ pub struct Cache {
     /// Keys evicted by id (a revoke, patch, delete or roll, here or on another node), with the
     /// generation each eviction bumped the cache to: a cached credential of such a key read
     /// before that generation is a miss. An eviction names the key's id, which the table is not
-    /// keyed by; this map holds one entry per eviction of the last TTL instead of an id index
-    /// over every cached key (a node may hold millions, and evictions are rare). An entry older
-    /// than the TTL is dropped by [`Cache::tidy`]: every credential it could refuse is past
-    /// its TTL.
+    /// keyed by; this map holds one entry per key evicted in the last TTL (at most
+    /// `max_evictions`) instead of an id index over every cached key (a node may hold
+    /// millions). An entry older than the TTL is dropped by [`Cache::tidy`]: every credential
+    /// it could refuse is past its TTL.
     evicted_keys: DashMap<KeyId, KeyEviction>,
     /// At least the number of entries in `evicted_keys` (raised before an insert, lowered after
     /// a removal), so a hit looks the map up only when it may hold something.
