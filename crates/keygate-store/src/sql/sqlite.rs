@@ -26,8 +26,8 @@ impl SqliteStore {
     /// A file gets WAL journaling (readers never wait for the writer), `synchronous = NORMAL`
     /// (durable across application crashes; WAL keeps it consistent across power loss), a
     /// checkpoint every [`WAL_AUTOCHECKPOINT_PAGES`] pages of WAL and a 5 s busy timeout, shared
-    /// by a pool of 8 connections. An in-memory database lives only
-    /// as long as its connections, so it gets exactly one that is never closed.
+    /// by a pool of 8 connections. An in-memory database lives only as long as its connections,
+    /// so it gets exactly one that is never closed.
     ///
     /// A database file keygate creates is mode 0600 (SPEC §2), and so are the `-wal` and `-shm`
     /// files SQLite creates next to it (SQLite gives them the database file's permissions). An
