@@ -347,7 +347,9 @@ pub struct Cache {
     /// `max_evictions`) instead of an id index over every cached key (a node may hold
     /// millions). An entry older than the TTL is dropped by [`Cache::tidy`]: every credential
     /// it could refuse is past its TTL.
-    evicted_keys: DashMap<KeyId, KeyEviction>,
+    /// Hashed with quick_cache's fast seeded hasher: ids are made by keygate, not chosen by a
+    /// caller, and every hit looks one up while records exist.
+    evicted_keys: DashMap<KeyId, KeyEviction, DefaultHashBuilder>,
     /// At least the number of entries in `evicted_keys` (raised before an insert, lowered after
     /// a removal), so a hit looks the map up only when it may hold something.
     evicted_count: AtomicUsize,
@@ -386,7 +388,7 @@ impl Cache {
         let capacity = usize::try_from(config.max_keys).unwrap_or(usize::MAX);
         Self {
             keys: Keys::with(capacity, config.max_keys, UnitWeighter, DefaultHashBuilder::default(), CollectEvicted),
-            evicted_keys: DashMap::new(),
+            evicted_keys: DashMap::with_hasher(DefaultHashBuilder::default()),
             evicted_count: AtomicUsize::new(0),
             evicted_floor: AtomicU64::new(0),
             max_evictions: capacity.max(MIN_EVICTIONS),
