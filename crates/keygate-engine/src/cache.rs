@@ -530,7 +530,7 @@ impl Cache {
             if self.evicted_since_read(&hit) {
                 // Evicted by id: out of the table, still vouched for.
                 self.keys.remove_if(hash, |held| Arc::ptr_eq(held, &hit));
-                self.vouched.insert(fingerprint(hash), hit.loaded_s);
+                self.vouch_for(hash, &hit);
                 return None;
             }
             // The clock is read after the eviction records (see `tidy`).
@@ -555,6 +555,12 @@ impl Cache {
         let recent = |at_s: u32| u64::from(now_s.saturating_sub(at_s)) < VOUCHED_FOR.as_secs();
         self.keys.peek(hash).is_some_and(|c| recent(c.loaded_s))
             || self.vouched.get(&fingerprint(hash)).is_some_and(recent)
+    }
+
+    /// Remembers that `hash` was `credential`'s when it was read, for a hash leaving (or never
+    /// entering) the table.
+    fn vouch_for(&self, hash: &KeyHash, credential: &Cached) {
+        self.vouched.insert(fingerprint(hash), credential.loaded_s);
     }
 
     /// The account's shared copy: the one already held if it is still this (as the store just
@@ -619,7 +625,7 @@ impl Cache {
             return Ok(found.map(|(key, account)| {
                 let account = Arc::new(SharedAccount::new(account));
                 let credential = Arc::new(Cached::read(key.into(), account, 0, read_s));
-                self.vouched.insert(fingerprint(hash), credential.loaded_s);
+                self.vouch_for(hash, &credential);
                 credential
             }));
         };
@@ -634,14 +640,14 @@ impl Cache {
         self.keys.insert_with_lifecycle(*hash, Arc::clone(&credential), &mut evicted);
         // What the insert pushed out is still a key's hash.
         for (gone, c) in evicted.0 {
-            self.vouched.insert(fingerprint(&gone), c.loaded_s);
+            self.vouch_for(&gone, &c);
         }
         // An eviction that began between the check above and the insert may have looked before
         // it was made: then the fill is undone. One that begins after this check is recorded
         // with a later generation than the credential's.
         if !self.may_fill(Some(ticket)) {
             self.keys.remove_if(hash, |held| Arc::ptr_eq(held, &credential));
-            self.vouched.insert(fingerprint(hash), credential.loaded_s);
+            self.vouch_for(hash, &credential);
         }
         Ok(Some(credential))
     }
@@ -665,7 +671,7 @@ impl Cache {
     pub fn clear(&self) {
         self.bump();
         for (hash, credential) in self.keys.drain() {
-            self.vouched.insert(fingerprint(&hash), credential.loaded_s);
+            self.vouch_for(&hash, &credential);
         }
         self.let_go_of_accounts(|_| false);
         self.scope_lists.clear();
