@@ -903,8 +903,8 @@ impl keygate_store::IdempotencyStore for CachedStore {
 
 #[async_trait]
 impl keygate_store::RequestLog for CachedStore {
-    async fn record_requests(&self, records: &[keygate_store::RequestRecord]) -> Result<()> {
-        self.inner.record_requests(records).await
+    async fn record_requests(&self, chunks: &[keygate_store::RequestChunk]) -> Result<()> {
+        self.inner.record_requests(chunks).await
     }
 
     async fn add_usage(&self, counts: &[keygate_store::UsageCount]) -> Result<()> {

@@ -21,7 +21,7 @@ use keygate_domain::{AccountId, KeyId, RequestId, TenantId, time};
 use keygate_engine::Error;
 use keygate_engine::ratelimit::RateLimitStatus;
 use keygate_engine::requestlog::{Counted, RequestRecorder};
-use keygate_store::RequestRecord;
+use keygate_store::NewRequestRecord;
 
 use crate::error::{ApiError, ErrorCode, REQUEST_ID};
 use crate::headers::write_ratelimit;
@@ -313,17 +313,16 @@ impl RequestContext {
                 outcome,
             });
             if recorder.keeps(status, outcome) {
-                recorder.record(RequestRecord {
-                    id: RequestRecord::generate_id(),
-                    request_id: id,
+                recorder.record(&NewRequestRecord {
+                    request_id: &id,
                     at,
                     account_id,
                     key_id: Some(key_id),
                     tenant_id,
-                    route: route.to_owned(),
-                    method: method.as_str().to_owned(),
+                    route,
+                    method: method.as_str(),
                     status,
-                    outcome: outcome.to_owned(),
+                    outcome,
                     client_ip: Some(client_ip),
                     latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
                     via_key_id,

@@ -22,5 +22,6 @@ mod store;
 pub use connect::{ConnectError, connect, connect_with};
 pub use pool::PoolSettings;
 pub use sql::postgres::PgStore;
+pub use sql::requestlog::{MAX_CHUNK_RECORDS, RecordId, RequestChunk};
 pub use sql::sqlite::SqliteStore;
 pub use store::*;

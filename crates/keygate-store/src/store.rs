@@ -1,8 +1,8 @@
 //! The storage traits, and the records and filters they exchange.
 
 use std::net::IpAddr;
-use std::sync::Mutex;
 
+use crate::RequestChunk;
 use async_trait::async_trait;
 use keygate_domain::model::{Account, ApiKey, AuditEvent, KeyStatus, Role, Session, Tenant, TenantStatus, User};
 use keygate_domain::time::Timestamp;
@@ -272,6 +272,25 @@ pub struct RequestRecord {
     pub via_key_id: Option<KeyId>,
 }
 
+/// A request the request log is to keep, borrowed from the request that made it (SPEC §8):
+/// [`RequestChunk::push`] encodes it straight into a chunk, so keeping it allocates nothing per
+/// field. The fields are [`RequestRecord`]'s, but its id, which the chunk makes.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRequestRecord<'a> {
+    pub request_id: &'a str,
+    pub at: Timestamp,
+    pub account_id: AccountId,
+    pub key_id: Option<KeyId>,
+    pub tenant_id: Option<TenantId>,
+    pub route: &'a str,
+    pub method: &'a str,
+    pub status: u16,
+    pub outcome: &'a str,
+    pub client_ip: Option<IpAddr>,
+    pub latency_us: u64,
+    pub via_key_id: Option<KeyId>,
+}
+
 impl RequestRecord {
     pub const ID_PREFIX: &'static str = "rl_";
 
@@ -279,14 +298,26 @@ impl RequestRecord {
     /// increasing, also within one millisecond (the listing's order is the id's).
     #[must_use]
     pub fn generate_id() -> String {
-        static GENERATOR: Mutex<ulid::Generator> = Mutex::new(ulid::Generator::new());
-        let next = GENERATOR.lock().ok().and_then(|mut generator| generator.generate().ok());
-        // Overflow (2^80 ids in one millisecond) or a poisoned lock: a plain new id.
-        let ulid = next.unwrap_or_else(ulid::Ulid::generate);
-        let mut id = String::with_capacity(Self::ID_PREFIX.len() + ulid::ULID_LEN);
-        id.push_str(Self::ID_PREFIX);
-        id.push_str(ulid.array_to_str(&mut [0; ulid::ULID_LEN]));
-        id
+        crate::RecordId::generate().to_string()
+    }
+
+    /// The record as the request log takes a new one, borrowing its text.
+    #[must_use]
+    pub fn as_new(&self) -> NewRequestRecord<'_> {
+        NewRequestRecord {
+            request_id: &self.request_id,
+            at: self.at,
+            account_id: self.account_id,
+            key_id: self.key_id,
+            tenant_id: self.tenant_id,
+            route: &self.route,
+            method: &self.method,
+            status: self.status,
+            outcome: &self.outcome,
+            client_ip: self.client_ip,
+            latency_us: self.latency_us,
+            via_key_id: self.via_key_id,
+        }
     }
 
     /// The smallest record id a record made at `at` can have: every id below it was made
@@ -363,8 +394,8 @@ pub struct UsageFilter {
 /// change log.
 #[async_trait]
 pub trait RequestLog: Send + Sync {
-    /// Inserts the records, all or none.
-    async fn record_requests(&self, records: &[RequestRecord]) -> Result<()>;
+    /// Inserts the chunks of records, all or none.
+    async fn record_requests(&self, chunks: &[RequestChunk]) -> Result<()>;
     /// Adds the counts to the usage counters, all or none.
     async fn add_usage(&self, counts: &[UsageCount]) -> Result<()>;
     /// The account's requests matching `filter` on the UTC days `first..=last`, summed per day

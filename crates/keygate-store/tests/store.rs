@@ -19,8 +19,9 @@ use keygate_domain::{
     AccountId, Environment, EventId, KeyFormat, KeyId, PlaintextKey, Scope, SessionId, TenantId, UserId,
 };
 use keygate_store::{
-    AuditFilter, Change, ChangeKind, ConnectError, IdempotencyBegin, KeyFilter, KeyUsage, Page, RequestFilter,
-    RequestRecord, SqliteStore, Store, StoreError, TenantFilter, UsageCount, UsageFilter, UsageRow, connect,
+    AuditFilter, Change, ChangeKind, ConnectError, IdempotencyBegin, KeyFilter, KeyUsage, Page, RequestChunk,
+    RequestFilter, RequestRecord, SqliteStore, Store, StoreError, TenantFilter, UsageCount, UsageFilter, UsageRow,
+    connect,
 };
 use serde_json::{Map, Value, json};
 use sqlx::Connection;
@@ -1367,7 +1368,7 @@ async fn a_listing_that_matches_little_stops_at_its_budget_and_goes_on_from_its_
         if key == a {
             wanted.push(record.clone());
         }
-        store.record_requests(&[record]).await.expect("record");
+        store.record_requests(&RequestChunk::group(&[record]).expect("record ids")).await.expect("record");
     }
     wanted.reverse();
     let by_a = RequestFilter { key_id: Some(a), ..RequestFilter::default() };
@@ -1401,8 +1402,8 @@ async fn request_records_round_trip_and_list_newest_first(store: Arc<dyn Store>)
         r.client_ip = None;
         records.push(r);
     }
-    store.record_requests(&records).await.expect("record");
-    store.record_requests(&[]).await.expect("an empty batch is fine");
+    store.record_requests(&RequestChunk::group(&records).expect("record ids")).await.expect("record");
+    store.record_requests(&RequestChunk::group(&[]).expect("record ids")).await.expect("an empty batch is fine");
 
     let listed = store.list_requests(account, &RequestFilter::default(), &page(100)).await.expect("list").records;
     let mut expected = records.clone();
@@ -1527,7 +1528,7 @@ async fn large_request_batches_are_written_whole(store: Arc<dyn Store>) {
     let account = AccountId::generate();
     let at = ts("2026-11-24T10:00:00Z");
     let records: Vec<RequestRecord> = (0..1200).map(|_| request(account, None, at, 200, "ok")).collect();
-    store.record_requests(&records).await.expect("record");
+    store.record_requests(&RequestChunk::group(&records).expect("record ids")).await.expect("record");
     let mut count = 0;
     let mut before: Option<String> = None;
     loop {
@@ -1542,7 +1543,7 @@ async fn large_request_batches_are_written_whole(store: Arc<dyn Store>) {
     assert_eq!(count, 1200);
 
     // A batch written again (a retry after a commit whose answer was lost) lists each record once.
-    store.record_requests(&records[..10]).await.expect("record again");
+    store.record_requests(&RequestChunk::group(&records[..10]).expect("record ids")).await.expect("record again");
     let newest = store.list_requests(account, &RequestFilter::default(), &page(20)).await.expect("list").records;
     let mut ids: Vec<&str> = newest.iter().map(|r| r.id.as_str()).collect();
     ids.dedup();
@@ -1568,7 +1569,10 @@ async fn old_request_records_are_purged_by_time(store: Arc<dyn Store>) {
         .collect();
     // Written as the flusher writes them, a batch at a time.
     for record in &records {
-        store.record_requests(std::slice::from_ref(record)).await.expect("record");
+        store
+            .record_requests(&RequestChunk::group(std::slice::from_ref(record)).expect("record ids"))
+            .await
+            .expect("record");
     }
     assert_eq!(store.purge_requests(t0).await.expect("purge none"), 0);
     // `before` is exclusive: the record at exactly t0 + 1h stays.
@@ -1583,7 +1587,7 @@ async fn old_request_records_are_purged_by_time(store: Arc<dyn Store>) {
     let both = [t3, t3 + Duration::seconds(1)]
         .map(|at| RequestRecord { id: RequestRecord::first_id_at(at), ..request(account, None, at, 200, "ok") });
     assert_eq!(both[0].id[..9], both[1].id[..9], "one time bucket");
-    store.record_requests(&both).await.expect("record");
+    store.record_requests(&RequestChunk::group(&both).expect("record ids")).await.expect("record");
     assert_eq!(store.purge_requests(t3 + Duration::seconds(1)).await.expect("purge"), 2, "t0+1h and t0+2h");
     let left = store.list_requests(account, &RequestFilter::default(), &page(100)).await.expect("list").records;
     assert_eq!(left.len(), 2, "the chunk of t3 and t3+1s stays whole");
@@ -1592,7 +1596,7 @@ async fn old_request_records_are_purged_by_time(store: Arc<dyn Store>) {
     // Records of one batch in two time buckets are two chunks, purged apart.
     let apart = [t0 + Duration::hours(5), t0 + Duration::hours(6)]
         .map(|at| RequestRecord { id: RequestRecord::first_id_at(at), ..request(account, None, at, 200, "ok") });
-    store.record_requests(&apart).await.expect("record");
+    store.record_requests(&RequestChunk::group(&apart).expect("record ids")).await.expect("record");
     assert_eq!(store.purge_requests(t0 + Duration::hours(6)).await.expect("purge"), 1);
 }
 
@@ -3069,6 +3073,8 @@ async fn an_older_binary_starts_on_a_newer_schema() {
 /// Migration 0008 moves the request log from a row per record into chunks: every record a
 /// server of the previous version kept is listed unchanged after the upgrade, and a record such
 /// a server writes afterwards (its table stays, for rolling upgrades) is listed and purged too.
+/// Migration 0009 adds the packed form beside: chunks of both forms are listed, and one in the
+/// packed form holds no record a node of the 0008 version would try to read.
 macro_rules! request_log_upgrade {
     ($(#[$attr:meta])* $name:ident, $conn:ty, $url:expr, $cleanup:expr) => {
         #[tokio::test]
@@ -3166,7 +3172,21 @@ macro_rules! request_log_upgrade {
             let newest = store.list_requests(a, &RequestFilter::default(), &page(2)).await.expect("list").records;
             assert_eq!(newest[0], late);
             assert_eq!(newest[1], *kept.iter().rev().find(|r| r.account_id == a).expect("one of a"));
-            let total = u64::try_from(kept.len()).expect("small") + 1;
+
+            // Migration 0009: this version writes chunks in the packed form. A node of the 0008
+            // version reads only `records`, and finds no record there; this version lists it.
+            let packed = RequestRecord { id: RequestRecord::generate_id(), ..request(a, Some(key), time::now(), 202, "ok") };
+            let chunks = RequestChunk::group(std::slice::from_ref(&packed)).expect("record ids");
+            store.record_requests(&chunks).await.expect("record");
+            let seen_by_0008: Vec<String> = sqlx::query_scalar("SELECT records FROM request_log_chunks WHERE last_id = $1")
+                .bind(&packed.id)
+                .fetch_all(&mut conn)
+                .await
+                .expect("read as the 0008 version reads");
+            assert_eq!(seen_by_0008, ["[]"]);
+            let newest = store.list_requests(a, &RequestFilter::default(), &page(2)).await.expect("list").records;
+            assert_eq!(newest, [packed, late]);
+            let total = u64::try_from(kept.len()).expect("small") + 2;
             assert_eq!(store.purge_requests(time::now() + Duration::seconds(1)).await.expect("purge"), total);
             assert!(everything(a).await.is_empty());
             let _ = conn.close().await;

@@ -199,7 +199,7 @@ macro_rules! sql_store {
         };
         use crate::{
             AccountStore, AuditFilter, AuditLog, Change, ChangeFeed, ChangeKind, IdempotencyBegin, IdempotencyStore,
-            KeyFilter, KeyStore, KeyUsage, MetaStore, Page, RequestFilter, RequestLog, RequestPage, RequestRecord, Result,
+            KeyFilter, KeyStore, KeyUsage, MetaStore, Page, RequestChunk, RequestFilter, RequestLog, RequestPage, RequestRecord, Result,
             Store, StoreError, TenantFilter, TenantStore, UsageCount, UsageFilter, UsageRow, UserStore,
         };
 
@@ -1003,16 +1003,17 @@ macro_rules! sql_store {
 
         #[async_trait]
         impl RequestLog for $store {
-            async fn record_requests(&self, records: &[RequestRecord]) -> Result<()> {
-                if records.is_empty() {
+            async fn record_requests(&self, chunks: &[RequestChunk]) -> Result<()> {
+                let rows: Vec<super::requestlog::Row<'_>> =
+                    chunks.iter().filter_map(|c| c.row().transpose()).collect::<Result<_>>()?;
+                if rows.is_empty() {
                     return Ok(());
                 }
-                let chunks = super::requestlog::chunks(records)?;
                 let mut tx = self.begin_write().await?;
-                for part in chunks.chunks(CHUNK_INSERT_ROWS) {
+                for part in rows.chunks(CHUNK_INSERT_ROWS) {
                     let mut query = QueryBuilder::<$db>::new(
                         "INSERT INTO request_log_chunks \
-                         (account_id, first_id, last_id, first_at, last_at, count, records) ",
+                         (account_id, first_id, last_id, first_at, last_at, count, records, packed, strings) ",
                     );
                     query.push_values(part, |mut row, c| {
                         row.push_bind(&c.account_id)
@@ -1021,7 +1022,11 @@ macro_rules! sql_store {
                             .push_bind(c.first_at)
                             .push_bind(c.last_at)
                             .push_bind(c.count)
-                            .push_bind(&c.records);
+                            // For nodes of versions before 0009, which read only `records`: a
+                            // chunk of none (docs/deployment.md).
+                            .push_bind("[]")
+                            .push_bind(c.packed)
+                            .push_bind(c.strings);
                     });
                     query.build().execute(&mut *tx).await.map_err(map_err)?;
                 }
@@ -1084,6 +1089,7 @@ macro_rules! sql_store {
                 filter: &RequestFilter,
                 page: &Page,
             ) -> Result<RequestPage> {
+                use super::requestlog::StoredChunk;
                 let mut listing = super::requestlog::Listing::new(filter, page.before.as_deref(), page.limit);
                 listing.extend(self.legacy_requests(account, filter, page).await?);
                 let mut read_up_to: Option<(String, i64)> = None;
@@ -1091,7 +1097,7 @@ macro_rules! sql_store {
                 let mut read = 0;
                 loop {
                     let mut query = QueryBuilder::<$db>::new(
-                        "SELECT seq, last_id, records FROM request_log_chunks WHERE account_id = ",
+                        "SELECT seq, last_id, records, packed, strings FROM request_log_chunks WHERE account_id = ",
                     );
                     query.push_bind(account.to_string());
                     // Bounds on `last_id` the index seeks by: a chunk holds one time bucket of
@@ -1114,14 +1120,18 @@ macro_rules! sql_store {
                         query.push(", ").push_bind(*seq).push(")");
                     }
                     query.push(" ORDER BY last_id DESC, seq DESC LIMIT ").push_bind(batch);
-                    let rows: Vec<(i64, String, String)> =
+                    let rows: Vec<(i64, String, String, Option<Vec<u8>>, Option<String>)> =
                         query.build_query_as().fetch_all(&self.pool).await.map_err(map_err)?;
                     let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) == batch;
                     read += rows.len();
-                    for (_, _, records) in &rows {
-                        listing.add(account, records)?;
+                    for (_, _, records, packed, strings) in &rows {
+                        let chunk = match (packed, strings) {
+                            (Some(packed), Some(strings)) => StoredChunk::Packed { packed, strings },
+                            _ => StoredChunk::Records(records),
+                        };
+                        listing.add(account, chunk)?;
                     }
-                    read_up_to = rows.into_iter().last().map(|(seq, last_id, _)| (last_id, seq));
+                    read_up_to = rows.into_iter().last().map(|(seq, last_id, ..)| (last_id, seq));
                     // More chunks may follow only after a full batch; none holds an id above this.
                     let unread_below = read_up_to.as_ref().filter(|_| more).map(|(last_id, _)| last_id.as_str());
                     if let Some(records) = listing.finish(unread_below) {
@@ -1609,6 +1619,6 @@ macro_rules! sql_store {
 // root names the backends by their modules: this module re-exports nothing, so that it and the
 // backends, which use its helpers, import each other in one direction only.
 pub mod postgres;
-mod requestlog;
+pub(crate) mod requestlog;
 mod rows;
 pub mod sqlite;

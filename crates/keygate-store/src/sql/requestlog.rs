@@ -1,20 +1,36 @@
 //! The request log's storage form (SPEC §8), the same on both backends: records are kept in
-//! **chunks**, one row of `request_log_chunks` per account and time bucket ([`BUCKET_CHARS`]) per
-//! written batch, each holding up to [`MAX_CHUNK_RECORDS`] records as one JSON array.
+//! **chunks**, one row of `request_log_chunks` per [`RequestChunk`]: records of one account and
+//! one time bucket ([`bucket`]), up to [`MAX_CHUNK_RECORDS`] of them.
 //!
 //! Why chunks: a row per record with indexes on account and key dirtied a different index page
 //! for nearly every record once many keys were active, and each commit wrote every dirtied page
 //! whole (about 23 KiB of WAL a record on SQLite with 1,000 active keys; docs/benchmarks.md). A
 //! chunk row is appended at the end of the table (its `seq` only grows) and adds one entry to one
-//! index, `(account_id, last_id, seq)` (and one to `last_id`, for retention), so a batch of 1,000
-//! records costs one row per active account, and retention deletes whole chunks, not records one
-//! by one.
+//! index, `(account_id, last_id, seq)` (and one to `last_id`, for retention), so a chunk of a
+//! hundred records costs one row, and retention deletes whole chunks, not records one by one.
 //!
-//! A record is the JSON array `[id, request_id, at, key_id, tenant_id, route, method, status,
-//! outcome, client_ip, latency_us, via_key_id]`: `at` in seconds since the Unix epoch (keygate's
-//! timestamps are whole seconds), absent values `null`; the account is the chunk's. The array
-//! keeps a chunk readable with SQL (`json_each`, `json_array_elements`), and lets migrations
-//! carry rows over in SQL.
+//! **The packed form** (chunks written since migration 0009). The bytes written are most of what
+//! a record costs the database (about 3.7 ns a byte on SQLite: the WAL, then the checkpoint; one
+//! system call a page each way), so a record is stored small:
+//!
+//! - `strings`: the text that repeats from record to record (key and tenant ids, route, method,
+//!   outcome), each once, as a JSON array of strings;
+//! - `packed`: the records, one after another, each a [`Packed`] in postcard's encoding (varint
+//!   integers, no field names; <https://postcard.jamesmunns.com/wire-format>): the record id's
+//!   ULID as 16 bytes, the request id as a ULID when keygate made it (`req_<ULID>`, 16 bytes) and
+//!   as text otherwise, `at` as the seconds between it and the id's time, repeated text as its
+//!   index in `strings`, the client's address as 4 or 16 bytes.
+//!
+//! About 52 bytes a record, against 215 for the JSON array of text that chunks held before; the
+//! account is the chunk's. `strings` stays readable with SQL, so a search by key can skip chunks
+//! that do not name it without decoding them.
+//!
+//! **The older form.** Chunks written before migration 0009 have `packed` and `strings` `NULL`
+//! and their records in `records`, a JSON array of arrays `[id, request_id, at, key_id,
+//! tenant_id, route, method, status, outcome, client_ip, latency_us, via_key_id]` (`at` in
+//! seconds since the Unix epoch, absent values `null`). A chunk written since has `records` `[]`,
+//! so a node of an earlier version, which reads only `records`, finds no records in it rather than
+//! bytes it cannot read (docs/deployment.md). Both forms are read.
 //!
 //! Listing (newest first by record id) reads an account's chunks by `last_id` descending and
 //! filters the decoded records; the cursor and `since` bound the index seek, since a chunk holds
@@ -22,153 +38,403 @@
 //! overlap in id range, so a record is only handed out once every chunk that could hold a newer
 //! one has been read: [`Listing`] does that bookkeeping.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::Mutex;
 
 use chrono::DateTime;
-use keygate_domain::ip::IpText;
-use keygate_domain::{AccountId, KeyId, TenantId};
+use keygate_domain::ids::canonical_ulid;
+use keygate_domain::{AccountId, RequestId, TenantId};
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
 
 use super::rows::{corrupt, parse};
-use crate::{RequestFilter, RequestRecord, StoreError};
+use crate::{NewRequestRecord, RequestFilter, RequestRecord, StoreError};
 
-/// Records per chunk at most: a flush of a busy account is split, so no row grows without bound
-/// (1,000 records are about 250 KB of JSON).
-pub(super) const MAX_CHUNK_RECORDS: usize = 1_000;
+/// Records per chunk at most: a busy account's records are split, so no row grows without bound
+/// (1,000 records are about 52 KB).
+pub const MAX_CHUNK_RECORDS: usize = 1_000;
 
-/// One `request_log_chunks` row to insert.
-pub(super) struct Chunk {
-    pub account_id: String,
-    /// The smallest and largest record id in the chunk.
-    pub first_id: String,
-    pub last_id: String,
-    /// The earliest and latest `at`, in seconds since the Unix epoch.
-    pub first_at: i64,
-    pub last_at: i64,
-    pub count: i64,
-    /// The records, a JSON array of arrays (module docs).
-    pub records: String,
+/// A request-log record's id: `rl_<ULID>` in text ([`RequestRecord::id`]), made by
+/// [`RecordId::generate`]: ordered by creation time, and within this process strictly increasing,
+/// also within one millisecond (the listing's order is the id's).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RecordId(Ulid);
+
+impl RecordId {
+    /// A new id, above every id this process made before.
+    #[must_use]
+    pub fn generate() -> Self {
+        static GENERATOR: Mutex<ulid::Generator> = Mutex::new(ulid::Generator::new());
+        let next = GENERATOR.lock().ok().and_then(|mut generator| generator.generate().ok());
+        // Overflow (2^80 ids in one millisecond) or a poisoned lock: a plain new id.
+        Self(next.unwrap_or_else(Ulid::generate))
+    }
+
+    /// The id's time bucket: ids whose text shares its first 9 characters (`rl_` and the first 6
+    /// of the ULID's 10 time characters), 2^20 ms (about 17.5 minutes) of them. Every record of a
+    /// chunk is of one bucket, which bounds what a chunk spans (retention keeps a record at most
+    /// one bucket past its time) and lets a listing seek by id ([`id_bucket_end`]).
+    fn bucket(self) -> u128 {
+        self.0.0 >> 100
+    }
 }
 
-/// Characters of a record id that name its time bucket: `rl_` and the first 6 of the ULID's 10
-/// time characters, so one bucket is 2^20 ms (about 17.5 minutes). Every record of a chunk is of
-/// one bucket, which bounds what a chunk spans (retention keeps a record at most one bucket past
-/// its time) and lets a listing seek by id ([`id_bucket_end`]).
-const BUCKET_CHARS: usize = 9;
+impl fmt::Display for RecordId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(RequestRecord::ID_PREFIX)?;
+        f.write_str(self.0.array_to_str(&mut [0; ulid::ULID_LEN]))
+    }
+}
 
-/// The bucket part of a record id (the whole id if it is shorter).
-fn bucket(id: &str) -> &str {
-    id.get(..BUCKET_CHARS).unwrap_or(id)
+impl fmt::Debug for RecordId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for RecordId {
+    type Err = StoreError;
+
+    /// `rl_` and a canonical ULID.
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        s.strip_prefix(RequestRecord::ID_PREFIX)
+            .filter(|ulid| canonical_ulid(ulid))
+            .and_then(|ulid| Ulid::from_string(ulid).ok())
+            .map(Self)
+            .ok_or_else(|| corrupt("request record id", s))
+    }
+}
+
+/// The bucket part of a record id's text (the whole text if it is shorter): as
+/// [`RecordId::bucket`], for the ids of a listing's cursor.
+fn text_bucket(id: &str) -> &str {
+    id.get(..RequestRecord::ID_PREFIX.len() + 6).unwrap_or(id)
 }
 
 /// A string above every record id of `id`'s bucket and below every id of a later bucket: the
 /// bucket followed by `~`, which sorts after every character of a ULID.
 pub(super) fn id_bucket_end(id: &str) -> String {
-    format!("{}~", bucket(id))
+    format!("{}~", text_bucket(id))
 }
 
-/// Groups `records` by account and time bucket into chunks of at most [`MAX_CHUNK_RECORDS`].
-pub(super) fn chunks(records: &[RequestRecord]) -> Result<Vec<Chunk>, StoreError> {
-    let mut sorted: Vec<&RequestRecord> = records.iter().collect();
-    sorted.sort_unstable_by(|a, b| a.account_id.cmp(&b.account_id).then_with(|| bucket(&a.id).cmp(bucket(&b.id))));
-    let mut out = Vec::new();
-    for group in sorted.chunk_by(|a, b| a.account_id == b.account_id && bucket(&a.id) == bucket(&b.id)) {
-        for part in group.chunks(MAX_CHUNK_RECORDS) {
-            out.push(encode(part)?);
+/// A record as `packed` stores it (module docs). Field order is the encoding: append, never
+/// reorder.
+#[derive(Serialize, Deserialize)]
+struct Packed<'a> {
+    /// The record id's ULID, big-endian.
+    id: [u8; 16],
+    #[serde(borrow)]
+    request_id: RequestIdForm<'a>,
+    /// The id's time in whole seconds, minus `at` (a request's record is made as it ends).
+    at_before_id: i64,
+    /// Indexes in the chunk's `strings`.
+    key_id: Option<u32>,
+    tenant_id: Option<u32>,
+    route: u32,
+    method: u32,
+    status: u16,
+    outcome: u32,
+    client_ip: Option<IpAddr>,
+    latency_us: u64,
+    via_key_id: Option<u32>,
+}
+
+/// A request id as `packed` stores it.
+#[derive(Serialize, Deserialize)]
+enum RequestIdForm<'a> {
+    /// `req_` and this ULID (big-endian), the form keygate makes.
+    Made([u8; 16]),
+    /// Any other text (a client's own `X-Request-Id`).
+    Sent(&'a str),
+}
+
+/// Records of one account and one time bucket, encoded as the request log stores them (module
+/// docs), to be written as one row by [`crate::RequestLog::record_requests`].
+///
+/// Built a record at a time ([`RequestChunk::push`]): the request path encodes its record straight
+/// into its account's open chunk.
+pub struct RequestChunk {
+    account: AccountId,
+    /// The smallest and largest record id; meaningless while the chunk is empty.
+    first_id: RecordId,
+    last_id: RecordId,
+    /// The earliest and latest `at`, in seconds since the Unix epoch.
+    first_at: i64,
+    last_at: i64,
+    count: usize,
+    /// The records, one [`Packed`] after another.
+    records: Vec<u8>,
+    /// The JSON array of the strings records name by index.
+    strings: Vec<u8>,
+    /// Indexes in `strings`: of ids by kind and ULID, and of other text.
+    ids: HashMap<(u8, u128), u32, foldhash::fast::RandomState>,
+    texts: HashMap<Box<str>, u32, foldhash::fast::RandomState>,
+}
+
+/// The kinds of id a chunk's strings hold, so a key and a tenant never share an entry.
+const KEY: u8 = 0;
+const TENANT: u8 = 1;
+
+impl fmt::Debug for RequestChunk {
+    /// The span and size, not the records.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestChunk")
+            .field("account", &self.account)
+            .field("first_id", &self.first_id)
+            .field("last_id", &self.last_id)
+            .field("count", &self.count)
+            .field("bytes", &self.bytes())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RequestChunk {
+    /// An empty chunk of `account`'s records.
+    #[must_use]
+    pub fn new(account: AccountId) -> Self {
+        Self {
+            account,
+            first_id: RecordId(Ulid::nil()),
+            last_id: RecordId(Ulid::nil()),
+            first_at: i64::MAX,
+            last_at: i64::MIN,
+            count: 0,
+            records: Vec::new(),
+            strings: b"[]".to_vec(),
+            ids: HashMap::default(),
+            texts: HashMap::default(),
         }
     }
-    Ok(out)
-}
 
-/// Appends `r` to a chunk's JSON as the module docs' array. Written field by field, as
-/// `serde_json` writes the same tuple (a test compares the two): strings through its escaping;
-/// ids, addresses and numbers, which need none, from their own text on the stack. A record is
-/// written for nearly every request, so its encoding is part of the data plane's cost.
-fn push_record(json: &mut Vec<u8>, r: &RequestRecord) -> Result<(), StoreError> {
-    fn string(json: &mut Vec<u8>, s: &str) -> Result<(), StoreError> {
-        serde_json::to_writer(json, s).map_err(|e| StoreError::Corrupt(format!("request record: {e}")))
-    }
-    fn id(json: &mut Vec<u8>, text: Option<&str>) {
-        match text {
-            Some(text) => {
-                json.push(b'"');
-                json.extend_from_slice(text.as_bytes());
-                json.push(b'"');
+    /// Groups `records` into chunks by account and time bucket, at most [`MAX_CHUNK_RECORDS`]
+    /// each: for records made whole elsewhere (a test, a bench); the request path pushes into an
+    /// open chunk instead.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] for a record whose id is not a record id (`rl_<ULID>`).
+    pub fn group(records: &[RequestRecord]) -> Result<Vec<Self>, StoreError> {
+        let mut sorted: Vec<(RecordId, &RequestRecord)> =
+            records.iter().map(|r| Ok((r.id.parse()?, r))).collect::<Result<_, StoreError>>()?;
+        sorted.sort_by(|(a_id, a), (b_id, b)| a.account_id.cmp(&b.account_id).then(a_id.bucket().cmp(&b_id.bucket())));
+        let mut out: Vec<Self> = Vec::new();
+        for (id, record) in sorted {
+            match out.last_mut() {
+                Some(chunk) if chunk.account == record.account_id && chunk.takes(id) => {
+                    chunk.push(id, &record.as_new())
+                }
+                _ => {
+                    let mut chunk = Self::new(record.account_id);
+                    chunk.push(id, &record.as_new());
+                    out.push(chunk);
+                }
             }
-            None => json.extend_from_slice(b"null"),
         }
+        Ok(out)
     }
-    let mut numbers = itoa::Buffer::new();
-    let (mut key, mut tenant, mut via) = ([0; KeyId::TEXT_LEN], [0; TenantId::TEXT_LEN], [0; KeyId::TEXT_LEN]);
-    json.push(b'[');
-    string(json, &r.id)?;
-    json.push(b',');
-    string(json, &r.request_id)?;
-    json.push(b',');
-    json.extend_from_slice(numbers.format(r.at.timestamp()).as_bytes());
-    json.push(b',');
-    id(json, r.key_id.as_ref().map(|k| k.encode(&mut key)));
-    json.push(b',');
-    id(json, r.tenant_id.as_ref().map(|t| t.encode(&mut tenant)));
-    json.push(b',');
-    string(json, &r.route)?;
-    json.push(b',');
-    string(json, &r.method)?;
-    json.push(b',');
-    json.extend_from_slice(numbers.format(r.status).as_bytes());
-    json.push(b',');
-    string(json, &r.outcome)?;
-    json.push(b',');
-    match r.client_ip {
-        Some(ip) => {
-            use std::io::Write as _;
-            json.push(b'"');
-            write!(json, "{}", IpText(ip)).map_err(|e| StoreError::Corrupt(format!("request record: {e}")))?;
-            json.push(b'"');
-        }
-        None => json.extend_from_slice(b"null"),
-    }
-    json.push(b',');
-    json.extend_from_slice(numbers.format(r.latency_us).as_bytes());
-    json.push(b',');
-    id(json, r.via_key_id.as_ref().map(|k| k.encode(&mut via)));
-    json.push(b']');
-    Ok(())
-}
 
-/// One chunk of `records`: at least one, all of one account.
-fn encode(records: &[&RequestRecord]) -> Result<Chunk, StoreError> {
-    let Some(first) = records.first() else {
-        return Err(StoreError::Corrupt("an empty request-log chunk".into()));
-    };
-    let mut json = Vec::with_capacity(records.len() * 200);
-    json.push(b'[');
-    let (mut first_id, mut last_id) = (&first.id, &first.id);
-    let (mut first_at, mut last_at) = (i64::MAX, i64::MIN);
-    for (i, r) in records.iter().enumerate() {
-        if i > 0 {
-            json.push(b',');
-        }
-        first_id = first_id.min(&r.id);
-        last_id = last_id.max(&r.id);
+    #[must_use]
+    pub fn account(&self) -> AccountId {
+        self.account
+    }
+
+    /// The smallest record id in the chunk; `None` while it is empty.
+    #[must_use]
+    pub fn first_id(&self) -> Option<RecordId> {
+        (self.count > 0).then_some(self.first_id)
+    }
+
+    /// The bytes the chunk stores: its records and its strings.
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.records.len() + self.strings.len()
+    }
+
+    /// How many records the chunk holds.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Whether the chunk holds [`MAX_CHUNK_RECORDS`].
+    #[must_use]
+    pub fn is_full(&self) -> bool {
+        self.count >= MAX_CHUNK_RECORDS
+    }
+
+    /// Whether a record with id `id` may join: the chunk is not full, and it is empty or of the
+    /// id's time bucket.
+    #[must_use]
+    pub fn takes(&self, id: RecordId) -> bool {
+        self.count == 0 || (!self.is_full() && id.bucket() == self.first_id.bucket())
+    }
+
+    /// Appends the record `r` with id `id`. The caller checks [`RequestChunk::takes`] first, and
+    /// that `r` is of the chunk's account: a chunk stores the account once, for every record.
+    pub fn push(&mut self, id: RecordId, r: &NewRequestRecord<'_>) {
+        debug_assert!(self.takes(id) && r.account_id == self.account, "a record of another chunk");
         let at = r.at.timestamp();
-        first_at = first_at.min(at);
-        last_at = last_at.max(at);
-        push_record(&mut json, r)?;
+        let id_seconds = i64::try_from(id.0.timestamp_ms() / 1000).unwrap_or(i64::MAX);
+        let request_id = match r.request_id.parse::<RequestId>() {
+            Ok(made) => RequestIdForm::Made(made.ulid().to_bytes()),
+            Err(_) => RequestIdForm::Sent(r.request_id),
+        };
+        let packed = Packed {
+            id: id.0.to_bytes(),
+            request_id,
+            at_before_id: id_seconds.saturating_sub(at),
+            key_id: r.key_id.map(|k| self.id(KEY, k.ulid().0, |buf| k.encode(buf))),
+            tenant_id: r
+                .tenant_id
+                .map(|t| self.id(TENANT, t.ulid().0, |buf: &mut [u8; TenantId::TEXT_LEN]| t.encode(buf))),
+            route: self.text(r.route),
+            method: self.text(r.method),
+            status: r.status,
+            outcome: self.text(r.outcome),
+            client_ip: r.client_ip,
+            latency_us: r.latency_us,
+            via_key_id: r.via_key_id.map(|k| self.id(KEY, k.ulid().0, |buf| k.encode(buf))),
+        };
+        // Into a Vec, the encoding cannot fail: every field is a plain value.
+        let records = std::mem::take(&mut self.records);
+        self.records = postcard::to_extend(&packed, records).unwrap_or_default();
+        if self.count == 0 || id < self.first_id {
+            self.first_id = id;
+        }
+        if self.count == 0 || id > self.last_id {
+            self.last_id = id;
+        }
+        self.first_at = self.first_at.min(at);
+        self.last_at = self.last_at.max(at);
+        self.count += 1;
     }
-    json.push(b']');
-    let records_json = String::from_utf8(json).map_err(|e| StoreError::Corrupt(format!("request record: {e}")))?;
-    Ok(Chunk {
-        account_id: first.account_id.to_string(),
-        first_id: first_id.clone(),
-        last_id: last_id.clone(),
-        first_at,
-        last_at,
-        count: i64::try_from(records.len()).unwrap_or(i64::MAX),
-        records: records_json,
-    })
+
+    /// The index in `strings` of the id of `kind` and `ulid`, appending its text (`encode`) the
+    /// first time.
+    fn id<const N: usize>(&mut self, kind: u8, ulid: u128, encode: impl FnOnce(&mut [u8; N]) -> &str) -> u32 {
+        let next = u32::try_from(self.ids.len() + self.texts.len()).unwrap_or(u32::MAX);
+        let strings = &mut self.strings;
+        *self.ids.entry((kind, ulid)).or_insert_with(|| {
+            append_string(strings, encode(&mut [0; N]));
+            next
+        })
+    }
+
+    /// The index in `strings` of `text`, appending it the first time.
+    fn text(&mut self, text: &str) -> u32 {
+        if let Some(&n) = self.texts.get(text) {
+            return n;
+        }
+        let next = u32::try_from(self.ids.len() + self.texts.len()).unwrap_or(u32::MAX);
+        append_string(&mut self.strings, text);
+        self.texts.insert(text.into(), next);
+        next
+    }
+
+    /// The row that stores the chunk; `None` for an empty one, which stores nothing.
+    pub(super) fn row(&self) -> Result<Option<Row<'_>>, StoreError> {
+        if self.count == 0 {
+            return Ok(None);
+        }
+        let strings =
+            std::str::from_utf8(&self.strings).map_err(|e| StoreError::Corrupt(format!("request-log strings: {e}")))?;
+        Ok(Some(Row {
+            account_id: self.account.to_string(),
+            first_id: self.first_id.to_string(),
+            last_id: self.last_id.to_string(),
+            first_at: self.first_at,
+            last_at: self.last_at,
+            count: i64::try_from(self.count).unwrap_or(i64::MAX),
+            packed: &self.records,
+            strings,
+        }))
+    }
 }
 
-/// A record as stored (module docs), before its ids are parsed.
+/// Appends `s` to the JSON array of strings `array`, escaped as `serde_json` escapes it.
+fn append_string(array: &mut Vec<u8>, s: &str) {
+    array.pop();
+    if array.len() > 1 {
+        array.push(b',');
+    }
+    // Writing to a Vec cannot fail, and a `str` always serializes.
+    let _ = serde_json::to_writer(&mut *array, s);
+    array.push(b']');
+}
+
+/// One `request_log_chunks` row to insert, borrowed from its chunk.
+pub(super) struct Row<'a> {
+    pub account_id: String,
+    pub first_id: String,
+    pub last_id: String,
+    pub first_at: i64,
+    pub last_at: i64,
+    pub count: i64,
+    pub packed: &'a [u8],
+    pub strings: &'a str,
+}
+
+/// The records of one chunk of `account` in the packed form: its `packed` and `strings` columns.
+pub(super) fn decode_packed(
+    account: AccountId,
+    mut packed: &[u8],
+    strings: &str,
+) -> Result<Vec<RequestRecord>, StoreError> {
+    let strings: Vec<String> =
+        serde_json::from_str(strings).map_err(|e| StoreError::Corrupt(format!("request_log_chunks.strings: {e}")))?;
+    let text = |n: u32| -> Result<String, StoreError> {
+        strings
+            .get(n as usize)
+            .cloned()
+            .ok_or_else(|| corrupt("request_log_chunks.packed string index", &n.to_string()))
+    };
+    fn id<T: FromStr>(
+        what: &str,
+        n: Option<u32>,
+        text: impl Fn(u32) -> Result<String, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        n.map(|n| text(n).and_then(|s| parse(what, &s))).transpose()
+    }
+    let mut records = Vec::new();
+    while !packed.is_empty() {
+        let (p, rest): (Packed<'_>, &[u8]) = postcard::take_from_bytes(packed)
+            .map_err(|e| StoreError::Corrupt(format!("request_log_chunks.packed: {e}")))?;
+        packed = rest;
+        let record_id = RecordId(Ulid::from_bytes(p.id));
+        let id_seconds = i64::try_from(record_id.0.timestamp_ms() / 1000).unwrap_or(i64::MAX);
+        let at = id_seconds.checked_sub(p.at_before_id);
+        records.push(RequestRecord {
+            id: record_id.to_string(),
+            request_id: match p.request_id {
+                RequestIdForm::Made(ulid) => format!("{}_{}", RequestId::PREFIX, Ulid::from_bytes(ulid)),
+                RequestIdForm::Sent(text) => text.to_owned(),
+            },
+            at: at
+                .and_then(|at| DateTime::from_timestamp(at, 0))
+                .ok_or_else(|| corrupt("request_log_chunks.packed at", &p.at_before_id.to_string()))?,
+            account_id: account,
+            key_id: id("request_log_chunks.packed key_id", p.key_id, text)?,
+            tenant_id: id("request_log_chunks.packed tenant_id", p.tenant_id, text)?,
+            route: text(p.route)?,
+            method: text(p.method)?,
+            status: p.status,
+            outcome: text(p.outcome)?,
+            client_ip: p.client_ip,
+            latency_us: p.latency_us,
+            via_key_id: id("request_log_chunks.packed via_key_id", p.via_key_id, text)?,
+        });
+    }
+    Ok(records)
+}
+
+/// A record in the older form (module docs), before its ids are parsed.
 type Stored = (
     String,
     String,
@@ -184,7 +450,7 @@ type Stored = (
     Option<String>,
 );
 
-/// The records of one chunk of `account`.
+/// The records of one chunk of `account` in the older form: its `records` column.
 pub(super) fn decode(account: AccountId, json: &str) -> Result<Vec<RequestRecord>, StoreError> {
     let stored: Vec<Stored> =
         serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("request_log_chunks.records: {e}")))?;
@@ -213,6 +479,12 @@ pub(super) fn decode(account: AccountId, json: &str) -> Result<Vec<RequestRecord
         .collect()
 }
 
+/// One stored chunk as a listing reads it: the packed form or the older one.
+pub(super) enum StoredChunk<'a> {
+    Packed { packed: &'a [u8], strings: &'a str },
+    Records(&'a str),
+}
+
 /// Whether `record` is one `filter` asks for, below the page's cursor `before`.
 fn wanted(record: &RequestRecord, filter: &RequestFilter, before: Option<&str>) -> bool {
     before.is_none_or(|b| record.id.as_str() < b)
@@ -239,15 +511,23 @@ impl<'a> Listing<'a> {
     }
 
     /// Takes the wanted records of one chunk. A listing by key skips, undecoded, a chunk whose
-    /// text does not mention the key (a substring search, far cheaper than parsing): a filtered
-    /// listing scans the account's chunks, and most hold none of one key's records.
-    pub(super) fn add(&mut self, account: AccountId, json: &str) -> Result<(), StoreError> {
+    /// text does not mention the key (a substring search of its strings, or of its records in the
+    /// older form; far cheaper than decoding): a filtered listing scans the account's chunks, and
+    /// most hold none of one key's records.
+    pub(super) fn add(&mut self, account: AccountId, chunk: StoredChunk<'_>) -> Result<(), StoreError> {
+        let text = match chunk {
+            StoredChunk::Packed { strings, .. } => strings,
+            StoredChunk::Records(json) => json,
+        };
         if let Some(key) = &self.key_text
-            && !json.contains(key.as_str())
+            && !text.contains(key.as_str())
         {
             return Ok(());
         }
-        self.extend(decode(account, json)?);
+        self.extend(match chunk {
+            StoredChunk::Packed { packed, strings } => decode_packed(account, packed, strings)?,
+            StoredChunk::Records(json) => decode(account, json)?,
+        });
         Ok(())
     }
 
@@ -287,7 +567,7 @@ impl<'a> Listing<'a> {
 
 #[cfg(test)]
 mod tests {
-    use keygate_domain::{KeyId, TenantId};
+    use keygate_domain::{KeyId, RequestId, TenantId};
 
     use super::*;
 
@@ -314,83 +594,134 @@ mod tests {
         }
     }
 
-    /// The hand-written encoding is what `serde_json` writes for the same tuple, byte for byte:
-    /// escapes, both address families, absent values.
-    #[test]
-    fn a_record_is_written_as_serde_json_writes_its_tuple() {
-        struct Shown<T>(T);
-        impl<T: std::fmt::Display> serde::Serialize for Shown<T> {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_str(&self.0)
-            }
-        }
-        let account = AccountId::generate();
-        let mut records = vec![record(account, &id(1), Some(KeyId::generate())), record(account, &id(2), None)];
-        records[1].client_ip = Some("203.0.113.250".parse().expect("test value"));
-        records[1].tenant_id = None;
-        records[1].via_key_id = Some(KeyId::generate());
-        records[1].route = "/v1/x\n\u{7}\\".to_owned();
-        let mut third = record(account, &id(3), None);
-        third.client_ip = None;
-        records.push(third);
-        for r in &records {
-            let tuple = (
-                &r.id,
-                &r.request_id,
-                r.at.timestamp(),
-                r.key_id.map(Shown),
-                r.tenant_id.map(Shown),
-                &r.route,
-                &r.method,
-                r.status,
-                &r.outcome,
-                r.client_ip.map(Shown),
-                r.latency_us,
-                r.via_key_id.map(Shown),
-            );
-            let mut ours = Vec::new();
-            push_record(&mut ours, r).expect("encodes");
-            assert_eq!(String::from_utf8(ours), String::from_utf8(serde_json::to_vec(&tuple).expect("serializes")));
-        }
+    fn group(records: &[RequestRecord]) -> Vec<RequestChunk> {
+        RequestChunk::group(records).expect("record ids")
     }
 
+    /// A chunk's two columns, as the store writes them.
+    fn columns(chunk: &RequestChunk) -> (Vec<u8>, String) {
+        let row = chunk.row().expect("text").expect("not empty");
+        (row.packed.to_vec(), row.strings.to_owned())
+    }
+
+    fn decoded(chunk: &RequestChunk) -> Vec<RequestRecord> {
+        let (packed, strings) = columns(chunk);
+        decode_packed(chunk.account, &packed, &strings).expect("decodes")
+    }
+
+    fn add(listing: &mut Listing<'_>, account: AccountId, (packed, strings): &(Vec<u8>, String)) {
+        listing.add(account, StoredChunk::Packed { packed, strings }).expect("test value");
+    }
+
+    /// Every field comes back as it went in: escapes, both address families, absent values,
+    /// request ids keygate made and others, repeated text named once.
     #[test]
     fn a_chunk_decodes_to_the_records_it_was_made_of() {
         let (a, b) = (AccountId::generate(), AccountId::generate());
-        let records = vec![
-            record(a, &id(1), Some(KeyId::generate())),
+        let key = KeyId::generate();
+        let mut records = vec![
+            record(a, &id(1), Some(key)),
             record(b, &id(2), None),
             record(a, &id(3), Some(KeyId::generate())),
+            record(a, &id(4), Some(key)),
         ];
-        let chunks = chunks(&records).expect("test value");
+        records[1].request_id = RequestId::generate().to_string();
+        records[2].client_ip = Some("203.0.113.250".parse().expect("test value"));
+        records[2].tenant_id = None;
+        records[2].via_key_id = Some(key);
+        records[2].route = "/v1/x\n\u{7}\\\"0".to_owned();
+        records[2].request_id = "req_01jd0000000000000000000000".to_owned();
+        records[3].client_ip = None;
+        records[3].method = "0".to_owned();
+        records[3].at = DateTime::from_timestamp(1_700_000_000, 0).expect("test value");
+        let chunks = group(&records);
         assert_eq!(chunks.len(), 2, "one chunk per account");
-        let first = chunks.iter().position(|c| c.account_id == a.to_string()).expect("a's chunk");
+        let first = chunks.iter().position(|c| c.account == a).expect("a's chunk");
         let (chunk_a, chunk_b) = (&chunks[first], &chunks[1 - first]);
-        assert_eq!((chunk_a.first_id.clone(), chunk_a.last_id.clone(), chunk_a.count), (id(1), id(3), 2));
-        assert_eq!((chunk_a.first_at, chunk_a.last_at), (1_780_000_000, 1_780_000_000));
-        assert_eq!(decode(a, &chunk_a.records).expect("test value"), vec![records[0].clone(), records[2].clone()]);
-        assert_eq!(decode(b, &chunk_b.records).expect("test value"), vec![records[1].clone()]);
+        assert_eq!((chunk_a.first_id.to_string(), chunk_a.last_id.to_string(), chunk_a.len()), (id(1), id(4), 3));
+        assert_eq!((chunk_a.first_at, chunk_a.last_at), (1_700_000_000, 1_780_000_000));
+        assert_eq!(decoded(chunk_a), vec![records[0].clone(), records[2].clone(), records[3].clone()]);
+        assert_eq!(decoded(chunk_b), vec![records[1].clone()]);
+        // The key of two records (once as the asking key) is written once.
+        let (_, strings) = columns(chunk_a);
+        assert_eq!(strings.matches(&key.to_string()).count(), 1, "{strings}");
+        let strings: Vec<String> = serde_json::from_str(&strings).expect("a JSON array of strings");
+        assert_eq!(strings.iter().collect::<std::collections::HashSet<_>>().len(), strings.len(), "no text twice");
+    }
+
+    /// The packed form is small: what the request log costs is mostly its bytes.
+    #[test]
+    fn a_packed_record_is_a_quarter_of_the_older_form() {
+        let a = AccountId::generate();
+        let (key, tenant) = (KeyId::generate(), TenantId::generate());
+        let records: Vec<_> = (0..100)
+            .map(|n| RequestRecord {
+                request_id: RequestId::generate().to_string(),
+                tenant_id: Some(tenant),
+                client_ip: Some(IpAddr::from([10, 0, 0, n])),
+                ..record(a, &RecordId::generate().to_string(), Some(key))
+            })
+            .collect();
+        let chunk = &group(&records)[0];
+        let per_record = chunk.bytes() / records.len();
+        assert!((40..=60).contains(&per_record), "{per_record} bytes a record");
+    }
+
+    /// A chunk written before migration 0009: every value in place, in `records`.
+    #[test]
+    fn a_chunk_of_the_older_form_still_decodes() {
+        let a = AccountId::generate();
+        let key = KeyId::generate();
+        let json = format!(
+            r#"[["{}","req_1",1780000000,"{key}",null,"/v1/verify","POST",200,"ok","10.0.0.1",12,null]]"#,
+            id(1)
+        );
+        let records = decode(a, &json).expect("decodes");
+        assert_eq!(records.len(), 1);
+        assert_eq!(
+            (records[0].key_id, records[0].route.as_str(), records[0].outcome.as_str()),
+            (Some(key), "/v1/verify", "ok")
+        );
+        let filter = RequestFilter { key_id: Some(key), ..RequestFilter::default() };
+        let mut listing = Listing::new(&filter, None, 10);
+        listing.add(a, StoredChunk::Records(&json)).expect("decodes");
+        assert_eq!(listing.finish(None).expect("complete").len(), 1);
     }
 
     #[test]
     fn a_busy_account_is_split_into_bounded_chunks() {
         let a = AccountId::generate();
         let records: Vec<_> = (0..2_500).map(|i| record(a, &id(i), None)).collect();
-        let counts: Vec<i64> = chunks(&records).expect("test value").iter().map(|c| c.count).collect();
+        let counts: Vec<usize> = group(&records).iter().map(RequestChunk::len).collect();
         assert_eq!(counts, vec![1_000, 1_000, 500]);
+    }
+
+    #[test]
+    fn an_empty_chunk_stores_nothing_and_a_bad_id_is_refused() {
+        let a = AccountId::generate();
+        assert!(RequestChunk::new(a).row().expect("text").is_none());
+        for bad in [
+            "",
+            "rl_",
+            "rl_01jd0000000000000000000000",
+            "key_01JD0000000000000000000000",
+            "rl_81JD0000000000000000000000",
+        ] {
+            assert!(RequestChunk::group(&[record(a, bad, None)]).is_err(), "{bad}");
+        }
     }
 
     #[test]
     fn a_page_waits_for_chunks_that_may_hold_newer_records() {
         let a = AccountId::generate();
         let filter = RequestFilter::default();
-        let node_1 = chunks(&[record(a, &id(5), None), record(a, &id(9), None)]).expect("test value");
-        let node_2 = chunks(&[record(a, &id(7), None), record(a, &id(8), None)]).expect("test value");
+        let node_1 = columns(&group(&[record(a, &id(5), None), record(a, &id(9), None)])[0]);
+        let node_2 = columns(&group(&[record(a, &id(7), None), record(a, &id(8), None)])[0]);
         let mut listing = Listing::new(&filter, None, 2);
-        listing.add(a, &node_1[0].records).expect("test value");
+        add(&mut listing, a, &node_1);
         // Unread chunks end at or below id 9: only id 9 is settled, one short of the page.
         assert!(listing.finish(Some(&id(9))).is_none());
-        listing.add(a, &node_2[0].records).expect("test value");
+        add(&mut listing, a, &node_2);
         let page = listing.finish(None).expect("test value");
         assert_eq!(page.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), [id(9), id(8)]);
     }
@@ -402,16 +733,17 @@ mod tests {
         let mut records: Vec<_> = (0..6).map(|i| record(a, &id(i), None)).collect();
         records[1].key_id = Some(key);
         records[4].key_id = Some(key);
-        let chunk = chunks(&records).expect("test value").remove(0);
+        let chunk = columns(&group(&records)[0]);
         let filter = RequestFilter { key_id: Some(key), ..RequestFilter::default() };
         let cursor = id(4);
         let mut listing = Listing::new(&filter, Some(&cursor), 10);
-        listing.add(a, &chunk.records).expect("test value");
+        add(&mut listing, a, &chunk);
         let page = listing.finish(None).expect("test value");
         assert_eq!(page.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), [id(1)]);
         // A chunk that does not name the key is skipped, also when its text could not be decoded.
         let mut listing = Listing::new(&filter, None, 10);
-        listing.add(a, "not JSON at all").expect("skipped undecoded");
+        listing.add(a, StoredChunk::Records("not JSON at all")).expect("skipped undecoded");
+        listing.add(a, StoredChunk::Packed { packed: b"\xff", strings: r#"["ten_x"]"# }).expect("skipped undecoded");
     }
 
     #[test]
@@ -419,10 +751,10 @@ mod tests {
         let a = AccountId::generate();
         // 2^20 ms apart: the sixth time character of the ULID differs.
         let (early, late) = ("rl_01JD0000000000000000000001", "rl_01JD0100000000000000000001");
-        let chunks = chunks(&[record(a, late, None), record(a, early, None)]).expect("test value");
-        let mut spans: Vec<_> = chunks.iter().map(|c| (c.first_id.as_str(), c.last_id.as_str())).collect();
+        let chunks = group(&[record(a, late, None), record(a, early, None)]);
+        let mut spans: Vec<_> = chunks.iter().map(|c| (c.first_id.to_string(), c.last_id.to_string())).collect();
         spans.sort_unstable();
-        assert_eq!(spans, [(early, early), (late, late)]);
+        assert_eq!(spans, [(early.to_owned(), early.to_owned()), (late.to_owned(), late.to_owned())]);
         // The bucket's end is above each id of the bucket and below every later one.
         let end = id_bucket_end(early);
         assert!(early < end.as_str() && "rl_01JD00ZZZZZZZZZZZZZZZZZZZZ" < end.as_str() && end.as_str() < late);
@@ -431,8 +763,21 @@ mod tests {
     #[test]
     fn garbage_in_a_chunk_is_corrupt_not_a_panic() {
         let a = AccountId::generate();
-        for bad in ["", "[", "[[1]]", r#"[["rl_1","r",0,"not-a-key",null,"/","GET",200,"ok",null,1,null]]"#] {
+        let bad_records = ["", "[", "[[1]]", r#"[["rl_1","r",0,"not-a-key",null,"/","GET",200,"ok",null,1,null]]"#];
+        for bad in bad_records {
             assert!(matches!(decode(a, bad), Err(StoreError::Corrupt(_))), "{bad}");
+        }
+        let (packed, strings) = columns(&group(&[record(a, &id(1), Some(KeyId::generate()))])[0]);
+        assert_eq!(decode_packed(a, &packed, &strings).expect("decodes").len(), 1);
+        // Cut short, extended, or naming text the chunk does not have.
+        for cut in 1..packed.len() {
+            assert!(matches!(decode_packed(a, &packed[..cut], &strings), Err(StoreError::Corrupt(_))), "{cut}");
+        }
+        let mut longer = packed.clone();
+        longer.push(0xff);
+        assert!(matches!(decode_packed(a, &longer, &strings), Err(StoreError::Corrupt(_))));
+        for strings in ["", "[1]", r#"["/"]"#, r#"{"a":1}"#, "[]"] {
+            assert!(matches!(decode_packed(a, &packed, strings), Err(StoreError::Corrupt(_))), "{strings}");
         }
     }
 }
