@@ -730,7 +730,7 @@ pub async fn show(
 ) -> Result<Response, PageError> {
     signed.require("api_keys:read")?;
     // Through `recorded`: the requests made a moment ago count, as in the API.
-    let keygate = dashboard.engine.recorded().await;
+    let keygate = dashboard.engine.recorded(signed.principal.account.id).await;
     let key = keygate.get_key(&signed.principal, &id).await?;
     let usage = keygate.key_usage(&signed.principal, &id, UsageParams::default()).await?;
     let requests = if signed.can("audit:read") {

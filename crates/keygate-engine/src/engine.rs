@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::Duration as ChronoDuration;
 use keygate_domain::gcra::Quota;
 use keygate_domain::model::Account;
-use keygate_domain::{UserId, time};
+use keygate_domain::{AccountId, UserId, time};
 use keygate_store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -284,11 +284,11 @@ impl Engine {
         self.keygate.session(token, self.sessions).await
     }
 
-    /// The [`Keygate`] to read usage and the request log through: what this node has counted and
-    /// queued is written first, so the request made a moment ago counts (SPEC §8). Every reader
-    /// of either (the API, the dashboard) goes through here.
-    pub async fn recorded(&self) -> &Keygate {
-        self.requests.flush(&*self.keygate.store).await;
+    /// The [`Keygate`] to read `account`'s usage and request log through: what this node has
+    /// counted and kept of the account is written first, so the request made a moment ago counts
+    /// (SPEC §8). Every reader of either (the API, the dashboard) goes through here.
+    pub async fn recorded(&self, account: AccountId) -> &Keygate {
+        self.requests.flush_account(&*self.keygate.store, account).await;
         &self.keygate
     }
 

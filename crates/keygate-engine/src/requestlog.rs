@@ -19,10 +19,10 @@
 //! times as long, which showed in the requests' 99th percentile; the turns keep each write short.
 //!
 //! A failed write puts its chunks back (in front of the closed ones, counts added), to be retried
-//! with the next one. [`RequestRecorder::flush`] writes everything at once: before usage or the
-//! log is read (so the request made a moment ago counts) and at shutdown (so nothing acknowledged
-//! is lost); flushes never overlap, so a read never misses a chunk another flush has taken but not
-//! yet written. A node that dies without a graceful shutdown loses what it held: at most about a
+//! with the next one. [`RequestRecorder::flush_account`] writes an account's records and counts
+//! before its usage or log is read (so the request made a moment ago counts), and
+//! [`RequestRecorder::flush`] everything at shutdown (so nothing acknowledged is lost); flushes
+//! never overlap, so a read never misses a chunk another flush has taken but not yet written. A node that dies without a graceful shutdown loses what it held: at most about a
 //! second of its requests' records (the counters, up to a second of counts).
 //!
 //! The counters are exact: every counted request is written once. Memory holds one entry per
@@ -112,6 +112,8 @@ pub enum Due {
     Turn(u64),
     /// Every one.
     All,
+    /// The one of this account, if it has one.
+    Account(AccountId),
 }
 
 impl RequestRecorder {
@@ -138,9 +140,7 @@ impl RequestRecorder {
 
     /// Counts one request. Cheap: one uncontended lock and a map update; never waits.
     pub fn count(&self, counted: Counted) {
-        if let Ok(mut counts) = self.counts.lock() {
-            *counts.entry(counted).or_default() += 1;
-        }
+        *lock(&self.counts).entry(counted).or_default() += 1;
     }
 
     /// Keeps one record: gives it an id (`rl_<ULID>`) and encodes it into its account's open
@@ -151,20 +151,22 @@ impl RequestRecorder {
             return;
         }
         let account = record.account_id;
-        let Ok(mut open) = self.shard(account).lock() else {
-            count_dropped(1);
-            return;
-        };
+        let mut open = lock(self.shard(account));
         let chunk = open.entry(account).or_insert_with(|| RequestChunk::new(account));
         // Made under the shard's lock, so an account's ids reach its chunk in order.
         let id = RecordId::generate();
         if !chunk.takes(id) {
             self.close(std::mem::replace(chunk, RequestChunk::new(account)));
         }
-        chunk.push(id, record);
+        if chunk.push(id, record).is_err() {
+            count_dropped(1);
+            return;
+        }
         self.held.fetch_add(1, Ordering::Relaxed);
-        if chunk.is_full() {
-            self.close(std::mem::replace(chunk, RequestChunk::new(account)));
+        if chunk.is_full()
+            && let Some(full) = open.remove(&account)
+        {
+            self.close(full);
         }
     }
 
@@ -181,10 +183,7 @@ impl RequestRecorder {
 
     /// Queues `chunk` to be written with the next flush. Lock order: a shard, then `closed`.
     fn close(&self, chunk: RequestChunk) {
-        match self.closed.lock() {
-            Ok(mut closed) => closed.push_back(chunk),
-            Err(_) => self.discard(&chunk),
-        }
+        lock(&self.closed).push_back(chunk);
     }
 
     fn discard(&self, chunk: &RequestChunk) {
@@ -192,49 +191,72 @@ impl RequestRecorder {
         count_dropped(chunk.len());
     }
 
-    /// Drops the oldest closed chunk, closing every open chunk first (oldest first) if none is
-    /// closed. Whether anything was dropped.
+    /// Drops the oldest closed chunk or, if none is closed, the open chunk holding the oldest
+    /// record. Whether anything was dropped. A chunk is dropped from where it is held, under its
+    /// lock, so a flush never misses one that is moving.
     fn make_room(&self) -> bool {
-        let oldest = self.closed.lock().ok().and_then(|mut closed| closed.pop_front());
-        let oldest = oldest.or_else(|| {
-            let mut open = self.take_open(Due::All);
-            open.sort_by_key(RequestChunk::first_id);
-            let mut closed = self.closed.lock().ok()?;
-            closed.extend(open);
-            closed.pop_front()
-        });
-        oldest.inspect(|chunk| self.discard(chunk)).is_some()
+        if let Some(oldest) = lock(&self.closed).pop_front() {
+            self.discard(&oldest);
+            return true;
+        }
+        let oldest = (0..SHARDS)
+            .filter_map(|shard| {
+                let open = lock(&self.open[shard]);
+                open.values().filter_map(|c| Some((c.first_id()?, shard, c.account()))).min()
+            })
+            .min();
+        let Some((first_id, shard, account)) = oldest else { return false };
+        let mut open = lock(&self.open[shard]);
+        // Unless it was taken or closed meanwhile.
+        if open.get(&account).and_then(RequestChunk::first_id) != Some(first_id) {
+            return false;
+        }
+        open.remove(&account).inspect(|chunk| self.discard(chunk)).is_some()
     }
 
     /// The open chunks `due` names, taken out.
     fn take_open(&self, due: Due) -> Vec<RequestChunk> {
         let mut taken = Vec::new();
         for shard in &self.open {
-            let Ok(mut open) = shard.lock() else { continue };
+            let mut open = lock(shard);
             match due {
                 Due::All => taken.extend(open.drain().map(|(_, chunk)| chunk)),
                 Due::Turn(turn) => {
                     taken.extend(open.extract_if(|account, _| phase(*account) == turn % TURNS).map(|(_, chunk)| chunk));
                 }
+                Due::Account(account) => taken.extend(open.remove(&account)),
             }
         }
         taken
     }
 
-    /// Takes what a flush writes: every closed chunk, then the open chunks `due` names.
+    /// Takes what a flush writes: the open chunks `due` names, then every closed chunk. In that
+    /// order: a chunk only moves from open to closed, so one that moves meanwhile is taken
+    /// closed.
     #[must_use]
     pub fn take(&self, due: Due) -> Vec<RequestChunk> {
-        let mut taken: Vec<RequestChunk> =
-            self.closed.lock().map(|mut closed| closed.drain(..).collect()).unwrap_or_default();
-        taken.extend(self.take_open(due));
+        let mut taken = self.take_open(due);
+        taken.extend(lock(&self.closed).drain(..));
+        taken.retain(|chunk| !chunk.is_empty());
         taken
     }
 
-    /// Writes every held record and every count, after any flush already under way.
+    /// Writes every held record and every count, after any flush already under way: at
+    /// shutdown.
     pub async fn flush(&self, store: &dyn Store) {
         let _flushing = self.flushing.lock().await;
         self.write_records(store, Due::All).await;
-        self.write_counts(store).await;
+        self.write_counts(store, None).await;
+    }
+
+    /// Writes what is held of `account` (its records and counts) and every closed chunk, after
+    /// any flush already under way: before the account's usage or log is read, so the request
+    /// made a moment ago counts. Other accounts' open chunks and counts wait for their turn, so a
+    /// client reading often does not make every account's writes small.
+    pub async fn flush_account(&self, store: &dyn Store, account: AccountId) {
+        let _flushing = self.flushing.lock().await;
+        self.write_records(store, Due::Account(account)).await;
+        self.write_counts(store, Some(account)).await;
     }
 
     async fn write_records(&self, store: &dyn Store, due: Due) {
@@ -242,40 +264,39 @@ impl RequestRecorder {
         if chunks.is_empty() {
             return;
         }
+        // Not held while written: a write in progress makes no room for new records.
         let records: usize = chunks.iter().map(RequestChunk::len).sum();
-        match store.record_requests(&chunks).await {
-            Ok(()) => {
-                self.held.fetch_sub(records, Ordering::Relaxed);
+        self.held.fetch_sub(records, Ordering::Relaxed);
+        if let Err(e) = store.record_requests(&chunks).await {
+            store_failed(store, &e, "could not write the request log; will retry", records);
+            self.held.fetch_add(records, Ordering::Relaxed);
+            let mut closed = lock(&self.closed);
+            // The failed chunks are older than anything closed meanwhile: they go first.
+            for chunk in chunks.into_iter().rev() {
+                closed.push_front(chunk);
             }
-            Err(e) => {
-                store_failed(store, &e, "could not write the request log; will retry", records);
-                let Ok(mut closed) = self.closed.lock() else {
-                    chunks.iter().for_each(|chunk| self.discard(chunk));
-                    return;
-                };
-                // The failed chunks are older than anything closed meanwhile: they go first.
-                for chunk in chunks.into_iter().rev() {
-                    closed.push_front(chunk);
-                }
-                while self.held.load(Ordering::Relaxed) > self.max_pending {
-                    let Some(oldest) = closed.pop_front() else { break };
-                    self.discard(&oldest);
-                }
+            while self.held.load(Ordering::Relaxed) > self.max_pending {
+                let Some(oldest) = closed.pop_front() else { break };
+                self.discard(&oldest);
             }
         }
     }
 
-    async fn write_counts(&self, store: &dyn Store) {
-        let taken = match self.counts.lock() {
-            Ok(mut counts) => std::mem::take(&mut *counts),
-            Err(_) => return,
+    /// Writes the counts of `account`, or of every account.
+    async fn write_counts(&self, store: &dyn Store, account: Option<AccountId>) {
+        let taken: Vec<(Counted, u64)> = {
+            let mut counts = lock(&self.counts);
+            match account {
+                None => counts.drain().collect(),
+                Some(account) => counts.extract_if(|c, _| c.account == account).collect(),
+            }
         };
         if taken.is_empty() {
             return;
         }
         let batch: Vec<UsageCount> = taken
             .iter()
-            .map(|(c, &count)| UsageCount {
+            .map(|&(c, count)| UsageCount {
                 account_id: c.account,
                 key_id: c.key,
                 tenant_id: c.tenant,
@@ -286,10 +307,9 @@ impl RequestRecorder {
             .collect();
         if let Err(e) = store.add_usage(&batch).await {
             store_failed(store, &e, "could not write usage counts; will retry", batch.len());
-            if let Ok(mut counts) = self.counts.lock() {
-                for (counted, n) in taken {
-                    *counts.entry(counted).or_default() += n;
-                }
+            let mut counts = lock(&self.counts);
+            for (counted, n) in taken {
+                *counts.entry(counted).or_default() += n;
             }
         }
     }
@@ -304,7 +324,7 @@ impl RequestRecorder {
             let _flushing = self.flushing.lock().await;
             self.write_records(&*store, Due::Turn(tick)).await;
             if tick.is_multiple_of(every) {
-                self.write_counts(&*store).await;
+                self.write_counts(&*store, None).await;
             }
         }
         self.flush(&*store).await;
@@ -314,6 +334,12 @@ impl RequestRecorder {
 fn store_failed(store: &dyn Store, error: &keygate_store::StoreError, what: &'static str, items: usize) {
     metrics::counter!("keygate_store_errors_total", "backend" => store.backend()).increment(1);
     tracing::warn!(error = %error, items, "{what}");
+}
+
+/// The lock's data, also after a panic while it was held: every update under these locks leaves
+/// the data whole (a push, a map entry, a count), so a panic elsewhere never loses what is held.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn count_dropped(dropped: usize) {
@@ -453,6 +479,37 @@ mod tests {
             let n = u16::try_from(n * 10).expect("small");
             assert_eq!(statuses(&*store, *account).await, [n + 2, n + 1, n]);
         }
+    }
+
+    /// A read of one account writes what is held of it, and leaves other accounts' open chunks
+    /// and counts to their turn.
+    #[tokio::test]
+    async fn a_read_flushes_its_own_account_only() {
+        let store = store().await;
+        let (a, b) = (AccountId::generate(), AccountId::generate());
+        let recorder = RequestRecorder::default();
+        let today = time::now().date_naive();
+        for account in [a, b] {
+            recorder.record(&record(account, 200).as_new());
+            recorder.count(Counted { account, key: KeyId::generate(), tenant: None, day: today, outcome: "ok" });
+        }
+        recorder.flush_account(&*store, a).await;
+        assert_eq!(statuses(&*store, a).await, [200]);
+        assert_eq!(statuses(&*store, b).await, [] as [u16; 0], "b's chunk waits for its turn");
+        assert_eq!(recorder.pending(), 1);
+        let usage = |account| {
+            let store = Arc::clone(&store);
+            async move {
+                let rows =
+                    store.usage(account, keygate_store::UsageFilter::default(), today, today).await.expect("usage");
+                rows.iter().map(|r| r.count).sum::<u64>()
+            }
+        };
+        assert_eq!((usage(a).await, usage(b).await), (1, 0));
+        recorder.flush(&*store).await;
+        assert_eq!(statuses(&*store, b).await, [200]);
+        assert_eq!((usage(a).await, usage(b).await), (1, 1));
+        assert_eq!(recorder.pending(), 0);
     }
 
     #[test]

@@ -1127,7 +1127,8 @@ macro_rules! sql_store {
                     for (_, _, records, packed, strings) in &rows {
                         let chunk = match (packed, strings) {
                             (Some(packed), Some(strings)) => StoredChunk::Packed { packed, strings },
-                            _ => StoredChunk::Records(records),
+                            (None, None) => StoredChunk::Records(records),
+                            _ => return Err(StoreError::Corrupt("request_log_chunks: packed without strings".into())),
                         };
                         listing.add(account, chunk)?;
                     }

@@ -214,7 +214,8 @@ impl RequestChunk {
     /// open chunk instead.
     ///
     /// # Errors
-    /// [`StoreError::Corrupt`] for a record whose id is not a record id (`rl_<ULID>`).
+    /// [`StoreError::Corrupt`] for a record whose id is not a record id (`rl_<ULID>`), or that
+    /// could not be encoded.
     pub fn group(records: &[RequestRecord]) -> Result<Vec<Self>, StoreError> {
         let mut sorted: Vec<(RecordId, &RequestRecord)> =
             records.iter().map(|r| Ok((r.id.parse()?, r))).collect::<Result<_, StoreError>>()?;
@@ -223,11 +224,11 @@ impl RequestChunk {
         for (id, record) in sorted {
             match out.last_mut() {
                 Some(chunk) if chunk.account == record.account_id && chunk.takes(id) => {
-                    chunk.push(id, &record.as_new())
+                    chunk.push(id, &record.as_new())?;
                 }
                 _ => {
                     let mut chunk = Self::new(record.account_id);
-                    chunk.push(id, &record.as_new());
+                    chunk.push(id, &record.as_new())?;
                     out.push(chunk);
                 }
             }
@@ -278,7 +279,11 @@ impl RequestChunk {
 
     /// Appends the record `r` with id `id`. The caller checks [`RequestChunk::takes`] first, and
     /// that `r` is of the chunk's account: a chunk stores the account once, for every record.
-    pub fn push(&mut self, id: RecordId, r: &NewRequestRecord<'_>) {
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if the record could not be encoded (postcard refuses nothing
+    /// these fields hold); the chunk is left as it was.
+    pub fn push(&mut self, id: RecordId, r: &NewRequestRecord<'_>) -> Result<(), StoreError> {
         debug_assert!(self.takes(id) && r.account_id == self.account, "a record of another chunk");
         let at = r.at.timestamp();
         let id_seconds = i64::try_from(id.0.timestamp_ms() / 1000).unwrap_or(i64::MAX);
@@ -302,9 +307,11 @@ impl RequestChunk {
             latency_us: r.latency_us,
             via_key_id: r.via_key_id.map(|k| self.id(KEY, k.ulid().0, |buf| k.encode(buf))),
         };
-        // Into a Vec, the encoding cannot fail: every field is a plain value.
-        let records = std::mem::take(&mut self.records);
-        self.records = postcard::to_extend(&packed, records).unwrap_or_default();
+        let before = self.records.len();
+        if let Err(e) = postcard::to_extend(&packed, Tail(&mut self.records)) {
+            self.records.truncate(before);
+            return Err(StoreError::Corrupt(format!("request record: {e}")));
+        }
         if self.count == 0 || id < self.first_id {
             self.first_id = id;
         }
@@ -314,6 +321,7 @@ impl RequestChunk {
         self.first_at = self.first_at.min(at);
         self.last_at = self.last_at.max(at);
         self.count += 1;
+        Ok(())
     }
 
     /// The index in `strings` of the id of `kind` and `ulid`, appending its text (`encode`) the
@@ -355,6 +363,15 @@ impl RequestChunk {
             packed: &self.records,
             strings,
         }))
+    }
+}
+
+/// The end of a buffer, for postcard to append to.
+struct Tail<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Tail<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+        self.0.extend(bytes);
     }
 }
 
