@@ -2,28 +2,31 @@
 //! record in the request log, as the operator's [`RequestLogMode`] says. Both off the hot path.
 //!
 //! A request adds one to an in-memory counter and, when the log keeps it, encodes its record
-//! straight into its account's open [`RequestChunk`] (the stored form, about 52 bytes: nothing is
-//! encoded again before the write). A background task writes the counters every
+//! straight into its account's open [`RequestChunk`] (the stored form, about 57 bytes a record:
+//! nothing is encoded again before the write). A background task writes the counters every
 //! [`COUNT_FLUSH_INTERVAL`] and, every [`FLUSH_INTERVAL`], the chunks that are due:
 //!
-//! - every closed chunk: one that reached [`MAX_CHUNK_RECORDS`](keygate_store::MAX_CHUNK_RECORDS), or whose account's next record
-//!   fell in a new time bucket;
+//! - every closed chunk: one that reached
+//!   [`MAX_CHUNK_RECORDS`](keygate_store::MAX_CHUNK_RECORDS), or whose account's next record fell
+//!   in a new time bucket;
 //! - the open chunks of one account in ten. An account's turn ([`phase`]) comes once every
 //!   [`HOLD`], so each account's records are written once a second, in one chunk, and each
 //!   100 ms write carries a tenth of the accounts.
 //!
-//! Why hold a second: what a chunk costs the database is mostly per byte, but a chunk also costs
-//! a row and two index entries, and with many active accounts a write every 100 ms made chunks of
-//! a few records each (5.5 µs a record at 100 accounts, against 1.4 µs for chunks of a hundred;
-//! docs/benchmarks.md). Writing everything once a second made chunks as large but every write ten
-//! times as long, which showed in the requests' 99th percentile; the turns keep each write short.
+//! Why hold a second: what a chunk costs the database is mostly its bytes, but a chunk also costs
+//! a row and two index entries, and with many active accounts a write of every account every
+//! 100 ms made chunks of a few records each (3.5–4.8 µs a record at 100 accounts, against
+//! 0.8–0.9 µs for the chunks of a hundred written by turn; docs/benchmarks.md). Writing every
+//! account once a second made chunks as large, but every write ten times as long, which showed in
+//! the requests' 99th percentile; the turns keep each write short.
 //!
 //! A failed write puts its chunks back (in front of the closed ones, counts added), to be retried
 //! with the next one. [`RequestRecorder::flush_account`] writes an account's records and counts
 //! before its usage or log is read (so the request made a moment ago counts), and
 //! [`RequestRecorder::flush`] everything at shutdown (so nothing acknowledged is lost); flushes
-//! never overlap, so a read never misses a chunk another flush has taken but not yet written. A node that dies without a graceful shutdown loses what it held: at most about a
-//! second of its requests' records (the counters, up to a second of counts).
+//! never overlap, so a read never misses a chunk another flush has taken but not yet written. A
+//! node that dies without a graceful shutdown loses what it held: about a second of its
+//! requests' records, and up to a second of counts.
 //!
 //! The counters are exact: every counted request is written once. Memory holds one entry per
 //! key, tenant, day and outcome seen since the last write. The log's held records are bounded
