@@ -14,14 +14,15 @@
 //! are audited but need no change-log row (nothing caches users), and sessions and sign-in tokens
 //! are neither audited nor followed: they are read from the store on every use.
 
+mod chunk;
 mod connect;
 mod pool;
 mod sql;
 mod store;
 
+pub use chunk::{ChunkError, MAX_CHUNK_RECORDS, NewRequestRecord, RecordId, RequestChunk, RequestRecord};
 pub use connect::{ConnectError, connect, connect_with};
 pub use pool::PoolSettings;
 pub use sql::postgres::PgStore;
-pub use sql::requestlog::{MAX_CHUNK_RECORDS, RecordId, RequestChunk};
 pub use sql::sqlite::SqliteStore;
 pub use store::*;

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use crate::RequestChunk;
+use crate::chunk::{RequestChunk, RequestRecord};
 use async_trait::async_trait;
 use keygate_domain::model::{Account, ApiKey, AuditEvent, KeyStatus, Role, Session, Tenant, TenantStatus, User};
 use keygate_domain::time::Timestamp;
@@ -245,95 +245,6 @@ pub trait IdempotencyStore: Send + Sync {
     async fn release_idempotent(&self, account: AccountId, key: &str) -> Result<()>;
     /// Deletes records with `expires_at <= before`; returns how many.
     async fn purge_idempotency(&self, before: Timestamp) -> Result<u64>;
-}
-
-/// One authenticated request, as the request log keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestRecord {
-    /// `rl_<ULID>`, made by [`RequestRecord::generate_id`]: unique and ordered by time, unlike
-    /// `request_id`, which a client may choose.
-    pub id: String,
-    /// The request's `X-Request-Id`.
-    pub request_id: String,
-    pub at: Timestamp,
-    pub account_id: AccountId,
-    pub key_id: Option<KeyId>,
-    pub tenant_id: Option<TenantId>,
-    /// The matched route template (`/v1/api-keys/{id}`), or the path of a gateway request.
-    pub route: String,
-    pub method: String,
-    pub status: u16,
-    /// The error code, or `ok`.
-    pub outcome: String,
-    pub client_ip: Option<IpAddr>,
-    pub latency_us: u64,
-    /// For a use recorded by `POST /v1/verify` (SPEC §9): the key that asked; `key_id` is the key
-    /// it verified.
-    pub via_key_id: Option<KeyId>,
-}
-
-/// A request the request log is to keep, borrowed from the request that made it (SPEC §8):
-/// [`RequestChunk::push`] encodes it straight into a chunk, so keeping it allocates nothing per
-/// field. The fields are [`RequestRecord`]'s, but its id, which the chunk makes.
-#[derive(Debug, Clone, Copy)]
-pub struct NewRequestRecord<'a> {
-    pub request_id: &'a str,
-    pub at: Timestamp,
-    pub account_id: AccountId,
-    pub key_id: Option<KeyId>,
-    pub tenant_id: Option<TenantId>,
-    pub route: &'a str,
-    pub method: &'a str,
-    pub status: u16,
-    pub outcome: &'a str,
-    pub client_ip: Option<IpAddr>,
-    pub latency_us: u64,
-    pub via_key_id: Option<KeyId>,
-}
-
-impl RequestRecord {
-    pub const ID_PREFIX: &'static str = "rl_";
-
-    /// A new record id, `rl_<ULID>`, ordered by creation time; within this process strictly
-    /// increasing, also within one millisecond (the listing's order is the id's).
-    #[must_use]
-    pub fn generate_id() -> String {
-        crate::RecordId::generate().to_string()
-    }
-
-    /// The record as the request log takes a new one, borrowing its text.
-    #[must_use]
-    pub fn as_new(&self) -> NewRequestRecord<'_> {
-        NewRequestRecord {
-            request_id: &self.request_id,
-            at: self.at,
-            account_id: self.account_id,
-            key_id: self.key_id,
-            tenant_id: self.tenant_id,
-            route: &self.route,
-            method: &self.method,
-            status: self.status,
-            outcome: &self.outcome,
-            client_ip: self.client_ip,
-            latency_us: self.latency_us,
-            via_key_id: self.via_key_id,
-        }
-    }
-
-    /// The smallest record id a record made at `at` can have: every id below it was made
-    /// earlier (retention deletes by it, SPEC §8).
-    #[must_use]
-    pub fn first_id_at(at: Timestamp) -> String {
-        let ms = u64::try_from(at.timestamp_millis()).unwrap_or_default();
-        format!("{}{}", Self::ID_PREFIX, ulid::Ulid::from_parts(ms, 0))
-    }
-
-    /// Whether `s` has the shape of a record id (for checking a cursor).
-    #[must_use]
-    pub fn is_id(s: &str) -> bool {
-        s.strip_prefix(Self::ID_PREFIX)
-            .is_some_and(|rest| rest.len() == 26 && rest.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()))
-    }
 }
 
 #[derive(Debug, Clone, Default)]

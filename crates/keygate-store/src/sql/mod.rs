@@ -1005,7 +1005,7 @@ macro_rules! sql_store {
         impl RequestLog for $store {
             async fn record_requests(&self, chunks: &[RequestChunk]) -> Result<()> {
                 let rows: Vec<super::requestlog::Row<'_>> =
-                    chunks.iter().filter_map(|c| c.row().transpose()).collect::<Result<_>>()?;
+                    chunks.iter().filter_map(|c| super::requestlog::row(c).transpose()).collect::<Result<_>>()?;
                 if rows.is_empty() {
                     return Ok(());
                 }

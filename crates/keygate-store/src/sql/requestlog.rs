@@ -1,7 +1,7 @@
 //! The request log's storage form (SPEC §8), the same on both backends: records are kept in
-//! **chunks**, one row of `request_log_chunks` per [`RequestChunk`]: records of one account and
-//! one time bucket (about 17.5 minutes: `RecordId::bucket`), up to [`MAX_CHUNK_RECORDS`] of
-//! them.
+//! **chunks**, one row of `request_log_chunks` per [`RequestChunk`] (`chunk.rs` builds them):
+//! records of one account and one time bucket (about 17.5 minutes: `RecordId::bucket`), up to
+//! [`MAX_CHUNK_RECORDS`](crate::MAX_CHUNK_RECORDS) of them.
 //!
 //! Why chunks: a row per record with indexes on account and key dirtied a different index page
 //! for nearly every record once many keys were active, and each commit wrote every dirtied page
@@ -39,75 +39,16 @@
 //! overlap in id range, so a record is only handed out once every chunk that could hold a newer
 //! one has been read: [`Listing`] does that bookkeeping.
 
-use std::collections::HashMap;
-use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::Mutex;
 
 use chrono::DateTime;
-use keygate_domain::ids::canonical_ulid;
-use keygate_domain::{AccountId, RequestId, TenantId};
-use serde::{Deserialize, Serialize};
+use keygate_domain::{AccountId, RequestId};
 use ulid::Ulid;
 
 use super::rows::{corrupt, parse};
-use crate::{NewRequestRecord, RequestFilter, RequestRecord, StoreError};
-
-/// Records per chunk at most: a busy account's records are split, so no row grows without bound
-/// (1,000 records are about 52 KB).
-pub const MAX_CHUNK_RECORDS: usize = 1_000;
-
-/// A request-log record's id: `rl_<ULID>` in text ([`RequestRecord::id`]), made by
-/// [`RecordId::generate`]: ordered by creation time, and within this process strictly increasing,
-/// also within one millisecond (the listing's order is the id's).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RecordId(Ulid);
-
-impl RecordId {
-    /// A new id, above every id this process made before.
-    #[must_use]
-    pub fn generate() -> Self {
-        static GENERATOR: Mutex<ulid::Generator> = Mutex::new(ulid::Generator::new());
-        let next = GENERATOR.lock().ok().and_then(|mut generator| generator.generate().ok());
-        // Overflow (2^80 ids in one millisecond) or a poisoned lock: a plain new id.
-        Self(next.unwrap_or_else(Ulid::generate))
-    }
-
-    /// The id's time bucket: ids whose text shares its first 9 characters (`rl_` and the first 6
-    /// of the ULID's 10 time characters), 2^20 ms (about 17.5 minutes) of them. Every record of a
-    /// chunk is of one bucket, which bounds what a chunk spans (retention keeps a record at most
-    /// one bucket past its time) and lets a listing seek by id ([`id_bucket_end`]).
-    fn bucket(self) -> u128 {
-        self.0.0 >> 100
-    }
-}
-
-impl fmt::Display for RecordId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(RequestRecord::ID_PREFIX)?;
-        f.write_str(self.0.array_to_str(&mut [0; ulid::ULID_LEN]))
-    }
-}
-
-impl fmt::Debug for RecordId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl FromStr for RecordId {
-    type Err = StoreError;
-
-    /// `rl_` and a canonical ULID.
-    fn from_str(s: &str) -> Result<Self, StoreError> {
-        s.strip_prefix(RequestRecord::ID_PREFIX)
-            .filter(|ulid| canonical_ulid(ulid))
-            .and_then(|ulid| Ulid::from_string(ulid).ok())
-            .map(Self)
-            .ok_or_else(|| corrupt("request record id", s))
-    }
-}
+use crate::chunk::{Packed, RecordId, RequestChunk, RequestIdForm, RequestRecord};
+use crate::{RequestFilter, StoreError};
 
 /// The bucket part of a record id's text (the whole text if it is shorter): as
 /// [`RecordId::bucket`], for the ids of a listing's cursor.
@@ -121,272 +62,6 @@ pub(super) fn id_bucket_end(id: &str) -> String {
     format!("{}~", text_bucket(id))
 }
 
-/// A record as `packed` stores it (module docs). Field order is the encoding: append, never
-/// reorder.
-#[derive(Serialize, Deserialize)]
-struct Packed<'a> {
-    /// The record id's ULID, big-endian.
-    id: [u8; 16],
-    #[serde(borrow)]
-    request_id: RequestIdForm<'a>,
-    /// The id's time in whole seconds, minus `at` (a request's record is made as it ends).
-    at_before_id: i64,
-    /// Indexes in the chunk's `strings`.
-    key_id: Option<u32>,
-    tenant_id: Option<u32>,
-    route: u32,
-    method: u32,
-    status: u16,
-    outcome: u32,
-    client_ip: Option<IpAddr>,
-    latency_us: u64,
-    via_key_id: Option<u32>,
-}
-
-/// A request id as `packed` stores it.
-#[derive(Serialize, Deserialize)]
-enum RequestIdForm<'a> {
-    /// `req_` and this ULID (big-endian), the form keygate makes.
-    Made([u8; 16]),
-    /// Any other text (a client's own `X-Request-Id`).
-    Sent(&'a str),
-}
-
-/// Records of one account and one time bucket, encoded as the request log stores them (module
-/// docs), to be written as one row by [`crate::RequestLog::record_requests`].
-///
-/// Built a record at a time ([`RequestChunk::push`]): the request path encodes its record straight
-/// into its account's open chunk.
-pub struct RequestChunk {
-    account: AccountId,
-    /// The smallest and largest record id; meaningless while the chunk is empty.
-    first_id: RecordId,
-    last_id: RecordId,
-    /// The earliest and latest `at`, in seconds since the Unix epoch.
-    first_at: i64,
-    last_at: i64,
-    count: usize,
-    /// The records, one [`Packed`] after another.
-    records: Vec<u8>,
-    /// The JSON array of the strings records name by index.
-    strings: Vec<u8>,
-    /// Indexes in `strings`: of ids by kind and ULID, and of other text.
-    ids: HashMap<(u8, u128), u32, foldhash::fast::RandomState>,
-    texts: HashMap<Box<str>, u32, foldhash::fast::RandomState>,
-}
-
-/// The kinds of id a chunk's strings hold, so a key and a tenant never share an entry.
-const KEY: u8 = 0;
-const TENANT: u8 = 1;
-
-impl fmt::Debug for RequestChunk {
-    /// The span and size, not the records.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RequestChunk")
-            .field("account", &self.account)
-            .field("first_id", &self.first_id)
-            .field("last_id", &self.last_id)
-            .field("count", &self.count)
-            .field("bytes", &self.bytes())
-            .finish_non_exhaustive()
-    }
-}
-
-impl RequestChunk {
-    /// An empty chunk of `account`'s records.
-    #[must_use]
-    pub fn new(account: AccountId) -> Self {
-        Self {
-            account,
-            first_id: RecordId(Ulid::nil()),
-            last_id: RecordId(Ulid::nil()),
-            first_at: i64::MAX,
-            last_at: i64::MIN,
-            count: 0,
-            records: Vec::new(),
-            strings: b"[]".to_vec(),
-            ids: HashMap::default(),
-            texts: HashMap::default(),
-        }
-    }
-
-    /// Groups `records` into chunks by account and time bucket, at most [`MAX_CHUNK_RECORDS`]
-    /// each: for records made whole elsewhere (a test, a bench); the request path pushes into an
-    /// open chunk instead.
-    ///
-    /// # Errors
-    /// [`StoreError::Corrupt`] for a record whose id is not a record id (`rl_<ULID>`), or that
-    /// could not be encoded.
-    pub fn group(records: &[RequestRecord]) -> Result<Vec<Self>, StoreError> {
-        let mut sorted: Vec<(RecordId, &RequestRecord)> =
-            records.iter().map(|r| Ok((r.id.parse()?, r))).collect::<Result<_, StoreError>>()?;
-        sorted.sort_by(|(a_id, a), (b_id, b)| a.account_id.cmp(&b.account_id).then(a_id.bucket().cmp(&b_id.bucket())));
-        let mut out: Vec<Self> = Vec::new();
-        for (id, record) in sorted {
-            match out.last_mut() {
-                Some(chunk) if chunk.account == record.account_id && chunk.takes(id) => {
-                    chunk.push(id, &record.as_new())?;
-                }
-                _ => {
-                    let mut chunk = Self::new(record.account_id);
-                    chunk.push(id, &record.as_new())?;
-                    out.push(chunk);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    #[must_use]
-    pub fn account(&self) -> AccountId {
-        self.account
-    }
-
-    /// The smallest record id in the chunk; `None` while it is empty.
-    #[must_use]
-    pub fn first_id(&self) -> Option<RecordId> {
-        (self.count > 0).then_some(self.first_id)
-    }
-
-    /// The bytes the chunk stores: its records and its strings.
-    #[must_use]
-    pub fn bytes(&self) -> usize {
-        self.records.len() + self.strings.len()
-    }
-
-    /// How many records the chunk holds.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// Whether the chunk holds [`MAX_CHUNK_RECORDS`].
-    #[must_use]
-    pub fn is_full(&self) -> bool {
-        self.count >= MAX_CHUNK_RECORDS
-    }
-
-    /// Whether a record with id `id` may join: the chunk is not full, and it is empty or of the
-    /// id's time bucket.
-    #[must_use]
-    pub fn takes(&self, id: RecordId) -> bool {
-        self.count == 0 || (!self.is_full() && id.bucket() == self.first_id.bucket())
-    }
-
-    /// Appends the record `r` with id `id`. The caller checks [`RequestChunk::takes`] first, and
-    /// that `r` is of the chunk's account: a chunk stores the account once, for every record.
-    ///
-    /// # Errors
-    /// [`StoreError::Corrupt`] if the record could not be encoded (postcard refuses nothing
-    /// these fields hold); the chunk is left as it was.
-    pub fn push(&mut self, id: RecordId, r: &NewRequestRecord<'_>) -> Result<(), StoreError> {
-        debug_assert!(self.takes(id) && r.account_id == self.account, "a record of another chunk");
-        let at = r.at.timestamp();
-        let id_seconds = i64::try_from(id.0.timestamp_ms() / 1000).unwrap_or(i64::MAX);
-        let request_id = match r.request_id.parse::<RequestId>() {
-            Ok(made) => RequestIdForm::Made(made.ulid().to_bytes()),
-            Err(_) => RequestIdForm::Sent(r.request_id),
-        };
-        let packed = Packed {
-            id: id.0.to_bytes(),
-            request_id,
-            at_before_id: id_seconds.saturating_sub(at),
-            key_id: r.key_id.map(|k| self.id(KEY, k.ulid().0, |buf| k.encode(buf))),
-            tenant_id: r
-                .tenant_id
-                .map(|t| self.id(TENANT, t.ulid().0, |buf: &mut [u8; TenantId::TEXT_LEN]| t.encode(buf))),
-            route: self.text(r.route),
-            method: self.text(r.method),
-            status: r.status,
-            outcome: self.text(r.outcome),
-            client_ip: r.client_ip,
-            latency_us: r.latency_us,
-            via_key_id: r.via_key_id.map(|k| self.id(KEY, k.ulid().0, |buf| k.encode(buf))),
-        };
-        let before = self.records.len();
-        if let Err(e) = postcard::to_extend(&packed, Tail(&mut self.records)) {
-            self.records.truncate(before);
-            return Err(StoreError::Corrupt(format!("request record: {e}")));
-        }
-        if self.count == 0 || id < self.first_id {
-            self.first_id = id;
-        }
-        if self.count == 0 || id > self.last_id {
-            self.last_id = id;
-        }
-        self.first_at = self.first_at.min(at);
-        self.last_at = self.last_at.max(at);
-        self.count += 1;
-        Ok(())
-    }
-
-    /// The index in `strings` of the id of `kind` and `ulid`, appending its text (`encode`) the
-    /// first time.
-    fn id<const N: usize>(&mut self, kind: u8, ulid: u128, encode: impl FnOnce(&mut [u8; N]) -> &str) -> u32 {
-        let next = u32::try_from(self.ids.len() + self.texts.len()).unwrap_or(u32::MAX);
-        let strings = &mut self.strings;
-        *self.ids.entry((kind, ulid)).or_insert_with(|| {
-            append_string(strings, encode(&mut [0; N]));
-            next
-        })
-    }
-
-    /// The index in `strings` of `text`, appending it the first time.
-    fn text(&mut self, text: &str) -> u32 {
-        if let Some(&n) = self.texts.get(text) {
-            return n;
-        }
-        let next = u32::try_from(self.ids.len() + self.texts.len()).unwrap_or(u32::MAX);
-        append_string(&mut self.strings, text);
-        self.texts.insert(text.into(), next);
-        next
-    }
-
-    /// The row that stores the chunk; `None` for an empty one, which stores nothing.
-    pub(super) fn row(&self) -> Result<Option<Row<'_>>, StoreError> {
-        if self.count == 0 {
-            return Ok(None);
-        }
-        let strings =
-            std::str::from_utf8(&self.strings).map_err(|e| StoreError::Corrupt(format!("request-log strings: {e}")))?;
-        Ok(Some(Row {
-            account_id: self.account.to_string(),
-            first_id: self.first_id.to_string(),
-            last_id: self.last_id.to_string(),
-            first_at: self.first_at,
-            last_at: self.last_at,
-            count: i64::try_from(self.count).unwrap_or(i64::MAX),
-            packed: &self.records,
-            strings,
-        }))
-    }
-}
-
-/// The end of a buffer, for postcard to append to.
-struct Tail<'a>(&'a mut Vec<u8>);
-
-impl Extend<u8> for Tail<'_> {
-    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
-        self.0.extend(bytes);
-    }
-}
-
-/// Appends `s` to the JSON array of strings `array`, escaped as `serde_json` escapes it.
-fn append_string(array: &mut Vec<u8>, s: &str) {
-    array.pop();
-    if array.len() > 1 {
-        array.push(b',');
-    }
-    // Writing to a Vec cannot fail, and a `str` always serializes.
-    let _ = serde_json::to_writer(&mut *array, s);
-    array.push(b']');
-}
-
 /// One `request_log_chunks` row to insert, borrowed from its chunk.
 pub(super) struct Row<'a> {
     pub account_id: String,
@@ -397,6 +72,25 @@ pub(super) struct Row<'a> {
     pub count: i64,
     pub packed: &'a [u8],
     pub strings: &'a str,
+}
+
+/// The row that stores the chunk; `None` for an empty one, which stores nothing.
+pub(super) fn row(chunk: &RequestChunk) -> Result<Option<Row<'_>>, StoreError> {
+    if chunk.count == 0 {
+        return Ok(None);
+    }
+    let strings =
+        std::str::from_utf8(&chunk.strings).map_err(|e| StoreError::Corrupt(format!("request-log strings: {e}")))?;
+    Ok(Some(Row {
+        account_id: chunk.account.to_string(),
+        first_id: chunk.first_id.to_string(),
+        last_id: chunk.last_id.to_string(),
+        first_at: chunk.first_at,
+        last_at: chunk.last_at,
+        count: i64::try_from(chunk.count).unwrap_or(i64::MAX),
+        packed: &chunk.records,
+        strings,
+    }))
 }
 
 /// The records of one chunk of `account` in the packed form: its `packed` and `strings` columns.
@@ -618,7 +312,7 @@ mod tests {
 
     /// A chunk's two columns, as the store writes them.
     fn columns(chunk: &RequestChunk) -> (Vec<u8>, String) {
-        let row = chunk.row().expect("text").expect("not empty");
+        let row = row(chunk).expect("text").expect("not empty");
         (row.packed.to_vec(), row.strings.to_owned())
     }
 
@@ -717,7 +411,7 @@ mod tests {
     #[test]
     fn an_empty_chunk_stores_nothing_and_a_bad_id_is_refused() {
         let a = AccountId::generate();
-        assert!(RequestChunk::new(a).row().expect("text").is_none());
+        assert!(row(&RequestChunk::new(a)).expect("text").is_none());
         for bad in [
             "",
             "rl_",
