@@ -71,8 +71,8 @@ use keygate_store::{NewRequestRecord, RequestChunk, RequestRecord, Store, UsageC
 use sqlx::Connection;
 use tokio::runtime::Runtime;
 
-/// The allocator the `keygate` binary runs on: a record is a handful of small allocations, made
-/// on the request's thread and freed on the flusher's.
+/// The allocator the `keygate` binary runs on: a chunk's buffers grow on the request's thread and
+/// are freed on the flusher's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -187,22 +187,21 @@ impl Population {
         (0..n)
             .map(|_| {
                 let (caller, route, status, outcome, ip) = self.pick(seed);
-                let at = time::truncate(time::now());
-                let new = build(caller, at, &self.request_id, route, status, outcome, ip);
+                let new = build(caller, time::truncate(time::now()), &self.request_id, route, status, outcome, ip);
                 RequestRecord {
                     id: RequestRecord::generate_id(),
                     request_id: new.request_id.to_owned(),
-                    at,
-                    account_id: caller.account,
+                    at: new.at,
+                    account_id: new.account_id,
                     key_id: new.key_id,
                     tenant_id: new.tenant_id,
-                    route: route.to_string(),
+                    route: new.route.to_owned(),
                     method: new.method.to_owned(),
-                    status,
-                    outcome: outcome.to_owned(),
+                    status: new.status,
+                    outcome: new.outcome.to_owned(),
                     client_ip: new.client_ip,
                     latency_us: new.latency_us,
-                    via_key_id: None,
+                    via_key_id: new.via_key_id,
                 }
             })
             .collect()
@@ -612,7 +611,7 @@ fn summary(population: &Population, hot_totals: &Totals, backends: &[Backend], p
         "not run now: the last run's figure".to_owned()
     };
     println!(
-        "  hot path (count + build record + queue): {} of CPU per request, on the request's thread ({hot_wall}) = \
+        "  hot path (count + encode the record into its chunk): {} of CPU per request, on the request's thread ({hot_wall}) = \
          {:.2}× the target",
         us(hot),
         hot / TARGET_NS

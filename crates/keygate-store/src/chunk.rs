@@ -104,7 +104,7 @@ impl RequestRecord {
     #[must_use]
     pub fn first_id_at(at: Timestamp) -> String {
         let ms = u64::try_from(at.timestamp_millis()).unwrap_or_default();
-        format!("{}{}", Self::ID_PREFIX, ulid::Ulid::from_parts(ms, 0))
+        RecordId(Ulid::from_parts(ms, 0)).to_string()
     }
 
     /// Whether `s` has the shape of a record id (for checking a cursor).
@@ -138,9 +138,15 @@ impl RecordId {
     /// The id's time bucket: ids whose text shares its first 9 characters (`rl_` and the first 6
     /// of the ULID's 10 time characters), 2^20 ms (about 17.5 minutes) of them. Every record of a
     /// chunk is of one bucket, which bounds what a chunk spans (retention keeps a record at most
-    /// one bucket past its time) and lets a listing seek by id ([`id_bucket_end`]).
+    /// one bucket past its time) and lets a listing seek by id (`sql/requestlog.rs`).
     pub(crate) fn bucket(self) -> u128 {
         self.0.0 >> 100
+    }
+
+    /// The id's time, in whole seconds since the Unix epoch: what a packed record's `at` is
+    /// counted back from.
+    pub(crate) fn seconds(self) -> i64 {
+        i64::try_from(self.0.timestamp_ms() / 1000).unwrap_or(i64::MAX)
     }
 }
 
@@ -335,7 +341,6 @@ impl RequestChunk {
     pub fn push(&mut self, id: RecordId, r: &NewRequestRecord<'_>) -> Result<(), ChunkError> {
         debug_assert!(self.takes(id) && r.account_id == self.account, "a record of another chunk");
         let at = r.at.timestamp();
-        let id_seconds = i64::try_from(id.0.timestamp_ms() / 1000).unwrap_or(i64::MAX);
         let request_id = match r.request_id.parse::<RequestId>() {
             Ok(made) => RequestIdForm::Made(made.ulid().to_bytes()),
             Err(_) => RequestIdForm::Sent(r.request_id),
@@ -343,18 +348,16 @@ impl RequestChunk {
         let packed = Packed {
             id: id.0.to_bytes(),
             request_id,
-            at_before_id: id_seconds.saturating_sub(at),
-            key_id: r.key_id.map(|k| self.id(KEY, k.ulid().0, |buf| k.encode(buf))),
-            tenant_id: r
-                .tenant_id
-                .map(|t| self.id(TENANT, t.ulid().0, |buf: &mut [u8; TenantId::TEXT_LEN]| t.encode(buf))),
+            at_before_id: id.seconds().saturating_sub(at),
+            key_id: r.key_id.map(|k| self.id(KEY, k.ulid().0, &k)),
+            tenant_id: r.tenant_id.map(|t| self.id(TENANT, t.ulid().0, &t)),
             route: self.text(r.route),
             method: self.text(r.method),
             status: r.status,
             outcome: self.text(r.outcome),
             client_ip: r.client_ip,
             latency_us: r.latency_us,
-            via_key_id: r.via_key_id.map(|k| self.id(KEY, k.ulid().0, |buf| k.encode(buf))),
+            via_key_id: r.via_key_id.map(|k| self.id(KEY, k.ulid().0, &k)),
         };
         let before = self.records.len();
         if let Err(e) = postcard::to_extend(&packed, Tail(&mut self.records)) {
@@ -373,13 +376,13 @@ impl RequestChunk {
         Ok(())
     }
 
-    /// The index in `strings` of the id of `kind` and `ulid`, appending its text (`encode`) the
-    /// first time.
-    fn id<const N: usize>(&mut self, kind: u8, ulid: u128, encode: impl FnOnce(&mut [u8; N]) -> &str) -> u32 {
+    /// The index in `strings` of the id `text` of `kind` and `ulid`, appending its text the
+    /// first time (once a chunk: looked up by its ULID, the id is written out only then).
+    fn id(&mut self, kind: u8, ulid: u128, text: &impl fmt::Display) -> u32 {
         let next = u32::try_from(self.ids.len() + self.texts.len()).unwrap_or(u32::MAX);
         let strings = &mut self.strings;
         *self.ids.entry((kind, ulid)).or_insert_with(|| {
-            append_string(strings, encode(&mut [0; N]));
+            append_string(strings, &text.to_string());
             next
         })
     }

@@ -2,11 +2,12 @@
 
 use std::net::IpAddr;
 
-use crate::chunk::{RequestChunk, RequestRecord};
 use async_trait::async_trait;
 use keygate_domain::model::{Account, ApiKey, AuditEvent, KeyStatus, Role, Session, Tenant, TenantStatus, User};
 use keygate_domain::time::Timestamp;
 use keygate_domain::{AccountId, Environment, KeyHash, KeyId, SessionId, TenantId, UserId};
+
+use crate::chunk::{RequestChunk, RequestRecord};
 
 /// What went wrong in the store. The server maps these to HTTP in one place.
 #[derive(Debug, thiserror::Error)]

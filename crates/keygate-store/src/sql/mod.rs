@@ -1125,12 +1125,7 @@ macro_rules! sql_store {
                     let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) == batch;
                     read += rows.len();
                     for (_, _, records, packed, strings) in &rows {
-                        let chunk = match (packed, strings) {
-                            (Some(packed), Some(strings)) => StoredChunk::Packed { packed, strings },
-                            (None, None) => StoredChunk::Records(records),
-                            _ => return Err(StoreError::Corrupt("request_log_chunks: packed without strings".into())),
-                        };
-                        listing.add(account, chunk)?;
+                        listing.add(account, StoredChunk::from_columns(records, packed.as_deref(), strings.as_deref())?)?;
                     }
                     read_up_to = rows.into_iter().last().map(|(seq, last_id, ..)| (last_id, seq));
                     // More chunks may follow only after a full batch; none holds an id above this.
@@ -1620,6 +1615,6 @@ macro_rules! sql_store {
 // root names the backends by their modules: this module re-exports nothing, so that it and the
 // backends, which use its helpers, import each other in one direction only.
 pub mod postgres;
-pub(crate) mod requestlog;
+mod requestlog;
 mod rows;
 pub mod sqlite;

@@ -120,8 +120,7 @@ pub(super) fn decode_packed(
             .map_err(|e| StoreError::Corrupt(format!("request_log_chunks.packed: {e}")))?;
         packed = rest;
         let record_id = RecordId(Ulid::from_bytes(p.id));
-        let id_seconds = i64::try_from(record_id.0.timestamp_ms() / 1000).unwrap_or(i64::MAX);
-        let at = id_seconds.checked_sub(p.at_before_id);
+        let at = record_id.seconds().checked_sub(p.at_before_id);
         records.push(RequestRecord {
             id: record_id.to_string(),
             request_id: match p.request_id {
@@ -195,6 +194,21 @@ pub(super) fn decode(account: AccountId, json: &str) -> Result<Vec<RequestRecord
 pub(super) enum StoredChunk<'a> {
     Packed { packed: &'a [u8], strings: &'a str },
     Records(&'a str),
+}
+
+impl<'a> StoredChunk<'a> {
+    /// The chunk a row's `records`, `packed` and `strings` columns hold (module docs).
+    pub(super) fn from_columns(
+        records: &'a str,
+        packed: Option<&'a [u8]>,
+        strings: Option<&'a str>,
+    ) -> Result<Self, StoreError> {
+        match (packed, strings) {
+            (Some(packed), Some(strings)) => Ok(Self::Packed { packed, strings }),
+            (None, None) => Ok(Self::Records(records)),
+            _ => Err(StoreError::Corrupt("request_log_chunks: packed without strings".into())),
+        }
+    }
 }
 
 /// Whether `record` is one `filter` asks for, below the page's cursor `before`.

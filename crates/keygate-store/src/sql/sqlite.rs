@@ -29,8 +29,8 @@ impl SqliteStore {
     /// by a pool of 8 connections. Temporary storage is in memory (`temp_store = MEMORY`): a
     /// multi-row `INSERT` keeps a statement journal, which in a temporary file cost a write
     /// system call per page it touched (the usage counters' upserts wrote 1.0 KiB a counter row
-    /// that way, 0.4 KiB without; docs/benchmarks.md). An in-memory database lives only as long as its connections,
-    /// so it gets exactly one that is never closed.
+    /// that way, 0.4 KiB without; docs/benchmarks.md). An in-memory database lives only as long
+    /// as its connections, so it gets exactly one that is never closed.
     ///
     /// A database file keygate creates is mode 0600 (SPEC §2), and so are the `-wal` and `-shm`
     /// files SQLite creates next to it (SQLite gives them the database file's permissions). An
