@@ -18,9 +18,20 @@ pub struct InvalidId {
 /// `[0-7][0-9A-HJKMNP-TV-Z]{25}`, which the OpenAPI document states for every id.
 #[must_use]
 pub fn canonical_ulid(s: &str) -> bool {
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    // One table lookup a character: every request-log record checks its request id here, and a
+    // search of the alphabet for each character cost about 2,000 instructions a record.
+    const CROCKFORD: [bool; 256] = {
+        let alphabet = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+        let mut table = [false; 256];
+        let mut i = 0;
+        while i < alphabet.len() {
+            table[alphabet[i] as usize] = true;
+            i += 1;
+        }
+        table
+    };
     let b = s.as_bytes();
-    b.len() == 26 && (b'0'..=b'7').contains(&b[0]) && b.iter().all(|c| ALPHABET.contains(c))
+    b.len() == 26 && (b'0'..=b'7').contains(&b[0]) && b.iter().all(|&c| CROCKFORD[usize::from(c)])
 }
 
 macro_rules! prefixed_id {
@@ -178,5 +189,20 @@ mod tests {
         assert!("key_8ZZZZZZZZZZZZZZZZZZZZZZZZZ".parse::<KeyId>().is_err(), "overflows 128 bits");
         assert!("key_7ZZZZZZZZZZZZZZZZZZZZZZZZZ".parse::<KeyId>().is_ok(), "the largest ULID");
         assert!("key_0000000000000000000000000I".parse::<KeyId>().is_err(), "not Crockford");
+    }
+
+    #[test]
+    fn every_byte_is_judged_by_the_alphabet() {
+        const ALPHABET: &str = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+        for byte in 0..=255u8 {
+            let mut text = *b"01J0000000000000000000000Z";
+            text[25] = byte;
+            let canonical = std::str::from_utf8(&text).is_ok_and(canonical_ulid);
+            assert_eq!(canonical, ALPHABET.as_bytes().contains(&byte), "byte {byte:#04x}");
+        }
+        assert!(canonical_ulid("7ZZZZZZZZZZZZZZZZZZZZZZZZZ"));
+        assert!(!canonical_ulid("8ZZZZZZZZZZZZZZZZZZZZZZZZZ"), "the first character is at most 7");
+        assert!(!canonical_ulid("01J000000000000000000000Z"), "25 characters");
+        assert!(!canonical_ulid("01J0000000000000000000000ZZ"), "27 characters");
     }
 }

@@ -176,23 +176,47 @@ where
         if writer.has_ansi_escapes() || meta.target() != REQUEST_TARGET || ctx.event_scope().is_some() {
             return self.full.format_event(ctx, writer, event);
         }
-        write_timestamp(&mut writer)?;
-        // `Full` pads the level to five characters and follows it, and the target, with a space.
-        let level = match *meta.level() {
-            Level::TRACE => "TRACE",
-            Level::DEBUG => "DEBUG",
-            Level::INFO => " INFO",
-            Level::WARN => " WARN",
-            Level::ERROR => "ERROR",
-        };
-        for part in [" ", level, " ", REQUEST_TARGET, ": "] {
-            writer.write_str(part)?;
+        // The line is put together in a `String` of this thread's and handed on in one write:
+        // each piece written to `writer` directly is a call through `dyn fmt::Write`. A line
+        // written while another is being put together on this thread (a field's `Display` that
+        // logs) gets a `String` of its own.
+        thread_local! {
+            static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
-        let mut fields = LineFields { writer: &mut writer, empty: true, result: Ok(()) };
-        event.record(&mut fields);
-        fields.result?;
-        writer.write_char('\n')
+        LINE.with(|line| match line.try_borrow_mut() {
+            Ok(mut line) => {
+                line.clear();
+                request_line(&mut line, *meta.level(), event)?;
+                writer.write_str(&line)
+            }
+            Err(_) => {
+                let mut line = String::new();
+                request_line(&mut line, *meta.level(), event)?;
+                writer.write_str(&line)
+            }
+        })
     }
+}
+
+/// A request line as `Full` writes it, newline included, appended to `line`.
+fn request_line(line: &mut String, level: Level, event: &Event<'_>) -> fmt::Result {
+    write_timestamp(line)?;
+    // `Full` pads the level to five characters and follows it, and the target, with a space.
+    let level = match level {
+        Level::TRACE => "TRACE",
+        Level::DEBUG => "DEBUG",
+        Level::INFO => " INFO",
+        Level::WARN => " WARN",
+        Level::ERROR => "ERROR",
+    };
+    for part in [" ", level, " ", REQUEST_TARGET, ": "] {
+        line.push_str(part);
+    }
+    let mut fields = LineFields { writer: line, empty: true, result: Ok(()) };
+    event.record(&mut fields);
+    fields.result?;
+    line.push('\n');
+    Ok(())
 }
 
 /// `2026-12-01T10:21:57.400204Z`, as tracing's `SystemTime` writes it. The text up to the
@@ -244,14 +268,7 @@ impl<W: fmt::Write> LineFields<'_, W> {
         if !std::mem::take(&mut self.empty) {
             self.writer.write_char(' ')?;
         }
-        for c in text.chars() {
-            match c {
-                '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' => write!(self.writer, "\\x{:02x}", c as u32)?,
-                c if ('\u{80}'..='\u{9f}').contains(&c) => write!(self.writer, "\\u{{{:x}}}", c as u32)?,
-                c => self.writer.write_char(c)?,
-            }
-        }
-        Ok(())
+        Escaped(&mut *self.writer).write_str(text)
     }
 
     /// `name=` and the value `write` writes, unless an earlier field failed.
@@ -268,9 +285,21 @@ impl<W: fmt::Write> Visit for LineFields<'_, W> {
             if self.result.is_ok() {
                 self.result = self.message(value);
             }
+        } else if value.bytes().all(|b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\') {
+            // What `Debug` writes of a string with nothing to escape (an outcome code), without
+            // the formatting machinery.
+            self.field(field, |w| {
+                w.write_char('"')?;
+                w.write_str(value)?;
+                w.write_char('"')
+            });
         } else {
             self.field(field, |w| write!(w, "{value:?}"));
         }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.field(field, |w| write_f64(w, value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
@@ -284,13 +313,63 @@ impl<W: fmt::Write> Visit for LineFields<'_, W> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if field.name() == "message" {
             if self.result.is_ok() {
-                let mut text = String::new();
-                self.result = write!(text, "{value:?}").and_then(|()| self.message(&text));
+                self.result = (|| {
+                    if !std::mem::take(&mut self.empty) {
+                        self.writer.write_char(' ')?;
+                    }
+                    write!(Escaped(&mut *self.writer), "{value:?}")
+                })();
             }
         } else {
             self.field(field, |w| write!(w, "{value:?}"));
         }
     }
+}
+
+/// A writer that passes text on with the control characters `DefaultFields` escapes in a
+/// message escaped as it escapes them (so no request can write a log line of its own, or a
+/// terminal sequence).
+struct Escaped<'w, W>(&'w mut W);
+
+impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let mut rest = text;
+        while let Some(at) =
+            rest.find(|c: char| matches!(c, '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' | '\u{80}'..='\u{9f}'))
+        {
+            self.0.write_str(&rest[..at])?;
+            let c = rest[at..].chars().next().unwrap_or_default();
+            if c.is_ascii() {
+                write!(self.0, "\\x{:02x}", c as u32)?;
+            } else {
+                write!(self.0, "\\u{{{:x}}}", c as u32)?;
+            }
+            rest = &rest[at + c.len_utf8()..];
+        }
+        self.0.write_str(rest)
+    }
+}
+
+/// `value` as `Debug` writes an `f64` (the shortest text that reads back as it). A request's
+/// `latency_ms` is whole microseconds, so thousandths: those are written with integer arithmetic
+/// (the shortest text of the double nearest `n / 1000` is `n / 1000`'s decimals, trailing zeros
+/// dropped, at least one kept); anything else goes to `Debug`.
+fn write_f64(w: &mut impl fmt::Write, value: f64) -> fmt::Result {
+    let thousandths = (value * 1000.0).round();
+    if !(1.0..1e15).contains(&thousandths) || thousandths / 1000.0 != value {
+        return write!(w, "{value:?}");
+    }
+    // In range and whole: exact as an integer.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let thousandths = thousandths as u64;
+    let mut digits = itoa::Buffer::new();
+    w.write_str(digits.format(thousandths / 1000))?;
+    w.write_char('.')?;
+    let fraction = thousandths % 1000;
+    let text = digits.format(fraction + 1000);
+    // "1050" → "05": the three decimals, trailing zeros dropped, at least one kept.
+    let decimals = text[1..].trim_end_matches('0');
+    w.write_str(if decimals.is_empty() { "0" } else { decimals })
 }
 
 #[cfg(test)]
@@ -398,6 +477,12 @@ mod tests {
         tracing::warn!(target: "keygate::request", status = -1i64, outcome = "a \"quoted\"\nline", r#type = 7u64, "request");
         tracing::info!(target: "keygate::request", latency_ms = 0.1, "re\x1bqu\u{85}est {}", "\x07");
         tracing::info!(target: "keygate::request", debugged = ?vec!["a"], flag = true);
+        tracing::info!(
+            target: "keygate::request",
+            zero = 0.0, one = 1.0, tenth = 0.1, sum = 0.1 + 0.2, small = 1e-7, negative = -2.5, big = 123_456.789,
+            huge = 1e300, nan = f64::NAN, quote = "it's", accent = "é", tab = "a\tb", slash = "a\\b", "fields"
+        );
+        tracing::info!(target: "keygate::request", "{}", "a message\u{9b} with \x1b[31m sequences \x7f");
         tracing::info!(target: "keygate::other", path = %"/v1/x", "not a request line");
         tracing::info_span!("outer", id = 3).in_scope(|| tracing::info!(target: "keygate::request", "in a span"));
     }
@@ -406,7 +491,7 @@ mod tests {
     fn the_request_line_is_byte_for_byte_what_tracing_writes() {
         let ours = lines_of(TextLine::default(), request_lines);
         let theirs = lines_of(tracing_subscriber::fmt::format::Format::default(), request_lines);
-        assert_eq!(ours.len(), 6, "{ours:#?}");
+        assert_eq!(ours.len(), 8, "{ours:#?}");
         assert_eq!(ours.len(), theirs.len());
         for (ours, theirs) in ours.iter().zip(&theirs) {
             // The timestamps differ by when each ran; everything after them is the same.
@@ -421,6 +506,18 @@ mod tests {
              path=/v1/calls status=200 outcome=\"ok\" account_id=acct_01M8RJ056NZDSVQNHHB4VG82D9 \
              client_ip=203.0.113.9 latency_ms=66.286"
         ));
+    }
+
+    #[test]
+    fn numbers_are_written_as_debug_writes_them() {
+        let mut values: Vec<f64> = (0..200_000).map(|n| f64::from(n) / 1000.0).collect();
+        values.extend([1e-7, 0.0001, 0.1 + 0.2, -0.001, -2.5, 1e11 + 0.001, 999_999_999_999.999, 1e12, 1e15, 1e16]);
+        values.extend([f64::NAN, f64::INFINITY, f64::NEG_INFINITY, f64::MIN_POSITIVE, f64::MAX, -0.0]);
+        for value in values {
+            let mut ours = String::new();
+            write_f64(&mut ours, value).expect("written");
+            assert_eq!(ours, format!("{value:?}"));
+        }
     }
 
     #[test]
