@@ -210,7 +210,7 @@ impl Authenticator {
     /// Records a use of a key verified on behalf of another service.
     pub fn record_usage(&self, credential: &Credential, ip: IpAddr) {
         let ip = keygate_domain::ip::canonical(ip);
-        if credential.note_use(time::now().timestamp(), ip) {
+        if credential.note_use(time::unix_seconds(), ip) {
             self.usage.record(credential.key.id, ip);
         }
     }

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
-use axum::http::{Extensions, HeaderMap, HeaderValue, header};
+use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, header};
 use keygate_domain::gcra::Quota;
 use keygate_domain::request::CredentialSource;
 use keygate_engine::Engine;
@@ -41,7 +41,7 @@ pub fn peer(extensions: &Extensions) -> IpAddr {
 pub async fn authenticate_from(peer: IpAddr, parts: &Parts, engine: &Engine) -> Result<Caller, ApiError> {
     let auth = &engine.auth;
     let headers = &parts.headers;
-    let client_ip = auth.client_ip(peer, || headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()));
+    let client_ip = auth.client_ip(peer, || headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()));
     let (presented, source) = credential(auth, headers, parts.uri.query())?;
     let authenticated = auth.authenticate(&presented, client_ip).await;
     // A known key refused by checks 4–8 is still the caller of record: the refusal counts in its
@@ -66,6 +66,10 @@ pub async fn authenticate_from(peer: IpAddr, parts: &Parts, engine: &Engine) -> 
     })
 }
 
+// Names as constants: a `&str` name is parsed and checked on every lookup.
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// The one credential of a request (check 1): from `Authorization`, `X-API-Key` or, where
 /// allowed, the `appid` parameter of `query`.
 ///
@@ -78,7 +82,7 @@ pub fn credential<'a>(
 ) -> Result<(Cow<'a, str>, CredentialSource), ApiError> {
     Ok(auth.credential(
         headers.get_all(header::AUTHORIZATION).iter().map(HeaderValue::as_bytes),
-        headers.get_all("x-api-key").iter().map(HeaderValue::as_bytes),
+        headers.get_all(X_API_KEY).iter().map(HeaderValue::as_bytes),
         query,
     )?)
 }

@@ -43,6 +43,8 @@ impl RequestContext {
 }
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Set by a handler that wrote its own rate-limit fields (a 429 names the limit that refused).
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 
 tokio::task_local! {
     /// Facts learned while handling the request, for its log line and response headers.
@@ -262,7 +264,7 @@ impl RequestContext {
         let (caller, deprecated, ratelimit, tenant, gateway_route, verified) = facts;
         let headers = response.headers_mut();
         if let Some(status) = ratelimit
-            && !headers.contains_key("x-ratelimit-limit")
+            && !headers.contains_key(X_RATELIMIT_LIMIT)
         {
             write_ratelimit(headers, &status);
         }
@@ -333,6 +335,10 @@ impl RequestContext {
     }
 }
 
+/// Each thread's request counters: outcome → route template → counter.
+type CountersByOutcome = HashMap<&'static str, HashMap<Box<str>, metrics::Counter, FoldHash>, FoldHash>;
+type FoldHash = foldhash::fast::RandomState;
+
 /// Counts a request in `keygate_requests_total{outcome, route}` and its latency in
 /// `keygate_request_duration_seconds`. Each thread keeps the handles it has used (outcomes are
 /// fixed codes, routes are templates: both few), so a request adds to two atomics instead of
@@ -341,8 +347,9 @@ impl RequestContext {
 /// nowhere.
 fn count_request(outcome: &'static str, route: &str, seconds: f64) {
     thread_local! {
-        static COUNTERS: std::cell::RefCell<HashMap<&'static str, HashMap<Box<str>, metrics::Counter>>> =
-            std::cell::RefCell::new(HashMap::new());
+        // foldhash, not SipHash: the keys are outcome codes and route templates, never a
+        // client's text, so there is no flooding to resist.
+        static COUNTERS: std::cell::RefCell<CountersByOutcome> = std::cell::RefCell::new(HashMap::default());
         static DURATION: metrics::Histogram = metrics::histogram!("keygate_request_duration_seconds");
     }
     COUNTERS.with_borrow_mut(|counters| {
