@@ -144,12 +144,19 @@ impl std::fmt::Display for Masked<'_> {
         } else {
             self.key_format.mask_keys(self.text)
         };
-        // A decoded `%0a` is a line break: escaped, so no request can write a log line of its own.
-        if !masked.chars().any(char::is_control) {
+        // A decoded `%0a` is a line break: escaped, so no request can write a log line of its own;
+        // so are the separators some log viewers break lines at, and the bidirectional overrides
+        // that make a viewer show text in another order than it was written.
+        let escaped = |c: char| {
+            c.is_control()
+                || matches!(c, '\u{2028}' | '\u{2029}')
+                || keygate_engine::services::fields::is_bidi_control(c)
+        };
+        if !masked.chars().any(escaped) {
             return f.write_str(&masked);
         }
         for c in masked.chars() {
-            if c.is_control() {
+            if escaped(c) {
                 write!(f, "{}", c.escape_default())?;
             } else {
                 f.write_char(c)?;
@@ -414,5 +421,19 @@ mod tests {
             Masked { key_format: &key_format, text: "/v1/x%0a2026-11-30T00:00:00Z INFO forged%0d%09end" }.to_string();
         assert!(!logged.contains('\n') && !logged.contains('\r') && !logged.contains('\t'), "{logged}");
         assert_eq!(logged, "/v1/x\\n2026-11-30T00:00:00Z INFO forged\\r\\tend");
+    }
+
+    #[test]
+    fn a_logged_path_shows_no_separator_or_override_as_it_is() {
+        let key_format = keygate_domain::KeyFormat::new("sk").unwrap_or_else(|e| panic!("{e}"));
+        for (text, shown) in [
+            ("/v1/a%E2%80%A8b", "/v1/a\\u{2028}b"),
+            ("/v1/a\u{2029}b", "/v1/a\\u{2029}b"),
+            ("/v1/a%E2%80%AEfdp.exe", "/v1/a\\u{202e}fdp.exe"),
+            ("/v1/a\u{2066}b", "/v1/a\\u{2066}b"),
+            ("/v1/caf%C3%A9/\u{e9}", "/v1/caf\u{e9}/\u{e9}"),
+        ] {
+            assert_eq!(Masked { key_format: &key_format, text }.to_string(), shown, "{text}");
+        }
     }
 }

@@ -179,22 +179,30 @@ where
         // The line is put together in a `String` of this thread's and handed on in one write:
         // each piece written to `writer` directly is a call through `dyn fmt::Write`. A line
         // written while another is being put together on this thread (a field's `Display` that
-        // logs) gets a `String` of its own.
+        // logs), or while the thread ends, gets a `String` of its own.
         thread_local! {
             static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
-        LINE.with(|line| match line.try_borrow_mut() {
+        let own = |writer: &mut Writer<'_>| {
+            let mut line = String::new();
+            request_line(&mut line, *meta.level(), event)?;
+            writer.write_str(&line)
+        };
+        LINE.try_with(|line| match line.try_borrow_mut() {
             Ok(mut line) => {
                 line.clear();
                 request_line(&mut line, *meta.level(), event)?;
-                writer.write_str(&line)
+                writer.write_str(&line)?;
+                // A rare long line (an event with many fields) is not held for the thread's life.
+                if line.capacity() > 4096 {
+                    *line = String::new();
+                }
+                Ok(())
             }
-            Err(_) => {
-                let mut line = String::new();
-                request_line(&mut line, *meta.level(), event)?;
-                writer.write_str(&line)
-            }
+            Err(_) => own(&mut writer),
         })
+        // The thread's String is gone (the thread is ending): a String of its own.
+        .unwrap_or_else(|_| own(&mut writer))
     }
 }
 
@@ -326,9 +334,10 @@ impl<W: fmt::Write> Visit for LineFields<'_, W> {
     }
 }
 
-/// A writer that passes text on with the control characters `DefaultFields` escapes in a
-/// message escaped as it escapes them (so no request can write a log line of its own, or a
-/// terminal sequence).
+/// A writer that passes text on with the characters `DefaultFields` escapes in a message (the
+/// terminal's: ESC, BEL, BS, FF, DEL, C1) escaped as it escapes them. Line breaks pass, as they
+/// do through tracing: a request line's message is the fixed word `request`, and what a client
+/// sends reaches the line only through fields (`Masked` in keygate-http escapes those).
 struct Escaped<'w, W>(&'w mut W);
 
 impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
