@@ -272,11 +272,14 @@ impl<W: fmt::Write> LineFields<'_, W> {
         self.writer.write_char('=')
     }
 
-    fn message(&mut self, text: &str) -> fmt::Result {
-        if !std::mem::take(&mut self.empty) {
-            self.writer.write_char(' ')?;
+    /// The message, bare, its terminal characters escaped, unless an earlier field failed.
+    fn message(&mut self, text: fmt::Arguments<'_>) {
+        if self.result.is_ok() {
+            if !std::mem::take(&mut self.empty) {
+                self.result = self.writer.write_char(' ');
+            }
+            self.result = self.result.and_then(|()| Escaped(&mut *self.writer).write_fmt(text));
         }
-        Escaped(&mut *self.writer).write_str(text)
     }
 
     /// `name=` and the value `write` writes, unless an earlier field failed.
@@ -290,9 +293,7 @@ impl<W: fmt::Write> LineFields<'_, W> {
 impl<W: fmt::Write> Visit for LineFields<'_, W> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
-            if self.result.is_ok() {
-                self.result = self.message(value);
-            }
+            self.message(format_args!("{value}"));
         } else if value.bytes().all(|b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\') {
             // What `Debug` writes of a string with nothing to escape (an outcome code), without
             // the formatting machinery.
@@ -320,14 +321,7 @@ impl<W: fmt::Write> Visit for LineFields<'_, W> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if field.name() == "message" {
-            if self.result.is_ok() {
-                self.result = (|| {
-                    if !std::mem::take(&mut self.empty) {
-                        self.writer.write_char(' ')?;
-                    }
-                    write!(Escaped(&mut *self.writer), "{value:?}")
-                })();
-            }
+            self.message(format_args!("{value:?}"));
         } else {
             self.field(field, |w| write!(w, "{value:?}"));
         }

@@ -27,7 +27,7 @@ pub async fn api_key_usage(
     Path(id): Path<String>,
     Query(q): Query<UsageParams>,
 ) -> Result<Json<UsageList>, ApiError> {
-    let rows = state.recorded(caller.principal().account.id).await.key_usage(&caller.principal(), &id, q).await?;
+    let rows = state.recorded(caller.account().id).await.key_usage(&caller.principal(), &id, q).await?;
     Ok(usage_list(rows))
 }
 
@@ -43,7 +43,7 @@ pub async fn tenant_usage(
     Path(id): Path<String>,
     Query(q): Query<UsageParams>,
 ) -> Result<Json<UsageList>, ApiError> {
-    let rows = state.recorded(caller.principal().account.id).await.tenant_usage(&caller.principal(), &id, q).await?;
+    let rows = state.recorded(caller.account().id).await.tenant_usage(&caller.principal(), &id, q).await?;
     Ok(usage_list(rows))
 }
 
@@ -57,7 +57,7 @@ pub async fn account_usage(
     caller: Scoped<AccountRead>,
     Query(q): Query<UsageParams>,
 ) -> Result<Json<UsageList>, ApiError> {
-    let rows = state.recorded(caller.principal().account.id).await.account_usage(&caller.principal(), q).await?;
+    let rows = state.recorded(caller.account().id).await.account_usage(&caller.principal(), q).await?;
     Ok(usage_list(rows))
 }
 
@@ -73,7 +73,6 @@ pub async fn list_requests(
     caller: Scoped<AuditRead>,
     Query(q): Query<ListRequestsParams>,
 ) -> Result<Json<RequestList>, ApiError> {
-    let (rows, next_cursor) =
-        state.recorded(caller.principal().account.id).await.list_requests(&caller.principal(), q).await?;
+    let (rows, next_cursor) = state.recorded(caller.account().id).await.list_requests(&caller.principal(), q).await?;
     Ok(Json(RequestList { data: rows.iter().map(RequestView::from).collect(), next_cursor }))
 }
