@@ -38,7 +38,10 @@
 #      (fields 14 and 15 of /proc/<pid>/stat, in clock ticks) summed over all its processes
 #      (nginx master and workers; HAProxy; keygate, all threads) divided by the requests wrk
 #      counted. CPU per request moves less than req/s with how busy the machine is, but it does
-#      move (preemption, caches): compare figures of one run, never across runs.
+#      move (preemption, caches): compare figures of one run, never across runs. And how often
+#      the server's threads were preempted per request (`nonvoluntary_ctxt_switches` of each
+#      thread in /proc): a thread descheduled while its connections wait is what a p99 on two
+#      shared cores is made of, and it grows with the CPU a request takes.
 #   2. System calls per forwarded request: one more short run per proxy (wrk -t1 -c8, 3 s) with
 #      `strace -c -f` attached (nginx: its workers; HAProxy and keygate: the process, all its
 #      threads); total calls / requests. strace slows the servers a lot: only the counts matter.
@@ -313,12 +316,13 @@ import os, statistics, sys
 env = os.environ
 runs = {}
 for line in open(sys.argv[1]):
-    label, rps, p99, cpu, n = line.split()
-    runs.setdefault(label, []).append((float(rps), float(p99), float(cpu)))
-med = {k: tuple(statistics.median(r[i] for r in v) for i in range(3)) for k, v in runs.items()}
+    label, rps, p99, cpu, n, pre = line.split()
+    runs.setdefault(label, []).append((float(rps), float(p99), float(cpu), float(pre)))
+med = {k: tuple(statistics.median(r[i] for r in v) for i in range(4)) for k, v in runs.items()}
 rps = {k: v[0] for k, v in med.items()}
 p99 = {k: v[1] for k, v in med.items()}
 cpu = {k: v[2] for k, v in med.items()}
+pre = {k: v[3] for k, v in med.items()}
 base = bool(env["BASE_BIN"])
 
 def syscalls(label):
@@ -336,7 +340,7 @@ def syscalls(label):
 
 def row(label, name):
     r = runs[label]
-    print(f"  {name:<24}{rps[label]:>10,.0f}{p99[label]:>9.2f}{cpu[label]:>10.1f}    "
+    print(f"  {name:<24}{rps[label]:>10,.0f}{p99[label]:>9.2f}{cpu[label]:>10.1f}{pre[label]:>9.3f}    "
           + " ".join(f"{x[0]:,.0f}" for x in r))
 
 goals = []
@@ -347,7 +351,7 @@ print(f"Data plane: {env['ROUNDS']} alternating rounds of {env['DURATION']} s pe
       f"{env['CONNECTIONS']} connections, wrk -t2, all on one {env['NPROC']}-core machine "
       f"(load average before: {env['LOADAVG']}); medians over the rounds.")
 print(f"keygate: {env['BIN']}" + (f"; keygate_base: {env['BASE_BIN']}" if base else ""))
-head = f"  {'':<24}{'req/s':>10}{'p99 ms':>9}{'CPU µs/req':>12}  req/s of each round"
+head = f"  {'':<24}{'req/s':>10}{'p99 ms':>9}{'CPU µs/req':>12}{'preempt':>8}  req/s of each round"
 
 print("\n1. Key-checking proxies, GET /v1/calls, one nginx upstream")
 print(head)
@@ -362,6 +366,8 @@ for other in ("nginx", "haproxy"):
     goal(f"p99 keygate / {other} <= 1.3x", f"{l:.2f}x", 1.3, l <= 1.3)
     if other == "nginx":
         goal("CPU per request keygate / nginx <= 1.4x", f"{c:.2f}x", 1.4, c <= 1.4)
+print("  preempt: times a thread of the proxy was descheduled for another (involuntary context"
+      " switches), per request")
 print(f"  bare_proxy / nginx  throughput {rps['bare'] / rps['nginx']:.2f}x   CPU per request {cpu['bare'] / cpu['nginx']:.2f}x"
       "   (what the HTTP stack costs before keygate does anything)")
 print(f"  keygate / bare_proxy throughput {rps['keygate'] / rps['bare']:.2f}x   CPU per request {cpu['keygate'] / cpu['bare']:.2f}x"

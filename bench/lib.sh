@@ -3,13 +3,18 @@
 #
 # wrk_run LABEL "PIDS" URL [wrk args...]: one wrk run (2 threads, $CONNECTIONS connections,
 #   $DURATION seconds) while reading the CPU time of PIDS (every process of the server under
-#   test) before and after; appends "LABEL req/s p99_ms cpu_us_per_request requests" to
-#   $RESULTS. Fails on any non-2xx answer.
+#   test) before and after, and how often their threads were preempted; appends
+#   "LABEL req/s p99_ms cpu_us_per_request requests preemptions_per_request" to $RESULTS. Fails
+#   on any non-2xx answer.
 # syscalls_run LABEL "PIDS" URL [wrk args...]: a short wrk run (1 thread, 8 connections, 3 s)
 #   with `strace -c -f` attached to PIDS; writes strace's summary to $WORK/strace.LABEL and
 #   "calls requests" to $WORK/strace.LABEL.count.
 # cpu_ticks PID...: utime+stime (fields 14 and 15 of /proc/<pid>/stat, clock ticks, all
 #   threads of each process) summed over PIDS.
+# preemptions PID...: involuntary context switches (`nonvoluntary_ctxt_switches` of
+#   /proc/<pid>/task/*/status: a runnable thread descheduled for another) summed over every
+#   thread of PIDS. On two cores shared with wrk and the upstream, a server thread preempted
+#   while connections wait on it is what its p99 is made of (docs/benchmarks.md).
 # free_port BASE: BASE, or the first port above it that nothing on 127.0.0.1 listens on.
 # start_keygate NAME BIN PORT CONFIG: `init` then `serve` of BIN in $WORK/NAME with the config
 #   file CONFIG; waits for /healthz; sets KG_PID[NAME] and KG_OPERATOR[NAME] (operator key).
@@ -33,6 +38,12 @@ cpu_ticks() {
   echo "$total"
 }
 
+preemptions() {
+  local p
+  for p in "$@"; do cat /proc/"$p"/task/*/status 2>/dev/null || true; done |
+    awk '$1 == "nonvoluntary_ctxt_switches:" { n += $2 } END { print n + 0 }'
+}
+
 # wrk's latency ("850.00us", "3.40ms", "1.20s") in milliseconds.
 wrk_p99_ms() {
   awk '$1=="99%" { v=$2
@@ -51,11 +62,15 @@ wrk_check() {
 }
 
 wrk_run() {
-  local label="$1" pids="$2" url="$3" out before after requests rps p99
+  local label="$1" pids="$2" url="$3" out before after pre0 pre1 requests rps p99
   shift 3
   # shellcheck disable=SC2086
   before="$(cpu_ticks $pids)"
+  # shellcheck disable=SC2086
+  pre0="$(preemptions $pids)"
   out="$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url")"
+  # shellcheck disable=SC2086
+  pre1="$(preemptions $pids)"
   # shellcheck disable=SC2086
   after="$(cpu_ticks $pids)"
   wrk_check "$label" "$url" "$out"
@@ -64,9 +79,10 @@ wrk_run() {
   p99="$(wrk_p99_ms <<<"$out")"
   [ "${requests:-0}" -gt 0 ] || { echo "$label: no requests completed against $url" >&2; echo "$out" >&2; exit 1; }
   echo "$label $rps $p99 $(awk -v t="$((after - before))" -v hz="$CLK_TCK" -v n="$requests" \
-    'BEGIN { printf "%.2f", t * 1e6 / hz / n }') $requests" >>"$RESULTS"
-  printf '  %-14s %9.0f req/s  p99 %6.2f ms  %6.1f us CPU/request\n' "$label" "$rps" "$p99" \
-    "$(tail -n1 "$RESULTS" | awk '{print $4}')" >&2
+    'BEGIN { printf "%.2f", t * 1e6 / hz / n }') $requests $(awk -v p="$((pre1 - pre0))" -v n="$requests" \
+    'BEGIN { printf "%.3f", p / n }')" >>"$RESULTS"
+  printf '  %-14s %9.0f req/s  p99 %6.2f ms  %6.1f us CPU/request  %5.3f preemptions/request\n' "$label" "$rps" \
+    "$p99" "$(tail -n1 "$RESULTS" | awk '{print $4}')" "$(tail -n1 "$RESULTS" | awk '{print $6}')" >&2
 }
 
 syscalls_run() {

@@ -8,7 +8,11 @@
 //!    Every verify picks a random key of its whole population, so the 1M cache's lookups miss
 //!    the CPU caches as they would in production; the picked keys are copied into a small buffer
 //!    first, as a request's bytes would be hot. The cache lookup alone (`Cache::remembered` on a
-//!    precomputed hash) is measured the same way, to tell it from the rest of the verify.
+//!    precomputed hash) is measured the same way, to tell it from the rest of the verify. And
+//!    the machine's floor for any table too large for the CPU's caches: one random memory access
+//!    (a chase through a cycle of 64-byte lines spread over as much memory as the million keys
+//!    took, each load's address read by the one before), against the ~0.2× of the 1k verify the
+//!    goal leaves for everything the larger table adds.
 //! 2. The process's resident memory (`VmRSS`) with 1,000,000 keys cached, minus before (goal
 //!    ≤ 300 MB), in MB and bytes per key; then, in a fresh process (this binary run again), what
 //!    one key's share is made of: the credential, its entries in the `keys`, `by_id` and
@@ -363,6 +367,11 @@ fn main() {
         }
     }
     let measure = measure_started.elapsed();
+    let chase_bytes = usize::try_from(rss_after.saturating_sub(rss_before)).unwrap_or(usize::MAX).max(64 << 20);
+    let mut chase = Chase::new(chase_bytes, &mut rng);
+    let mut access: Vec<f64> = (0..5).map(|_| chase.ns_per_access(1 << 20)).collect();
+    let access = median(&mut access);
+    drop(chase);
     let (small_min, small_max) = min_max(&ns[0]);
     let (big_min, big_max) = min_max(&ns[1]);
     let [small_med, big_med, small_lookup, big_lookup] = ns.each_mut().map(|v| median(v));
@@ -395,6 +404,15 @@ fn main() {
         big_med - big_lookup,
         small_med - small_lookup,
         (big_med - big_lookup) / (small_med - small_lookup),
+    );
+    println!(
+        "     the floor: one random memory access over {:.0} MiB (dependent loads, this process's allocator and \
+         pages) {access:.1} ns, {:.2}× the {:.1} ns the goal leaves above the {SMALL}-key verify; a table reaching \
+         a key in one such access could at best be {:.3}×",
+        chase_bytes as f64 / f64::from(1 << 20),
+        access / (small_med * 0.2),
+        small_med * 0.2,
+        (small_med + access) / small_med,
     );
     // The first tenth also pays what does not grow with the population (SQLite's page caches
     // warming, the caches' first allocations); the last nine tenths show the cost per key.
@@ -472,6 +490,44 @@ fn main() {
     println!("  total run time {:.1} s", started.elapsed().as_secs_f64());
     drop(_guard);
     rt.block_on(store.close());
+}
+
+/// A random cycle through the 64-byte lines of one allocation: each line's first word holds the
+/// index of the next, so every load waits for the one before (no overlap, no prefetch).
+struct Chase {
+    words: Vec<u64>,
+    at: usize,
+}
+
+impl Chase {
+    const WORDS_PER_LINE: usize = 8;
+
+    fn new(bytes: usize, rng: &mut Rng) -> Self {
+        let lines = bytes / 64;
+        let mut order: Vec<usize> = (0..lines).collect();
+        // Sattolo's shuffle: one cycle through every line.
+        for i in (1..lines).rev() {
+            let j = rng.below(i);
+            order.swap(i, j);
+        }
+        let mut words = vec![0_u64; lines * Self::WORDS_PER_LINE];
+        for (i, &line) in order.iter().enumerate() {
+            words[line * Self::WORDS_PER_LINE] = order[(i + 1) % lines] as u64;
+        }
+        Self { words, at: 0 }
+    }
+
+    /// Mean nanoseconds per access over `steps` dependent accesses.
+    fn ns_per_access(&mut self, steps: usize) -> f64 {
+        let t = Instant::now();
+        let mut at = self.at;
+        for _ in 0..steps {
+            at = self.words[at * Self::WORDS_PER_LINE] as usize;
+        }
+        let elapsed = t.elapsed();
+        self.at = black_box(at);
+        elapsed.as_secs_f64() * 1e9 / steps as f64
+    }
 }
 
 fn min_max(v: &[f64]) -> (f64, f64) {
