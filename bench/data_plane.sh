@@ -40,8 +40,9 @@
 #      counted. CPU per request moves less than req/s with how busy the machine is, but it does
 #      move (preemption, caches): compare figures of one run, never across runs. And how often
 #      the server's threads were preempted per request (`nonvoluntary_ctxt_switches` of each
-#      thread in /proc): a thread descheduled while its connections wait is what a p99 on two
-#      shared cores is made of, and it grows with the CPU a request takes.
+#      thread in /proc): a thread descheduled while its connections wait adds to their latency,
+#      and it grows with the CPU a request takes (the count alone does not rank p99s:
+#      docs/benchmarks.md).
 #   2. System calls per forwarded request: one more short run per proxy (wrk -t1 -c8, 3 s) with
 #      `strace -c -f` attached (nginx: its workers; HAProxy and keygate: the process, all its
 #      threads); total calls / requests. strace slows the servers a lot: only the counts matter.

@@ -14,7 +14,8 @@
 # preemptions PID...: involuntary context switches (`nonvoluntary_ctxt_switches` of
 #   /proc/<pid>/task/*/status: a runnable thread descheduled for another) summed over every
 #   thread of PIDS. On two cores shared with wrk and the upstream, a server thread preempted
-#   while connections wait on it is what its p99 is made of (docs/benchmarks.md).
+#   while connections wait on it adds to their latency; the count alone does not rank p99s
+#   (docs/benchmarks.md, session 15).
 # free_port BASE: BASE, or the first port above it that nothing on 127.0.0.1 listens on.
 # start_keygate NAME BIN PORT CONFIG: `init` then `serve` of BIN in $WORK/NAME with the config
 #   file CONFIG; waits for /healthz; sets KG_PID[NAME] and KG_OPERATOR[NAME] (operator key).
