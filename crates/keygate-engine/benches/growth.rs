@@ -15,8 +15,8 @@
 //!    goal leaves for everything the larger table adds.
 //! 2. The process's resident memory (`VmRSS`) with 1,000,000 keys cached, minus before (goal
 //!    ≤ 300 MB), in MB and bytes per key; then, in a fresh process (this binary run again), what
-//!    one key's share is made of: the credential, its entries in the `keys`, `by_id` and
-//!    `vouched` tables.
+//!    one key's share is made of: the credential and its entry in the `keys` table (a key held
+//!    there has no `vouched` entry, and there is no index by id since session 12).
 //! 3. Key creation through the store on SQLite (a temporary file, `keygate_store::connect`'s
 //!    pragmas: WAL, `synchronous = NORMAL`): keys per second (goal ≥ 20,000/s) in batches, one
 //!    `store.create_keys` transaction per account holding its 999 keys besides the first (1,000
