@@ -64,7 +64,7 @@ impl Client {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
         let auth = &dashboard.engine.auth;
         let headers = &parts.headers;
-        let ip = auth.client_ip(peer, || headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()));
+        let ip = keygate_http::caller::client_ip(auth, peer, headers);
         let https = auth.is_trusted_proxy(peer)
             && headers
                 .get("x-forwarded-proto")

@@ -50,7 +50,7 @@ use keygate_engine::auth::{Authenticator, Caller};
 use keygate_engine::idempotency::Binding;
 use keygate_engine::ratelimit::LimitKey;
 use keygate_http::context::{FromUpstream, RequestContext, X_REQUEST_ID, note_route, note_tenant};
-use keygate_http::headers::strip_hop_by_hop;
+use keygate_http::headers::{X_API_KEY, X_FORWARDED_FOR, strip_hop_by_hop};
 use keygate_http::idempotency::{self, Claim};
 use keygate_http::{ApiError, caller};
 
@@ -566,13 +566,11 @@ fn is_untrusted(name: &HeaderName) -> bool {
                 | "x-auth-request-groups"
         )
 }
-const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 const X_TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
 const X_KEYGATE_ACCOUNT_ID: HeaderName = HeaderName::from_static("x-keygate-account-id");
 const X_KEYGATE_KEY_ID: HeaderName = HeaderName::from_static("x-keygate-key-id");
 const X_KEYGATE_TENANT_ID: HeaderName = HeaderName::from_static("x-keygate-tenant-id");
 const X_KEYGATE_SCOPES: HeaderName = HeaderName::from_static("x-keygate-scopes");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 async fn forward(
     gw: &Gateway,

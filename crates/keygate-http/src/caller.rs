@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
-use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, header};
 use keygate_domain::gcra::Quota;
 use keygate_domain::request::CredentialSource;
 use keygate_engine::Engine;
@@ -15,6 +15,7 @@ use keygate_engine::ratelimit::LimitKey;
 
 use crate::context::{note_caller, note_ratelimit};
 use crate::error::{ApiError, current_request_id};
+use crate::headers::{X_API_KEY, X_FORWARDED_FOR};
 
 /// Checks 1–8 for a request: the client IP per SPEC §3 (the peer, or the right-most untrusted
 /// `X-Forwarded-For` hop behind a trusted proxy), the one credential of `Authorization`,
@@ -41,7 +42,7 @@ pub fn peer(extensions: &Extensions) -> IpAddr {
 pub async fn authenticate_from(peer: IpAddr, parts: &Parts, engine: &Engine) -> Result<Caller, ApiError> {
     let auth = &engine.auth;
     let headers = &parts.headers;
-    let client_ip = auth.client_ip(peer, || headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()));
+    let client_ip = client_ip(auth, peer, headers);
     let (presented, source) = credential(auth, headers, parts.uri.query())?;
     let authenticated = auth.authenticate(&presented, client_ip).await;
     // A known key refused by checks 4–8 is still the caller of record: the refusal counts in its
@@ -66,9 +67,12 @@ pub async fn authenticate_from(peer: IpAddr, parts: &Parts, engine: &Engine) -> 
     })
 }
 
-// Names as constants: a `&str` name is parsed and checked on every lookup.
-const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// The client's IP: `peer`, or what `X-Forwarded-For` says when `peer` is a trusted proxy
+/// ([`Authenticator::client_ip`]).
+#[must_use]
+pub fn client_ip(auth: &Authenticator, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    auth.client_ip(peer, || headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()))
+}
 
 /// The one credential of a request (check 1): from `Authorization`, `X-API-Key` or, where
 /// allowed, the `appid` parameter of `query`.

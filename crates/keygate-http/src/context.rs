@@ -24,7 +24,7 @@ use keygate_engine::requestlog::{Counted, RequestRecorder};
 use keygate_store::NewRequestRecord;
 
 use crate::error::{ApiError, ErrorCode, REQUEST_ID};
-use crate::headers::write_ratelimit;
+use crate::headers::{X_RATELIMIT_LIMIT, write_ratelimit};
 
 /// What [`request_context`] needs: where request-log records go, and the key format whose
 /// key-shaped strings it masks in log lines.
@@ -43,8 +43,6 @@ impl RequestContext {
 }
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// Set by a handler that wrote its own rate-limit fields (a 429 names the limit that refused).
-const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 
 tokio::task_local! {
     /// Facts learned while handling the request, for its log line and response headers.

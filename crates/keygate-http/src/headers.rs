@@ -4,16 +4,24 @@
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use keygate_engine::ratelimit::RateLimitStatus;
 
+// Names as constants: a `&str` name is parsed and checked on every lookup.
+/// Where a key may be presented instead of `Authorization` (SPEC §3, check 1).
+pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+/// The client chain a trusted proxy reports; keygate writes it when it forwards.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// The first of the rate-limit fields [`write_ratelimit`] writes: a response that has it
+/// already carries a limit's fields.
+pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+
 /// Writes `status` as GitHub's `X-RateLimit-*` and the IETF `RateLimit-Policy` / `RateLimit`
 /// fields (draft-ietf-httpapi-ratelimit-headers), plus `Retry-After` on a refusal.
 pub fn write_ratelimit(headers: &mut HeaderMap, status: &RateLimitStatus) {
-    const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
     const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
     const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
     const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
     const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
     let scope = status.scope.as_str();
-    headers.insert(LIMIT, HeaderValue::from(status.limit));
+    headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(status.limit));
     headers.insert(REMAINING, HeaderValue::from(status.remaining));
     headers.insert(RESET, HeaderValue::from(status.reset_at));
     // `"scope";q=N;w=60` and `"scope";r=N;t=N`, written without the formatting machinery: this
