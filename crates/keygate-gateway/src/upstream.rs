@@ -280,7 +280,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connection_is_a_connect_error() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("an address");
+        // Bound and never listening, so connecting is refused, and held so nothing else takes it.
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+        let port = socket.local_addr().expect("an address");
         let pool: Pool<Empty<Bytes>> = Pool::new(
             &port.to_string().parse().expect("an authority"),
             Duration::from_secs(5),

@@ -46,6 +46,9 @@ struct Upstream {
     addr: SocketAddr,
     calls: Arc<AtomicUsize>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// A closed upstream's port: bound, not listening, so connecting is refused and no other
+    /// process can take the port (it is bound without `SO_REUSEADDR`).
+    reserved: Option<tokio::net::TcpSocket>,
 }
 
 impl Upstream {
@@ -54,18 +57,18 @@ impl Upstream {
         Self::serve(listener)
     }
 
-    /// An upstream on `addr` (a port a [`Upstream::closed`] one left free).
-    async fn start_at(addr: SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind the upstream's port again");
-        Self::serve(listener)
+    /// No server: a port held without listening, so connecting to it is refused.
+    fn closed() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket.bind(([127, 0, 0, 1], 0).into()).expect("bind a port");
+        let addr = socket.local_addr().expect("a local address");
+        Self { addr, calls: Arc::new(AtomicUsize::new(0)), task: None, reserved: Some(socket) }
     }
 
-    /// No server: a port that was bound, then released, so connecting to it is refused.
-    fn closed() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
-        let addr = listener.local_addr().expect("a local address");
-        drop(listener);
-        Self { addr, calls: Arc::new(AtomicUsize::new(0)), task: None }
+    /// A [`Upstream::closed`] one comes up on its port.
+    fn open(mut self) -> Self {
+        let socket = self.reserved.take().expect("a closed upstream");
+        Self::serve(socket.listen(1024).expect("listen on the upstream's port"))
     }
 
     fn serve(listener: tokio::net::TcpListener) -> Self {
@@ -75,7 +78,7 @@ impl Upstream {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
-        Self { addr, calls, task: Some(task) }
+        Self { addr, calls, task: Some(task), reserved: None }
     }
 
     fn url(&self) -> String {
@@ -1009,7 +1012,7 @@ async fn a_502_is_not_stored_and_the_retry_executes(app: TestApp, up: Upstream) 
     assert!(still.header("idempotent-replayed").is_none(), "a 502 before reaching the upstream is not replayed");
 
     // The upstream comes up on that port: the retry executes, and only then is it stored.
-    let live = Upstream::start_at(up.addr).await;
+    let live = up.open();
     let executed = post_idem(&app, &p.key, "/v1/calls", "retry-me", &body).await;
     assert_eq!(echo(&executed)["call"], 1);
     assert!(executed.header("idempotent-replayed").is_none());

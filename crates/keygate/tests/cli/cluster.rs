@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Http, Response, Sandbox, Server, free_port};
+use crate::support::{Http, Response, Sandbox, Server, free_port, listens_on};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-cluster";
 
@@ -95,9 +95,13 @@ impl PrivateRedis {
                 "2000",
             ]);
         }
-        self.child = Some(cmd.spawn().expect("start redis-server (is it installed?)"));
+        let child = self.child.insert(cmd.spawn().expect("start redis-server (is it installed?)"));
         let deadline = Instant::now() + Duration::from_secs(10);
-        while redis_cli(self.port, &["PING"]).trim() != "PONG" {
+        // The PONG must come from this child: another test's server may have taken the port.
+        while !(redis_cli(self.port, &["PING"]).trim() == "PONG" && listens_on(child.id(), self.port)) {
+            if let Some(status) = child.try_wait().expect("poll redis-server") {
+                panic!("redis-server on {port} exited ({status}): is the port taken?");
+            }
             assert!(Instant::now() < deadline, "redis-server on {port} did not answer PING");
             thread::sleep(Duration::from_millis(20));
         }

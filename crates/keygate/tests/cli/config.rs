@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Sandbox, free_port};
+use crate::support::{ClosedPort, Sandbox};
 
 fn operator_key(sandbox: &Sandbox, extra: &[&str]) -> String {
     let mut args = vec!["--json"];
@@ -270,7 +270,8 @@ fn a_sqlite_file_in_a_missing_directory_names_the_directory() {
 fn an_unreachable_postgres_fails_fast_naming_host_and_port() {
     let mut sandbox = Sandbox::new();
     sandbox.set_env("KEYGATE_HASH_SECRET", "0123456789abcdef0123456789abcdef-test");
-    let port = free_port();
+    let closed = ClosedPort::new();
+    let port = closed.port;
     sandbox.set_env("KEYGATE_DATABASE_URL", &format!("postgres://keygate:hunter2@127.0.0.1:{port}/keygate"));
     for args in [&["keys", "list"][..], &["serve", "--listen", "127.0.0.1:0"], &["migrate"]] {
         let started = Instant::now();

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{Http, Sandbox, Server, eventually, free_port};
+use crate::support::{ClosedPort, Http, Sandbox, Server, eventually, free_port, listens_on};
 
 #[test]
 fn serve_is_healthy_until_sigterm_and_then_exits_zero() {
@@ -33,7 +33,8 @@ fn serve_is_healthy_until_sigterm_and_then_exits_zero() {
 #[test]
 fn healthcheck_fails_against_a_closed_port() {
     let sandbox = Sandbox::new();
-    let url = format!("http://127.0.0.1:{}", free_port());
+    let closed = ClosedPort::new();
+    let url = format!("http://127.0.0.1:{}", closed.port);
     let run = sandbox.fails(&["healthcheck", "--url", &url]);
     assert!(run.stdout.contains("unhealthy"), "{}", run.describe());
     assert!(run.stdout.contains("nothing accepts connections"), "says why: {}", run.describe());
@@ -53,34 +54,35 @@ fn healthcheck_defaults_to_the_configured_listen_address() {
 
 #[test]
 fn listen_flag_overrides_env_and_file() {
+    // The file's and the environment's ports are held shut: a server that chose either could not
+    // bind it and would exit instead of answering on the flag's port.
     let mut sandbox = Sandbox::new();
     sandbox.init();
-    let file_port = free_port();
-    let env_port = free_port();
+    let (file, env) = (ClosedPort::new(), ClosedPort::new());
+    sandbox.write("keygate.toml", &format!("listen = \"127.0.0.1:{}\"\n", file.port));
+    sandbox.set_env("KEYGATE_LISTEN", &format!("127.0.0.1:{}", env.port));
     let flag_port = free_port();
-    sandbox.write("keygate.toml", &format!("listen = \"127.0.0.1:{file_port}\"\n"));
-    sandbox.set_env("KEYGATE_LISTEN", &format!("127.0.0.1:{env_port}"));
     let listen = format!("127.0.0.1:{flag_port}");
     let server = Server::spawn(&sandbox, &["serve", "--listen", &listen], flag_port)
         .unwrap_or_else(|log| panic!("serve --listen {listen} did not start:\n{log}"));
     assert_eq!(server.http().send("GET", "/healthz", None, None).status, 200);
-    for port in [file_port, env_port] {
-        let other = Http::new(&format!("http://127.0.0.1:{port}"));
-        assert!(other.try_get("/healthz").is_none(), "nothing listens on {port}");
-    }
+    let pid = server.pid();
+    assert!(listens_on(pid, flag_port), "keygate listens on the flag's port");
+    assert!(!listens_on(pid, file.port) && !listens_on(pid, env.port), "and on nothing else");
 }
 
 #[test]
 fn env_listen_overrides_the_file() {
     let mut sandbox = Sandbox::new();
     sandbox.init();
-    let file_port = free_port();
+    let file = ClosedPort::new();
     let env_port = free_port();
-    sandbox.write("keygate.toml", &format!("listen = \"127.0.0.1:{file_port}\"\n"));
+    sandbox.write("keygate.toml", &format!("listen = \"127.0.0.1:{}\"\n", file.port));
     sandbox.set_env("KEYGATE_LISTEN", &format!("127.0.0.1:{env_port}"));
     let server = Server::spawn(&sandbox, &["serve"], env_port)
         .unwrap_or_else(|log| panic!("serve on KEYGATE_LISTEN did not start:\n{log}"));
     assert_eq!(server.http().send("GET", "/healthz", None, None).status, 200);
+    assert!(!listens_on(server.pid(), file.port), "not on the file's port");
 }
 
 #[test]

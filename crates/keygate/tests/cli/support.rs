@@ -186,10 +186,53 @@ fn reader(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<String
     })
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago: another test may take it before the caller binds it.
+/// [`Server::spawn`] checks that the server it waits for is its own; a test that needs a port
+/// where nothing listens holds a [`ClosedPort`] instead.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("its address").port()
+}
+
+/// A port on 127.0.0.1, held while this lives, where nothing accepts connections.
+///
+/// The socket is bound and never listens, so a connection is refused (`ECONNREFUSED`). It is
+/// bound without `SO_REUSEADDR`, so no other process binds the port meanwhile, not even a
+/// listener that sets it (Tokio's and Redis's do): no test's server can answer there.
+pub struct ClosedPort {
+    pub port: u16,
+    _socket: tokio::net::TcpSocket,
+}
+
+impl ClosedPort {
+    pub fn new() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket.bind(([127, 0, 0, 1], 0).into()).expect("bind an ephemeral port");
+        let port = socket.local_addr().expect("its address").port();
+        Self { port, _socket: socket }
+    }
+}
+
+/// Whether process `pid` holds a listening TCP socket on IPv4 `port`: the socket inodes among its
+/// descriptors (`/proc/<pid>/fd`) matched against the listeners of its network namespace
+/// (`/proc/<pid>/net/tcp`, where state `0A` is LISTEN and the tenth field the inode). Linux only.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")) else { return false };
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = u16::from_str_radix(fields.get(1)?.rsplit(':').next()?, 16).ok()?;
+            let inode = fields.get(9)?;
+            (local_port == port && *fields.get(3)? == "0A").then(|| format!("socket:[{inode}]"))
+        })
+        .collect();
+    let Ok(descriptors) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    descriptors
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .any(|target| inodes.iter().any(|inode| target.as_os_str() == inode.as_str()))
 }
 
 /// A running `keygate serve`, killed when dropped.
@@ -219,7 +262,9 @@ impl Server {
         panic!("keygate serve could not find a free port in three tries");
     }
 
-    /// Runs `keygate <args>` (which must make it listen on `port`) and waits for `/healthz`.
+    /// Runs `keygate <args>` (which must make it listen on `port`) and waits until `/healthz`
+    /// answers there from this child: another test's server that took the port in between does
+    /// not count (see [`listens_on`]).
     ///
     /// # Errors
     /// The server's log, when it exited before becoming healthy.
@@ -236,7 +281,7 @@ impl Server {
             if server.child.try_wait().expect("poll the server").is_some() {
                 return Err(server.log());
             }
-            if http.try_get("/healthz").is_some_and(|r| r.status == 200) {
+            if http.try_get("/healthz").is_some_and(|r| r.status == 200) && listens_on(server.child.id(), port) {
                 return Ok(server);
             }
             if Instant::now() > deadline {
@@ -250,6 +295,11 @@ impl Server {
 
     pub fn http(&self) -> Http {
         Http::new(&self.base)
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Everything the server wrote to stderr so far (its log).
