@@ -68,7 +68,7 @@ fn listen_flag_overrides_env_and_file() {
     assert_eq!(server.http().send("GET", "/healthz", None, None).status, 200);
     let pid = server.pid();
     assert!(listens_on(pid, flag_port), "keygate listens on the flag's port");
-    assert!(!listens_on(pid, file.port) && !listens_on(pid, env.port), "and on nothing else");
+    assert!(!listens_on(pid, file.port) && !listens_on(pid, env.port), "nor on the file's or the environment's port");
 }
 
 #[test]
