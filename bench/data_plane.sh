@@ -341,7 +341,7 @@ def syscalls(label):
 
 def row(label, name):
     r = runs[label]
-    print(f"  {name:<24}{rps[label]:>10,.0f}{p99[label]:>9.2f}{cpu[label]:>10.1f}{pre[label]:>9.3f}    "
+    print(f"  {name:<24}{rps[label]:>10,.0f}{p99[label]:>9.2f}{cpu[label]:>12.1f}{pre[label]:>8.3f}    "
           + " ".join(f"{x[0]:,.0f}" for x in r))
 
 goals = []

@@ -63,7 +63,7 @@ wrk_check() {
 }
 
 wrk_run() {
-  local label="$1" pids="$2" url="$3" out before after pre0 pre1 requests rps p99
+  local label="$1" pids="$2" url="$3" out before after pre0 pre1 requests rps p99 cpu pre
   shift 3
   # shellcheck disable=SC2086
   before="$(cpu_ticks $pids)"
@@ -79,11 +79,11 @@ wrk_run() {
   rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
   p99="$(wrk_p99_ms <<<"$out")"
   [ "${requests:-0}" -gt 0 ] || { echo "$label: no requests completed against $url" >&2; echo "$out" >&2; exit 1; }
-  echo "$label $rps $p99 $(awk -v t="$((after - before))" -v hz="$CLK_TCK" -v n="$requests" \
-    'BEGIN { printf "%.2f", t * 1e6 / hz / n }') $requests $(awk -v p="$((pre1 - pre0))" -v n="$requests" \
-    'BEGIN { printf "%.3f", p / n }')" >>"$RESULTS"
-  printf '  %-14s %9.0f req/s  p99 %6.2f ms  %6.1f us CPU/request  %5.3f preemptions/request\n' "$label" "$rps" \
-    "$p99" "$(tail -n1 "$RESULTS" | awk '{print $4}')" "$(tail -n1 "$RESULTS" | awk '{print $6}')" >&2
+  cpu="$(awk -v t="$((after - before))" -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
+  pre="$(awk -v p="$((pre1 - pre0))" -v n="$requests" 'BEGIN { printf "%.3f", p / n }')"
+  echo "$label $rps $p99 $cpu $requests $pre" >>"$RESULTS"
+  printf '  %-14s %9.0f req/s  p99 %6.2f ms  %6.1f us CPU/request  %5.3f preemptions/request\n' \
+    "$label" "$rps" "$p99" "$cpu" "$pre" >&2
 }
 
 syscalls_run() {
